@@ -1,0 +1,58 @@
+# Every routine task of the Odoo Box tools. On a fresh machine run them through
+# uv, which brings `just` and everything else from uv.lock:
+#     python3 -m pip install uv && python3 -m uv run just <task>
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# `uv run` sets UV to its own path; the fallback is uv on PATH (e.g. the Nix dev shell).
+uv := env("UV", "uv")
+
+# List the tasks.
+default:
+    @just --list
+
+# Install the workspace into .venv exactly as uv.lock says.
+setup:
+    {{uv}} sync --locked
+
+# The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked.
+demo: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    vaultgen() { {{uv}} run --locked vaultgen "$@"; }
+    rm -rf demo && mkdir demo && git -C demo init -q
+    echo "== vaultgen generate: a new vault in demo/vault"
+    vaultgen --vault demo/vault generate --batch
+    echo "== vaultgen generate again: nothing to do"
+    vaultgen --vault demo/vault generate --batch
+    git -C demo add -A
+    git -C demo -c user.name=demo -c user.email=demo@localhost commit -qm "demo vault"
+    echo "== what git committed: encrypted and public files only"
+    git -C demo ls-files
+    echo "== vaultgen status"
+    vaultgen --vault demo/vault status
+    echo "== vaultgen check"
+    vaultgen --vault demo/vault check
+
+# Everything CI runs: the Debian packages the tests need, lint, then every test.
+test: system-packages lint
+    {{uv}} run --locked pytest
+
+# Format check, lint and type check of our code.
+lint:
+    {{uv}} run --locked ruff format --check .
+    {{uv}} run --locked ruff check .
+    {{uv}} run --locked mypy
+
+# Rewrite our code in the project's format and fix what ruff can.
+fmt:
+    {{uv}} run --locked ruff format .
+    {{uv}} run --locked ruff check --fix .
+
+# Benchmarks: side-by-side tables (ours against the baseline each issue names).
+bench:
+    {{uv}} run --locked python bench/vaultgen_speed.py
+
+# Install the Debian packages the tests need, if any is missing (root or sudo).
+system-packages:
+    scripts/ensure-debian-packages

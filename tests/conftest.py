@@ -1,0 +1,179 @@
+"""Fixtures shared by every tool's tests: a throwaway PostgreSQL cluster and an unprivileged user.
+
+The cluster is real: `initdb` and `pg_ctl` from the PostgreSQL 15+ binaries on
+PATH or under /usr/lib/postgresql/*/bin, listening only on a Unix socket in a
+private temp folder, trust auth on that socket so tests can connect as any role.
+PostgreSQL refuses to run as root, so under root the server runs as an
+unprivileged user (`postgres` if it exists, else `nobody`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MIN_PG_MAJOR = 15
+
+
+@dataclass(frozen=True)
+class Unprivileged:
+    """A user other than root, for the programs that refuse to run as root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def _unprivileged_user() -> Unprivileged | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return Unprivileged(name, entry.pw_uid, entry.pw_gid)
+    raise RuntimeError("running as root but neither a postgres nor a nobody user exists")
+
+
+def find_pg_bindir() -> Path:
+    """PostgreSQL's server binaries: PATH first, then Debian's versioned folders, newest first."""
+    candidates: list[Path] = []
+    if on_path := shutil.which("pg_ctl"):
+        candidates.append(Path(on_path).resolve().parent)  # Debian links into its bin dirs
+    versioned = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(versioned, key=lambda p: int(p.parent.name), reverse=True)
+    for bindir in candidates:
+        if not (bindir / "initdb").exists():
+            continue
+        out = subprocess.run(
+            [bindir / "pg_ctl", "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        if (m := re.search(r"(\d+)", out)) and int(m.group(1)) >= MIN_PG_MAJOR:
+            return bindir
+    raise RuntimeError(
+        f"no PostgreSQL {MIN_PG_MAJOR}+ server binaries (initdb, pg_ctl) on PATH or under "
+        "/usr/lib/postgresql/*/bin: apt-get install postgresql"
+    )
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    bindir: Path
+    datadir: Path
+    socket_dir: Path
+    port: int
+    superuser: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """libpq's standard variables pointing at this cluster."""
+        return {
+            **os.environ,
+            "PGHOST": str(self.socket_dir),
+            "PGPORT": str(self.port),
+            "PGUSER": self.superuser,
+            "PGDATABASE": "postgres",
+        }
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.socket_dir} port={self.port} user={self.superuser} dbname=postgres"
+
+    def psql(self, sql: str, *, user: str | None = None, db: str = "postgres") -> str:
+        result = subprocess.run(
+            [self.bindir / "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U",
+             user or self.superuser, "-d", db, "-c", sql],
+            env=self.env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def start_postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
+    """Start a cluster in a new temp folder and remove it afterwards, whatever happens."""
+    bindir = find_pg_bindir()
+    user = _unprivileged_user()
+    base = Path(tempfile.mkdtemp(prefix="odbox-pg-"))
+    datadir, socket_dir = base / "data", base / "socket"
+    socket_dir.mkdir()
+    if user is not None:
+        base.chmod(0o755)
+        os.chown(base, user.uid, user.gid)
+        os.chown(socket_dir, user.uid, user.gid)
+    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    superuser = "postgres"
+    run = {"capture_output": True, "text": True, "check": True, "cwd": base, **as_user}
+    try:
+        subprocess.run(
+            [bindir / "initdb", "-D", datadir, "-U", superuser, "--auth=trust",
+             "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+            **run,  # type: ignore[call-overload]
+        )  # fmt: skip
+        options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -p {port} -F"
+        subprocess.run(
+            [bindir / "pg_ctl", "-D", datadir, "-o", options, "-l", base / "server.log",
+             "-w", "-t", "60", "start"],
+            **run,  # type: ignore[call-overload]
+        )  # fmt: skip
+        yield PostgresCluster(bindir, datadir, socket_dir, port, superuser)
+    finally:
+        if (datadir / "postmaster.pid").exists():
+            subprocess.run(
+                [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"],
+                capture_output=True, cwd=base, **as_user,  # type: ignore[call-overload]
+            )  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway cluster for the whole session (Unix socket only, in a temp folder)."""
+    with start_postgres_cluster() as cluster:
+        yield cluster
+
+
+class SmallFilesystems:
+    """Real, small file systems (tmpfs) for disk-full and read-only tests; needs root."""
+
+    def __init__(self) -> None:
+        self.mounts: list[Path] = []
+
+    def mount(self, size: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix="odbox-tmpfs-"))
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", path],
+            check=True,
+            capture_output=True,
+        )
+        self.mounts.append(path)
+        return path
+
+    @staticmethod
+    def remount_read_only(path: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", path], check=True, capture_output=True)
+
+    def cleanup(self) -> None:
+        for path in reversed(self.mounts):
+            subprocess.run(["umount", "-l", path], capture_output=True)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@pytest.fixture
+def small_filesystems() -> Iterator[SmallFilesystems]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    filesystems = SmallFilesystems()
+    try:
+        yield filesystems
+    finally:
+        filesystems.cleanup()

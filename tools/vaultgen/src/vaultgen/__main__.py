@@ -1,0 +1,5 @@
+"""Allow `python -m vaultgen`."""
+
+from vaultgen.cli import main
+
+main()

@@ -1,0 +1,435 @@
+"""The `vaultgen` command line: parses arguments and prints; the work is in the other modules.
+
+Only typer and the standard library are imported at the top, so `--help` is
+fast; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from vaultgen import console
+from vaultgen.errors import ExitCode, UsageError, VaultError
+
+if TYPE_CHECKING:
+    from vaultgen.generate import Request
+
+app = typer.Typer(
+    name="vaultgen",
+    help=(
+        "An age-encrypted secrets vault that is safe to commit: passwords and their crypt "
+        "hashes, a CA and TLS certificates, an SSH identity.\n\n"
+        "Without a command, runs `generate`. Exit codes: 0 ok, 1 failed, 2 usage, "
+        "3 check found problems, 4 another run holds the vault."
+    ),
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain help: typer's rich help renderer imports rich.markdown and doubles
+    # the start time of `--help`, the command a user runs most.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    vault: Path
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    vault: Annotated[
+        Path,
+        typer.Option(
+            "--vault",
+            envvar="VAULTGEN_VAULT",
+            help="The vault folder. Relative paths are taken from the current directory.",
+        ),
+    ] = Path("vault"),
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="VAULTGEN_DEBUG", help="Show a traceback on errors."),
+    ] = False,
+) -> None:
+    ctx.obj = Settings(vault=vault)
+    if ctx.invoked_subcommand is None:
+        generate(ctx, batch=False)
+
+
+def _ask_password(name: str) -> str | None:
+    import getpass
+
+    first = getpass.getpass(f"Password for {name} (empty: generate a passphrase): ")
+    if not first:
+        return None
+    if getpass.getpass(f"Password for {name}, again: ") != first:
+        raise VaultError(f"the two passwords for {name} differ; nothing was changed")
+    return first
+
+
+def _report_plan(root: Path, plan_writes: list[tuple[str, str, bool]], chmods: list[str]) -> None:
+    for path, reason, existed in plan_writes:
+        say_verb = "updated" if existed else "created"
+        console.say(f"{say_verb} {root / path}" + (f" ({reason})" if existed else ""))
+    for line in chmods:
+        console.say(line)
+    if not plan_writes and not chmods:
+        console.say(f"{root} is up to date")
+
+
+def _run_generate(ctx: typer.Context, request: Request) -> None:
+    from vaultgen.generate import generate
+
+    root = _settings(ctx).vault
+    before = _existing_files(root)
+    plan = generate(root, request)
+    _report_plan(
+        root,
+        [(w.path, w.reason, w.path in before) for w in plan.writes],
+        [f"tightened {root / c.path} to {c.mode:04o} ({c.reason})" for c in plan.chmods],
+    )
+
+
+def _existing_files(root: Path) -> set[str]:
+    if not root.is_dir():
+        return set()
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Never prompt: every missing password becomes a generated passphrase. "
+            "Implied when standard input is not a terminal.",
+        ),
+    ] = False,
+) -> None:
+    """Make exactly what is missing or out of date (the default command).
+
+    On a terminal, asks for each missing password; an empty answer generates a
+    passphrase. A second run with nothing changed writes nothing.
+    """
+    from vaultgen.generate import Request
+
+    interactive = not batch and sys.stdin.isatty()
+    _run_generate(ctx, Request(ask_password=_ask_password if interactive else None))
+
+
+@app.command()
+def password(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Password name, e.g. admin or odoo-admin.")],
+    stdin: Annotated[
+        bool,
+        typer.Option("--stdin", help="Read the password from standard input."),
+    ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Read the password from this file (one line).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    generate_new: Annotated[
+        bool,
+        typer.Option("--generate", help="Generate a new passphrase."),
+    ] = False,
+) -> None:
+    """Set one password (new or existing) and remake its hashes and .age files.
+
+    Without a source option, asks on the terminal.
+    """
+    from vaultgen import layout
+    from vaultgen.generate import Request, check_password, password_from_bytes
+
+    layout.check_name(name)
+    if sum([stdin, file is not None, generate_new]) > 1:
+        raise UsageError("choose one of --stdin, --file and --generate")
+    root = _settings(ctx).vault
+    if not (root / layout.IDENTITY).exists():
+        raise VaultError(f"no vault at {root}: create it first with `vaultgen generate`")
+    if generate_new:
+        from vaultgen.passphrase import generate_passphrase
+
+        secret = generate_passphrase()
+    elif stdin:
+        secret = password_from_bytes(sys.stdin.buffer.read(), "standard input")
+    elif file is not None:
+        secret = password_from_bytes(file.read_bytes(), str(file))
+    elif sys.stdin.isatty():
+        answer = _ask_password(name)
+        if answer is None:
+            from vaultgen.passphrase import generate_passphrase
+
+            answer = generate_passphrase()
+        secret = answer
+    else:
+        raise UsageError("standard input is not a terminal: use --stdin, --file or --generate")
+    check_password(secret, f"password for {name}")
+    _run_generate(ctx, Request(passwords={name: secret}))
+
+
+@app.command()
+def certs(
+    ctx: typer.Context,
+    common_names: Annotated[
+        list[str],
+        typer.Argument(metavar="CN...", help="DNS names (or IPs) to issue certificates for."),
+    ],
+    san: Annotated[
+        list[str] | None,
+        typer.Option("--san", help="Another name each certificate is valid for (repeatable)."),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, max=825, help="Validity in days (default and maximum 825)."),
+    ] = None,
+) -> None:
+    """Issue (or re-issue) leaf TLS certificates signed by the vault CA.
+
+    A certificate that already has exactly these names and is not expiring is
+    left as it is. Files: certs/CN-cert.pem and certs/CN-key.pem.
+    """
+    from vaultgen import layout
+    from vaultgen.generate import LeafRequest, Request
+
+    sans = tuple(layout.check_common_name(s) for s in san or [])
+    leaves = {
+        layout.cert_stem(cn): LeafRequest(layout.check_common_name(cn), sans, days)
+        for cn in common_names
+    }
+    if layout.CA_STEM in leaves:
+        raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
+    _run_generate(ctx, Request(leaves=leaves))
+
+
+@app.command("import")
+def import_cert(
+    ctx: typer.Context,
+    cert: Annotated[
+        Path,
+        typer.Argument(
+            help="PEM certificate (a full chain is kept as is).", exists=True, dir_okay=False
+        ),
+    ],
+    key: Annotated[
+        Path, typer.Argument(help="Its unencrypted PEM private key.", exists=True, dir_okay=False)
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="File stem in certs/ (default: the certificate's CN)."),
+    ] = None,
+) -> None:
+    """Import a certificate and key issued elsewhere; refuses a key that does not match."""
+    from vaultgen import layout, pki
+    from vaultgen.generate import Request
+
+    cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+    info = pki.cert_info(cert_pem, str(cert))
+    if not pki.key_matches_cert(key_pem, cert_pem, str(key)):
+        raise VaultError(f"{key} is not the private key of {cert}; nothing was imported")
+    if problem := pki.tls_server_problem(info):
+        raise VaultError(f"{cert}: {problem}; nothing was imported")
+    if name is None:
+        if not info.common_name:
+            raise UsageError(f"{cert} has no CN: give --name")
+        stem = layout.cert_stem(info.common_name)
+    else:
+        stem = layout.check_name(name, "certificate name")
+    if stem == layout.CA_STEM:
+        raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
+    _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}))
+
+
+@app.command()
+def rekey(
+    ctx: typer.Context,
+    new_identity: Annotated[
+        bool,
+        typer.Option(
+            "--new-identity",
+            help="Replace age.key with a new identity (the old one then decrypts nothing).",
+        ),
+    ] = False,
+) -> None:
+    """Re-encrypt every .age file to age.key and recipients.txt.
+
+    Works in a fresh clone that has only the .age files and age.key. Edit
+    recipients.txt first to add or remove recipients.
+    """
+    from vaultgen.rekey import rekey as do_rekey
+
+    root = _settings(ctx).vault
+    result = do_rekey(root, new_identity)
+    console.say(f"re-encrypted {len(result.files)} .age files in {root}")
+    if result.new_identity:
+        console.say(
+            f"new identity {result.new_identity} is in {root / 'age.key'}: copy it to every "
+            "machine and teammate that decrypts this vault; old commits still need the old key"
+        )
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Audit the vault: decryption, hashes, certificates, keys, modes, what git would commit.
+
+    Exit 3 when anything is wrong.
+    """
+    from vaultgen.check import check as run_check
+
+    report = run_check(_settings(ctx).vault)
+    if json_output:
+        console.print_json(report.to_json())
+    else:
+        for note in report.notes:
+            console.say(f"note: {note}")
+        if report.ok:
+            console.say(f"{report.vault}: {report.checked} files checked, no problems")
+        else:
+            console.table(
+                f"{report.vault}: {len(report.problems)} problems in {report.checked} files",
+                ["file", "problem"],
+                [[p.path, p.problem] for p in report.problems],
+            )
+    if not report.ok:
+        raise typer.Exit(ExitCode.PROBLEMS)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Show every file of the vault: ok, missing or stale (and why). Changes nothing."""
+    from vaultgen.generate import plan_only
+
+    root = _settings(ctx).vault
+    statuses = plan_only(root).statuses()
+    if json_output:
+        console.print_json(
+            {
+                "vault": str(root),
+                "up_to_date": all(s.state == "ok" for s in statuses),
+                "files": [{"path": s.path, "state": s.state, "reason": s.reason} for s in statuses],
+            }
+        )
+        return
+    console.table(
+        str(root), ["file", "state", "why"], [[s.path, s.state, s.reason] for s in statuses]
+    )
+
+
+def _parse_mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise UsageError(
+            f"invalid value for '--mode': {value!r} is not an octal file mode such as 0400"
+        )
+    return mode
+
+
+@app.command()
+def decrypt(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="A .age file; relative paths are also looked up in the vault.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write here (atomically) instead of standard output."),
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="File mode for --out, in octal.")] = "0600",
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            help="Decrypt with this age identity file or SSH private key (e.g. the host's "
+            "/etc/ssh/ssh_host_ed25519_key) instead of the vault's age.key.",
+        ),
+    ] = None,
+) -> None:
+    """Decrypt one .age file to standard output or to --out with a mode (for activation scripts)."""
+    from vaultgen import agecrypt
+    from vaultgen.files import write_atomic
+
+    file_mode = _parse_mode(mode)
+    root = _settings(ctx).vault
+    source = file if file.exists() or file.is_absolute() else root / file
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise VaultError(f"cannot read {file}: {e.strerror}") from e
+    identities = agecrypt.load_identity_file(identity or root / "age.key")
+    plain = agecrypt.decrypt(data, identities, str(source))
+    if out is None:
+        sys.stdout.buffer.write(plain)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(out, plain, file_mode)
+
+
+@app.command()
+def graph(ctx: typer.Context) -> None:
+    """Print the vault's dependency graph in Graphviz DOT (pipe it to `dot -Tsvg`)."""
+    from vaultgen.graph import dot
+
+    sys.stdout.write(dot(_settings(ctx).vault))
+
+
+def run(argv: list[str]) -> int:
+    """Run the command line; every failure becomes one line on stderr and an exit code."""
+    debug = "--debug" in argv or os.environ.get("VAULTGEN_DEBUG", "") not in ("", "0", "false")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="vaultgen", standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.TyperException as e:  # click's usage and parameter errors
+        code = int(getattr(e, "exit_code", ExitCode.USAGE))
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and code == 2 else ""
+        console.error(e.format_message() + hint)
+        return code
+    except (typer.Abort, KeyboardInterrupt):
+        console.error("interrupted; every file is either as it was or complete")
+        return 130
+    except VaultError as e:
+        if debug:
+            raise
+        console.error(str(e))
+        return int(e.exit_code)
+    except Exception as e:
+        if debug:
+            raise
+        console.error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return int(ExitCode.FAILED)
+    return result if isinstance(result, int) else 0
+
+
+def main() -> NoReturn:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""Output: rich tables on a terminal, plain timestamped lines otherwise (journald), or JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+PROG = "vaultgen"
+
+
+def _timestamp() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def is_terminal(stream: TextIO) -> bool:
+    return stream.isatty()
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """One line of progress or result."""
+    stream = stream or sys.stdout
+    if is_terminal(stream):
+        stream.write(message + "\n")
+    else:
+        stream.write(f"{_timestamp()} {PROG}: {message}\n")
+    stream.flush()
+
+
+def error(message: str) -> None:
+    """The one line a failure leaves, on stderr (and in the journal)."""
+    if is_terminal(sys.stderr):
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+    else:
+        sys.stderr.write(f"{_timestamp()} {PROG}: error: {message}\n")
+    sys.stderr.flush()
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if is_terminal(sys.stdout):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left")
+        for column in columns:
+            t.add_column(column)
+        for row in rows:
+            t.add_row(*row)
+        Console().print(t)
+        return
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    say(title)
+    for row in [list(columns), *rows]:
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        sys.stdout.write("\n")

@@ -1,0 +1,168 @@
+"""The one place that writes vault files: staged, fsynced, renamed; plus the vault lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vaultgen.errors import LockHeldError, VaultError
+
+TEMP_MARKER = ".vaultgen-tmp-"
+SECRET_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644
+DIR_MODE = 0o700
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise VaultError(f"cannot read {path}: {e.strerror}") from e
+
+
+def describe_os_error(e: OSError, path: Path) -> str:
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device holding {path}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: {e.strerror} (is the vault folder read-only?)"
+    return f"cannot write {path}: {e.strerror or e}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
+    """Create a directory (and parents) with a private mode if it does not exist."""
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as e:
+        raise VaultError(describe_os_error(e, path)) from e
+
+
+@dataclass
+class _Staged:
+    target: Path
+    temp: Path
+
+
+@dataclass
+class Transaction:
+    """Stage every file first, then rename them all into place.
+
+    If any file cannot be staged (read-only folder, full disk), nothing has
+    been replaced yet: the staged temp files are removed and every vault file
+    is byte-identical. Each rename is atomic, so a crash during commit leaves
+    each file either old or new, never half-written; the next run repairs the
+    rest from content, not from file times.
+    """
+
+    staged: list[_Staged] = field(default_factory=list)
+
+    def stage(self, target: Path, data: bytes, mode: int) -> None:
+        ensure_dir(target.parent)
+        temp = target.with_name(f".{target.name}{TEMP_MARKER}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except OSError as e:
+            raise VaultError(describe_os_error(e, target)) from e
+        self.staged.append(_Staged(target, temp))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)  # the umask must not loosen a secret's mode
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise VaultError(describe_os_error(e, target)) from e
+
+    def commit(self) -> None:
+        dirs: set[Path] = set()
+        for item in self.staged:
+            try:
+                item.temp.replace(item.target)
+            except OSError as e:
+                raise VaultError(describe_os_error(e, item.target)) from e
+            dirs.add(item.target.parent)
+        self.staged.clear()
+        for d in dirs:
+            _fsync_dir(d)
+
+    def abort(self) -> None:
+        for item in self.staged:
+            with contextlib.suppress(FileNotFoundError):
+                item.temp.unlink()
+        self.staged.clear()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_atomic(target: Path, data: bytes, mode: int) -> None:
+    with Transaction() as tx:
+        tx.stage(target, data, mode)
+
+
+def remove_stale_temp_files(root: Path) -> None:
+    """Remove temp files a killed run left behind (they are never the only copy of anything)."""
+    if not root.is_dir():
+        return
+    for temp in root.rglob(f".*{TEMP_MARKER}*"):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
+@contextlib.contextmanager
+def exclusive_lock(root: Path) -> Iterator[None]:
+    """Hold `root/.lock` while a run may write; exit code 4 if another run holds it.
+
+    flock is released by the kernel when a process dies, so a killed run never
+    leaves a stale lock. The lock file's content is never written, so a run with
+    nothing to do changes no byte and no mtime. In a folder we cannot write,
+    no lock is needed: every write would fail cleanly before replacing anything.
+    """
+    lock_path = root / ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, SECRET_FILE_MODE)
+    except FileNotFoundError:
+        yield  # no vault folder yet: the run creates it, nothing to race with
+        return
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            yield
+            return
+        raise VaultError(describe_os_error(e, lock_path)) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(
+                f"another vaultgen run is writing {root} (it holds {lock_path}); "
+                "wait for it to finish and run this again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

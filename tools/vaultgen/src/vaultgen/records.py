@@ -1,0 +1,84 @@
+"""The two records beside the vault files: the committed manifest and the local state cache.
+
+`manifest.json` is public and committed: for each `.age` file, the SHA-256 of its
+bytes and a fingerprint of the recipient set it is encrypted to. age does not
+say to which X25519 recipients a file is encrypted, so without it a new clone
+could not tell whether a recipient was added.
+
+`.vaultgen-state.json` is local and ignored by git: content hashes of the
+cleartext files, of the `.age` bytes each was last synced with, and of the
+inputs a derived file was made from. It only lets a run with nothing to do skip
+decryption and hash verification; when it is missing or wrong, vaultgen decides
+from the files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaultgen.errors import VaultError
+from vaultgen.files import read_or_none
+
+FORMAT = 1
+
+
+def dump(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class Manifest:
+    identity: str | None = None
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        raw = read_or_none(path)
+        if raw is None:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != FORMAT:
+                raise VaultError(
+                    f"{path} has format {doc.get('format')!r}; this vaultgen reads format {FORMAT}"
+                )
+            return cls(identity=doc.get("identity"), files=dict(doc.get("files", {})))
+        except (ValueError, AttributeError, TypeError) as e:
+            raise VaultError(
+                f"{path} is corrupt ({e}); restore it from git or delete it "
+                "(vaultgen then re-encrypts every .age file)"
+            ) from e
+
+    def to_bytes(self) -> bytes:
+        return dump(
+            {
+                "format": FORMAT,
+                "comment": "Written by vaultgen: public facts only (see tools/vaultgen/README.md).",
+                "identity": self.identity,
+                "files": self.files,
+            }
+        )
+
+
+@dataclass
+class State:
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        raw = read_or_none(path)
+        if raw is None:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != FORMAT:
+                return cls()
+            return cls(files=dict(doc["files"]))
+        except (ValueError, KeyError, AttributeError, TypeError):
+            return cls()  # a cache: when unreadable, decide from the files
+
+    def to_bytes(self) -> bytes:
+        return dump({"format": FORMAT, "files": self.files})

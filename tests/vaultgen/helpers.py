@@ -1,0 +1,102 @@
+"""Run the real `vaultgen` console script and compare vault folders byte for byte."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+VAULTGEN = Path(sys.executable).with_name("vaultgen")
+AGE = "age"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    data: bytes
+    mtime_ns: int
+    mode: int
+
+
+Snapshot = dict[str, FileFacts]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTGEN_")}
+    env.update(extra)
+    return env
+
+
+def vaultgen(
+    vault: Path, *args: str, input: str | bytes | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run `vaultgen --vault VAULT ARGS…` as a user would; never raises on a non-zero exit."""
+    text = not isinstance(input, bytes)
+    result = subprocess.run(
+        [str(VAULTGEN), "--vault", str(vault), *args],
+        input=input,
+        capture_output=True,
+        text=text,
+        env=kwargs.pop("env", None) or clean_env(),
+        **kwargs,  # type: ignore[call-overload]
+    )
+    return result  # type: ignore[no-any-return]
+
+
+def vaultgen_ok(vault: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = vaultgen(vault, *args, **kwargs)  # type: ignore[arg-type]
+    assert result.returncode == 0, f"vaultgen {' '.join(args)} failed:\n{result.stderr}"
+    return result
+
+
+def snapshot(root: Path) -> Snapshot:
+    facts = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            facts[path.relative_to(root).as_posix()] = FileFacts(
+                path.read_bytes(), st.st_mtime_ns, st.st_mode & 0o7777
+            )
+    return facts
+
+
+def changed(before: Snapshot, after: Snapshot) -> set[str]:
+    """Files added, removed, or with other bytes or another mtime."""
+    return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+
+RECORDS = {"manifest.json", ".vaultgen-state.json"}
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure must be exactly one line on stderr, without a traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one error line, got:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    assert "error:" in lines[0]
+    return lines[0]
+
+
+def age_decrypt(path: Path, identity: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([AGE, "--decrypt", "-i", str(identity), str(path)], capture_output=True)
+
+
+def replace_leaf_with_short_lived_cert(vault: Path, days: int) -> None:
+    """Have openssl (not vaultgen) sign a new localhost certificate with the vault CA."""
+    certs = vault / "certs"
+    csr, ext = certs / ".test.csr", certs / ".test.ext"
+    ext.write_text("subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    subprocess.run(
+        ["openssl", "req", "-new", "-key", certs / "localhost-key.pem", "-subj", "/CN=localhost",
+         "-out", csr],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", csr, "-CA", certs / "vault-ca-cert.pem",
+         "-CAkey", certs / "vault-ca-key.pem", "-days", str(days), "-extfile", ext,
+         "-out", certs / "localhost-cert.pem"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    csr.unlink()
+    ext.unlink()

@@ -1,0 +1,84 @@
+"""`vaultgen rekey`: re-encrypt everything, from a clone that has only `.age` files and a key."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.vaultgen.helpers import age_decrypt, one_error_line, vaultgen, vaultgen_ok
+
+
+def clone_of(vault: Path, target: Path) -> Path:
+    """What `git clone` gives (.age and public files) plus the age.key a teammate hands over."""
+    for path in vault.rglob("*"):
+        if path.is_file() and (
+            path.suffix in (".age", ".pub")
+            or path.name in ("manifest.json", ".gitignore", "recipients.txt", "age.key")
+        ):
+            destination = target / path.relative_to(vault)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(path.read_bytes())
+    return target
+
+
+def test_rekey_new_identity_in_a_fresh_clone_re_encrypts_everything(vault, tmp_path):
+    clone = clone_of(vault, tmp_path / "clone")
+    old_key = tmp_path / "old.key"
+    shutil.copy(clone / "age.key", old_key)
+    result = vaultgen_ok(clone, "rekey", "--new-identity")
+    assert "re-encrypted 17 .age files" in result.stdout
+    assert (clone / "age.key").read_bytes() != old_key.read_bytes()
+    for path in sorted(clone.rglob("*.age")):
+        new = age_decrypt(path, clone / "age.key")
+        assert new.returncode == 0, path
+        assert new.stdout == (vault / path.relative_to(clone)).with_suffix("").read_bytes()
+        assert age_decrypt(path, old_key).returncode != 0, f"the old key still opens {path}"
+    assert not list(clone.glob("passwords/*.txt")), "rekey does not write cleartext"
+    vaultgen_ok(clone, "generate", "--batch")  # restores the cleartext from the new .age files
+    vaultgen_ok(clone, "check")
+
+
+def test_rekey_without_a_new_identity_applies_the_recipients(vault, tmp_path):
+    host = tmp_path / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host], check=True)
+    clone = clone_of(vault, tmp_path / "clone")
+    (clone / "recipients.txt").write_text(host.with_suffix(".pub").read_text())
+    vaultgen_ok(clone, "rekey")
+    for path in clone.rglob("*.age"):
+        assert age_decrypt(path, host).returncode == 0
+        assert age_decrypt(path, clone / "age.key").returncode == 0
+    vaultgen_ok(clone, "generate", "--batch")
+    vaultgen_ok(clone, "check")
+
+
+def test_an_interrupted_rekey_is_finished_by_running_it_again(vault, tmp_path):
+    """The state a kill leaves: age.key.new exists and only some files use it."""
+    subprocess.run(["age-keygen", "-o", vault / "age.key.new"], check=True, capture_output=True)
+    new_recipient = subprocess.run(
+        ["age-keygen", "-y", vault / "age.key.new"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    half = sorted(vault.rglob("*.age"))[::2]
+    for path in half:
+        subprocess.run(["age", "-r", new_recipient, "-o", path, path.with_suffix("")], check=True)
+    result = vaultgen(vault, "generate", "--batch")
+    assert result.returncode == 1
+    assert "interrupted `vaultgen rekey --new-identity`" in one_error_line(result)
+    vaultgen_ok(vault, "rekey", "--new-identity")
+    assert not (vault / "age.key.new").exists()
+    assert new_recipient in (vault / "age.key").read_text()
+    for path in vault.rglob("*.age"):
+        assert age_decrypt(path, vault / "age.key").stdout == path.with_suffix("").read_bytes()
+    vaultgen_ok(vault, "check")
+
+
+def test_a_teammate_with_the_old_key_gets_a_clear_message(vault, tmp_path):
+    teammate = tmp_path / "teammate"
+    shutil.copytree(vault, teammate)
+    vaultgen_ok(vault, "rekey", "--new-identity")
+    for path in vault.rglob("*.age"):  # git pull
+        shutil.copy(path, teammate / path.relative_to(vault))
+    shutil.copy(vault / "manifest.json", teammate / "manifest.json")
+    result = vaultgen(teammate, "generate", "--batch")
+    assert result.returncode == 1
+    assert "this vault is encrypted to" in one_error_line(result)

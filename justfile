@@ -11,9 +11,10 @@ uv := env("UV", "uv")
 default:
     @just --list
 
-# Install the workspace into .venv exactly as uv.lock says.
+# Install the workspace into .venv exactly as uv.lock says, byte-compiled (so the tools
+# start fast even where PYTHONDONTWRITEBYTECODE is set, as on CI machines).
 setup:
-    {{uv}} sync --locked
+    {{uv}} sync --locked --compile-bytecode --quiet
 
 # The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked.
 demo: setup
@@ -35,7 +36,7 @@ demo: setup
     vaultgen --vault demo/vault check
 
 # Everything CI runs: the Debian packages the tests need, lint, then every test.
-test: system-packages lint
+test: system-packages setup lint
     {{uv}} run --locked pytest
 
 # Format check, lint and type check of our code.
@@ -50,7 +51,7 @@ fmt:
     {{uv}} run --locked ruff check --fix .
 
 # Benchmarks: side-by-side tables (ours against the baseline each issue names).
-bench:
+bench: setup
     {{uv}} run --locked python bench/vaultgen_speed.py
 
 # Install the Debian packages the tests need, if any is missing (root or sudo).

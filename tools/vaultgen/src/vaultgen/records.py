@@ -29,6 +29,17 @@ def dump(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
+def _read_document(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, None if there is no file; ValueError if it is not one."""
+    raw = read_or_none(path)
+    if raw is None:
+        return None
+    document = json.loads(raw)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
 @dataclass
 class Manifest:
     identity: str | None = None
@@ -36,17 +47,16 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        raw = read_or_none(path)
-        if raw is None:
-            return cls()
         try:
-            doc = json.loads(raw)
+            doc = _read_document(path)
+            if doc is None:
+                return cls()
             if doc.get("format") != FORMAT:
                 raise VaultError(
                     f"{path} has format {doc.get('format')!r}; this vaultgen reads format {FORMAT}"
                 )
             return cls(identity=doc.get("identity"), files=dict(doc.get("files", {})))
-        except (ValueError, AttributeError, TypeError) as e:
+        except (ValueError, TypeError) as e:
             raise VaultError(
                 f"{path} is corrupt ({e}); restore it from git or delete it "
                 "(vaultgen then re-encrypts every .age file)"
@@ -69,15 +79,12 @@ class State:
 
     @classmethod
     def load(cls, path: Path) -> State:
-        raw = read_or_none(path)
-        if raw is None:
-            return cls()
         try:
-            doc = json.loads(raw)
-            if doc.get("format") != FORMAT:
+            doc = _read_document(path)
+            if doc is None or doc.get("format") != FORMAT:
                 return cls()
             return cls(files=dict(doc["files"]))
-        except (ValueError, KeyError, AttributeError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return cls()  # a cache: when unreadable, decide from the files
 
     def to_bytes(self) -> bytes:

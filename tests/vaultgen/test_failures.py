@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import random
 import shutil
-import signal
 import subprocess
-import time
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,6 +183,16 @@ def test_a_second_run_while_one_holds_the_vault_exits_4(vault):
     vaultgen_ok(vault, "generate", "--batch")
 
 
+def test_status_and_check_wait_for_no_one_but_refuse_while_a_run_writes(vault):
+    with (vault / ".lock").open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for command in ("status", "check"):
+            result = vaultgen(vault, command)
+            assert result.returncode == 4
+            assert "another vaultgen run is writing" in one_error_line(result)
+    vaultgen_ok(vault, "status")
+
+
 def test_two_concurrent_runs_leave_a_consistent_vault(vault, tmp_path):
     (vault / "recipients.txt").write_text(new_age_key(tmp_path / "t.key") + "\n")
     runs = [
@@ -196,44 +205,153 @@ def test_two_concurrent_runs_leave_a_consistent_vault(vault, tmp_path):
     vaultgen_ok(vault, "check")
 
 
-def kill_at_random_moments(args: list[str | Path], trials: int, seed: int) -> None:
-    rng = random.Random(seed)
-    for _ in range(trials):
-        proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env()
-        )
-        time.sleep(rng.uniform(0.0, 0.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+# A SIGKILL after exactly N renames, for every N until a run completes: every moment of the
+# commit is hit (a kill at a random time almost never lands in the few milliseconds of renames).
+CRASH_AFTER_RENAMES = """
+import os, pathlib, signal, sys
+limit, renames = int(os.environ["CRASH_AFTER_RENAMES"]), [0]
+original = pathlib.Path.replace
+def replace(self, target):
+    if renames[0] == limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+    renames[0] += 1
+    return original(self, target)
+pathlib.Path.replace = replace
+from vaultgen.cli import main
+sys.argv[0] = "vaultgen"
+main()
+"""
 
 
-def test_generate_killed_at_random_moments_is_completed_by_the_next_run(tmp_path):
-    root = tmp_path / "vault"
-    kill_at_random_moments([VAULTGEN, "--vault", root, "generate", "--batch"], trials=12, seed=2)
-    vaultgen_ok(root, "generate", "--batch")
-    vaultgen_ok(root, "check")
-    before = snapshot(root)
-    vaultgen_ok(root, "generate", "--batch")
-    assert changed(before, snapshot(root)) == set()
+def crash_after(renames: int, vault: Path, *args: str, stdin: str = "") -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_RENAMES, "--vault", str(vault), *args],
+        input=stdin, capture_output=True, text=True,
+        env=clean_env(CRASH_AFTER_RENAMES=str(renames)),
+    )  # fmt: skip
+    return result.returncode
 
 
-def test_rekey_killed_at_random_moments_is_completed_by_running_it_again(vault):
-    plain = {p: p.with_suffix("").read_bytes() for p in vault.rglob("*.age")}
-    kill_at_random_moments([VAULTGEN, "--vault", vault, "rekey", "--new-identity"], 12, seed=3)
-    vaultgen_ok(vault, "rekey", "--new-identity")
-    assert not (vault / "age.key.new").exists()
-    for path, data in plain.items():
-        out = subprocess.run(
-            ["age", "-d", "-i", vault / "age.key", path], capture_output=True, check=True
-        ).stdout
-        assert out == data, path
+def each_crash(template: Path, tmp_path: Path, *args: str, stdin: str = "") -> Iterator[Path]:
+    """A copy of the vault for each moment the command can be killed at, after the kill."""
+    for renames in range(200):
+        vault = tmp_path / f"crash-{renames}"
+        shutil.copytree(template, vault)
+        if crash_after(renames, vault, *args, stdin=stdin) == 0:
+            shutil.rmtree(vault)
+            assert renames > 3, "the command should rename several files"
+            return
+        yield vault
+    raise AssertionError("the command never completed")
+
+
+def test_a_password_change_killed_at_any_rename_is_completed_by_the_next_run(vault, tmp_path):
+    old = (vault / "passwords/admin.txt").read_text()
+    new = "the new admin password"
+    for crashed in each_crash(vault, tmp_path, "password", "admin", "--stdin", stdin=new):
+        vaultgen_ok(crashed, "generate", "--batch")
+        vaultgen_ok(crashed, "check")
+        assert (crashed / "passwords/admin.txt").read_text() in (old, new)
+        assert not list(crashed.rglob("*.vaultgen-tmp-*"))
+        before = snapshot(crashed)
+        vaultgen_ok(crashed, "generate", "--batch")
+        assert changed(before, snapshot(crashed)) == set()
+
+
+def test_a_new_vault_killed_at_any_rename_is_completed_by_the_next_run(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for n, crashed in enumerate(each_crash(empty, tmp_path, "generate", "--batch")):
+        if n % 4:
+            continue  # every fourth moment: a new vault renames some 40 files
+        vaultgen_ok(crashed, "generate", "--batch")
+        vaultgen_ok(crashed, "check")
+
+
+def test_rekey_killed_at_any_rename_is_completed_by_running_it_again(vault, tmp_path):
+    plain = {p.relative_to(vault): p.with_suffix("").read_bytes() for p in vault.rglob("*.age")}
+    for crashed in each_crash(vault, tmp_path, "rekey", "--new-identity"):
+        vaultgen_ok(crashed, "rekey", "--new-identity")
+        assert not (crashed / "age.key.new").exists()
+        for rel, data in plain.items():
+            out = subprocess.run(
+                ["age", "-d", "-i", crashed / "age.key", crashed / rel],
+                capture_output=True, check=True,
+            ).stdout  # fmt: skip
+            assert out == data, rel
+        vaultgen_ok(crashed, "check")
+        shutil.rmtree(crashed)
+
+
+def test_an_ssh_key_as_age_key_is_refused_in_one_line(vault):
+    (vault / "age.key").write_bytes((vault / "ssh/id_ed25519").read_bytes())
+    for command in ("generate", "rekey", "status"):
+        assert_refused(vault, command, message="holds an SSH key")
+
+
+def test_a_state_cache_of_the_wrong_shape_is_ignored(vault):
+    (vault / ".vaultgen-state.json").write_text(
+        '{"format": 1, "files": {"passwords/root.txt": "x"}}'
+    )
+    vaultgen_ok(vault, "generate", "--batch")
     vaultgen_ok(vault, "check")
+
+
+def test_a_manifest_of_the_wrong_shape_is_refused(vault):
+    (vault / "manifest.json").write_text('{"format": 1, "files": ["not", "a", "map"]}')
+    assert_refused(vault, "generate", "--batch", message="manifest.json is corrupt")
+
+
+class TestSymbolicLinks:
+    def test_a_linked_file_is_refused_and_its_target_untouched(self, vault, tmp_path):
+        target = tmp_path / "elsewhere"
+        target.write_text("someone else's file")
+        target.chmod(0o644)
+        (vault / "passwords/exfil.txt").symlink_to(target)
+        assert_refused(vault, "generate", "--batch", message="symbolic link")
+        assert target.stat().st_mode & 0o777 == 0o644
+        assert not (vault / "passwords/exfil.txt.age").exists()
+
+    def test_a_linked_folder_is_refused(self, vault, tmp_path):
+        outside = tmp_path / "outside"
+        shutil.move(vault / "passwords", outside)
+        outside.chmod(0o755)
+        (vault / "passwords").symlink_to(outside)
+        assert_refused(vault, "generate", "--batch", message="symbolic link")
+        assert outside.stat().st_mode & 0o777 == 0o755
+
+
+class TestWhereANewVaultMayGo:
+    def test_not_over_a_folder_that_holds_other_things(self, tmp_path):
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / ".gitignore").write_text("build/\n")
+        (project / "README.md").write_text("a project\n")
+        before = snapshot(project)
+        result = vaultgen(project, "generate", "--batch")
+        assert result.returncode == 1
+        assert "is not empty and is no vault" in one_error_line(result)
+        assert changed(before, snapshot(project)) == set()
+        assert project.stat().st_mode & 0o777 != 0o700
+
+    def test_not_inside_another_vault(self, vault):
+        result = vaultgen(vault / "vault", "generate", "--batch")
+        assert result.returncode == 1
+        assert "is inside the vault" in one_error_line(result)
+        assert not (vault / "vault").exists()
+
+    def test_a_folder_with_passwords_written_ahead_becomes_a_vault(self, tmp_path):
+        root = tmp_path / "vault"
+        (root / "passwords").mkdir(parents=True)
+        (root / "passwords/admin.txt").write_text("chosen before the first run")
+        vaultgen_ok(root, "generate", "--batch")
+        assert (root / "passwords/admin.txt").read_text() == "chosen before the first run"
 
 
 def test_no_traceback_without_debug_and_one_with_it(vault):
     (vault / "age.key").write_text("junk\n")
     quiet = vaultgen(vault, "generate", "--batch")
-    assert "Traceback" not in quiet.stderr
+    assert quiet.returncode == 1
+    assert "not an age identity" in one_error_line(quiet)
     loud = vaultgen(vault, "--debug", "generate", "--batch")
     assert loud.returncode != 0 and "Traceback" in loud.stderr
-    assert os.environ.get("VAULTGEN_DEBUG") is None

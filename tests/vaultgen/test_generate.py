@@ -316,3 +316,139 @@ class TestImportCommand:
         assert result.returncode == 1
         assert "is not the private key of" in one_error_line(result)
         assert changed(before, snapshot(vault)) == set()
+
+
+class TestHandEditedPasswords:
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [("", "at least 8 characters"), ("short", "at least 8"), ("one\ntwo\n", "one line")],
+    )
+    def test_an_unusable_password_is_refused_and_nothing_changes(self, vault, content, message):
+        (vault / "passwords/admin.txt").write_text(content)
+        before = snapshot(vault)
+        result = vaultgen(vault, "generate", "--batch")
+        assert result.returncode == 1
+        assert message in one_error_line(result)
+        assert changed(before, snapshot(vault)) == set()
+
+    @pytest.mark.parametrize("ending", ["\n", "\r\n"])
+    def test_an_editors_line_ending_is_removed_everywhere(self, vault, ending):
+        (vault / "passwords/admin.txt").write_bytes(f"edited in an editor{ending}".encode())
+        vaultgen_ok(vault, "generate", "--batch")
+        assert (vault / "passwords/admin.txt").read_bytes() == b"edited in an editor"
+        decrypted = vaultgen_ok(vault, "decrypt", "passwords/admin.txt.age").stdout
+        assert decrypted == "edited in an editor"
+        vaultgen_ok(vault, "check")
+
+
+class TestCertificateNamesAreKept:
+    def test_generate_right_after_certs_changes_nothing(self, vault):
+        vaultgen_ok(vault, "certs", "odoo.example.com", "--days", "90")
+        before = snapshot(vault)
+        vaultgen_ok(vault, "generate", "--batch")
+        assert changed(before, snapshot(vault)) == set()
+
+    def test_a_deleted_certificate_comes_back_with_its_names_and_validity(self, vault):
+        vaultgen_ok(vault, "certs", "odoo.example.com", "--san", "www.example.com",
+                    "--san", "192.0.2.10", "--days", "90")  # fmt: skip
+        for path in vault.glob("certs/odoo.example.com-cert.pem*"):
+            path.unlink()
+        vaultgen_ok(vault, "generate", "--batch")
+        cert = vault / "certs/odoo.example.com-cert.pem"
+        text = subprocess.run(
+            ["openssl", "x509", "-noout", "-text", "-in", cert],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "DNS:odoo.example.com, DNS:www.example.com, IP Address:192.0.2.10" in text
+        end = subprocess.run(
+            ["openssl", "x509", "-noout", "-checkend", str(91 * 86400),
+             "-in", vault / "certs/odoo.example.com-cert.pem"], capture_output=True,
+        )  # fmt: skip
+        assert end.returncode == 1, "still a 90-day certificate"
+
+    def test_an_ipv6_certificate_comes_back_with_its_address(self, vault):
+        vaultgen_ok(vault, "certs", "2001:db8::1")
+        (vault / ".vaultgen-state.json").unlink()
+        (vault / "manifest.json").write_text(
+            (vault / "manifest.json").read_text().replace('"2001_db8__1"', '"gone"')
+        )  # no record of its names: they come from the file name alone
+        for path in vault.glob("certs/2001_db8__1-cert.pem*"):
+            path.unlink()
+        vaultgen_ok(vault, "generate", "--batch")
+        text = subprocess.run(
+            ["openssl", "x509", "-noout", "-ext", "subjectAltName",
+             "-in", vault / "certs/2001_db8__1-cert.pem"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "IP Address:2001:DB8:0:0:0:0:0:1" in text
+
+    def test_days_below_the_renewal_window_are_refused(self, vault):
+        result = vaultgen(vault, "certs", "x.example.com", "--days", "20")
+        assert result.returncode == 2
+        assert "'--days'" in one_error_line(result)
+
+
+class TestImportSafety:
+    def test_an_imported_certificate_from_another_vault_is_never_re_signed(self, vault, tmp_path):
+        other = tmp_path / "other"
+        vaultgen_ok(other, "generate", "--batch")
+        vaultgen_ok(other, "certs", "shop.example.com")
+        cert, key = (
+            other / "certs/shop.example.com-cert.pem",
+            other / "certs/shop.example.com-key.pem",
+        )
+        vaultgen_ok(vault, "import", str(cert), str(key))
+        (vault / ".vaultgen-state.json").unlink()  # as in a fresh clone
+        vaultgen_ok(vault, "generate", "--batch")
+        assert (vault / "certs/shop.example.com-cert.pem").read_bytes() == cert.read_bytes()
+        vaultgen_ok(vault, "check")
+
+    def test_a_combined_key_and_certificate_file_keeps_the_key_out_of_the_certificate(
+        self, vault, tmp_path
+    ):
+        cert, key = TestImportCommand.self_signed(tmp_path, "erp.example.com", "erp")
+        both = tmp_path / "both.pem"
+        both.write_bytes(key.read_bytes() + cert.read_bytes())
+        vaultgen_ok(vault, "import", str(both), str(both), "--name", "erp3")
+        assert b"PRIVATE KEY" not in (vault / "certs/erp3-cert.pem").read_bytes()
+        assert b"CERTIFICATE" not in (vault / "certs/erp3-key.pem").read_bytes()
+        vaultgen_ok(vault, "check")
+
+    def test_a_certificate_expiring_soon_is_imported_with_a_warning(self, vault, tmp_path):
+        cert, key = tmp_path / "soon.crt", tmp_path / "soon.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=soon.example.com", "-addext",
+             "subjectAltName=DNS:soon.example.com", "-days", "5", "-keyout", key, "-out", cert],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        result = vaultgen_ok(vault, "import", str(cert), str(key))
+        assert "warning:" in result.stderr and "renew it soon" in result.stderr
+
+
+def test_enter_at_the_prompt_keeps_an_existing_password(vault):
+    old = (vault / "passwords/root.txt").read_bytes()
+    child = pexpect.spawn(
+        str(VAULTGEN), ["--vault", str(vault), "password", "root"], env=clean_env(), timeout=30
+    )
+    child.expect("Password for root")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert b"unchanged" in child.before
+    assert (vault / "passwords/root.txt").read_bytes() == old
+
+
+def test_ctrl_c_at_a_prompt_says_so_and_writes_nothing(tmp_path):
+    root = tmp_path / "vault"
+    child = pexpect.spawn(
+        str(VAULTGEN), ["--vault", str(root), "generate"], env=clean_env(), timeout=30
+    )
+    child.expect("Password for admin")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert b"interrupted" in child.before
+    assert not (root / "age.key").exists()

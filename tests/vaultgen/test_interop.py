@@ -221,7 +221,8 @@ def test_ssh_keygen_derives_exactly_the_public_key_vaultgen_wrote(vault):
 def test_git_ignores_every_cleartext_file_and_no_public_one(vault_in_git):
     vault, repo = vault_in_git, vault_in_git.parent
     (vault / "recipients.txt").write_text("# nobody else yet\n")
-    vaultgen_ok(vault, "generate", "--batch")
+    for name in ("recipients", "manifest"):  # names of the public files, as passwords
+        vaultgen_ok(vault, "password", name, "--generate")
     files = [p for p in snapshot(vault)]
     public = [
         p for p in files

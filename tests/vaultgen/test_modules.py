@@ -37,13 +37,23 @@ class TestTransaction:
         assert [p.name for p in tmp_path.iterdir()] == ["target"]
 
     def test_committed_files_have_the_asked_mode_whatever_the_umask(self, tmp_path):
-        old = os.umask(0)
+        old = os.umask(0o077)
         try:
             with Transaction() as tx:
-                tx.stage(tmp_path / "secret", b"x", 0o600)
+                tx.stage(tmp_path / "public", b"x", 0o644)
         finally:
             os.umask(old)
-        assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "public").stat().st_mode & 0o777 == 0o644
+
+    def test_a_rename_that_fails_removes_every_staged_file_left(self, tmp_path):
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b/occupied").write_text("a folder cannot be replaced by a file")
+        with pytest.raises(VaultError), Transaction() as tx:
+            tx.stage(tmp_path / "a", b"1", 0o600)
+            tx.stage(tmp_path / "b", b"2", 0o600)
+            tx.stage(tmp_path / "c", b"3", 0o600)
+        assert (tmp_path / "a").read_bytes() == b"1"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 class TestNames:
@@ -87,6 +97,21 @@ def test_libxcrypt_hashes_verify_and_reject_other_passwords():
     assert not crypthash.verify_password("x", "not a hash")
     with pytest.raises(VaultError):
         crypthash.hash_password("nul\0byte", "sha512")
+
+
+def test_certificates_are_renewed_when_their_time_comes(tmp_path):
+    """The state cache remembers the renewal date: a run 800 days later renews."""
+    import datetime as dt
+
+    from vaultgen.generate import Planner, Request, generate
+
+    generate(tmp_path / "vault", Request())
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=800)
+    plan = Planner(tmp_path / "vault", Request(), now=later).plan()
+    renewed = {w.path: w.reason for w in plan.writes}
+    assert renewed["certs/localhost-cert.pem"].startswith("expires within 30 days")
+    assert "certs/vault-ca-cert.pem" not in renewed  # the CA is good for ten years
+    assert "passwords/root.yesc" not in renewed
 
 
 def test_a_leaf_cannot_outlive_825_days():

@@ -6,7 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.vaultgen.helpers import age_decrypt, one_error_line, vaultgen, vaultgen_ok
+from tests.vaultgen.helpers import (
+    age_decrypt,
+    changed,
+    one_error_line,
+    snapshot,
+    vaultgen,
+    vaultgen_ok,
+)
 
 
 def clone_of(vault: Path, target: Path) -> Path:
@@ -82,3 +89,42 @@ def test_a_teammate_with_the_old_key_gets_a_clear_message(vault, tmp_path):
     result = vaultgen(teammate, "generate", "--batch")
     assert result.returncode == 1
     assert "this vault is encrypted to" in one_error_line(result)
+
+
+def test_a_bad_recipient_stops_rekey_before_anything_is_written(vault):
+    (vault / "recipients.txt").write_text("age1bogus\n")
+    before = snapshot(vault)
+    result = vaultgen(vault, "rekey", "--new-identity")
+    assert result.returncode == 1
+    assert "recipients.txt:1" in one_error_line(result)
+    assert changed(before, snapshot(vault)) == set()
+
+
+def test_the_old_identity_is_kept_for_old_commits(vault, tmp_path):
+    old_copy = tmp_path / "root.txt.age.from-an-old-commit"
+    shutil.copy(vault / "passwords/root.txt.age", old_copy)
+    old_key = (vault / "age.key").read_bytes()
+    result = vaultgen_ok(vault, "rekey", "--new-identity")
+    kept = list(vault.glob("age.key.old-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == old_key
+    assert kept[0].stat().st_mode & 0o777 == 0o600
+    assert kept[0].name in result.stdout
+    assert age_decrypt(old_copy, kept[0]).stdout == (vault / "passwords/root.txt").read_bytes()
+    assert age_decrypt(vault / "passwords/root.txt.age", kept[0]).returncode != 0
+    vaultgen_ok(vault, "check")  # the kept key is a secret file: 0600 and ignored by git
+
+
+def test_after_rekey_generate_has_nothing_to_do(vault):
+    vaultgen_ok(vault, "rekey", "--new-identity")
+    before = snapshot(vault)
+    vaultgen_ok(vault, "generate", "--batch")
+    assert changed(before, snapshot(vault)) == set()
+
+
+def test_age_files_vaultgen_does_not_manage_are_left_alone(vault):
+    stray = vault / "passwords/notes.age"
+    stray.write_bytes((vault / "passwords/root.txt.age").read_bytes())
+    before = stray.read_bytes()
+    result = vaultgen_ok(vault, "rekey")
+    assert "not managed by vaultgen" in result.stderr
+    assert stray.read_bytes() == before

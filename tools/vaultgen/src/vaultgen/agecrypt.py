@@ -115,6 +115,17 @@ def load_identity_file(path: Path) -> list[Identity]:
     return parse_identity_file(data, str(path))
 
 
+def vault_recipient(identities: list[Identity], where: str) -> str:
+    """The public key of a vault identity file, which must hold an age key (not an SSH key)."""
+    recipient = identities[0].recipient
+    if recipient is None:
+        raise VaultError(
+            f"{where} holds an SSH key: the vault identity must be an age key "
+            f"({AGE_SECRET_PREFIX}…); SSH keys belong in recipients.txt"
+        )
+    return recipient
+
+
 def recipients_fingerprint(recipients: list[Recipient]) -> str:
     """Names the recipient set a file was encrypted to; order and comments do not matter."""
     joined = "\n".join(sorted({r.canonical for r in recipients}))
@@ -128,7 +139,20 @@ def encrypt(data: bytes, recipients: list[Recipient]) -> bytes:
         raise VaultError(f"age encryption failed: {e}") from e
 
 
+AGE_HEADERS = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+
+class DecryptFailure(VaultError):
+    """A file that does not decrypt; `hint` says why without naming the file."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        super().__init__(f"cannot decrypt {what}: {hint}")
+        self.hint = hint
+
+
 def decrypt(data: bytes, identities: list[Identity], what: str) -> bytes:
+    if not data.lstrip().startswith(AGE_HEADERS):
+        raise DecryptFailure(what, "it is not an age file (tampered, or not a .age file?)")
     try:
         return bytes(pyrage.decrypt(data, [i.native for i in identities]))
     except pyrage.DecryptError as e:
@@ -137,4 +161,4 @@ def decrypt(data: bytes, identities: list[Identity], what: str) -> bytes:
             hint = "it was encrypted to another identity (wrong age.key?)"
         else:
             hint = f"it is corrupt or truncated ({reason}); restore it from git"
-        raise VaultError(f"cannot decrypt {what}: {hint}") from e
+        raise DecryptFailure(what, hint) from e

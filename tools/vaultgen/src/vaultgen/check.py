@@ -2,7 +2,7 @@
 
 Unlike `generate`, `check` trusts no cache: it decrypts every `.age`, verifies
 every hash with libxcrypt, verifies every signature, and asks git itself what
-it would commit.
+it would commit and what it ever committed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vaultgen import agecrypt, crypthash, layout, pki
+from vaultgen import agecrypt, layout, pki
 from vaultgen.errors import VaultError
 from vaultgen.files import read_or_none, sha256_hex
-from vaultgen.generate import password_from_bytes
 from vaultgen.layout import Item, Kind
 from vaultgen.records import Manifest
-from vaultgen.sshkey import public_key_line
+from vaultgen.verify import (
+    cert_problem,
+    hash_problem,
+    password_from_bytes,
+    password_problem,
+    ssh_public_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -58,30 +63,47 @@ class Checker:
         self.now = now or dt.datetime.now(dt.UTC)
         self.report = Report(str(root))
         self.content: dict[str, bytes] = {}
+        self.manifest = Manifest()
+
+    def read(self, rel: str) -> bytes | None:
+        """A file's bytes; a file that cannot be read (a symbolic link, say) is a problem."""
+        try:
+            return read_or_none(self.root / rel)
+        except VaultError as e:
+            self.report.add(rel, str(e).removeprefix(f"{self.root / rel} "))
+            return None
 
     def run(self) -> Report:
-        if not self.root.is_dir():
-            raise VaultError(f"no vault at {self.root}: create one with `vaultgen generate`")
+        require_vault(self.root)
+        try:
+            layout.refuse_symlinked_folders(self.root)
+        except VaultError as e:
+            self.report.add(".", str(e))
+            return self.report
         identities = self.check_identity()
         recipients = self.check_recipients(identities)
         try:
-            manifest = Manifest.load(self.root / layout.MANIFEST)
+            self.manifest = Manifest.load(self.root / layout.MANIFEST)
         except VaultError as e:
             self.report.add(layout.MANIFEST, str(e))
-            manifest = Manifest()
         items = layout.discover(self.root)
         for item in items:
-            self.check_encryption(item, identities, recipients, manifest)
+            self.check_encryption(item, identities, recipients)
         for item in items:
             if item.path in self.content:
                 self.check_content(item)
-        self.check_modes(items)
+        for rel, mode, wanted in layout.loose_modes(self.root, items):
+            self.report.add(rel, f"mode {mode:04o}: others can read it (want {wanted:04o})")
+        for rel in layout.leftovers(self.root, items):
+            self.report.add(rel, "left over: not part of the vault (delete it)")
         self.check_git(items)
         return self.report
 
     def check_identity(self) -> list[agecrypt.Identity]:
         try:
-            return agecrypt.load_identity_file(self.root / layout.IDENTITY)
+            identities = agecrypt.load_identity_file(self.root / layout.IDENTITY)
+            agecrypt.vault_recipient(identities, layout.IDENTITY)
+            return identities
         except VaultError as e:
             self.report.add(layout.IDENTITY, str(e))
             return []
@@ -99,13 +121,9 @@ class Checker:
             return own
 
     def check_encryption(
-        self,
-        item: Item,
-        identities: list[agecrypt.Identity],
-        recipients: list[agecrypt.Recipient],
-        manifest: Manifest,
+        self, item: Item, identities: list[agecrypt.Identity], recipients: list[agecrypt.Recipient]
     ) -> None:
-        clear = read_or_none(self.root / item.path)
+        clear = self.read(item.path)
         if clear is not None:
             self.report.checked += 1
             self.content[item.path] = clear
@@ -113,7 +131,7 @@ class Checker:
             if clear is None:
                 self.report.add(item.path, "missing")
             return
-        age = read_or_none(self.root / item.age_path)
+        age = self.read(item.age_path)
         if age is None:
             self.report.add(item.age_path, "missing" if clear is None else "not encrypted yet")
             return
@@ -122,16 +140,14 @@ class Checker:
             return
         try:
             plain = agecrypt.decrypt(age, identities, item.age_path)
-        except VaultError as e:
-            self.report.add(
-                item.age_path, f"does not decrypt: tampered, corrupt or wrong key ({e})"
-            )
+        except agecrypt.DecryptFailure as e:
+            self.report.add(item.age_path, f"does not decrypt: {e.hint}")
             return
         if clear is None:
             self.content[item.path] = plain
         elif plain != clear:
             self.report.add(item.age_path, "holds something else than its cleartext")
-        recorded = manifest.files.get(item.age_path, {})
+        recorded = self.manifest.files.get(item.age_path, {})
         if recorded.get("sha256") != sha256_hex(age):
             self.report.add(
                 item.age_path, f"changed outside vaultgen (not as {layout.MANIFEST} records)"
@@ -143,64 +159,33 @@ class Checker:
 
     def check_content(self, item: Item) -> None:
         data = self.content[item.path]
+        dep = self.content.get(item.deps[0]) if item.deps else None
         try:
-            problem = self.content_problem(item, data)
+            if item.kind is Kind.PASSWORD:
+                raw = password_from_bytes(data, item.path)
+                problem = password_problem(raw) or (
+                    "ends with a newline" if raw.encode() != data else ""
+                )
+            elif item.kind in (Kind.SHA512, Kind.YESCRYPT):
+                problem = hash_problem(item.kind, dep, data) if dep is not None else ""
+            elif item.kind is Kind.SSH_PUB:
+                problem = ssh_public_problem(data, dep) if dep is not None else ""
+            elif item.kind in (Kind.CA_CERT, Kind.LEAF_CERT):
+                imported = self.manifest.certificates.get(item.name, {}).get("imported", False)
+                ca = self.content.get(item.deps[1]) if item.kind is Kind.LEAF_CERT else None
+                if dep is not None and _unreadable_key(dep):
+                    dep = None  # its key's own row says so
+                problem = cert_problem(
+                    item.kind, data, dep, ca, from_vault_ca=not imported, now=self.now
+                )
+            else:
+                if item.kind in (Kind.CA_KEY, Kind.LEAF_KEY):
+                    pki.load_private_key(data, item.path)
+                problem = ""
         except VaultError as e:
-            problem = str(e)
+            problem = str(e).removeprefix(f"{item.path} ")
         if problem:
             self.report.add(item.path, problem)
-
-    def content_problem(self, item: Item, data: bytes) -> str:
-        dep = self.content.get(item.deps[0]) if item.deps else None
-        if item.kind in (Kind.SHA512, Kind.YESCRYPT):
-            hashed = data.decode("ascii", errors="replace").strip()
-            expected = "sha512" if item.kind is Kind.SHA512 else "yescrypt"
-            if crypthash.method_of(hashed) != expected or "\n" in hashed:
-                return f"is not a single {expected} crypt hash"
-            if dep is not None and not crypthash.verify_password(
-                password_from_bytes(dep, item.deps[0]), hashed
-            ):
-                return "hash does not match its password"
-        elif item.kind is Kind.SSH_PUB and dep is not None:
-            if data.split()[:2] != public_key_line(dep).split()[:2]:
-                return "does not match ssh/id_ed25519"
-        elif item.kind in (Kind.CA_CERT, Kind.LEAF_CERT):
-            return self.cert_problem(item, data, dep)
-        elif item.kind in (Kind.CA_KEY, Kind.LEAF_KEY):
-            pki.load_private_key(data, item.path)
-        return ""
-
-    def cert_problem(self, item: Item, data: bytes, key: bytes | None) -> str:
-        info = pki.cert_info(data, item.path)
-        if key is not None and not pki.key_matches_cert(key, data, item.path):
-            return f"does not match {item.deps[0]}"
-        if item.kind is Kind.CA_CERT and not info.is_ca:
-            return "is not a CA certificate (CA:TRUE)"
-        if item.kind is Kind.LEAF_CERT:
-            ca = self.content.get(item.deps[1])
-            if info.vault_issued and ca is not None and not pki.signed_by(data, ca):
-                return f"is not signed by {item.deps[1]}"
-            if problem := pki.tls_server_problem(info, self.now):
-                return problem
-        if info.not_after <= self.now:
-            return f"expired on {info.not_after:%Y-%m-%d}"
-        if pki.needs_renewal(info, self.now):
-            return f"expires within 30 days ({info.not_after:%Y-%m-%d})"
-        return ""
-
-    def check_modes(self, items: list[Item]) -> None:
-        for folder in layout.PRIVATE_DIRS:
-            path = self.root / folder
-            if path.is_dir() and path.stat().st_mode & 0o077:
-                mode = path.stat().st_mode & 0o777
-                self.report.add(
-                    folder or ".", f"folder mode {mode:04o}: others can list secrets (want 0700)"
-                )
-        for rel in [layout.IDENTITY, layout.STATE] + [i.path for i in items if i.secret]:
-            path = self.root / rel
-            if path.is_file() and path.stat().st_mode & 0o077:
-                mode = path.stat().st_mode & 0o777
-                self.report.add(rel, f"mode {mode:04o}: others can read this secret (want 0600)")
 
     def check_git(self, items: list[Item]) -> None:
         git = shutil.which("git")
@@ -219,9 +204,9 @@ class Checker:
             )
             return
         assert git is not None
-        cleartext = [layout.IDENTITY, layout.STATE, ".lock"] + [
-            i.path for i in items if i.encrypted
-        ]
+        secrets = [p for p in layout.secret_files(self.root, items) if p != layout.STATE]
+        cleartext = [*secrets, layout.STATE, ".lock"]
+        cleartext += [i.path for i in items if i.encrypted and not i.secret]
         public = [layout.GITIGNORE, layout.MANIFEST, layout.RECIPIENTS]
         public += [i.age_path if i.encrypted else i.path for i in items]
         paths = [p for p in cleartext + public if (self.root / p).exists()]
@@ -232,18 +217,20 @@ class Checker:
         for p in public:
             if p in paths and p in ignored:
                 self.report.add(p, "ignored by git, so it would never be committed")
-        tracked = (
-            subprocess.run(
-                [git, "-C", str(self.root), "ls-files", "-z", "--", *cleartext],
-                capture_output=True,
-            )
-            .stdout.decode()
-            .split("\0")
-        )
-        for p in filter(None, tracked):
-            self.report.add(
-                p, "cleartext already committed: `git rm --cached` it and rotate the secret"
-            )
+        tracked, history = git_history(git, self.root, secrets)
+        for p in tracked:
+            self.report.add(p, "tracked by git: `git rm --cached` it, then rotate the secret")
+        for p, commit in history.items():
+            if p not in tracked:
+                self.report.add(p, f"in git history (commit {commit}): rotate this secret")
+
+
+def _unreadable_key(key: bytes) -> bool:
+    try:
+        pki.load_private_key(key, "key")
+    except VaultError:
+        return True
+    return False
 
 
 def git_ignored(git: str, root: Path, paths: list[str]) -> set[str]:
@@ -256,6 +243,33 @@ def git_ignored(git: str, root: Path, paths: list[str]) -> set[str]:
     if result.returncode not in (0, 1):
         raise VaultError(f"git check-ignore failed: {result.stderr.decode().strip()}")
     return set(filter(None, result.stdout.decode().split("\0")))
+
+
+def git_history(git: str, root: Path, paths: list[str]) -> tuple[set[str], dict[str, str]]:
+    """The secret paths git tracks now, and those any commit ever held (with the newest)."""
+    listed = subprocess.run(
+        [git, "-C", str(root), "ls-files", "-z", "--", *paths], capture_output=True
+    ).stdout.decode()
+    log = subprocess.run(
+        [git, "-C", str(root), "log", "--all", "--relative", "--name-only", "--format=@%h",
+         "--", *paths],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    history: dict[str, str] = {}
+    commit = ""
+    for line in log.splitlines():
+        if line.startswith("@"):
+            commit = line[1:]
+        elif line:
+            history.setdefault(line, commit)
+    return set(filter(None, listed.split("\0"))), history
+
+
+def require_vault(root: Path) -> None:
+    if not root.exists():
+        raise VaultError(f"no vault at {root}: create one with `vaultgen generate`")
+    if not root.is_dir():
+        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
 
 
 def check(root: Path) -> Report:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from vaultgen import console
+from vaultgen import __version__, console
 from vaultgen.errors import ExitCode, UsageError, VaultError
 
 if TYPE_CHECKING:
-    from vaultgen.generate import Request
+    from vaultgen.generate import Plan, Request
 
 app = typer.Typer(
     name="vaultgen",
@@ -36,6 +36,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+BATCH_HELP = (
+    "Never prompt: every missing password becomes a generated passphrase. "
+    "Implied when standard input is not a terminal."
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -48,6 +53,12 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"vaultgen {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback(invoke_without_command=True)
 def main_options(
     ctx: typer.Context,
@@ -56,17 +67,25 @@ def main_options(
         typer.Option(
             "--vault",
             envvar="VAULTGEN_VAULT",
+            metavar="DIR",
             help="The vault folder. Relative paths are taken from the current directory.",
         ),
     ] = Path("vault"),
+    batch: Annotated[bool, typer.Option("--batch", help=f"For `generate`: {BATCH_HELP}")] = False,
     debug: Annotated[
         bool,
         typer.Option("--debug", envvar="VAULTGEN_DEBUG", help="Show a traceback on errors."),
     ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = Settings(vault=vault)
     if ctx.invoked_subcommand is None:
-        generate(ctx, batch=False)
+        generate(ctx, batch=batch)
 
 
 def _ask_password(name: str) -> str | None:
@@ -80,46 +99,30 @@ def _ask_password(name: str) -> str | None:
     return first
 
 
-def _report_plan(root: Path, plan_writes: list[tuple[str, str, bool]], chmods: list[str]) -> None:
-    for path, reason, existed in plan_writes:
-        say_verb = "updated" if existed else "created"
-        console.say(f"{say_verb} {root / path}" + (f" ({reason})" if existed else ""))
-    for line in chmods:
-        console.say(line)
-    if not plan_writes and not chmods:
-        console.say(f"{root} is up to date")
-
-
 def _run_generate(ctx: typer.Context, request: Request) -> None:
-    from vaultgen.generate import generate
+    from vaultgen.generate import generate as run_generate
 
     root = _settings(ctx).vault
-    before = _existing_files(root)
-    plan = generate(root, request)
-    _report_plan(
-        root,
-        [(w.path, w.reason, w.path in before) for w in plan.writes],
-        [f"tightened {root / c.path} to {c.mode:04o} ({c.reason})" for c in plan.chmods],
-    )
+    _report(root, run_generate(root, request))
 
 
-def _existing_files(root: Path) -> set[str]:
-    if not root.is_dir():
-        return set()
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+def _report(root: Path, plan: Plan) -> None:
+    for w in plan.writes:
+        if w.existed:
+            verb = "updated"
+        else:
+            verb = "restored" if w.reason.startswith("restored") else "created"
+        console.say(f"{verb} {root / w.path}" + (f" ({w.reason})" if w.existed else ""))
+    for c in plan.chmods:
+        console.say(f"tightened {root / c.path} to {c.mode:04o} ({c.reason})")
+    if plan.empty:
+        console.say(f"{root} is up to date")
 
 
 @app.command()
 def generate(
     ctx: typer.Context,
-    batch: Annotated[
-        bool,
-        typer.Option(
-            "--batch",
-            help="Never prompt: every missing password becomes a generated passphrase. "
-            "Implied when standard input is not a terminal.",
-        ),
-    ] = False,
+    batch: Annotated[bool, typer.Option("--batch", help=BATCH_HELP)] = False,
 ) -> None:
     """Make exactly what is missing or out of date (the default command).
 
@@ -135,31 +138,34 @@ def generate(
 @app.command()
 def password(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Password name, e.g. admin or odoo-admin.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Password name, e.g. admin or odoo-admin.")
+    ],
     stdin: Annotated[
-        bool,
-        typer.Option("--stdin", help="Read the password from standard input."),
+        bool, typer.Option("--stdin", help="Read the password from standard input.")
     ] = False,
     file: Annotated[
         Path | None,
         typer.Option(
             "--file",
+            metavar="FILE",
             help="Read the password from this file (one line).",
             exists=True,
             dir_okay=False,
         ),
     ] = None,
     generate_new: Annotated[
-        bool,
-        typer.Option("--generate", help="Generate a new passphrase."),
+        bool, typer.Option("--generate", help="Replace it with a new generated passphrase.")
     ] = False,
 ) -> None:
-    """Set one password (new or existing) and remake its hashes and .age files.
+    """Set one password, new or existing, and remake its hashes and .age files.
 
-    Without a source option, asks on the terminal.
+    Without a source option, asks on the terminal (empty: a generated
+    passphrase for a new password, no change for an existing one).
     """
     from vaultgen import layout
-    from vaultgen.generate import Request, check_password, password_from_bytes
+    from vaultgen.generate import Request
+    from vaultgen.verify import check_password, password_from_bytes
 
     layout.check_name(name)
     if sum([stdin, file is not None, generate_new]) > 1:
@@ -167,23 +173,27 @@ def password(
     root = _settings(ctx).vault
     if not (root / layout.IDENTITY).exists():
         raise VaultError(f"no vault at {root}: create it first with `vaultgen generate`")
-    if generate_new:
-        from vaultgen.passphrase import generate_passphrase
-
-        secret = generate_passphrase()
-    elif stdin:
+    exists = any((root / f"passwords/{name}.txt{ext}").exists() for ext in ("", ".age"))
+    if stdin:
         secret = password_from_bytes(sys.stdin.buffer.read(), "standard input")
     elif file is not None:
         secret = password_from_bytes(file.read_bytes(), str(file))
-    elif sys.stdin.isatty():
+    elif not generate_new and sys.stdin.isatty():
         answer = _ask_password(name)
-        if answer is None:
-            from vaultgen.passphrase import generate_passphrase
-
-            answer = generate_passphrase()
-        secret = answer
-    else:
+        if answer is None and exists:
+            raise VaultError(
+                f"empty answer: the password of {name} is unchanged (--generate replaces it "
+                "with a new passphrase)"
+            )
+        secret = answer or ""
+    elif not generate_new:
         raise UsageError("standard input is not a terminal: use --stdin, --file or --generate")
+    else:
+        secret = ""
+    if not secret:
+        from vaultgen.passphrase import generate_passphrase
+
+        secret = generate_passphrase()
     check_password(secret, f"password for {name}")
     _run_generate(ctx, Request(passwords={name: secret}))
 
@@ -197,17 +207,26 @@ def certs(
     ],
     san: Annotated[
         list[str] | None,
-        typer.Option("--san", help="Another name each certificate is valid for (repeatable)."),
+        typer.Option(
+            "--san", metavar="NAME", help="Another name each certificate is valid for (repeatable)."
+        ),
     ] = None,
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, max=825, help="Validity in days (default and maximum 825)."),
+        typer.Option(
+            "--days",
+            min=31,
+            max=825,
+            help="Validity in days, 31 to 825 (default: as before, else 825). "
+            "Renewal comes 30 days before the end.",
+        ),
     ] = None,
 ) -> None:
     """Issue (or re-issue) leaf TLS certificates signed by the vault CA.
 
-    A certificate that already has exactly these names and is not expiring is
-    left as it is. Files: certs/CN-cert.pem and certs/CN-key.pem.
+    A certificate that already has exactly these names is left as it is. Files:
+    certs/CN-cert.pem and certs/CN-key.pem. The names are kept in manifest.json,
+    so renewals and regenerations keep them.
     """
     from vaultgen import layout
     from vaultgen.generate import LeafRequest, Request
@@ -228,25 +247,38 @@ def import_cert(
     cert: Annotated[
         Path,
         typer.Argument(
-            help="PEM certificate (a full chain is kept as is).", exists=True, dir_okay=False
+            metavar="CERT",
+            help="PEM certificate, with its chain if you have it.",
+            exists=True,
+            dir_okay=False,
         ),
     ],
     key: Annotated[
-        Path, typer.Argument(help="Its unencrypted PEM private key.", exists=True, dir_okay=False)
+        Path,
+        typer.Argument(
+            metavar="KEY", help="Its unencrypted PEM private key.", exists=True, dir_okay=False
+        ),
     ],
     name: Annotated[
         str | None,
-        typer.Option("--name", help="File stem in certs/ (default: the certificate's CN)."),
+        typer.Option(
+            "--name", metavar="NAME", help="File stem in certs/ (default: the certificate's CN)."
+        ),
     ] = None,
 ) -> None:
-    """Import a certificate and key issued elsewhere; refuses a key that does not match."""
+    """Import a certificate and key issued elsewhere (refuses a key that does not match).
+
+    Only the certificates go into certs/NAME-cert.pem and only the key into
+    certs/NAME-key.pem, even from one combined file. Imported certificates are
+    never re-signed by the vault CA.
+    """
     from vaultgen import layout, pki
     from vaultgen.generate import Request
 
-    cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+    cert_pem, key_pem = pki.normalize_import(
+        cert.read_bytes(), key.read_bytes(), str(cert), str(key)
+    )
     info = pki.cert_info(cert_pem, str(cert))
-    if not pki.key_matches_cert(key_pem, cert_pem, str(key)):
-        raise VaultError(f"{key} is not the private key of {cert}; nothing was imported")
     if problem := pki.tls_server_problem(info):
         raise VaultError(f"{cert}: {problem}; nothing was imported")
     if name is None:
@@ -257,6 +289,8 @@ def import_cert(
         stem = layout.check_name(name, "certificate name")
     if stem == layout.CA_STEM:
         raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
+    if pki.needs_renewal(info):
+        console.warn(f"{cert} expires on {info.not_after:%Y-%m-%d}: renew it soon")
     _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}))
 
 
@@ -267,7 +301,8 @@ def rekey(
         bool,
         typer.Option(
             "--new-identity",
-            help="Replace age.key with a new identity (the old one then decrypts nothing).",
+            help="Replace age.key with a new identity; the old one is kept as "
+            "age.key.old-TIME and decrypts none of the current files.",
         ),
     ] = False,
 ) -> None:
@@ -281,10 +316,16 @@ def rekey(
     root = _settings(ctx).vault
     result = do_rekey(root, new_identity)
     console.say(f"re-encrypted {len(result.files)} .age files in {root}")
+    for path in result.not_managed:
+        console.warn(f"{root / path} is not managed by vaultgen: left as it was")
     if result.new_identity:
         console.say(
             f"new identity {result.new_identity} is in {root / 'age.key'}: copy it to every "
-            "machine and teammate that decrypts this vault; old commits still need the old key"
+            "machine and teammate that decrypts this vault"
+        )
+        console.say(
+            f"the old identity is kept in {root / str(result.old_key_kept_in)} (old commits "
+            "need it); delete it once nothing does"
         )
 
 
@@ -293,13 +334,18 @@ def check(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Audit the vault: decryption, hashes, certificates, keys, modes, what git would commit.
+    """Audit the vault: decryption, hashes, certificates, keys, modes, what git commits.
 
-    Exit 3 when anything is wrong.
+    Trusts no cache. Exit 3 when anything is wrong.
     """
     from vaultgen.check import check as run_check
+    from vaultgen.check import require_vault
+    from vaultgen.files import refuse_if_being_written
 
-    report = run_check(_settings(ctx).vault)
+    root = _settings(ctx).vault
+    require_vault(root)
+    refuse_if_being_written(root)
+    report = run_check(root)
     if json_output:
         console.print_json(report.to_json())
     else:
@@ -308,8 +354,10 @@ def check(
         if report.ok:
             console.say(f"{report.vault}: {report.checked} files checked, no problems")
         else:
+            count = len(report.problems)
             console.table(
-                f"{report.vault}: {len(report.problems)} problems in {report.checked} files",
+                f"{report.vault}: {count} problem{'s' if count > 1 else ''} "
+                f"in {report.checked} files",
                 ["file", "problem"],
                 [[p.path, p.problem] for p in report.problems],
             )
@@ -323,9 +371,13 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Show every file of the vault: ok, missing or stale (and why). Changes nothing."""
+    from vaultgen.check import require_vault
+    from vaultgen.files import refuse_if_being_written
     from vaultgen.generate import plan_only
 
     root = _settings(ctx).vault
+    require_vault(root)
+    refuse_if_being_written(root)
     statuses = plan_only(root).statuses()
     if json_output:
         console.print_json(
@@ -353,38 +405,58 @@ def _parse_mode(value: str) -> int:
     return mode
 
 
+def _check_out_target(out: Path) -> None:
+    """--out replaces a regular file or makes a new one; never a folder, device or link."""
+    if out.is_symlink():
+        raise VaultError(f"{out} is a symbolic link: give --out the real path")
+    if out.is_dir():
+        raise VaultError(f"{out} is a folder: give --out a file name")
+    if out.exists() and not out.is_file():
+        raise VaultError(f"{out} is not a regular file (a device?): give --out a file name")
+    if not out.parent.is_dir():
+        raise VaultError(f"{out.parent} does not exist: create the folder first")
+
+
 @app.command()
 def decrypt(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(help="A .age file; relative paths are also looked up in the vault.")
+        Path,
+        typer.Argument(
+            metavar="FILE", help="A .age file; relative paths are also looked up in the vault."
+        ),
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write here (atomically) instead of standard output."),
+        typer.Option(
+            "--out", metavar="FILE", help="Write here (atomically) instead of standard output."
+        ),
     ] = None,
     mode: Annotated[str, typer.Option("--mode", help="File mode for --out, in octal.")] = "0600",
     identity: Annotated[
         Path | None,
         typer.Option(
             "--identity",
+            metavar="FILE",
             help="Decrypt with this age identity file or SSH private key (e.g. the host's "
             "/etc/ssh/ssh_host_ed25519_key) instead of the vault's age.key.",
         ),
     ] = None,
 ) -> None:
-    """Decrypt one .age file to standard output or to --out with a mode (for activation scripts)."""
-    from vaultgen import agecrypt
+    """Decrypt one .age file to standard output, or to --out with a mode (for activation)."""
+    from vaultgen import agecrypt, layout
     from vaultgen.files import write_atomic
 
     file_mode = _parse_mode(mode)
+    if out is not None:
+        _check_out_target(out)
     root = _settings(ctx).vault
     source = file if file.exists() or file.is_absolute() else root / file
     try:
         data = source.read_bytes()
     except OSError as e:
         raise VaultError(f"cannot read {file}: {e.strerror}") from e
-    identities = agecrypt.load_identity_file(identity or root / "age.key")
+    identities = agecrypt.load_identity_file(identity or root / layout.IDENTITY)
     plain = agecrypt.decrypt(data, identities, str(source))
     if out is None:
         sys.stdout.buffer.write(plain)
@@ -396,15 +468,24 @@ def decrypt(
 @app.command()
 def graph(ctx: typer.Context) -> None:
     """Print the vault's dependency graph in Graphviz DOT (pipe it to `dot -Tsvg`)."""
+    from vaultgen.check import require_vault
     from vaultgen.graph import dot
 
-    sys.stdout.write(dot(_settings(ctx).vault))
+    root = _settings(ctx).vault
+    require_vault(root)
+    sys.stdout.write(dot(root))
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    flag = os.environ.get("VAULTGEN_DEBUG", "").strip().lower()
+    return "--debug" in argv or flag in ("1", "true", "yes", "on")
 
 
 def run(argv: list[str]) -> int:
     """Run the command line; every failure becomes one line on stderr and an exit code."""
-    debug = "--debug" in argv or os.environ.get("VAULTGEN_DEBUG", "") not in ("", "0", "false")
+    debug = _debug_requested(argv)
     command = typer.main.get_command(app)
+    interrupted = "interrupted; every file is either as it was or complete"
     try:
         result = command.main(args=argv, prog_name="vaultgen", standalone_mode=False)
     except typer.Exit as e:
@@ -416,7 +497,7 @@ def run(argv: list[str]) -> int:
         console.error(e.format_message() + hint)
         return code
     except (typer.Abort, KeyboardInterrupt):
-        console.error("interrupted; every file is either as it was or complete")
+        console.error(interrupted)
         return 130
     except VaultError as e:
         if debug:
@@ -428,6 +509,8 @@ def run(argv: list[str]) -> int:
             raise
         console.error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
         return int(ExitCode.FAILED)
+    if result == 130:  # typer turns Ctrl-C into this return value
+        console.error(interrupted)
     return result if isinstance(result, int) else 0
 
 

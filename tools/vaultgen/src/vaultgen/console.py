@@ -38,6 +38,13 @@ def error(message: str) -> None:
     sys.stderr.flush()
 
 
+def warn(message: str) -> None:
+    """A line that does not end the command, on stderr."""
+    prefix = "" if is_terminal(sys.stderr) else f"{_timestamp()} "
+    sys.stderr.write(f"{prefix}{PROG}: warning: {message}\n")
+    sys.stderr.flush()
+
+
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 

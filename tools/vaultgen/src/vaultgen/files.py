@@ -25,10 +25,21 @@ def sha256_hex(data: bytes) -> str:
 
 
 def read_or_none(path: Path) -> bytes | None:
+    """A vault file's bytes, or None if it does not exist; a symbolic link is refused."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise VaultError(
+                f"{path} is a symbolic link: vaultgen does not follow links inside the vault; "
+                "replace it by the file"
+            ) from e
+        raise VaultError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
     except OSError as e:
         raise VaultError(f"cannot read {path}: {e.strerror}") from e
 
@@ -94,16 +105,19 @@ class Transaction:
             raise VaultError(describe_os_error(e, target)) from e
 
     def commit(self) -> None:
-        dirs: set[Path] = set()
-        for item in self.staged:
-            try:
-                item.temp.replace(item.target)
-            except OSError as e:
-                raise VaultError(describe_os_error(e, item.target)) from e
-            dirs.add(item.target.parent)
-        self.staged.clear()
-        for d in dirs:
-            _fsync_dir(d)
+        """Rename in the staged order, making each rename durable before the next, so that
+        after a power loss the records (renamed last) never describe files that are not there."""
+        try:
+            while self.staged:
+                item = self.staged[0]
+                try:
+                    item.temp.replace(item.target)
+                except OSError as e:
+                    raise VaultError(describe_os_error(e, item.target)) from e
+                self.staged.pop(0)
+                _fsync_dir(item.target.parent)
+        finally:
+            self.abort()
 
     def abort(self) -> None:
         for item in self.staged:
@@ -146,10 +160,7 @@ def exclusive_lock(root: Path) -> Iterator[None]:
     """
     lock_path = root / ".lock"
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, SECRET_FILE_MODE)
-    except FileNotFoundError:
-        yield  # no vault folder yet: the run creates it, nothing to race with
-        return
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, SECRET_FILE_MODE)
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             yield
@@ -164,5 +175,21 @@ def exclusive_lock(root: Path) -> Iterator[None]:
                 "wait for it to finish and run this again"
             ) from None
         yield
+    finally:
+        os.close(fd)
+
+
+def refuse_if_being_written(root: Path) -> None:
+    """Exit code 4 for a reader (status, check) while another run rewrites the vault."""
+    try:
+        fd = os.open(root / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return  # no lock file: nobody has ever written here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockHeldError(
+            f"another vaultgen run is writing {root}: run this again when it is done"
+        ) from None
     finally:
         os.close(fd)

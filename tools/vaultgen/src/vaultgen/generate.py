@@ -19,14 +19,15 @@ A `.age` is re-encrypted when its content or the recipient set changed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vaultgen import agecrypt, layout
 from vaultgen.errors import VaultError
 from vaultgen.files import (
-    DIR_MODE,
     PUBLIC_FILE_MODE,
     SECRET_FILE_MODE,
     Transaction,
@@ -38,9 +39,17 @@ from vaultgen.files import (
 )
 from vaultgen.layout import Item, Kind
 from vaultgen.records import Manifest, State
+from vaultgen.verify import (
+    cert_problem,
+    check_password,
+    hash_problem,
+    password_from_bytes,
+    password_problem,
+    ssh_public_problem,
+)
 
-MIN_PASSWORD_LENGTH = 8
 PasswordPrompt = Callable[[str], str | None]
+LEAF_DAYS = 825  # pki.LEAF_DAYS, without importing cryptography on the no-op path
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Write:
     data: bytes
     mode: int
     reason: str
+    existed: bool
 
 
 @dataclass(frozen=True)
@@ -101,33 +111,16 @@ class Plan:
         result = []
         for path in self.tracked:
             if path in written:
-                exists = (self.root / path).exists()
-                reason = written[path].reason
-                result.append(FileStatus(path, "stale" if exists else "missing", reason))
+                w = written[path]
+                result.append(FileStatus(path, "stale" if w.existed else "missing", w.reason))
             elif path in chmodded:
                 result.append(FileStatus(path, "stale", chmodded[path].reason))
             else:
                 result.append(FileStatus(path, "ok", ""))
+        result += [
+            FileStatus(c.path, "stale", c.reason) for c in self.chmods if c.path not in self.tracked
+        ]
         return result
-
-
-def password_from_bytes(data: bytes, where: str) -> str:
-    """A password file holds one line; a single trailing newline (an editor's) is not part of it."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise VaultError(f"{where} is not UTF-8 text") from None
-    if text.endswith("\n"):
-        text = text[:-1].removesuffix("\r")
-    return text
-
-
-def check_password(password: str, where: str) -> str:
-    if "\n" in password or "\r" in password or "\0" in password:
-        raise VaultError(f"{where}: a password is one line, without NUL bytes")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise VaultError(f"{where}: a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    return password
 
 
 class Planner:
@@ -144,6 +137,7 @@ class Planner:
         self.new_state = State()
         self.old_manifest = Manifest.load(root / layout.MANIFEST)
         self.new_manifest = Manifest()
+        self.imported: set[str] = set()  # certificate stems the vault CA must never re-sign
         self.identities: list[agecrypt.Identity] = []
         self.recipients: list[agecrypt.Recipient] = []
         self.fingerprint = ""
@@ -156,7 +150,7 @@ class Planner:
         return self._disk[rel]
 
     def write(self, rel: str, data: bytes, mode: int, reason: str) -> None:
-        self.writes[rel] = Write(rel, data, mode, reason)
+        self.writes[rel] = Write(rel, data, mode, reason, self.read(rel) is not None)
 
     def decrypt(self, item: Item) -> bytes:
         if item.path not in self.age_plain:
@@ -167,9 +161,13 @@ class Planner:
             )
         return self.age_plain[item.path]
 
+    def known(self, item: Item) -> dict[str, str]:
+        return self.old_state.files.get(item.path, {})
+
     # -- the plan -----------------------------------------------------------
 
     def plan(self) -> Plan:
+        layout.refuse_symlinked_folders(self.root)
         self.load_identity()
         self.load_recipients()
         items = layout.discover(
@@ -177,6 +175,12 @@ class Planner:
             passwords=self.request.passwords,
             leaf_stems=[*self.request.leaves, *self.request.imports],
         )
+        leaves = {i.name for i in items if i.kind is Kind.LEAF_CERT}
+        recorded_imports = {
+            s for s, r in self.old_manifest.certificates.items() if r.get("imported")
+        }
+        self.imported = (recorded_imports | set(self.request.imports)) & leaves
+        self.imported -= set(self.request.leaves)
         for item in items:
             self.resolve(item)
         for item in items:
@@ -187,8 +191,10 @@ class Planner:
                 "new" if self.read(layout.GITIGNORE) is None else "differs from vaultgen's rules"
             )
             self.write(layout.GITIGNORE, layout.GITIGNORE_TEXT, PUBLIC_FILE_MODE, reason)
-        self.tighten_modes(items)
-        self.new_manifest.identity = self.identities[0].recipient
+        for rel, mode, wanted in layout.loose_modes(self.root, items):
+            if rel not in self.writes:
+                self.chmods.append(Chmod(rel, wanted, f"mode {mode:04o} lets others read it"))
+        self.new_manifest.identity = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
         manifest = self.new_manifest.to_bytes()
         if self.read(layout.MANIFEST) != manifest:
             self.write(layout.MANIFEST, manifest, PUBLIC_FILE_MODE, "records the .age files")
@@ -215,21 +221,25 @@ class Planner:
                     f"{self.root / layout.IDENTITY} is missing but the vault has .age files: "
                     "copy the vault's identity there (it is never committed)"
                 )
+            layout.refuse_foreign_folder(self.root)
             secret, public = agecrypt.generate_identity()
             data = agecrypt.identity_file_text(secret, public)
-            self.write(layout.IDENTITY, data, SECRET_FILE_MODE, "new vault identity")
-        self.identities = agecrypt.parse_identity_file(data, str(self.root / layout.IDENTITY))
-        mine, recorded = self.identities[0].recipient, self.old_manifest.identity
+            self.write(layout.IDENTITY, data, SECRET_FILE_MODE, "new")
+        where = str(self.root / layout.IDENTITY)
+        self.identities = agecrypt.parse_identity_file(data, where)
+        mine, recorded = (
+            agecrypt.vault_recipient(self.identities, where),
+            self.old_manifest.identity,
+        )
         if recorded and mine != recorded:
             raise VaultError(
-                f"{self.root / layout.IDENTITY} is {mine}, but this vault is encrypted to "
-                f"{recorded} ({layout.MANIFEST}): put the vault's identity in {layout.IDENTITY}, "
-                "or change identities with `vaultgen rekey --new-identity`"
+                f"{where} is {mine}, but this vault is encrypted to {recorded} "
+                f"({layout.MANIFEST}): get the vault's current identity (after a "
+                "`vaultgen rekey --new-identity`, from whoever ran it) and put it there"
             )
 
     def load_recipients(self) -> None:
-        own = self.identities[0].recipient
-        assert own is not None
+        own = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
         extra = agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
         self.recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra]
         self.fingerprint = agecrypt.recipients_fingerprint(self.recipients)
@@ -240,20 +250,24 @@ class Planner:
         requested = self.requested_content(item)
         if requested is not None:
             content: bytes | None = requested
-            reason = f"set by this command ({item.kind.value})"
+            reason = "imported" if item.kind in (Kind.LEAF_CERT, Kind.LEAF_KEY) else "new password"
         else:
             content, reason = self.sync_with_age(item, clear)
+        if content is not None and not item.derived:
+            content, reason = self.accept_source(item, content, reason)
+        if item.kind is Kind.LEAF_CERT:
+            self.record_leaf(item, content)
         if item.derived:
             if content is None:
-                content, reason = self.derive(item, None), "missing"
+                content, reason = self.derive(item), reason or "new"
             elif requested is None and (stale := self.staleness(item, content)):
-                content, reason = self.derive(item, content), stale
+                content, reason = self.derive(item), stale
         elif content is None:
-            content, reason = self.generate_source(item), "missing"
+            content, reason = self.generate_source(item), "new"
         self.content[item.path] = content
         self.remember(item, content)
         if clear != content:
-            self.write(item.path, content, item.mode, reason if clear is not None else "missing")
+            self.write(item.path, content, item.mode, reason)
 
     def sync_with_age(self, item: Item, clear: bytes | None) -> tuple[bytes | None, str]:
         age = self.read(item.age_path) if item.encrypted else None
@@ -261,7 +275,7 @@ class Planner:
             return clear, ""
         if clear is None:
             return self.decrypt(item), "restored from its .age"
-        known = self.old_state.files.get(item.path, {})
+        known = self.known(item)
         clear_sha, age_sha = sha256_hex(clear), sha256_hex(age)
         if known.get("sha256") == clear_sha and known.get("age_sha256") == age_sha:
             self.age_plain[item.path] = clear  # as the last run left them: in sync
@@ -277,6 +291,28 @@ class Planner:
             f"{self.root / item.path} and its .age hold different content and vaultgen cannot "
             "tell which is newer: delete the one to discard, then run vaultgen again"
         )
+
+    def accept_source(self, item: Item, content: bytes, reason: str) -> tuple[bytes, str]:
+        """Refuse a source secret that is unusable; write a password in its one-line form."""
+        where = str(self.root / item.path)
+        if item.kind is Kind.PASSWORD:
+            password = password_from_bytes(content, where)
+            if problem := password_problem(password):
+                raise VaultError(f"{where}: {problem}; fix it or set it with `vaultgen password`")
+            if password.encode() != content:
+                return password.encode(), reason or "trailing newline removed"
+        elif item.kind in (Kind.CA_KEY, Kind.LEAF_KEY) and self.known(item).get(
+            "sha256"
+        ) != sha256_hex(content):
+            from vaultgen.pki import load_private_key
+
+            try:
+                load_private_key(content, where)
+            except VaultError as e:
+                raise VaultError(
+                    f"{e}; restore it from its .age, or delete it and its .age to make a new one"
+                ) from None
+        return content, reason
 
     def requested_content(self, item: Item) -> bytes | None:
         if item.kind is Kind.PASSWORD and item.name in self.request.passwords:
@@ -307,17 +343,54 @@ class Planner:
             return new_private_key()
         raise AssertionError(f"{item.kind} is not a source")
 
+    # -- certificates' names --------------------------------------------------
+
+    def record_leaf(self, item: Item, existing: bytes | None) -> None:
+        """What a leaf must be valid for, kept in manifest.json so that a deleted or expiring
+        certificate comes back with the same names and validity."""
+        if item.name in self.imported:
+            self.new_manifest.certificates[item.name] = {"imported": True}
+            return
+        recorded = self.old_manifest.certificates.get(item.name, {})
+        spec: dict[str, Any]
+        if (leaf := self.request.leaves.get(item.name)) is not None:
+            days = leaf.days or recorded.get("days")
+            spec = {"cn": leaf.common_name, "sans": [leaf.common_name, *leaf.sans], "days": days}
+        elif "cn" in recorded:
+            spec = dict(recorded)
+        else:
+            spec = self.leaf_spec_from(existing, layout.cn_of_stem(item.name))
+        from_cert = list(dict.fromkeys(spec["sans"]))  # keep order, drop repeats
+        self.new_manifest.certificates[item.name] = {
+            "cn": spec["cn"],
+            "sans": from_cert,
+            "days": spec.get("days") or LEAF_DAYS,
+        }
+
+    @staticmethod
+    def leaf_spec_from(existing: bytes | None, default_cn: str) -> dict[str, Any]:
+        from vaultgen import pki
+
+        if existing is not None:
+            try:
+                info = pki.cert_info(existing, "certificate")
+                if info.common_name:
+                    return {"cn": info.common_name, "sans": info.sans or [info.common_name]}
+            except VaultError:
+                pass
+        return {"cn": default_cn, "sans": pki.default_sans(default_cn)}
+
     # -- derived files ------------------------------------------------------
 
     def inputs_signature(self, item: Item) -> str:
-        shas = [sha256_hex(self.content[dep]) for dep in item.deps]
-        if (leaf := self.request.leaves.get(item.name)) and item.kind is Kind.LEAF_CERT:
-            shas.append(repr(leaf))
-        return sha256_hex("\n".join(shas).encode())
+        parts = [sha256_hex(self.content[dep]) for dep in item.deps]
+        if item.kind is Kind.LEAF_CERT:
+            parts.append(json.dumps(self.new_manifest.certificates[item.name], sort_keys=True))
+        return sha256_hex("\n".join(parts).encode())
 
     def staleness(self, item: Item, content: bytes) -> str:
         """Why a derived file must be remade, or "" when it is current."""
-        known = self.old_state.files.get(item.path, {})
+        known = self.known(item)
         renew_after = known.get("renew_after")
         if (
             known.get("sha256") == sha256_hex(content)
@@ -325,69 +398,35 @@ class Planner:
             and (renew_after is None or self.now.isoformat() < renew_after)
         ):
             return ""  # unchanged since it was last verified
-        return self.verify_derived(item, content)
-
-    def verify_derived(self, item: Item, content: bytes) -> str:
         dep = self.content[item.deps[0]]
         if item.kind in (Kind.SHA512, Kind.YESCRYPT):
-            from vaultgen import crypthash
-
-            password = password_from_bytes(dep, item.deps[0])
-            hashed = content.decode("ascii", errors="replace").strip()
-            expected = "sha512" if item.kind is Kind.SHA512 else "yescrypt"
-            if crypthash.method_of(hashed) != expected or not crypthash.verify_password(
-                password, hashed
-            ):
-                return "does not match its password"
-            return ""
+            return hash_problem(item.kind, dep, content)
         if item.kind is Kind.SSH_PUB:
-            from vaultgen.sshkey import public_key_line
-
-            return (
-                ""
-                if content.split()[:2] == public_key_line(dep).split()[:2]
-                else ("does not match ssh/id_ed25519")
-            )
-        return self.verify_cert(item, content)
-
-    def verify_cert(self, item: Item, content: bytes) -> str:
-        from vaultgen import pki
-
-        where = str(self.root / item.path)
-        try:
-            info = pki.cert_info(content, where)
-            matches = pki.key_matches_cert(self.content[item.deps[0]], content, where)
-        except VaultError:
-            return "unreadable"
-        if item.kind is Kind.CA_CERT:
-            if not matches:
-                return "does not match the CA key"
-            if not info.is_ca:
-                return "is not a CA certificate"
-        elif not info.vault_issued:
-            if item.name in self.request.leaves:
-                return "replaced by a certificate from the vault CA"
-            if not matches:
+            return ssh_public_problem(content, dep)
+        if item.name in self.imported:
+            if cert_problem(item.kind, content, dep, None, from_vault_ca=False, now=self.now) == (
+                "does not match its key"
+            ):
                 raise VaultError(
-                    f"{where} was not issued by the vault CA and does not match "
+                    f"{self.root / item.path} was imported and does not match "
                     f"{self.root / item.deps[0]}: import the certificate and its key again"
                 )
-            return ""  # imported: only its owner can renew it
-        else:
-            if not matches:
-                return "does not match its key"
-            if not pki.signed_by(content, self.content[item.deps[1]]):
-                return "not signed by the current vault CA"
-            leaf = self.request.leaves.get(item.name)
-            if leaf and sorted({leaf.common_name, *leaf.sans}) != sorted(info.sans):
-                return "names (SANs) changed"
-            if leaf and leaf.days and abs((info.not_after - info.not_before).days - leaf.days) > 1:
-                return "validity changed"
-        if pki.needs_renewal(info, self.now):
-            return f"expires {info.not_after:%Y-%m-%d}"
+            return ""  # only its issuer can renew it; `check` reports when it is due
+        ca_cert = self.content[item.deps[1]] if item.kind is Kind.LEAF_CERT else None
+        problem = cert_problem(item.kind, content, dep, ca_cert, from_vault_ca=True, now=self.now)
+        if problem or item.kind is Kind.CA_CERT:
+            return problem
+        from vaultgen import pki
+
+        spec = self.new_manifest.certificates[item.name]
+        info = pki.cert_info(content, item.path)
+        if info.common_name != spec["cn"] or sorted(spec["sans"]) != sorted(info.sans):
+            return "names changed"
+        if abs((info.not_after - info.not_before).days - spec["days"]) > 1:
+            return "validity changed"
         return ""
 
-    def derive(self, item: Item, existing: bytes | None) -> bytes:
+    def derive(self, item: Item) -> bytes:
         dep = self.content[item.deps[0]]
         if item.kind in (Kind.SHA512, Kind.YESCRYPT):
             from vaultgen import crypthash
@@ -403,30 +442,19 @@ class Planner:
 
         if item.kind is Kind.CA_CERT:
             return pki.make_ca_cert(dep)
-        cn, sans, days = self.leaf_names(item, existing)
+        if item.name in self.imported:
+            raise VaultError(
+                f"{self.root / item.path} is missing and was imported: import it again"
+            )
+        spec = self.new_manifest.certificates[item.name]
         ca_cert, ca_key = self.content[item.deps[1]], self.content[item.deps[2]]
-        return pki.make_leaf_cert(dep, cn, sans, ca_cert, ca_key, days)
-
-    def leaf_names(self, item: Item, existing: bytes | None) -> tuple[str, list[str], int]:
-        from vaultgen import pki
-
-        if leaf := self.request.leaves.get(item.name):
-            return leaf.common_name, [leaf.common_name, *leaf.sans], leaf.days or pki.LEAF_DAYS
-        if existing is not None:
-            try:
-                info = pki.cert_info(existing, item.path)
-                if info.common_name:
-                    return info.common_name, info.sans or [info.common_name], pki.LEAF_DAYS
-            except VaultError:
-                pass
-        cn = layout.cn_of_stem(item.name)
-        return cn, pki.default_sans(cn), pki.LEAF_DAYS
+        return pki.make_leaf_cert(dep, spec["cn"], spec["sans"], ca_cert, ca_key, spec["days"])
 
     def remember(self, item: Item, content: bytes) -> None:
         entry = {"sha256": sha256_hex(content)}
         if item.derived:
             entry["inputs"] = self.inputs_signature(item)
-        known = self.old_state.files.get(item.path, {})
+        known = self.known(item)
         if known.get("sha256") == entry["sha256"] and "renew_after" in known:
             entry["renew_after"] = known["renew_after"]  # same certificate, same dates
         elif item.kind in (Kind.CA_CERT, Kind.LEAF_CERT):
@@ -446,7 +474,7 @@ class Planner:
         age = self.read(item.age_path)
         recorded = self.old_manifest.files.get(item.age_path, {})
         if age is None:
-            reason = "missing"
+            reason = "new"
         elif self.decrypt(item) != content:
             reason = "its cleartext changed"
         elif recorded.get("recipients") != self.fingerprint:
@@ -455,7 +483,7 @@ class Planner:
             reason = "changed outside vaultgen"
         else:
             reason = ""
-        if reason or age is None:
+        if age is None or reason:
             age = agecrypt.encrypt(content, self.recipients)
             self.write(item.age_path, age, PUBLIC_FILE_MODE, reason)
         self.new_manifest.files[item.age_path] = {
@@ -463,23 +491,6 @@ class Planner:
             "recipients": self.fingerprint,
         }
         self.new_state.files[item.path]["age_sha256"] = sha256_hex(age)
-
-    # -- modes --------------------------------------------------------------
-
-    def tighten_modes(self, items: list[Item]) -> None:
-        for folder in layout.PRIVATE_DIRS:
-            path = self.root / folder
-            if path.is_dir() and path.stat().st_mode & 0o077:
-                self.chmods.append(Chmod(folder or ".", DIR_MODE, _loose(path)))
-        secret_files = [layout.IDENTITY, layout.STATE] + [i.path for i in items if i.secret]
-        for rel in secret_files:
-            path = self.root / rel
-            if rel not in self.writes and path.is_file() and path.stat().st_mode & 0o077:
-                self.chmods.append(Chmod(rel, SECRET_FILE_MODE, _loose(path)))
-
-
-def _loose(path: Path) -> str:
-    return f"mode {path.stat().st_mode & 0o777:04o} lets others read it"
 
 
 def _commit_order(write: Write) -> int:
@@ -505,6 +516,10 @@ def apply(plan: Plan) -> None:
 
 def generate(root: Path, request: Request | None = None) -> Plan:
     """Bring the vault at `root` up to date; returns what was done."""
+    if root.exists() and not root.is_dir():
+        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
+    if not (root / layout.IDENTITY).exists():
+        layout.refuse_foreign_folder(root)  # before the folder or its lock is made
     ensure_dir(root)
     with exclusive_lock(root):
         remove_stale_temp_files(root)

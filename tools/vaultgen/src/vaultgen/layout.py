@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from vaultgen.errors import UsageError
+from vaultgen.errors import UsageError, VaultError
+from vaultgen.files import TEMP_MARKER
 
 IDENTITY = "age.key"
 IDENTITY_NEW = "age.key.new"  # only while `rekey --new-identity` runs
+IDENTITY_OLD_PREFIX = "age.key.old-"  # what `rekey --new-identity` keeps of the old identity
 RECIPIENTS = "recipients.txt"
 GITIGNORE = ".gitignore"
 MANIFEST = "manifest.json"  # public and committed: which recipients each .age is encrypted to
@@ -33,11 +35,11 @@ GITIGNORE_TEXT = b"""\
 # everything else in this folder is a secret in cleartext or a local cache.
 *
 !*/
-!.gitignore
 !*.age
 !*.pub
-!recipients.txt
-!manifest.json
+!/.gitignore
+!/recipients.txt
+!/manifest.json
 """
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -128,7 +130,11 @@ def cert_stem(cn: str) -> str:
 
 
 def cn_of_stem(stem: str) -> str:
-    return "*" + stem[len("wildcard") :] if stem.startswith("wildcard.") else stem
+    if stem.startswith("wildcard."):
+        return "*" + stem[len("wildcard") :]
+    if "_" in stem:  # never in a DNS name (check_common_name): an IPv6 address
+        return stem.replace("_", ":")
+    return stem
 
 
 def password_items(name: str) -> list[Item]:
@@ -191,3 +197,70 @@ def discover(
         items += leaf_items(stem)
     items += ssh_items()
     return items
+
+
+def refuse_symlinked_folders(root: Path) -> None:
+    """Links inside the vault could make vaultgen read, write or chmod files elsewhere."""
+    for folder in PRIVATE_DIRS[1:]:
+        if (root / folder).is_symlink():
+            raise VaultError(
+                f"{root / folder} is a symbolic link: vaultgen does not follow links inside "
+                "the vault; make it a folder"
+            )
+
+
+def secret_files(root: Path, items: Iterable[Item]) -> list[str]:
+    old_keys = sorted(p.name for p in root.glob(IDENTITY_OLD_PREFIX + "*"))
+    return [IDENTITY, STATE, *old_keys, *(i.path for i in items if i.secret)]
+
+
+def loose_modes(root: Path, items: Iterable[Item]) -> list[tuple[str, int, int]]:
+    """(path, mode, wanted mode) of every private folder and secret file others can read."""
+    found = []
+    for folder in PRIVATE_DIRS:
+        path = root / folder
+        if path.is_dir() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            found.append((folder or ".", path.stat().st_mode & 0o777, 0o700))
+    for rel in secret_files(root, items):
+        path = root / rel
+        if not path.is_symlink() and path.is_file() and path.stat().st_mode & 0o077:
+            found.append((rel, path.stat().st_mode & 0o777, 0o600))
+    return found
+
+
+KNOWN_TOP_LEVEL = {
+    IDENTITY, RECIPIENTS, GITIGNORE, MANIFEST, STATE, ".lock", "passwords", "certs", "ssh",
+}  # fmt: skip
+
+
+def refuse_foreign_folder(root: Path) -> None:
+    """A new vault goes into a new or empty folder, never over a project or into another vault."""
+    for parent in root.resolve().parents:
+        manifest = parent / MANIFEST
+        if manifest.is_file() and b"Written by vaultgen" in manifest.read_bytes()[:300]:
+            raise VaultError(f"{root} is inside the vault {parent}: give --vault the vault itself")
+    if root.is_dir():
+        foreign = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.name not in KNOWN_TOP_LEVEL and TEMP_MARKER not in p.name
+        )
+        if foreign:
+            raise VaultError(
+                f"{root} is not empty and is no vault (it holds {', '.join(foreign[:3])}): "
+                "give --vault a new or empty folder"
+            )
+
+
+def leftovers(root: Path, items: Iterable[Item]) -> list[str]:
+    """Files in the layout's folders that belong to no item (e.g. the hashes of a removed
+    password): still committed, never updated."""
+    known = {i.path for i in items} | {i.age_path for i in items if i.encrypted}
+    found = []
+    for folder in PRIVATE_DIRS[1:]:
+        if (root / folder).is_dir():
+            for path in sorted((root / folder).iterdir()):
+                rel = f"{folder}/{path.name}"
+                if rel not in known and TEMP_MARKER not in path.name:
+                    found.append(rel)
+    return found

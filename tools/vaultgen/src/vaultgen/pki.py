@@ -71,6 +71,24 @@ def public_bytes(key: object) -> bytes:
     )
 
 
+def normalize_import(
+    cert_pem: bytes, key_pem: bytes, cert_where: str, key_where: str
+) -> tuple[bytes, bytes]:
+    """The certificate chain alone and the private key alone, both re-encoded: a combined
+    key+certificate file must not put the key into the public certificate file."""
+    certs = load_certs(cert_pem, cert_where)
+    key = load_private_key(key_pem, key_where)
+    if public_bytes(key.public_key()) != public_bytes(certs[0].public_key()):
+        raise VaultError(
+            f"{key_where} is not the private key of {cert_where}; nothing was imported"
+        )
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    plain_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return chain, plain_key
+
+
 def key_matches_cert(key_pem: bytes, cert_pem: bytes, where: str) -> bool:
     key = load_private_key(key_pem, where)
     cert = load_certs(cert_pem, where)[0]
@@ -182,7 +200,6 @@ class CertInfo:
     not_before: dt.datetime
     is_ca: bool
     server_auth: bool
-    vault_issued: bool  # issued by a CA named like the vault's (so the vault may re-sign it)
 
 
 def cert_info(cert_pem: bytes, where: str) -> CertInfo:
@@ -209,7 +226,6 @@ def cert_info(cert_pem: bytes, where: str) -> CertInfo:
         not_before=cert.not_valid_before_utc,
         is_ca=is_ca,
         server_auth=server_auth,
-        vault_issued=cert.issuer == CA_SUBJECT and cert.subject != CA_SUBJECT,
     )
 
 

@@ -40,10 +40,33 @@ def _read_document(path: Path) -> dict[str, Any] | None:
     return document
 
 
+def _file_records(value: object) -> dict[str, dict[str, str]]:
+    """{path: {field: text}}, or ValueError."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str)
+        and isinstance(v, dict)
+        and all(isinstance(f, str) and isinstance(t, str) for f, t in v.items())
+        for k, v in value.items()
+    ):
+        raise ValueError("'files' is not a map of file records")
+    return value
+
+
+def _is_leaf_spec(value: dict[str, Any]) -> bool:
+    return (
+        isinstance(value.get("cn"), str)
+        and isinstance(value.get("sans"), list)
+        and all(isinstance(s, str) for s in value["sans"])
+        and isinstance(value.get("days"), int)
+    )
+
+
 @dataclass
 class Manifest:
     identity: str | None = None
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    # certificate stem -> {"cn", "sans", "days"} the vault CA issues it for, or {"imported": true}
+    certificates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -55,8 +78,17 @@ class Manifest:
                 raise VaultError(
                     f"{path} has format {doc.get('format')!r}; this vaultgen reads format {FORMAT}"
                 )
-            return cls(identity=doc.get("identity"), files=dict(doc.get("files", {})))
-        except (ValueError, TypeError) as e:
+            identity = doc.get("identity")
+            certificates = doc.get("certificates", {})
+            if not (identity is None or isinstance(identity, str)):
+                raise ValueError("'identity' is not a string")
+            if not isinstance(certificates, dict) or not all(
+                isinstance(v, dict) and (v.get("imported") is True or _is_leaf_spec(v))
+                for v in certificates.values()
+            ):
+                raise ValueError("'certificates' is not a map of certificate records")
+            return cls(identity, _file_records(doc.get("files", {})), certificates)
+        except ValueError as e:
             raise VaultError(
                 f"{path} is corrupt ({e}); restore it from git or delete it "
                 "(vaultgen then re-encrypts every .age file)"
@@ -68,6 +100,7 @@ class Manifest:
                 "format": FORMAT,
                 "comment": "Written by vaultgen: public facts only (see tools/vaultgen/README.md).",
                 "identity": self.identity,
+                "certificates": self.certificates,
                 "files": self.files,
             }
         )
@@ -83,8 +116,8 @@ class State:
             doc = _read_document(path)
             if doc is None or doc.get("format") != FORMAT:
                 return cls()
-            return cls(files=dict(doc["files"]))
-        except (ValueError, KeyError, TypeError):
+            return cls(files=_file_records(doc.get("files")))
+        except ValueError:
             return cls()  # a cache: when unreadable, decide from the files
 
     def to_bytes(self) -> bytes:

@@ -1,14 +1,17 @@
-"""Re-encrypt every `.age` file to the current recipients, optionally under a new identity.
+"""Re-encrypt every `.age` file of the vault to the current recipients, optionally under a new
+identity.
 
 Works from a fresh clone that has only the `.age` files and `age.key`: it reads
 the `.age` files, never the cleartext. With `--new-identity` the new key is
 written to `age.key.new` first and renamed over `age.key` only after every
 `.age` file has been re-encrypted and checked, so an interrupted rekey is
-finished by running it again (it decrypts with either key).
+finished by running it again (it decrypts with either key). The old key is
+kept as `age.key.old-<time>`: old commits need it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,49 +34,58 @@ from vaultgen.records import Manifest, State
 class RekeyResult:
     files: list[str]
     new_identity: str | None
-
-
-def age_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*" + layout.AGE_SUFFIX) if not p.name.startswith("."))
+    old_key_kept_in: str | None
+    not_managed: list[str]  # .age files in the vault that vaultgen does not manage: left alone
 
 
 def rekey(root: Path, new_identity: bool) -> RekeyResult:
-    if not (root / layout.IDENTITY).exists():
-        raise VaultError(
-            f"{root / layout.IDENTITY} does not exist: rekey needs the current identity"
-        )
+    from vaultgen.check import require_vault
+
+    require_vault(root)
+    layout.refuse_symlinked_folders(root)
+    identity_path = root / layout.IDENTITY
+    if read_or_none(identity_path) is None:
+        raise VaultError(f"{identity_path} does not exist: rekey needs the current identity")
     with exclusive_lock(root):
         remove_stale_temp_files(root)
-        identities = agecrypt.load_identity_file(root / layout.IDENTITY)
+        current = agecrypt.load_identity_file(identity_path)
+        agecrypt.vault_recipient(current, str(identity_path))
+        identities = list(current)
         pending = read_or_none(root / layout.IDENTITY_NEW)
         if pending is not None:
             # An interrupted rekey: some files may already be under the new key.
             identities += agecrypt.parse_identity_file(pending, str(root / layout.IDENTITY_NEW))
             new_identity = True
-        files = age_files(root)
-        plain = {path: agecrypt.decrypt(path.read_bytes(), identities, str(path)) for path in files}
+        extra_recipients = agecrypt.parse_recipients_file(root / layout.RECIPIENTS)
+        items = [i for i in layout.discover(root) if i.encrypted]
+        managed = [root / i.age_path for i in items if (root / i.age_path).exists()]
+        others = sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*" + layout.AGE_SUFFIX)
+            if p not in managed and not p.name.startswith(".")
+        )
+        plain = {
+            path: agecrypt.decrypt(path.read_bytes(), identities, str(path)) for path in managed
+        }
         if new_identity and pending is None:
             secret, public = agecrypt.generate_identity()
             pending = agecrypt.identity_file_text(secret, public)
             write_atomic(root / layout.IDENTITY_NEW, pending, SECRET_FILE_MODE)
-        target_identity = (
+        target = (
             agecrypt.parse_identity_file(pending, layout.IDENTITY_NEW)
             if new_identity and pending is not None
-            else identities[:1]
+            else current[:1]
         )
-        own = target_identity[0].recipient
-        assert own is not None
-        recipients = [
-            agecrypt.parse_recipient(own, layout.IDENTITY),
-            *agecrypt.parse_recipients_file(root / layout.RECIPIENTS),
-        ]
+        own = agecrypt.vault_recipient(target, layout.IDENTITY)
+        recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra_recipients]
         fingerprint = agecrypt.recipients_fingerprint(recipients)
-        manifest = Manifest(identity=own)
+        manifest = Manifest.load(root / layout.MANIFEST)
+        manifest.identity = own
         state = State.load(root / layout.STATE)
         with Transaction() as tx:
             for path, data in plain.items():
                 encrypted = agecrypt.encrypt(data, recipients)
-                if agecrypt.decrypt(encrypted, target_identity, str(path)) != data:
+                if agecrypt.decrypt(encrypted, target, str(path)) != data:
                     raise VaultError(
                         f"re-encrypting {path} did not round-trip; nothing was changed"
                     )
@@ -85,9 +97,24 @@ def rekey(root: Path, new_identity: bool) -> RekeyResult:
                     clear["age_sha256"] = sha256_hex(encrypted)
             tx.stage(root / layout.MANIFEST, manifest.to_bytes(), PUBLIC_FILE_MODE)
             tx.stage(root / layout.STATE, state.to_bytes(), SECRET_FILE_MODE)
+        kept = None
         if new_identity:
-            (root / layout.IDENTITY_NEW).replace(root / layout.IDENTITY)
+            kept = keep_old_identity(root, identity_path.read_bytes())
+            (root / layout.IDENTITY_NEW).replace(identity_path)
         return RekeyResult(
-            files=[p.relative_to(root).as_posix() for p in files],
+            files=[p.relative_to(root).as_posix() for p in managed],
             new_identity=own if new_identity else None,
+            old_key_kept_in=kept,
+            not_managed=others,
         )
+
+
+def keep_old_identity(root: Path, old: bytes) -> str:
+    """Keep the replaced identity beside the vault (ignored by git, 0600): old commits need it."""
+    for existing in sorted(root.glob(layout.IDENTITY_OLD_PREFIX + "*")):
+        if existing.read_bytes() == old:
+            return existing.name  # an interrupted rekey already kept it
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = layout.IDENTITY_OLD_PREFIX + stamp
+    write_atomic(root / name, old, SECRET_FILE_MODE)
+    return name

@@ -243,7 +243,9 @@ def refuse_foreign_folder(root: Path) -> None:
         foreign = sorted(
             p.name
             for p in root.iterdir()
-            if p.name not in KNOWN_TOP_LEVEL and TEMP_MARKER not in p.name
+            if p.name not in KNOWN_TOP_LEVEL
+            and TEMP_MARKER not in p.name
+            and not p.name.startswith(IDENTITY_OLD_PREFIX)
         )
         if foreign:
             raise VaultError(

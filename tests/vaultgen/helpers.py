@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pexpect
+
 VAULTGEN = Path(sys.executable).with_name("vaultgen")
 AGE = "age"
 
@@ -76,6 +78,20 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in result.stderr
     assert "error:" in lines[0]
     return lines[0]
+
+
+def assert_refused(vault: Path, *args: str, code: int = 1, message: str, stdin: str = "") -> None:
+    before = snapshot(vault)
+    result = vaultgen(vault, *args, input=stdin)
+    assert result.returncode == code, result.stderr
+    line = one_error_line(result)
+    assert message in line, line
+    assert changed(before, snapshot(vault)) == set()
+
+
+def spawn(vault: Path, *args: str) -> pexpect.spawn:
+    """vaultgen on a terminal of its own (a pty), to answer its prompts."""
+    return pexpect.spawn(str(VAULTGEN), ["--vault", str(vault), *args], env=clean_env(), timeout=30)
 
 
 def age_decrypt(path: Path, identity: Path) -> subprocess.CompletedProcess[bytes]:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.vaultgen.helpers import (
     VAULTGEN,
+    assert_refused,
     changed,
     clean_env,
     one_error_line,
@@ -29,15 +30,6 @@ def new_age_key(path: Path) -> str:
     return subprocess.run(
         ["age-keygen", "-y", path], check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-def assert_refused(vault: Path, *args: str, code: int = 1, message: str, stdin: str = "") -> None:
-    before = snapshot(vault)
-    result = vaultgen(vault, *args, input=stdin)
-    assert result.returncode == code, result.stderr
-    line = one_error_line(result)
-    assert message in line, line
-    assert changed(before, snapshot(vault)) == set()
 
 
 def test_a_wrong_age_key_is_refused(vault, tmp_path):

@@ -12,12 +12,12 @@ import pytest
 
 from tests.vaultgen.helpers import (
     RECORDS,
-    VAULTGEN,
+    assert_refused,
     changed,
-    clean_env,
     one_error_line,
     replace_leaf_with_short_lived_cert,
     snapshot,
+    spawn,
     vaultgen,
     vaultgen_ok,
 )
@@ -180,9 +180,7 @@ def test_loose_modes_are_tightened_without_rewriting_files(vault):
 
 def test_on_a_terminal_generate_asks_for_each_missing_password(tmp_path):
     root = tmp_path / "vault"
-    child = pexpect.spawn(
-        str(VAULTGEN), ["--vault", str(root), "generate"], env=clean_env(), timeout=30
-    )
+    child = spawn(root, "generate")
     child.expect("Password for admin")
     child.sendline("correct horse battery staple")
     child.expect("again")
@@ -199,9 +197,7 @@ def test_on_a_terminal_generate_asks_for_each_missing_password(tmp_path):
 
 def test_generate_batch_never_prompts_even_on_a_terminal(tmp_path):
     root = tmp_path / "vault"
-    child = pexpect.spawn(
-        str(VAULTGEN), ["--vault", str(root), "generate", "--batch"], env=clean_env(), timeout=30
-    )
+    child = spawn(root, "generate", "--batch")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -242,11 +238,7 @@ class TestPasswordCommand:
         ],
     )
     def test_bad_input_is_refused_and_changes_nothing(self, vault, args, stdin, code, message):
-        before = snapshot(vault)
-        result = vaultgen(vault, "password", *args, input=stdin)
-        assert result.returncode == code
-        assert message in one_error_line(result)
-        assert changed(before, snapshot(vault)) == set()
+        assert_refused(vault, "password", *args, code=code, message=message, stdin=stdin)
 
 
 class TestCertsCommand:
@@ -293,11 +285,7 @@ class TestImportCommand:
 
     def test_a_certificate_clients_would_reject_is_refused(self, vault, tmp_path):
         cert, key = self.self_signed(tmp_path, "shop.example.com", "nosan", san=False)
-        before = snapshot(vault)
-        result = vaultgen(vault, "import", str(cert), str(key))
-        assert result.returncode == 1
-        assert "not among its SANs" in one_error_line(result)
-        assert changed(before, snapshot(vault)) == set()
+        assert_refused(vault, "import", str(cert), str(key), message="not among its SANs")
 
     def test_imports_a_matching_pair_and_keeps_it_when_the_ca_changes(self, vault, tmp_path):
         cert, key = self.self_signed(tmp_path, "shop.example.com", "shop")
@@ -311,11 +299,10 @@ class TestImportCommand:
     def test_a_key_of_another_certificate_is_refused_and_nothing_changes(self, vault, tmp_path):
         cert, _ = self.self_signed(tmp_path, "shop.example.com", "a")
         _, other_key = self.self_signed(tmp_path, "shop.example.com", "b")
-        before = snapshot(vault)
-        result = vaultgen(vault, "import", str(cert), str(other_key), "--name", "shop")
-        assert result.returncode == 1
-        assert "is not the private key of" in one_error_line(result)
-        assert changed(before, snapshot(vault)) == set()
+        assert_refused(
+            vault, "import", str(cert), str(other_key), "--name", "shop",
+            message="is not the private key of",
+        )  # fmt: skip
 
 
 class TestHandEditedPasswords:
@@ -325,11 +312,7 @@ class TestHandEditedPasswords:
     )
     def test_an_unusable_password_is_refused_and_nothing_changes(self, vault, content, message):
         (vault / "passwords/admin.txt").write_text(content)
-        before = snapshot(vault)
-        result = vaultgen(vault, "generate", "--batch")
-        assert result.returncode == 1
-        assert message in one_error_line(result)
-        assert changed(before, snapshot(vault)) == set()
+        assert_refused(vault, "generate", "--batch", message=message)
 
     @pytest.mark.parametrize("ending", ["\n", "\r\n"])
     def test_an_editors_line_ending_is_removed_everywhere(self, vault, ending):
@@ -428,9 +411,7 @@ class TestImportSafety:
 
 def test_enter_at_the_prompt_keeps_an_existing_password(vault):
     old = (vault / "passwords/root.txt").read_bytes()
-    child = pexpect.spawn(
-        str(VAULTGEN), ["--vault", str(vault), "password", "root"], env=clean_env(), timeout=30
-    )
+    child = spawn(vault, "password", "root")
     child.expect("Password for root")
     child.sendline("")
     child.expect(pexpect.EOF)
@@ -442,9 +423,7 @@ def test_enter_at_the_prompt_keeps_an_existing_password(vault):
 
 def test_ctrl_c_at_a_prompt_says_so_and_writes_nothing(tmp_path):
     root = tmp_path / "vault"
-    child = pexpect.spawn(
-        str(VAULTGEN), ["--vault", str(root), "generate"], env=clean_env(), timeout=30
-    )
+    child = spawn(root, "generate")
     child.expect("Password for admin")
     child.sendintr()
     child.expect(pexpect.EOF)

@@ -74,7 +74,7 @@ class Checker:
             return None
 
     def run(self) -> Report:
-        require_vault(self.root)
+        layout.require_vault(self.root)
         try:
             layout.refuse_symlinked_folders(self.root)
         except VaultError as e:
@@ -263,13 +263,6 @@ def git_history(git: str, root: Path, paths: list[str]) -> tuple[set[str], dict[
         elif line:
             history.setdefault(line, commit)
     return set(filter(None, listed.split("\0"))), history
-
-
-def require_vault(root: Path) -> None:
-    if not root.exists():
-        raise VaultError(f"no vault at {root}: create one with `vaultgen generate`")
-    if not root.is_dir():
-        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
 
 
 def check(root: Path) -> Report:

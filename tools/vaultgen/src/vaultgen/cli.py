@@ -338,12 +338,12 @@ def check(
 
     Trusts no cache. Exit 3 when anything is wrong.
     """
+    from vaultgen import layout
     from vaultgen.check import check as run_check
-    from vaultgen.check import require_vault
     from vaultgen.files import refuse_if_being_written
 
     root = _settings(ctx).vault
-    require_vault(root)
+    layout.require_vault(root)
     refuse_if_being_written(root)
     report = run_check(root)
     if json_output:
@@ -371,12 +371,12 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Show every file of the vault: ok, missing or stale (and why). Changes nothing."""
-    from vaultgen.check import require_vault
+    from vaultgen import layout
     from vaultgen.files import refuse_if_being_written
     from vaultgen.generate import plan_only
 
     root = _settings(ctx).vault
-    require_vault(root)
+    layout.require_vault(root)
     refuse_if_being_written(root)
     statuses = plan_only(root).statuses()
     if json_output:
@@ -468,11 +468,11 @@ def decrypt(
 @app.command()
 def graph(ctx: typer.Context) -> None:
     """Print the vault's dependency graph in Graphviz DOT (pipe it to `dot -Tsvg`)."""
-    from vaultgen.check import require_vault
+    from vaultgen import layout
     from vaultgen.graph import dot
 
     root = _settings(ctx).vault
-    require_vault(root)
+    layout.require_vault(root)
     sys.stdout.write(dot(root))
 
 

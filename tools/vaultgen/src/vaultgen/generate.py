@@ -49,7 +49,6 @@ from vaultgen.verify import (
 )
 
 PasswordPrompt = Callable[[str], str | None]
-LEAF_DAYS = 825  # pki.LEAF_DAYS, without importing cryptography on the no-op path
 
 
 @dataclass(frozen=True)
@@ -364,7 +363,7 @@ class Planner:
         self.new_manifest.certificates[item.name] = {
             "cn": spec["cn"],
             "sans": from_cert,
-            "days": spec.get("days") or LEAF_DAYS,
+            "days": spec.get("days") or layout.LEAF_DAYS,
         }
 
     @staticmethod

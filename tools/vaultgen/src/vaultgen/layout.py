@@ -25,6 +25,7 @@ STATE = ".vaultgen-state.json"  # local cache of content hashes; never the sourc
 AGE_SUFFIX = ".age"
 PRIVATE_DIRS = ("", "passwords", "certs", "ssh")
 
+LEAF_DAYS = 825  # the longest validity browsers and Apple platforms accept
 REQUIRED_PASSWORDS = ("root", "admin", "odoo-admin", "pgadmin-admin")
 DEFAULT_CN = "localhost"
 CA_STEM = "vault-ca"
@@ -197,6 +198,13 @@ def discover(
         items += leaf_items(stem)
     items += ssh_items()
     return items
+
+
+def require_vault(root: Path) -> None:
+    if not root.exists():
+        raise VaultError(f"no vault at {root}: create one with `vaultgen generate`")
+    if not root.is_dir():
+        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
 
 
 def refuse_symlinked_folders(root: Path) -> None:

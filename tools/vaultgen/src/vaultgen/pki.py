@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vaultgen.errors import VaultError
+from vaultgen.layout import LEAF_DAYS
 
 CA_SUBJECT = x509.Name(
     [
@@ -22,7 +23,6 @@ CA_SUBJECT = x509.Name(
     ]
 )
 CA_DAYS = 3650
-LEAF_DAYS = 825  # the longest validity browsers and Apple platforms accept
 RENEW_WITHIN = dt.timedelta(days=30)
 BACKDATE = dt.timedelta(hours=1)  # tolerate clocks that are a little behind
 

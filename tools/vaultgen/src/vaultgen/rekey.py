@@ -39,9 +39,7 @@ class RekeyResult:
 
 
 def rekey(root: Path, new_identity: bool) -> RekeyResult:
-    from vaultgen.check import require_vault
-
-    require_vault(root)
+    layout.require_vault(root)
     layout.refuse_symlinked_folders(root)
     identity_path = root / layout.IDENTITY
     if read_or_none(identity_path) is None:

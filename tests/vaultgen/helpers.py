@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pexpect
 
+from tests.helpers import one_error_line
+
+__all__ = ["one_error_line"]
+
 VAULTGEN = Path(sys.executable).with_name("vaultgen")
 AGE = "age"
 
@@ -69,15 +73,6 @@ def changed(before: Snapshot, after: Snapshot) -> set[str]:
 
 
 RECORDS = {"manifest.json", ".vaultgen-state.json"}
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The failure must be exactly one line on stderr, without a traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one error line, got:\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    assert "error:" in lines[0]
-    return lines[0]
 
 
 def assert_refused(vault: Path, *args: str, code: int = 1, message: str, stdin: str = "") -> None:

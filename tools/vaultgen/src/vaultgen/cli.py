@@ -6,7 +6,6 @@ fast; each command imports what it needs.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from odbox_common import runner
 from vaultgen import __version__, console
 from vaultgen.errors import ExitCode, UsageError, VaultError
 
@@ -476,42 +476,15 @@ def graph(ctx: typer.Context) -> None:
     sys.stdout.write(dot(root))
 
 
-def _debug_requested(argv: list[str]) -> bool:
-    flag = os.environ.get("VAULTGEN_DEBUG", "").strip().lower()
-    return "--debug" in argv or flag in ("1", "true", "yes", "on")
-
-
 def run(argv: list[str]) -> int:
     """Run the command line; every failure becomes one line on stderr and an exit code."""
-    debug = _debug_requested(argv)
-    command = typer.main.get_command(app)
-    interrupted = "interrupted; every file is either as it was or complete"
-    try:
-        result = command.main(args=argv, prog_name="vaultgen", standalone_mode=False)
-    except typer.Exit as e:
-        return e.exit_code
-    except typer.TyperException as e:  # click's usage and parameter errors
-        code = int(getattr(e, "exit_code", ExitCode.USAGE))
-        ctx = getattr(e, "ctx", None)
-        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and code == 2 else ""
-        console.error(e.format_message() + hint)
-        return code
-    except (typer.Abort, KeyboardInterrupt):
-        console.error(interrupted)
-        return 130
-    except VaultError as e:
-        if debug:
-            raise
-        console.error(str(e))
-        return int(e.exit_code)
-    except Exception as e:
-        if debug:
-            raise
-        console.error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
-        return int(ExitCode.FAILED)
-    if result == 130:  # typer turns Ctrl-C into this return value
-        console.error(interrupted)
-    return result if isinstance(result, int) else 0
+    return runner.run(
+        app,
+        argv,
+        prog="vaultgen",
+        debug_env="VAULTGEN_DEBUG",
+        interrupted="interrupted; every file is either as it was or complete",
+    )
 
 
 def main() -> NoReturn:

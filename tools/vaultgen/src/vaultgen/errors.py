@@ -1,31 +1,9 @@
-"""Errors that end a vaultgen command with one clear line and a documented exit code."""
+"""Errors that end a vaultgen command with one clear line and a documented exit code.
 
-from enum import IntEnum
+The exit codes and base classes are shared by every Odoo Box tool (odbox_common).
+"""
 
+from odbox_common.errors import ExitCode, LockHeldError, UsageError
+from odbox_common.errors import ToolError as VaultError
 
-class ExitCode(IntEnum):
-    """Exit codes shared by every Odoo Box tool (see DESIGN.md)."""
-
-    OK = 0
-    FAILED = 1
-    USAGE = 2
-    PROBLEMS = 3
-    LOCKED = 4
-
-
-class VaultError(Exception):
-    """An operation failed; the message says what failed and what to do."""
-
-    exit_code: ExitCode = ExitCode.FAILED
-
-
-class UsageError(VaultError):
-    """The command line asks for something impossible."""
-
-    exit_code = ExitCode.USAGE
-
-
-class LockHeldError(VaultError):
-    """Another vaultgen run is writing this vault."""
-
-    exit_code = ExitCode.LOCKED
+__all__ = ["ExitCode", "LockHeldError", "UsageError", "VaultError"]

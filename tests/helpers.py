@@ -1,0 +1,37 @@
+"""Assertions every tool's tests share: the one-line failure contract and runnable doc examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure must be exactly one line on stderr, without a traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one error line, got:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    assert "error:" in lines[0]
+    return lines[0]
+
+
+def sh_blocks(text: str) -> list[str]:
+    """The ```sh examples of a Markdown page, in order."""
+    return re.findall(r"^```sh\n(.*?)^```$", text, flags=re.S | re.M)
+
+
+def run_sh_examples(readme: Path, cwd: Path, env: Mapping[str, str], at_least: int) -> list[str]:
+    """Run every ```sh block of `readme` in order with bash -euo pipefail; their outputs."""
+    blocks = sh_blocks(readme.read_text())
+    assert len(blocks) >= at_least
+    outputs = []
+    for number, block in enumerate(blocks, start=1):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block],
+            cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert result.returncode == 0, f"example {number} failed:\n{block}\n{result.stderr}"
+        outputs.append(result.stdout)
+    return outputs

@@ -1,0 +1,1 @@
+"""What every Odoo Box tool shares: exit codes, one-line errors, journal-friendly output."""

@@ -1,0 +1,83 @@
+"""Output: rich tables on a terminal, plain timestamped lines otherwise (journald), or JSON.
+
+Every line written off a terminal starts with an ISO time and the program name,
+so a failure at 2 AM reads as one self-contained journal line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+_program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "odbox"
+
+
+def set_program(name: str) -> None:
+    """The name every line is prefixed with (the tool's executable name)."""
+    global _program
+    _program = name
+
+
+def program() -> str:
+    return _program
+
+
+def _timestamp() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def is_terminal(stream: TextIO) -> bool:
+    return stream.isatty()
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """One line of progress or result."""
+    stream = stream or sys.stdout
+    if is_terminal(stream):
+        stream.write(message + "\n")
+    else:
+        stream.write(f"{_timestamp()} {_program}: {message}\n")
+    stream.flush()
+
+
+def error(message: str) -> None:
+    """The one line a failure leaves, on stderr (and in the journal)."""
+    prefix = "" if is_terminal(sys.stderr) else f"{_timestamp()} "
+    sys.stderr.write(f"{prefix}{_program}: error: {message}\n")
+    sys.stderr.flush()
+
+
+def warn(message: str) -> None:
+    """A line that does not end the command, on stderr."""
+    prefix = "" if is_terminal(sys.stderr) else f"{_timestamp()} "
+    sys.stderr.write(f"{prefix}{_program}: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if is_terminal(sys.stdout):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left")
+        for column in columns:
+            t.add_column(column)
+        for row in rows:
+            t.add_row(*row)
+        Console().print(t)
+        return
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    say(title)
+    for row in [list(columns), *rows]:
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        sys.stdout.write("\n")
+    sys.stdout.flush()

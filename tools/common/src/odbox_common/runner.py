@@ -1,0 +1,69 @@
+"""Run a Typer app so that every failure is one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import typer
+
+from odbox_common import console
+from odbox_common.errors import ExitCode, ToolError
+
+
+def debug_requested(argv: list[str], env_var: str) -> bool:
+    flag = os.environ.get(env_var, "").strip().lower()
+    return "--debug" in argv or flag in ("1", "true", "yes", "on")
+
+
+def run(
+    app: typer.Typer,
+    argv: list[str],
+    *,
+    prog: str,
+    debug_env: str,
+    interrupted: str = "interrupted",
+    known_errors: Callable[[], tuple[type[BaseException], ...]] = tuple,
+    describe: Callable[[BaseException], str] = str,
+) -> int:
+    """Run `app` on `argv`; return the exit code instead of raising.
+
+    `known_errors()` names exceptions from libraries that already carry a clear
+    message (say, a database driver's); it is called only when something was
+    raised, so a library is not imported just to name its errors. `describe`
+    turns one into the line.
+    """
+    console.set_program(prog)
+    debug = debug_requested(argv, debug_env)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name=prog, standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.TyperException as e:  # click's usage and parameter errors
+        code = int(getattr(e, "exit_code", ExitCode.USAGE))
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and code == 2 else ""
+        console.error(e.format_message() + hint)
+        return code
+    except (typer.Abort, KeyboardInterrupt):
+        console.error(interrupted)
+        return int(ExitCode.INTERRUPTED)
+    except ToolError as e:
+        if debug:
+            raise
+        console.error(str(e))
+        return int(e.exit_code)
+    except known_errors() as e:
+        if debug:
+            raise
+        console.error(describe(e))
+        return int(ExitCode.FAILED)
+    except Exception as e:
+        if debug:
+            raise
+        console.error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return int(ExitCode.FAILED)
+    if result == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into this return value
+        console.error(interrupted)
+    return result if isinstance(result, int) else 0

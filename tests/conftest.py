@@ -98,8 +98,8 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def start_postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
-    """Start a cluster in a new temp folder and remove it afterwards, whatever happens."""
+def new_postgres_cluster(port: int = 5432) -> Iterator[StoppedCluster]:
+    """initdb a cluster in a new temp folder, not started; removed afterwards, whatever happens."""
     bindir = find_pg_bindir()
     user = _unprivileged_user()
     base = Path(tempfile.mkdtemp(prefix="odbox-pg-"))
@@ -109,29 +109,57 @@ def start_postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
         base.chmod(0o755)
         os.chown(base, user.uid, user.gid)
         os.chown(socket_dir, user.uid, user.gid)
-    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-    superuser = "postgres"
-    run = {"capture_output": True, "text": True, "check": True, "cwd": base, **as_user}
+    cluster = StoppedCluster(PostgresCluster(bindir, datadir, socket_dir, port, "postgres"), user)
     try:
-        subprocess.run(
-            [bindir / "initdb", "-D", datadir, "-U", superuser, "--auth=trust",
+        cluster.run(
+            [bindir / "initdb", "-D", datadir, "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            **run,  # type: ignore[call-overload]
         )  # fmt: skip
-        options = f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -p {port} -F"
-        subprocess.run(
-            [bindir / "pg_ctl", "-D", datadir, "-o", options, "-l", base / "server.log",
-             "-w", "-t", "60", "start"],
-            **run,  # type: ignore[call-overload]
-        )  # fmt: skip
-        yield PostgresCluster(bindir, datadir, socket_dir, port, superuser)
+        yield cluster
     finally:
-        if (datadir / "postmaster.pid").exists():
-            subprocess.run(
-                [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"],
-                capture_output=True, cwd=base, **as_user,  # type: ignore[call-overload]
-            )  # fmt: skip
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class StoppedCluster:
+    """A cluster made by initdb, started and stopped on demand (for tests of waiting)."""
+
+    cluster: PostgresCluster
+    user: Unprivileged | None
+
+    def run(self, command: list[str | Path], check: bool = True) -> None:
+        as_user = (
+            {"user": self.user.uid, "group": self.user.gid, "extra_groups": []} if self.user else {}
+        )
+        subprocess.run(
+            command, capture_output=True, text=True, check=check,
+            cwd=self.cluster.datadir.parent, **as_user,  # type: ignore[call-overload]
+        )  # fmt: skip
+
+    def start(self) -> PostgresCluster:
+        c = self.cluster
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{c.socket_dir}' -p {c.port} -F"
+        )
+        self.run(
+            [c.bindir / "pg_ctl", "-D", c.datadir, "-o", options,
+             "-l", c.datadir.parent / "server.log", "-w", "-t", "60", "start"],
+        )  # fmt: skip
+        return c
+
+    def stop(self) -> None:
+        c = self.cluster
+        if (c.datadir / "postmaster.pid").exists():
+            self.run([c.bindir / "pg_ctl", "-D", c.datadir, "-m", "immediate", "-w", "stop"],
+                     check=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def start_postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
+    """Start a cluster in a new temp folder and remove it afterwards, whatever happens."""
+    with new_postgres_cluster(port) as stopped:
+        yield stopped.start()
 
 
 @pytest.fixture(scope="session")

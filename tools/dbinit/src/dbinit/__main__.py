@@ -1,0 +1,5 @@
+"""Allow `python -m dbinit`."""
+
+from dbinit.cli import main
+
+main()

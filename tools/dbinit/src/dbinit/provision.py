@@ -1,0 +1,671 @@
+"""`dbinit setup`: bring roles, databases and grants to the wanted state, and change nothing else.
+
+The work is done in phases; each phase reads the catalog, plans the statements
+that close the gap, and runs them in one transaction (CREATE DATABASE cannot run
+in one, so it is its own step). A phase with nothing to do runs no statement at
+all, so a boot with nothing to change only reads.
+
+1. roles: admin (SUPERUSER LOGIN), odoo and pgadmin (LOGIN and nothing else,
+   no password: peer authentication), the handyman (NOLOGIN); pgadmin is a
+   member of the handyman and of nothing else.
+2. databases: the Odoo and pgAdmin databases, from template0, UTF8, owned by
+   their roles.
+3. database privileges: CONNECT and TEMPORARY revoked from PUBLIC on every
+   database of ours and on `postgres` and `template1`; pgadmin may CONNECT to
+   the Odoo database and nothing more.
+4. inside the Odoo database: the extensions Odoo wants; the handyman may read
+   and write every table and sequence, now and (default privileges) later;
+   nobody but odoo may CREATE in its schemas, TRUNCATE, or hold REFERENCES or
+   TRIGGER on its tables.
+5. inside the pgAdmin database: `connection_params()`, which tells pgAdmin's
+   setup where the local server's Unix socket is (only superusers may read
+   `unix_socket_directories`, so it runs as the admin role).
+
+Concurrent runs are serialised with an advisory lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from dbinit import acl
+from dbinit.acl import PUBLIC, Grant, Statement
+from dbinit.connect import Target, connect, describe, require_superuser
+from dbinit.names import Names
+from odbox_common.errors import LockHeldError, ToolError, UsageError
+
+if TYPE_CHECKING:
+    import psycopg
+
+LOCK_KEY = 0x6462696E6974  # "dbinit"
+LOCK_WAIT_SECONDS = 60
+
+ROLE_ATTRIBUTES = (
+    ("SUPERUSER", "rolsuper"),
+    ("CREATEDB", "rolcreatedb"),
+    ("CREATEROLE", "rolcreaterole"),
+    ("INHERIT", "rolinherit"),
+    ("LOGIN", "rolcanlogin"),
+    ("REPLICATION", "rolreplication"),
+    ("BYPASSRLS", "rolbypassrls"),
+)
+
+NOTHING_ELSE = {
+    "SUPERUSER": False,
+    "CREATEDB": False,
+    "CREATEROLE": False,
+    "INHERIT": True,
+    "REPLICATION": False,
+    "BYPASSRLS": False,
+}
+
+TABLE_RW = ("SELECT", "INSERT", "UPDATE", "DELETE")
+TABLE_FORBIDDEN = ("TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN")
+SEQUENCE_RW = ("USAGE", "SELECT", "UPDATE")
+DATABASE_ALL = ("CONNECT", "CREATE", "TEMPORARY")
+
+# `relkind`s that GRANT ... ON ALL TABLES IN SCHEMA covers.
+TABLE_KINDS = ("r", "p", "v", "m", "f")
+
+USER_SCHEMAS = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+
+CONNECTION_PARAMS_BODY = """
+SELECT jsonb_build_object(
+    'host', btrim(split_part(current_setting('unix_socket_directories'), ',', 1), ' "'),
+    'port', current_setting('port')::int,
+    'sslmode', 'disable'
+)
+"""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change does, in words ("create role odoo"), and its statements."""
+
+    description: str
+    statement: Statement
+    more: tuple[Statement, ...] = ()
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        return (self.statement, *self.more)
+
+
+PAST = {"create": "created", "alter": "altered", "remove": "removed", "revoke": "revoked",
+        "grant": "granted", "make": "made"}  # fmt: skip
+
+
+def done(description: str) -> str:
+    """ "create role odoo" -> "created role odoo", for the line a change leaves in the journal."""
+    verb, _, rest = description.partition(" ")
+    return f"{PAST.get(verb, verb)} {rest}"
+
+
+@dataclass
+class Outcome:
+    changes: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def wanted_attributes(names: Names) -> dict[str, dict[str, bool]]:
+    wanted = {
+        names.admin: {"SUPERUSER": True, "LOGIN": True},
+        names.odoo: {**NOTHING_ELSE, "LOGIN": True},
+    }
+    if names.with_pgadmin:
+        wanted[names.pgadmin] = {**NOTHING_ELSE, "LOGIN": True}
+        wanted[names.handyman] = {**NOTHING_ELSE, "LOGIN": False}
+    return wanted
+
+
+def _attribute_sql(attributes: dict[str, bool]) -> sql.Composable:
+    return sql.SQL(" ").join(
+        sql.SQL(name if on else f"NO{name}") for name, on in attributes.items()
+    )
+
+
+def _attribute_words(attributes: dict[str, bool]) -> str:
+    return " ".join(name if on else f"NO{name}" for name, on in attributes.items())
+
+
+# ---------------------------------------------------------------- phase 1: roles
+
+
+def plan_roles(conn: psycopg.Connection[Any], names: Names) -> list[Change]:
+    wanted = wanted_attributes(names)
+    columns = sql.SQL(", ").join(sql.Identifier(col) for _, col in ROLE_ATTRIBUTES)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT rolname, {}, rolpassword IS NOT NULL FROM pg_authid WHERE rolname = ANY(%s)"
+        ).format(columns),
+        [list(wanted)],
+    ).fetchall()
+    existing = {
+        str(row[0]): (
+            {attr: bool(v) for (attr, _), v in zip(ROLE_ATTRIBUTES, row[1:-1], strict=True)},
+            bool(row[-1]),
+        )
+        for row in rows
+    }
+    changes: list[Change] = []
+    for role, attributes in wanted.items():
+        if role not in existing:
+            changes.append(
+                Change(
+                    f"create role {role} ({_attribute_words(attributes)})",
+                    sql.SQL("CREATE ROLE {} WITH {}").format(
+                        sql.Identifier(role), _attribute_sql(attributes)
+                    ),
+                )
+            )
+            continue
+        current, has_password = existing[role]
+        differ = {a: on for a, on in attributes.items() if current[a] != on}
+        if differ:
+            changes.append(
+                Change(
+                    f"alter role {role}: {_attribute_words(differ)}",
+                    sql.SQL("ALTER ROLE {} WITH {}").format(
+                        sql.Identifier(role), _attribute_sql(differ)
+                    ),
+                )
+            )
+        if has_password and role != names.admin:
+            changes.append(
+                Change(
+                    f"remove the password of role {role} (it logs in by peer authentication)",
+                    sql.SQL("ALTER ROLE {} WITH PASSWORD NULL").format(sql.Identifier(role)),
+                )
+            )
+    return changes + _plan_memberships(conn, names)
+
+
+def _plan_memberships(conn: psycopg.Connection[Any], names: Names) -> list[Change]:
+    managed = [names.odoo, names.pgadmin, names.handyman] if names.with_pgadmin else [names.odoo]
+    rows = conn.execute(
+        """
+        SELECT r.rolname, m.rolname, g.rolname, m.rolsuper
+        FROM pg_auth_members am
+        JOIN pg_roles r ON r.oid = am.roleid
+        JOIN pg_roles m ON m.oid = am.member
+        LEFT JOIN pg_roles g ON g.oid = am.grantor
+        WHERE r.rolname = ANY(%(managed)s) OR m.rolname = ANY(%(managed)s)
+        """,
+        {"managed": managed},
+    ).fetchall()
+    wanted = {(names.handyman, names.pgadmin)} if names.with_pgadmin else set()
+    held = {(str(r), str(m)) for r, m, _, _ in rows}
+    changes: list[Change] = []
+    granted_by = conn.info.server_version >= 160000  # PG16 records one grant per grantor
+    for role, member, grantor, member_is_super in rows:
+        # A superuser gains nothing from membership; admins often join odoo to SET ROLE.
+        if (role, member) in wanted or member_is_super:
+            continue
+        statement = sql.SQL("REVOKE {} FROM {}").format(
+            sql.Identifier(role), sql.Identifier(member)
+        )
+        if granted_by and grantor:
+            statement = sql.SQL("{} GRANTED BY {}").format(statement, sql.Identifier(grantor))
+        changes.append(Change(f"revoke membership of {member} in {role}", statement))
+    for role, member in sorted(wanted - held):
+        changes.append(
+            Change(
+                f"make {member} a member of {role}",
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(member)),
+            )
+        )
+    return changes
+
+
+# ---------------------------------------------------------------- phase 2: databases
+
+
+def plan_databases(conn: psycopg.Connection[Any], names: Names) -> tuple[list[Change], set[str]]:
+    """Changes for missing databases and wrong owners, and the names of databases to create."""
+    owners = {names.odoo_db: names.odoo}
+    if names.with_pgadmin:
+        owners[names.pgadmin_db] = names.pgadmin
+    rows = conn.execute(
+        "SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding)"
+        " FROM pg_database WHERE datname = ANY(%s)",
+        [list(owners)],
+    ).fetchall()
+    existing = {str(r[0]): (str(r[1]), str(r[2])) for r in rows}
+    changes: list[Change] = []
+    created: set[str] = set()
+    for db, owner in owners.items():
+        if db not in existing:
+            created.add(db)
+            changes.append(
+                Change(
+                    f"create database {db} (owner {owner}, UTF8, from template0)",
+                    sql.SQL(
+                        "CREATE DATABASE {} WITH OWNER {} TEMPLATE template0 ENCODING 'UTF8'"
+                        " LC_COLLATE 'C'"
+                    ).format(sql.Identifier(db), sql.Identifier(owner)),
+                )
+            )
+            continue
+        current_owner, encoding = existing[db]
+        if encoding != "UTF8":
+            raise ToolError(
+                f"database {db} exists with encoding {encoding}, but it must be UTF8; dbinit "
+                "never drops a database: dump it, drop it and run setup again"
+            )
+        if current_owner != owner:
+            changes.append(
+                Change(
+                    f"make {owner} the owner of database {db} (was {current_owner})",
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(db), sql.Identifier(owner)
+                    ),
+                )
+            )
+    return changes, created
+
+
+# ---------------------------------------------------------------- phase 3: who may connect
+
+
+def plan_database_privileges(
+    conn: psycopg.Connection[Any], names: Names, created: Collection[str] = ()
+) -> list[Change]:
+    """`created`: databases a dry run would have created, assumed to have the default ACL."""
+    system = ["postgres", "template1"]
+    rows = conn.execute(
+        f"""
+        SELECT d.datname, pg_get_userbyid(d.datdba), {acl.GRANTEE_SQL}, a.privilege_type,
+               a.is_grantable
+        FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+        WHERE d.datname = ANY(%s)
+        """,  # noqa: S608 (fixed text, no input)
+        [[*names.databases, *system]],
+    ).fetchall()
+    owners = {str(r[0]): str(r[1]) for r in rows}
+    by_db: dict[str, list[tuple[str, str, bool]]] = {}
+    for db, _, grantee, privilege, grantable in rows:
+        by_db.setdefault(str(db), []).append((grantee, privilege, grantable))
+    for db in set(created) - set(owners):
+        owners[db] = names.odoo if db == names.odoo_db else names.pgadmin
+        by_db[db] = [(owners[db], p, False) for p in DATABASE_ALL]
+        by_db[db] += [(PUBLIC, "CONNECT", False), (PUBLIC, "TEMPORARY", False)]
+    managed_roles = (
+        [names.odoo, names.pgadmin, names.handyman] if names.with_pgadmin else [names.odoo]
+    )
+    changes: list[Change] = []
+    for db in [*names.databases, *system]:
+        if db not in owners:
+            continue  # no template1 on this server
+        actual = acl.grants(by_db.get(db, []))
+        owner = owners[db]
+        if db == names.odoo_db:
+            required = acl.to(owner, *DATABASE_ALL)
+            if names.with_pgadmin:
+                required |= acl.to(names.pgadmin, "CONNECT")
+            fix = acl.diff(actual, required, exact=True)
+        elif names.with_pgadmin and db == names.pgadmin_db:
+            fix = acl.diff(actual, acl.to(owner, *DATABASE_ALL), exact=True)
+        else:
+            forbidden = [(r, "*") for r in [PUBLIC, *managed_roles] if r != owner]
+            fix = acl.diff(actual, set(), forbidden=forbidden)
+        on = sql.SQL("DATABASE {}").format(sql.Identifier(db))
+        changes += [Change(d, s) for d, s in acl.statements(fix, on, f"database {db}")]
+    return changes
+
+
+# ---------------------------------------------------------------- phase 4: inside the Odoo DB
+
+
+@dataclass(frozen=True)
+class OdooDbState:
+    extensions: frozenset[str]
+    available: frozenset[str]
+    schemas: dict[str, frozenset[Grant]]
+    tables: dict[tuple[str, str], frozenset[Grant]]
+    sequences: dict[tuple[str, str], frozenset[Grant]]
+    # (schema or "" for every schema, object type letter) -> grants, for defaults of odoo
+    defaults: dict[tuple[str, str], frozenset[Grant]]
+
+    @classmethod
+    def fresh(cls, names: Names) -> OdooDbState:
+        """What a database just created from template0 holds (for --dry-run)."""
+        return cls(
+            extensions=frozenset({"plpgsql"}),
+            available=frozenset(names.extensions),
+            schemas={"public": acl.grants([("pg_database_owner", "USAGE", False),
+                                           ("pg_database_owner", "CREATE", False),
+                                           (PUBLIC, "USAGE", False)])},
+            tables={},
+            sequences={},
+            defaults={},
+        )  # fmt: skip
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[Any], names: Names) -> OdooDbState:
+        extensions = frozenset(str(r[0]) for r in conn.execute("SELECT extname FROM pg_extension"))
+        available = frozenset(
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)",
+                [list(names.extensions)],
+            )
+        )
+        schemas: dict[str, list[tuple[str, str, bool]]] = {}
+        for nsp, grantee, privilege, grantable in conn.execute(
+            f"""
+            SELECT n.nspname, {acl.GRANTEE_SQL}, a.privilege_type, a.is_grantable
+            FROM pg_namespace n
+            LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                ON true
+            WHERE {USER_SCHEMAS}
+            """  # noqa: S608 (fixed text, no input)
+        ):
+            entries = schemas.setdefault(str(nsp), [])
+            if grantee is not None:
+                entries.append((grantee, privilege, grantable))
+        relations = conn.execute(
+            f"""
+            SELECT n.nspname, c.relname, c.relkind, {acl.GRANTEE_SQL}, a.privilege_type,
+                   a.is_grantable
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
+                (CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a
+                ON a.grantee = ANY(ARRAY(SELECT oid FROM pg_roles WHERE rolname = ANY(%s)))
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
+            """,  # noqa: S608 (fixed text; role names are parameters)
+            [[names.pgadmin, names.handyman]],
+        ).fetchall()
+        tables: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        sequences: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        for nsp, rel, kind, grantee, privilege, grantable in relations:
+            into = sequences if kind == "S" else tables
+            entries = into.setdefault((str(nsp), str(rel)), [])
+            if grantee is not None:
+                entries.append((grantee, privilege, grantable))
+        defaults: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        for nsp, objtype, grantee, privilege, grantable in conn.execute(
+            f"""
+            SELECT coalesce(n.nspname, ''), d.defaclobjtype, {acl.GRANTEE_SQL},
+                   a.privilege_type, a.is_grantable
+            FROM pg_default_acl d
+            LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+            CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+            WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)
+              AND d.defaclobjtype IN ('r', 'S', 'n') AND a.grantee <> d.defaclrole
+            """,  # noqa: S608 (fixed text; the role name is a parameter)
+            [names.odoo],
+        ):
+            defaults.setdefault((str(nsp), str(objtype)), []).append(
+                (grantee, privilege, grantable)
+            )
+        return cls(
+            extensions=extensions,
+            available=available,
+            schemas={k: acl.grants(v) for k, v in schemas.items()},
+            tables={k: acl.grants(v) for k, v in tables.items()},
+            sequences={k: acl.grants(v) for k, v in sequences.items()},
+            defaults={k: acl.grants(v) for k, v in defaults.items()},
+        )
+
+
+DEFAULT_OBJECTS = {"r": "TABLES", "S": "SEQUENCES", "n": "SCHEMAS"}
+
+
+def plan_odoo_database(state: OdooDbState, names: Names) -> list[Change]:
+    changes: list[Change] = []
+    for extension in names.extensions:
+        if extension in state.extensions:
+            continue
+        if extension not in state.available:
+            raise ToolError(
+                f"extension {extension} is not available on this PostgreSQL server: install "
+                "its contrib package (on Debian: postgresql-contrib), then run setup again"
+            )
+        changes.append(
+            Change(
+                f"create extension {extension} in database {names.odoo_db}",
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)),
+            )
+        )
+    h, p = names.handyman, names.pgadmin
+    never_create = [(PUBLIC, "CREATE")]
+    if names.with_pgadmin:
+        never_create += [(p, "CREATE"), (h, "CREATE")]
+    for schema, actual in sorted(state.schemas.items()):
+        required = acl.to(h, "USAGE") if names.with_pgadmin else set()
+        fix = acl.diff(actual, required, forbidden=never_create)
+        on = sql.SQL("SCHEMA {}").format(sql.Identifier(schema))
+        changes += [Change(d, s) for d, s in acl.statements(fix, on, f"schema {schema}")]
+    if not names.with_pgadmin:
+        return changes
+    forbidden = [(who, priv) for who in (h, p) for priv in TABLE_FORBIDDEN]
+    for kind, objects, rw, word in (
+        ("TABLES", state.tables, TABLE_RW, "table"),
+        ("SEQUENCES", state.sequences, SEQUENCE_RW, "sequence"),
+    ):
+        lacking: set[str] = set()
+        for (schema, name), actual in sorted(objects.items()):
+            fix = acl.diff(actual, acl.to(h, *rw), forbidden=forbidden)
+            if fix.grant:
+                lacking.add(schema)
+            if fix.revoke or fix.revoke_grant_option:
+                revoke_only = acl.AclFix((), fix.revoke, fix.revoke_grant_option)
+                on = sql.SQL("{} {}.{}").format(
+                    sql.SQL(word.upper()), sql.Identifier(schema), sql.Identifier(name)
+                )
+                changes += [
+                    Change(d, s)
+                    for d, s in acl.statements(revoke_only, on, f"{word} {schema}.{name}")
+                ]
+        for schema in sorted(lacking):
+            changes.append(
+                Change(
+                    f"grant {', '.join(rw)} on every {word} in schema {schema} to {h}",
+                    sql.SQL("GRANT {} ON ALL {} IN SCHEMA {} TO {}").format(
+                        sql.SQL(", ").join(sql.SQL(x) for x in rw),
+                        sql.SQL(kind),
+                        sql.Identifier(schema),
+                        sql.Identifier(h),
+                    ),
+                )
+            )
+    wanted_defaults = {
+        ("", "r"): acl.to(h, *TABLE_RW),
+        ("", "S"): acl.to(h, *SEQUENCE_RW),
+        ("", "n"): acl.to(h, "USAGE"),
+    }
+    for key in sorted(set(wanted_defaults) | set(state.defaults)):
+        schema, objtype = key
+        fix = acl.diff(state.defaults.get(key, frozenset()), wanted_defaults.get(key, set()),
+                       exact=True)  # fmt: skip
+        if not fix:
+            continue
+        where: Statement = (
+            sql.SQL(" IN SCHEMA {}").format(sql.Identifier(schema)) if schema else sql.SQL("")
+        )
+        prefix = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} ").format(
+            sql.Identifier(names.odoo), where
+        )
+        shown = f"{DEFAULT_OBJECTS[objtype].lower()} {names.odoo} creates" + (
+            f" in schema {schema}" if schema else ""
+        )
+        kind_sql = sql.SQL(DEFAULT_OBJECTS[objtype])
+        for description, statement in acl.statements(fix, kind_sql, shown):
+            changes.append(
+                Change(f"{description} (default privileges)", sql.Composed([prefix, statement]))
+            )
+    return changes
+
+
+# ---------------------------------------------------------------- phase 5: the pgAdmin DB
+
+
+def plan_pgadmin_database(conn: psycopg.Connection[Any] | None, names: Names) -> list[Change]:
+    row = None
+    if conn is not None:
+        row = conn.execute(
+            f"""
+            SELECT p.prosrc, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner),
+                   pg_get_function_result(p.oid),
+                   ARRAY(SELECT {acl.GRANTEE_SQL} || ':' || a.privilege_type
+                         FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                         ORDER BY 1)
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND p.proname = 'connection_params' AND p.pronargs = 0
+            """  # noqa: S608 (fixed text, no input)
+        ).fetchone()
+    wanted_acl = sorted([f"{names.admin}:EXECUTE", f"{names.pgadmin}:EXECUTE"])
+    if row is not None and (
+        row[0] == CONNECTION_PARAMS_BODY
+        and row[1]
+        and list(row[2] or []) == ["search_path=pg_catalog"]
+        and row[3] == names.admin
+        and row[4] == "jsonb"
+        and sorted(row[5]) == wanted_acl
+    ):
+        return []
+    fn = sql.SQL("FUNCTION public.connection_params()")
+    return [
+        Change(
+            f"create function connection_params() in database {names.pgadmin_db} "
+            f"(the local server's socket, for pgAdmin; runs as {names.admin})",
+            sql.SQL("DROP FUNCTION IF EXISTS public.connection_params()"),
+            (
+                sql.SQL(
+                    "CREATE FUNCTION public.connection_params() RETURNS jsonb"
+                    " LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS {}"
+                ).format(sql.Literal(CONNECTION_PARAMS_BODY)),
+                sql.SQL("ALTER {} OWNER TO {}").format(fn, sql.Identifier(names.admin)),
+                sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(fn),
+                sql.SQL("GRANT EXECUTE ON {} TO {}").format(fn, sql.Identifier(names.pgadmin)),
+            ),
+        )
+    ]
+
+
+# ---------------------------------------------------------------- running it
+
+
+@contextmanager
+def _setup_lock(conn: psycopg.Connection[Any], where: str, wait: float) -> Iterator[None]:
+    import psycopg
+
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(wait * 1000)}ms")))
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    except psycopg.errors.LockNotAvailable as e:
+        raise LockHeldError(
+            f"another `dbinit setup` has been running on {where} for over {wait:g} s; "
+            "nothing was changed"
+        ) from e
+    conn.execute("RESET lock_timeout")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+
+class Setup:
+    """Run the phases against `target` (the maintenance database) for `names`."""
+
+    def __init__(
+        self,
+        target: Target,
+        names: Names,
+        *,
+        dry_run: bool = False,
+        lock_wait: float = LOCK_WAIT_SECONDS,
+        report: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.lock_wait = lock_wait
+        self.target = target
+        self.names = names
+        self.dry_run = dry_run
+        self.report = report
+        self.outcome = Outcome(dry_run=dry_run)
+
+    def _apply(self, conn: psycopg.Connection[Any], changes: list[Change], *, atomic: bool) -> None:
+        import psycopg
+
+        if not changes:
+            return
+        if self.dry_run:
+            self._apply_dry(changes)
+            return
+        try:
+            if atomic:
+                with conn.transaction():
+                    for change in changes:
+                        for statement in change.statements:
+                            conn.execute(statement)
+            else:
+                for change in changes:
+                    for statement in change.statements:
+                        conn.execute(statement)
+        except psycopg.Error as e:
+            raise ToolError(
+                f"setup failed on {self.target.where} while it tried to "
+                f"{changes[0].description if len(changes) == 1 else 'make these changes'}: "
+                f"{describe(e)}; this step was rolled back"
+            ) from e
+        for change in changes:
+            self.report(done(change.description))
+        self.outcome.changes += [c.description for c in changes]
+
+    def run(self) -> Outcome:
+        names = self.names
+        with connect(self.target) as conn:
+            user = require_superuser(conn, "setup")
+            if user in (names.odoo, names.pgadmin, names.handyman):
+                raise UsageError(
+                    f"setup is connected as {user!r}, a role it would strip of its rights: "
+                    "run it as another superuser (e.g. --dsn 'user=postgres')"
+                )
+            with _setup_lock(conn, self.target.where, self.lock_wait):
+                self._apply(conn, plan_roles(conn, names), atomic=True)
+                db_changes, created = plan_databases(conn, names)
+                self._apply(conn, db_changes, atomic=False)
+                self._apply(conn, plan_database_privileges(conn, names, created), atomic=True)
+                self._inside(names.odoo_db, created, self._odoo_db)
+                if names.with_pgadmin:
+                    self._inside(names.pgadmin_db, created, self._pgadmin_db)
+        return self.outcome
+
+    def _inside(
+        self,
+        db: str,
+        created: set[str],
+        phase: Callable[[psycopg.Connection[Any] | None], None],
+    ) -> None:
+        if self.dry_run and db in created:
+            phase(None)
+            return
+        with connect(self.target.to(db)) as conn:
+            phase(conn)
+
+    def _odoo_db(self, conn: psycopg.Connection[Any] | None) -> None:
+        state = OdooDbState.read(conn, self.names) if conn else OdooDbState.fresh(self.names)
+        changes = plan_odoo_database(state, self.names)
+        if conn is None:
+            self._apply_dry(changes)
+        else:
+            self._apply(conn, changes, atomic=True)
+
+    def _pgadmin_db(self, conn: psycopg.Connection[Any] | None) -> None:
+        changes = plan_pgadmin_database(conn, self.names)
+        if conn is None:
+            self._apply_dry(changes)
+        else:
+            self._apply(conn, changes, atomic=True)
+
+    def _apply_dry(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.report("would " + change.description)
+        self.outcome.changes += [c.description for c in changes]

@@ -16,11 +16,14 @@ default:
 setup:
     {{uv}} sync --locked --compile-bytecode --quiet
 
-# The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked.
-demo: setup
+# The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked;
+# then a throwaway PostgreSQL in demo/postgres, set up by dbinit and checked.
+demo: system-packages setup
     #!/usr/bin/env bash
     set -euo pipefail
     vaultgen() { {{uv}} run --locked vaultgen "$@"; }
+    dbinit() { {{uv}} run --locked dbinit "$@"; }
+    if [ -d demo/postgres ]; then scripts/demo-postgres stop demo/postgres || true; fi
     rm -rf demo && mkdir demo && git -C demo init -q
     echo "== vaultgen generate: a new vault in demo/vault"
     vaultgen --vault demo/vault generate --batch
@@ -34,6 +37,17 @@ demo: setup
     vaultgen --vault demo/vault status
     echo "== vaultgen check"
     vaultgen --vault demo/vault check
+    echo "== a throwaway PostgreSQL in demo/postgres (Unix socket only)"
+    scripts/demo-postgres start demo/postgres
+    trap 'scripts/demo-postgres stop demo/postgres' EXIT
+    export PGHOST="$PWD/demo/postgres" PGPORT=5432 PGUSER=postgres
+    dbinit wait --timeout 30
+    echo "== dbinit setup: roles, databases, least-privilege grants"
+    dbinit setup
+    echo "== dbinit setup again: nothing to change"
+    dbinit setup
+    echo "== dbinit check: the privilege matrix"
+    dbinit check
 
 # Everything CI runs: the Debian packages the tests need, lint, then every test.
 test: system-packages setup lint
@@ -53,6 +67,7 @@ fmt:
 # Benchmarks: side-by-side tables (ours against the baseline each issue names).
 bench: setup
     {{uv}} run --locked python bench/vaultgen_speed.py
+    {{uv}} run --locked python bench/dbinit_speed.py
 
 # Install the Debian packages the tests need, if any is missing (root or sudo).
 system-packages:

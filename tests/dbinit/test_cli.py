@@ -41,7 +41,7 @@ def test_setup_as_a_role_that_is_not_a_superuser_changes_nothing(postgres):
 
 def test_a_malformed_dsn_is_one_line():
     result = dbinit(None, "status", dsn="host=/tmp port")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--dsn is not a valid connection string" in one_error_line(result)
 
 

@@ -142,6 +142,7 @@ def test_boot_before_setup_says_to_run_setup(box):
         (["--db-uri", "mysql://x@/y"], "is not a PostgreSQL URI"),
         (["--pgadmin-cli", "no-such-pgadmin"], "was not found"),
         (["--password-file", "/nonexistent/pw"], "cannot read the pgAdmin password file"),
+        (["--db-uri", "postgresql://pgadmin:hunter22@/pgadmin"], "holds a password"),
     ],
 )
 def test_bad_input_is_one_clear_line(box, args, message):
@@ -160,3 +161,24 @@ def test_bad_input_is_one_clear_line(box, args, message):
 
 def test_pgadmin_cli_is_installed_for_the_tests():
     assert shutil.which(str(PGADMIN_CLI)), "uv sync installs the pgadmin dependency group"
+
+
+def test_a_failing_pgadmin_is_reported_by_its_telling_line(box, tmp_path):
+    cluster, folder = box
+    fake = tmp_path / "pgadmin4-cli"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'pgAdmin 4 - Application Initialisation'\n"
+        "echo 'Traceback (most recent call last):' >&2\n"
+        "echo '  File \"x.py\", line 1, in <module>' >&2\n"
+        "echo 'sqlalchemy.exc.OperationalError: (psycopg.OperationalError) permission denied"
+        " for schema public' >&2\n"
+        "echo '(Background on this error at: https://sqlalche.me/e/20/e3q8)' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    result = boot(cluster, folder, "--pgadmin-cli", str(fake))
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "pgAdmin's setup-db failed (exit status 1): sqlalchemy.exc.OperationalError" in line
+    assert "permission denied for schema public" in line and "password" not in line

@@ -206,3 +206,16 @@ def test_a_setup_that_waits_too_long_for_the_lock_exits_4(cluster):
         result = dbinit(cluster, "setup", "--lock-timeout", "1")
     assert result.returncode == 4
     assert "another `dbinit setup`" in one_error_line(result)
+
+
+def test_turning_pgadmin_off_takes_its_rights_back():
+    with start_postgres_cluster() as fresh:
+        dbinit_ok(fresh, "setup")
+        query(fresh, "SET ROLE odoo; CREATE TABLE res_partner (id serial PRIMARY KEY)", "odoo")
+        dbinit_ok(fresh, "setup", "--no-pgadmin")
+        assert dbinit(fresh, "check", "--no-pgadmin").returncode == 0
+        assert query(fresh, "SELECT has_database_privilege('pgadmin', 'odoo', 'CONNECT'),"
+                            " has_table_privilege('pgadmin', 'res_partner', 'SELECT')",
+                     "odoo") == [(False, False)]  # fmt: skip
+        assert query(fresh, "SELECT count(*) FROM pg_database WHERE datname = 'pgadmin'") == [(1,)]
+        assert "as they should be" in dbinit_ok(fresh, "setup", "--no-pgadmin")

@@ -175,23 +175,32 @@ class Audit:
                 report.drift.append(f"{role} has a password; it should log in by peer only")
         cells[OTHERS] = Cell("-")
         report.add("log in", cells)
-        if names.with_pgadmin and roles[names.handyman].login:
-            report.drift.append(f"{names.handyman} can log in; it should be NOLOGIN")
+        if names.with_pgadmin and roles[names.handyman].exists:
+            # pgadmin can SET ROLE to the handyman, so its attributes are pgadmin's too.
+            handyman = roles[names.handyman]
+            for _, drift, value in attributes:
+                if value(handyman):
+                    report.drift.append(
+                        f"{names.handyman} {drift} (and pgadmin can SET ROLE to it)"
+                    )
+            if handyman.login:
+                report.drift.append(f"{names.handyman} can log in; it should be NOLOGIN")
 
     def _memberships(self, conn: psycopg.Connection[Any]) -> None:
         names = self.names
         managed = (
             [names.odoo, names.pgadmin, names.handyman] if names.with_pgadmin else [names.odoo]
         )
+        inherit = "am.inherit_option" if conn.info.server_version >= 160000 else "true"
         rows = conn.execute(
-            """
-            SELECT r.rolname, m.rolname FROM pg_auth_members am
+            f"""
+            SELECT r.rolname, m.rolname, am.admin_option, {inherit} FROM pg_auth_members am
             JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
             WHERE (r.rolname = ANY(%(m)s) OR m.rolname = ANY(%(m)s)) AND NOT m.rolsuper
-            """,
+            """,  # noqa: S608 (fixed text; names are parameters)
             {"m": managed},
         ).fetchall()
-        held = {(str(r), str(m)) for r, m in rows}
+        held = {(str(r), str(m)) for r, m, _, _ in rows}
         wanted = {(names.handyman, names.pgadmin)} if names.with_pgadmin else set()
         for role, member in sorted(held - wanted):
             self.report.drift.append(f"{member} is a member of {role} and has its privileges")
@@ -199,6 +208,13 @@ class Audit:
             self.report.drift.append(
                 f"{member} is not a member of {role}, so it cannot read or write Odoo's tables"
             )
+        for role, member, admin_option, inherits in rows:
+            if (role, member) not in wanted:
+                continue
+            if admin_option:
+                self.report.drift.append(f"{member} may grant {role} to others")
+            if not inherits:
+                self.report.drift.append(f"{member} does not inherit the privileges of {role}")
 
     def _databases(self, conn: psycopg.Connection[Any]) -> set[str]:
         names = self.names
@@ -262,12 +278,17 @@ class Audit:
             if flagged:
                 self.report.drift.append(f"{_some(_shown(flagged))} can connect to database {db}")
             self.report.add(f"connect to {db}", cells)
+        if self._scalar(
+            conn,
+            "SELECT coalesce(bool_or(has_database_privilege('public', oid, 'CONNECT')), false)"
+            " FROM pg_database WHERE datname = 'template1'",
+        ):
+            self.report.drift.append("PUBLIC can connect to database template1")
 
     @staticmethod
     def _scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
         row = conn.execute(query, params).fetchone()
-        assert row is not None
-        return row[0]
+        return None if row is None else row[0]
 
     # ------------------------------------------------------------ inside the Odoo database
 
@@ -360,6 +381,13 @@ class Audit:
         )
         if names.with_pgadmin and names.pgadmin in facts:
             self._future_objects(conn)
+        if roles[names.odoo].exists and self._scalar(
+            conn,
+            "SELECT NOT has_schema_privilege(%s, oid, 'CREATE') FROM pg_namespace"
+            " WHERE nspname = 'public'",
+            names.odoo,
+        ):
+            report.drift.append(f"{names.odoo} cannot create tables in schema public of {db}")
 
     def _object_facts(self, conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         rw = " AND ".join(f"has_table_privilege(%(r)s, c.oid, '{p}')" for p in TABLE_RW)
@@ -421,24 +449,29 @@ class Audit:
             ("S", "sequences", set(SEQUENCE_RW)),
             ("n", "schemas", {"USAGE"}),
         ):
+            # Wanted: for every schema. Too much: in any schema, directly, through a
+            # membership, or through PUBLIC.
             row = conn.execute(
                 """
-                SELECT coalesce(array_agg(DISTINCT a.privilege_type), '{}')
+                SELECT coalesce(array_agg(DISTINCT a.privilege_type)
+                                FILTER (WHERE d.defaclnamespace = 0), '{}'),
+                       coalesce(array_agg(DISTINCT a.privilege_type), '{}')
                 FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
                 WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(odoo)s)
-                  AND d.defaclnamespace = 0 AND d.defaclobjtype = %(t)s AND a.grantee <> 0
-                  AND pg_has_role(%(p)s, a.grantee, 'USAGE')
+                  AND d.defaclobjtype = %(t)s AND a.grantee <> d.defaclrole
+                  AND CASE WHEN a.grantee = 0 THEN true
+                           ELSE pg_has_role(%(p)s, a.grantee, 'USAGE') END
                 """,
                 {"odoo": names.odoo, "t": objtype, "p": names.pgadmin},
             ).fetchone()
             assert row is not None
-            held = set(row[0])
+            held, anywhere = set(row[0]), set(row[1])
             if wanted - held:
                 problems.append(
                     f"{names.pgadmin} will not get {', '.join(sorted(wanted - held))} on the "
                     f"{word} {names.odoo} creates from now on (default privileges)"
                 )
-            if extra := held - wanted:
+            if extra := anywhere - wanted:
                 problems.append(
                     f"{names.pgadmin} will get {', '.join(sorted(extra))} on the {word} "
                     f"{names.odoo} creates from now on (default privileges)"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from odbox_common.errors import ToolError
+from odbox_common.errors import ToolError, UsageError
 
 if TYPE_CHECKING:
     import psycopg
@@ -77,8 +77,10 @@ def resolve(dsn: str | None) -> Target:
     try:
         params: dict[str, Any] = conninfo_to_dict(dsn or "")
     except ProgrammingError as e:
-        raise ConnectError(f"--dsn is not a valid connection string: {_first_line(e)}") from e
+        raise UsageError(f"--dsn is not a valid connection string: {_first_line(e)}") from e
     resolved = {k: str(v) for k, v in params.items() if v is not None}
+    if resolved.get("service") or os.environ.get("PGSERVICE"):
+        return Target(resolved)  # a pg_service.conf entry says where: libpq's rules only
     port = resolved.get("port") or os.environ.get("PGPORT") or "5432"
     resolved["port"] = port
     if not (resolved.get("host") or resolved.get("hostaddr") or os.environ.get("PGHOST")):
@@ -95,7 +97,7 @@ def resolve(dsn: str | None) -> Target:
 # libpq's "connection to server on socket "/x/.s.PGSQL.5432" failed: FATAL:  " prefix; every
 # message of ours already says which server.
 _LIBPQ_PREFIX = re.compile(
-    r'^(connection failed: )?(connection to server (on socket|at) "[^"]*"( \([^)]*\))?'
+    r'^(connection (failed|is bad): )?(connection to server (on socket|at) "[^"]*"( \([^)]*\))?'
     r"(, port \d+)? failed: )?((FATAL|ERROR): +)?"
 )
 

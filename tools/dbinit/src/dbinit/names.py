@@ -55,7 +55,7 @@ def check_database(name: str, what: str) -> str:
 
 
 def check_extension(name: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or len(name) > MAX_NAME_BYTES:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]*", name) or len(name) > MAX_NAME_BYTES:  # uuid-ossp
         raise UsageError(f"extension {name!r} is not a valid extension name")
     return name
 

@@ -18,10 +18,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -38,6 +40,33 @@ if TYPE_CHECKING:
 MIN_PASSWORD_LENGTH = 6  # pgAdmin's PASSWORD_LENGTH_MIN
 SETUP_TIMEOUT = 600
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class PgAdminFailed(ToolError):
+    """pgAdmin's CLI failed: the message has its most telling line, `output` all of it."""
+
+    def __init__(self, command: str, status: int, output: str) -> None:
+        self.output = output
+        super().__init__(
+            f"pgAdmin's {command} failed (exit status {status}): {telling_line(output)}"
+        )
+
+
+def telling_line(output: str) -> str:
+    """The line of pgAdmin's output that says what went wrong.
+
+    Python's last traceback line ("psycopg.OperationalError: ...") if there is one; never
+    SQLAlchemy's "(Background on this error at: ...)" link.
+    """
+    lines = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip() and not line.strip().startswith("(Background on this error")
+    ]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", line) or line.startswith("ERROR"):
+            return line
+    return lines[-1] if lines else "no output"
 
 
 @dataclass(frozen=True)
@@ -96,7 +125,12 @@ def parse_db_uri(uri: str) -> Target:
     try:
         params = conninfo_to_dict(f"postgresql://{rest}")
     except ProgrammingError as e:
-        raise UsageError(f"--db-uri {uri!r} is not a valid URI: {describe(e)}") from e
+        raise UsageError(f"--db-uri is not a valid URI: {describe(e)}") from e
+    if params.get("password"):
+        raise UsageError(
+            "--db-uri holds a password, which would show in the process list and the journal: "
+            "pgAdmin on the box logs in by peer authentication (or use a ~/.pgpass file)"
+        )
     if not params.get("dbname"):
         raise UsageError(f"--db-uri {uri!r} names no database")
     return Target({k: str(v) for k, v in params.items() if v is not None})
@@ -223,24 +257,30 @@ class PgAdminBoot:
             "PGADMIN_SETUP_PASSWORD": self.password,
         }
         try:
-            done = subprocess.run(
+            child = subprocess.Popen(
                 [self.cli, *args],
                 env=env,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=SETUP_TIMEOUT,
-                start_new_session=True,  # no terminal: pgAdmin must never prompt
+                start_new_session=True,  # no terminal, so pgAdmin never prompts; one group to kill
             )
-        except subprocess.TimeoutExpired as e:
-            raise ToolError(f"pgAdmin's {args[0]} did not finish within {SETUP_TIMEOUT} s") from e
         except OSError as e:
             raise ToolError(f"cannot run {self.cli}: {e.strerror}") from e
-        output = f"{done.stdout}\n{done.stderr}"
-        if done.returncode != 0 or "Error" in done.stdout.split("\n", 1)[0]:
-            lines = [line.strip() for line in output.splitlines() if line.strip()]
-            last = lines[-1] if lines else f"exit status {done.returncode}"
-            raise ToolError(f"pgAdmin's {args[0]} failed: {last}")
+        try:
+            stdout, stderr = child.communicate(timeout=SETUP_TIMEOUT)
+        except BaseException as e:  # the timeout, Ctrl-C, SIGTERM: leave no pgAdmin behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise ToolError(
+                    f"pgAdmin's {args[0]} did not finish within {SETUP_TIMEOUT} s"
+                ) from e
+            raise
+        if child.returncode != 0:
+            raise PgAdminFailed(args[0], child.returncode, f"{stdout}\n{stderr}")
 
     def _user_id(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute('SELECT id FROM "user" WHERE email = %s', [self.email]).fetchone()
@@ -258,7 +298,7 @@ class PgAdminBoot:
             [user_id, self.server_name],
         ).fetchall()
         return [
-            (int(r[0]), Server(str(r[1] or ""), int(r[2]), str(r[3] or ""), str(r[4] or "")))
+            (int(r[0]), Server(str(r[1] or ""), int(r[2] or 0), str(r[3] or ""), str(r[4] or "")))
             for r in rows
         ]
 

@@ -26,6 +26,7 @@ Concurrent runs are serialised with an advisory lock.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,31 +188,57 @@ def plan_roles(conn: psycopg.Connection[Any], names: Names) -> list[Change]:
 
 def _plan_memberships(conn: psycopg.Connection[Any], names: Names) -> list[Change]:
     managed = [names.odoo, names.pgadmin, names.handyman] if names.with_pgadmin else [names.odoo]
+    pg16 = conn.info.server_version >= 160000  # one grant per grantor, with an INHERIT option
+    inherit = "am.inherit_option" if pg16 else "true"
     rows = conn.execute(
-        """
-        SELECT r.rolname, m.rolname, g.rolname, m.rolsuper
+        f"""
+        SELECT r.rolname, m.rolname, g.rolname, m.rolsuper, am.admin_option, {inherit}
         FROM pg_auth_members am
         JOIN pg_roles r ON r.oid = am.roleid
         JOIN pg_roles m ON m.oid = am.member
         LEFT JOIN pg_roles g ON g.oid = am.grantor
         WHERE r.rolname = ANY(%(managed)s) OR m.rolname = ANY(%(managed)s)
-        """,
+        """,  # noqa: S608 (fixed text; names are parameters)
         {"managed": managed},
     ).fetchall()
     wanted = {(names.handyman, names.pgadmin)} if names.with_pgadmin else set()
-    held = {(str(r), str(m)) for r, m, _, _ in rows}
+    held = {(str(r), str(m)) for r, m, *_ in rows}
     changes: list[Change] = []
-    granted_by = conn.info.server_version >= 160000  # PG16 records one grant per grantor
-    for role, member, grantor, member_is_super in rows:
-        # A superuser gains nothing from membership; admins often join odoo to SET ROLE.
-        if (role, member) in wanted or member_is_super:
+    for role, member, grantor, member_is_super, admin_option, inherits in rows:
+        role_id, member_id = sql.Identifier(role), sql.Identifier(member)
+        by = sql.SQL(" GRANTED BY {}").format(sql.Identifier(grantor)) if pg16 and grantor else None
+        if (role, member) in wanted:
+            if admin_option:
+                changes.append(
+                    Change(
+                        f"revoke {member}'s right to grant {role} to others",
+                        sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}{} CASCADE").format(
+                            role_id, member_id, by or sql.SQL("")
+                        ),
+                    )
+                )
+            if not inherits:
+                changes.append(
+                    Change(
+                        f"make {member} inherit the privileges of {role}",
+                        sql.SQL("GRANT {} TO {} WITH INHERIT TRUE{}").format(
+                            role_id, member_id, by or sql.SQL("")
+                        ),
+                    )
+                )
             continue
-        statement = sql.SQL("REVOKE {} FROM {}").format(
-            sql.Identifier(role), sql.Identifier(member)
+        # A superuser gains nothing from membership, and admins often join odoo to SET ROLE;
+        # the managed roles are never superusers (phase 1 has just made sure of that).
+        if member_is_super and member not in managed:
+            continue
+        changes.append(
+            Change(
+                f"revoke membership of {member} in {role}",
+                sql.SQL("REVOKE {} FROM {}{} CASCADE").format(
+                    role_id, member_id, by or sql.SQL("")
+                ),
+            )
         )
-        if granted_by and grantor:
-            statement = sql.SQL("{} GRANTED BY {}").format(statement, sql.Identifier(grantor))
-        changes.append(Change(f"revoke membership of {member} in {role}", statement))
     for role, member in sorted(wanted - held):
         changes.append(
             Change(
@@ -325,7 +352,9 @@ def plan_database_privileges(
 class OdooDbState:
     extensions: frozenset[str]
     available: frozenset[str]
+    # Grants are those to roles other than the object's owner (whose rights come with owning).
     schemas: dict[str, frozenset[Grant]]
+    schema_owners: dict[str, str]
     tables: dict[tuple[str, str], frozenset[Grant]]
     sequences: dict[tuple[str, str], frozenset[Grant]]
     # (schema or "" for every schema, object type letter) -> grants, for defaults of odoo
@@ -337,9 +366,8 @@ class OdooDbState:
         return cls(
             extensions=frozenset({"plpgsql"}),
             available=frozenset(names.extensions),
-            schemas={"public": acl.grants([("pg_database_owner", "USAGE", False),
-                                           ("pg_database_owner", "CREATE", False),
-                                           (PUBLIC, "USAGE", False)])},
+            schemas={"public": acl.grants([(PUBLIC, "USAGE", False)])},
+            schema_owners={"public": "pg_database_owner"},
             tables={},
             sequences={},
             defaults={},
@@ -356,15 +384,18 @@ class OdooDbState:
             )
         )
         schemas: dict[str, list[tuple[str, str, bool]]] = {}
-        for nsp, grantee, privilege, grantable in conn.execute(
+        schema_owners: dict[str, str] = {}
+        for nsp, owner, grantee, privilege, grantable in conn.execute(
             f"""
-            SELECT n.nspname, {acl.GRANTEE_SQL}, a.privilege_type, a.is_grantable
+            SELECT n.nspname, pg_get_userbyid(n.nspowner), {acl.GRANTEE_SQL}, a.privilege_type,
+                   a.is_grantable
             FROM pg_namespace n
             LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
-                ON true
+                ON a.grantee <> n.nspowner
             WHERE {USER_SCHEMAS}
             """  # noqa: S608 (fixed text, no input)
         ):
+            schema_owners[str(nsp)] = str(owner)
             entries = schemas.setdefault(str(nsp), [])
             if grantee is not None:
                 entries.append((grantee, privilege, grantable))
@@ -376,10 +407,9 @@ class OdooDbState:
             JOIN pg_namespace n ON n.oid = c.relnamespace
             LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
                 (CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a
-                ON a.grantee = ANY(ARRAY(SELECT oid FROM pg_roles WHERE rolname = ANY(%s)))
+                ON a.grantee <> c.relowner
             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
-            """,  # noqa: S608 (fixed text; role names are parameters)
-            [[names.pgadmin, names.handyman]],
+            """  # noqa: S608 (fixed text, no input)
         ).fetchall()
         tables: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         sequences: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
@@ -408,6 +438,7 @@ class OdooDbState:
             extensions=extensions,
             available=available,
             schemas={k: acl.grants(v) for k, v in schemas.items()},
+            schema_owners=schema_owners,
             tables={k: acl.grants(v) for k, v in tables.items()},
             sequences={k: acl.grants(v) for k, v in sequences.items()},
             defaults={k: acl.grants(v) for k, v in defaults.items()},
@@ -433,25 +464,30 @@ def plan_odoo_database(state: OdooDbState, names: Names) -> list[Change]:
                 sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)),
             )
         )
-    h, p = names.handyman, names.pgadmin
-    never_create = [(PUBLIC, "CREATE")]
-    if names.with_pgadmin:
-        never_create += [(p, "CREATE"), (h, "CREATE")]
+    h, p, odoo = names.handyman, names.pgadmin, names.odoo
     for schema, actual in sorted(state.schemas.items()):
         required = acl.to(h, "USAGE") if names.with_pgadmin else set()
-        fix = acl.diff(actual, required, forbidden=never_create)
+        if schema == "public" and state.schema_owners[schema] not in (odoo, "pg_database_owner"):
+            # A dump from PostgreSQL 14 or older: public owned by postgres. Odoo must create there.
+            required |= acl.to(odoo, "USAGE", "CREATE")
+        # Only odoo and the schema's owner may create; pgadmin and the handyman hold no more
+        # than what is required above.
+        forbidden = [(g.grantee, "CREATE") for g in actual if g.grantee != odoo]
+        forbidden += [(who, "*") for who in (p, h) if who != odoo]
+        fix = acl.diff(actual, required, forbidden=forbidden)
         on = sql.SQL("SCHEMA {}").format(sql.Identifier(schema))
         changes += [Change(d, s) for d, s in acl.statements(fix, on, f"schema {schema}")]
-    if not names.with_pgadmin:
-        return changes
-    forbidden = [(who, priv) for who in (h, p) for priv in TABLE_FORBIDDEN]
+    # In Odoo's database only the owner, odoo and the handyman hold rights on tables and
+    # sequences: nobody else can connect, and TRUNCATE, REFERENCES and TRIGGER stay with owners.
     for kind, objects, rw, word in (
         ("TABLES", state.tables, TABLE_RW, "table"),
         ("SEQUENCES", state.sequences, SEQUENCE_RW, "sequence"),
     ):
+        required = acl.to(h, *rw) if names.with_pgadmin else set()
         lacking: set[str] = set()
-        for (schema, name), actual in sorted(objects.items()):
-            fix = acl.diff(actual, acl.to(h, *rw), forbidden=forbidden)
+        for (schema, name), grants in sorted(objects.items()):
+            actual = frozenset(g for g in grants if g.grantee != odoo)
+            fix = acl.diff(actual, required, exact=True)
             if fix.grant:
                 lacking.add(schema)
             if fix.revoke or fix.revoke_grant_option:
@@ -475,11 +511,15 @@ def plan_odoo_database(state: OdooDbState, names: Names) -> list[Change]:
                     ),
                 )
             )
-    wanted_defaults = {
-        ("", "r"): acl.to(h, *TABLE_RW),
-        ("", "S"): acl.to(h, *SEQUENCE_RW),
-        ("", "n"): acl.to(h, "USAGE"),
-    }
+    wanted_defaults = (
+        {
+            ("", "r"): acl.to(h, *TABLE_RW),
+            ("", "S"): acl.to(h, *SEQUENCE_RW),
+            ("", "n"): acl.to(h, "USAGE"),
+        }
+        if names.with_pgadmin
+        else {}
+    )
     for key in sorted(set(wanted_defaults) | set(state.defaults)):
         schema, objtype = key
         fix = acl.diff(state.defaults.get(key, frozenset()), wanted_defaults.get(key, set()),
@@ -592,28 +632,33 @@ class Setup:
         self.outcome = Outcome(dry_run=dry_run)
 
     def _apply(self, conn: psycopg.Connection[Any], changes: list[Change], *, atomic: bool) -> None:
-        import psycopg
 
         if not changes:
             return
         if self.dry_run:
             self._apply_dry(changes)
             return
+        if not atomic:  # each change on its own (CREATE DATABASE cannot run in a transaction)
+            for change in changes:
+                self._run(conn, [change], in_transaction=False)
+            return
+        self._run(conn, changes, in_transaction=True)
+
+    def _run(
+        self, conn: psycopg.Connection[Any], changes: list[Change], *, in_transaction: bool
+    ) -> None:
+        import psycopg
+
         try:
-            if atomic:
-                with conn.transaction():
-                    for change in changes:
-                        for statement in change.statements:
-                            conn.execute(statement)
-            else:
+            with conn.transaction() if in_transaction else contextlib.nullcontext():
                 for change in changes:
                     for statement in change.statements:
                         conn.execute(statement)
         except psycopg.Error as e:
+            what = changes[0].description if len(changes) == 1 else "make these changes"
             raise ToolError(
-                f"setup failed on {self.target.where} while it tried to "
-                f"{changes[0].description if len(changes) == 1 else 'make these changes'}: "
-                f"{describe(e)}; this step was rolled back"
+                f"setup failed on {self.target.where} while it tried to {what}: "
+                f"{describe(e)}; this step was rolled back, the ones before it were made"
             ) from e
         for change in changes:
             self.report(done(change.description))
@@ -623,7 +668,7 @@ class Setup:
         names = self.names
         with connect(self.target) as conn:
             user = require_superuser(conn, "setup")
-            if user in (names.odoo, names.pgadmin, names.handyman):
+            if user in names.roles and user != names.admin:
                 raise UsageError(
                     f"setup is connected as {user!r}, a role it would strip of its rights: "
                     "run it as another superuser (e.g. --dsn 'user=postgres')"

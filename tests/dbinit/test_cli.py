@@ -94,3 +94,23 @@ def test_every_command_has_help(command):
     result = subprocess.run([DBINIT, command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "--dsn" in result.stdout or "--db-uri" in result.stdout
+
+
+def test_a_password_in_the_dsn_is_refused(postgres):
+    result = dbinit(None, "status", dsn=postgres.dsn + " password=hunter22")
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "holds a password" in line and "hunter22" not in line
+
+
+def test_a_role_that_may_not_connect_is_told_to_use_a_superuser():
+    from tests.conftest import start_postgres_cluster
+    from tests.dbinit.helpers import dbinit_ok
+
+    with start_postgres_cluster() as fresh:
+        dbinit_ok(fresh, "setup")
+        result = dbinit(None, "check", dsn=fresh.dsn.replace("user=postgres", "user=odoo"))
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert 'permission denied for database "postgres"' in line
+        assert "connect as a superuser" in line

@@ -143,6 +143,7 @@ def test_boot_before_setup_says_to_run_setup(box):
         (["--pgadmin-cli", "no-such-pgadmin"], "was not found"),
         (["--password-file", "/nonexistent/pw"], "cannot read the pgAdmin password file"),
         (["--db-uri", "postgresql://pgadmin:hunter22@/pgadmin"], "holds a password"),
+        (["--db-uri", "postgresql:///pgadmin"], "names no role"),
     ],
 )
 def test_bad_input_is_one_clear_line(box, args, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 
@@ -115,11 +116,12 @@ def test_an_existing_odoo_database_that_is_not_utf8_is_refused_and_kept():
     with start_postgres_cluster() as fresh:
         query(fresh, "CREATE DATABASE odoo TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C'"
                      " LC_CTYPE 'C'")  # fmt: skip
+        before = catalog(fresh)
         result = dbinit(fresh, "setup")
         assert result.returncode == 1
         line = one_error_line(result)
         assert "SQL_ASCII" in line and "never drops" in line
-        assert query(fresh, "SELECT count(*) FROM pg_database WHERE datname = 'odoo'") == [(1,)]
+        assert catalog(fresh) == before  # refused before any change: no role was made either
 
 
 @pytest.mark.parametrize(
@@ -219,3 +221,20 @@ def test_turning_pgadmin_off_takes_its_rights_back():
                      "odoo") == [(False, False)]  # fmt: skip
         assert query(fresh, "SELECT count(*) FROM pg_database WHERE datname = 'pgadmin'") == [(1,)]
         assert "as they should be" in dbinit_ok(fresh, "setup", "--no-pgadmin")
+
+
+def test_a_table_odoo_does_not_own_is_left_alone_and_named_for_a_human(cluster):
+    dbinit_ok(cluster, "setup")
+    query(cluster, "CREATE TABLE made_by_postgres (id int)", "odoo")
+    try:
+        result = dbinit(cluster, "setup")
+        assert result.returncode == 0
+        assert "public.made_by_postgres in database odoo is owned by postgres" in result.stderr
+        assert "ALTER TABLE public.made_by_postgres OWNER TO odoo" in result.stderr
+        check = dbinit(cluster, "check")
+        assert check.returncode == 3
+        assert "need a human (the lines that say 'by hand')" in check.stdout
+        document = json.loads(dbinit(cluster, "check", "--json").stdout)
+        assert len(document["by_hand"]) == 1 and "made_by_postgres" in document["by_hand"][0]
+    finally:
+        query(cluster, "DROP TABLE made_by_postgres", "odoo")

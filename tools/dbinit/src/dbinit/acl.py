@@ -101,6 +101,13 @@ PRIVILEGES = frozenset(
 )  # fmt: skip
 
 
+def keyword(privilege: str) -> sql.Composable:
+    """One privilege as SQL, if it is one PostgreSQL knows."""
+    if privilege not in PRIVILEGES:
+        raise ValueError(f"unknown privilege {privilege!r}")
+    return sql.SQL(privilege)
+
+
 def _keywords(privileges: list[str]) -> sql.Composable:
     unknown = [p for p in privileges if p not in PRIVILEGES]
     if unknown:

@@ -13,9 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbinit.acl import GRANTEE_SQL
 from dbinit.connect import Target, connect, require_superuser
 from dbinit.names import Names
-from dbinit.provision import SEQUENCE_RW, TABLE_FORBIDDEN, TABLE_RW, USER_SCHEMAS
+from dbinit.provision import (
+    NOT_EXTENSION_MEMBER,
+    SEQUENCE_RW,
+    TABLE_FORBIDDEN,
+    TABLE_RW,
+    USER_SCHEMAS,
+    foreign_owned,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,6 +46,8 @@ class Report:
     rows: list[tuple[str, dict[str, Cell]]] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The drift setup cannot repair (ownership, an encoding): a human must act.
+    by_hand: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +69,7 @@ class Report:
                 for capability, cells in self.rows
             ],
             "drift": self.drift,
+            "by_hand": self.by_hand,
             "notes": self.notes,
         }
 
@@ -115,10 +126,17 @@ class Audit:
     def _roles(self, conn: psycopg.Connection[Any]) -> dict[str, RoleFacts]:
         rows = conn.execute(
             "SELECT rolname, rolsuper, rolcanlogin, rolcreatedb, rolcreaterole, rolreplication,"
-            " rolbypassrls, rolpassword IS NOT NULL FROM pg_authid WHERE rolname = ANY(%s)",
+            " rolbypassrls, rolpassword IS NOT NULL, rolconnlimit,"
+            " (SELECT r.rolconfig FROM pg_roles r WHERE r.oid = pg_authid.oid)"
+            " FROM pg_authid WHERE rolname = ANY(%s)",
             [list(self.names.roles)],
         ).fetchall()
-        found = {str(r[0]): RoleFacts(str(r[0]), True, *map(bool, r[1:])) for r in rows}
+        found = {str(r[0]): RoleFacts(str(r[0]), True, *map(bool, r[1:8])) for r in rows}
+        for r in rows:
+            if r[8] != -1:
+                self.report.notes.append(f"{r[0]} may open at most {r[8]} connections")
+            if r[9]:
+                self.report.notes.append(f"{r[0]} has its own settings: {', '.join(r[9])}")
         for role in self.names.roles:
             if role not in found:
                 self.report.drift.append(f"role {role} does not exist: run `dbinit setup`")
@@ -196,7 +214,8 @@ class Audit:
             f"""
             SELECT r.rolname, m.rolname, am.admin_option, {inherit} FROM pg_auth_members am
             JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
-            WHERE (r.rolname = ANY(%(m)s) OR m.rolname = ANY(%(m)s)) AND NOT m.rolsuper
+            WHERE (r.rolname = ANY(%(m)s) OR m.rolname = ANY(%(m)s))
+              AND (NOT m.rolsuper OR m.rolname = ANY(%(m)s))
             """,  # noqa: S608 (fixed text; names are parameters)
             {"m": managed},
         ).fetchall()
@@ -233,7 +252,9 @@ class Audit:
             if owner != owners[db]:
                 self.report.drift.append(f"database {db} is owned by {owner}, not {owners[db]}")
             if db == names.odoo_db and encoding != "UTF8":
-                self.report.drift.append(f"database {db} is {encoding}, not UTF8")
+                line = f"database {db} is {encoding}, not UTF8: dump it, drop it, run setup"
+                self.report.drift.append(line)
+                self.report.by_hand.append(line)
         return set(found)
 
     def _connect_rows(
@@ -312,6 +333,7 @@ class Audit:
             wanted: dict[str, bool | None],
             drift: Any,
             others_can: Any = None,
+            others_drift: Any = None,
         ) -> None:
             cells: dict[str, Cell] = {}
             for role in report.columns[:-1]:
@@ -324,9 +346,11 @@ class Audit:
                 if not ok:
                     report.drift.append(drift(role, facts[role]))
             able = [r for r in others if (others_can or (lambda f: value(f)[1]))(facts[r])]
+            if "public" in able:
+                able = ["public"]  # every role has it; naming them all is noise
             cells[OTHERS] = Cell(_some(_shown(able)) if able else "no", not able)
             if able:
-                report.drift.append(drift(_some(_shown(able)), facts[able[0]]))
+                report.drift.append((others_drift or drift)(_some(_shown(able)), facts[able[0]]))
             report.add(capability, cells)
 
         everyone: dict[str, bool | None] = {
@@ -345,7 +369,11 @@ class Audit:
             f"create objects in {db}",
             lambda f: (_yes(bool(f["create"])), bool(f["create"])),
             creators,
-            lambda who, f: f"{who} can create objects in database {db}: {_some(f['create'])}",
+            lambda who, f: (
+                f"{who} can create objects in database {db}: {_some(f['create'])}"
+                if f["create"]
+                else f"{who} cannot create objects in database {db}"
+            ),
         )
         for key, total, verb, noun in (
             ("lacking_rw", total_tables, "read and write", "tables"),
@@ -360,12 +388,22 @@ class Audit:
                     f"{who} cannot {verb} {_of(len(f[key]), total)} {noun} in {db}: {_some(f[key])}"
                 )
 
+            any_key = "any_rw" if key == "lacking_rw" else "any_seq"
+
+            def others_drift(who: str, f: dict[str, Any], any_key: str = any_key,
+                             noun: str = noun) -> str:  # fmt: skip
+                can = "read or write" if noun == "tables" else "use"
+                return (
+                    f"{who} can {can} {_n(len(f[any_key]), noun[:-1])} in {db}: {_some(f[any_key])}"
+                )
+
             row(
                 f"{verb} {db} {noun}",
                 lambda f, key=key, total=total: _count(total, f[key]),
                 everyone,
                 drift,
-                lambda f, key=key, total=total: len(f[key]) < total,
+                lambda f, any_key=any_key: bool(f[any_key]),
+                others_drift,
             )
         row(
             f"truncate, alter or drop {db} tables",
@@ -388,6 +426,29 @@ class Audit:
             names.odoo,
         ):
             report.drift.append(f"{names.odoo} cannot create tables in schema public of {db}")
+        for line in foreign_owned(conn, names):
+            report.drift.append(line)
+            report.by_hand.append(line)
+        strangers = conn.execute(
+            f"""
+            SELECT DISTINCT {GRANTEE_SQL}, d.defaclobjtype
+            FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+            WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)
+              AND a.grantee <> d.defaclrole
+              AND a.grantee NOT IN (SELECT oid FROM pg_roles WHERE rolname = ANY(%s))
+            ORDER BY 1, 2
+            """,  # noqa: S608 (fixed text; names are parameters)
+            [names.odoo, [names.handyman] if names.with_pgadmin else []],
+        ).fetchall()
+        kinds = {"r": "tables", "S": "sequences", "n": "schemas", "f": "functions", "T": "types"}
+        for grantee, objtype in strangers:
+            if grantee == "PUBLIC" and objtype in ("f", "T"):
+                continue  # PostgreSQL's own default: PUBLIC may call functions and use types
+            report.drift.append(
+                f"{'PUBLIC' if grantee == 'PUBLIC' else grantee} will get rights on the "
+                f"{kinds.get(str(objtype), str(objtype))} {names.odoo} creates from now on "
+                "(default privileges)"
+            )
 
     def _object_facts(self, conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         rw = " AND ".join(f"has_table_privilege(%(r)s, c.oid, '{p}')" for p in TABLE_RW)
@@ -397,6 +458,14 @@ class Audit:
             for p in TABLE_FORBIDDEN
             if p != "MAINTAIN" or conn.info.server_version >= 170000
         )
+        bad += " OR has_any_column_privilege(%(r)s, c.oid, 'REFERENCES')"
+        # Any access at all, a single column's included.
+        touch = " OR ".join(
+            [f"has_any_column_privilege(%(r)s, c.oid, '{p}')" for p in ("SELECT", "INSERT",
+             "UPDATE", "REFERENCES")] + [f"has_table_privilege(%(r)s, c.oid, '{p}')"
+             for p in ("DELETE", "TRUNCATE", "TRIGGER")]
+        )  # fmt: skip
+        seq_touch = " OR ".join(f"has_sequence_privilege(%(r)s, c.oid, '{p}')" for p in SEQUENCE_RW)
         name = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
         is_role = role != "public"
         row = conn.execute(
@@ -409,9 +478,14 @@ class Audit:
                                     THEN pg_has_role(%(r)s, c.relowner, 'USAGE') END)), '{{}}'),
                    count(*) FILTER (WHERE c.relkind = 'S'),
                    coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind = 'S' AND NOT ({seq})), '{{}}')
+                            FILTER (WHERE c.relkind = 'S' AND NOT ({seq})), '{{}}'),
+                   coalesce(array_agg({name} ORDER BY 1)
+                            FILTER (WHERE c.relkind <> 'S' AND ({touch})), '{{}}'),
+                   coalesce(array_agg({name} ORDER BY 1)
+                            FILTER (WHERE c.relkind = 'S' AND ({seq_touch})), '{{}}')
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
+              AND {NOT_EXTENSION_MEMBER}
             """,  # noqa: S608 (fixed text; the role is a parameter)
             {"r": role, "is_role": is_role},
         ).fetchone()
@@ -436,6 +510,8 @@ class Audit:
             "destructive": list(row[2]),
             "sequences": int(row[3]),
             "lacking_seq": list(row[4]),
+            "any_rw": list(row[5]),
+            "any_seq": list(row[6]),
             "create": list(create[0]),
         }
 

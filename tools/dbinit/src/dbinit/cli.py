@@ -28,7 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -44,7 +43,7 @@ Dsn = Annotated[
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="DBINIT_DEBUG", help="Show a traceback on errors.")
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
 AdminRole = Annotated[
     str, typer.Option("--admin-role", envvar="ODBOX_ADMIN_ROLE", help="The superuser for humans.")
 ]
@@ -163,14 +162,20 @@ def setup(
     assert isinstance(names, Names)
     target = resolve(dsn)
     outcome = Setup(
-        target, names, dry_run=dry_run, lock_wait=lock_timeout, report=console.say
+        target,
+        names,
+        dry_run=dry_run,
+        lock_wait=lock_timeout,
+        report=console.say,
+        warn=console.warn,
     ).run()
-    if not outcome.changes:
+    changes = len(outcome.changes)
+    if not changes:
         console.say(f"{target.where}: roles, databases and grants are as they should be")
     elif dry_run:
-        console.say(f"{target.where}: {len(outcome.changes)} changes to make; nothing was changed")
+        console.say(f"{target.where}: {_n(changes, 'change')} to make; nothing was changed")
     else:
-        console.say(f"{target.where}: made {len(outcome.changes)} changes")
+        console.say(f"{target.where}: made {_n(changes, 'change')}")
 
 
 @app.command()
@@ -208,10 +213,16 @@ def check(
             console.say(f"note: {note}")
         for drift in report.drift:
             console.say(f"drift: {drift}")
+        drifts, by_hand = len(report.drift), len(report.by_hand)
         if report.ok:
             console.say(f"{report.where}: no drift")
+        elif not by_hand:
+            console.say(f"{report.where}: {_n(drifts, 'drift')}; `dbinit setup` fixes them")
         else:
-            console.say(f"{report.where}: {len(report.drift)} drifts; `dbinit setup` fixes them")
+            console.say(
+                f"{report.where}: {_n(drifts, 'drift')}; `dbinit setup` fixes "
+                f"{drifts - by_hand}, {by_hand} need a human (the lines that say 'by hand')"
+            )
     if not report.ok:
         raise typer.Exit(ExitCode.PROBLEMS)
 
@@ -329,6 +340,10 @@ def pgadmin_boot(
         )
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _describe(e: BaseException) -> str:
     from dbinit.connect import describe
 
@@ -345,6 +360,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def run(argv: list[str]) -> int:
     """Run the command line; every failure becomes one line on stderr and an exit code."""
+    if not argv:  # the help, not an error message wrapped around it
+        runner.run(app, ["--help"], prog="dbinit", debug_env="DBINIT_DEBUG")
+        return int(ExitCode.USAGE)
     return runner.run(
         app,
         argv,

@@ -79,6 +79,11 @@ def resolve(dsn: str | None) -> Target:
     except ProgrammingError as e:
         raise UsageError(f"--dsn is not a valid connection string: {_first_line(e)}") from e
     resolved = {k: str(v) for k, v in params.items() if v is not None}
+    if resolved.get("password"):
+        raise UsageError(
+            "--dsn holds a password, which would show in the process list and the journal: "
+            "use peer authentication, PGPASSFILE or ~/.pgpass"
+        )
     if resolved.get("service") or os.environ.get("PGSERVICE"):
         return Target(resolved)  # a pg_service.conf entry says where: libpq's rules only
     port = resolved.get("port") or os.environ.get("PGPORT") or "5432"
@@ -136,6 +141,11 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
             hint = "; is PostgreSQL running? (`dbinit status`)"
         elif "does not exist" in reason and "database" in reason:
             hint = "; check the database name"
+        elif "permission denied for database" in reason:
+            hint = (
+                "; setup and check connect as a superuser (on the box: run them as the "
+                "postgres system user, or pass --dsn 'user=postgres')"
+            )
         raise ConnectError(f"cannot connect to PostgreSQL at {target.where}: {reason}{hint}") from e
 
 

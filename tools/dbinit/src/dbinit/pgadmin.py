@@ -133,6 +133,11 @@ def parse_db_uri(uri: str) -> Target:
         )
     if not params.get("dbname"):
         raise UsageError(f"--db-uri {uri!r} names no database")
+    if not params.get("user"):
+        raise UsageError(
+            f"--db-uri {uri!r} names no role; name the one pgAdmin logs in as, "
+            "e.g. postgresql://pgadmin@/pgadmin?host=/run/postgresql"
+        )
     return Target({k: str(v) for k, v in params.items() if v is not None})
 
 
@@ -186,9 +191,14 @@ class PgAdminBoot:
     def run(self) -> BootResult:
         with connect(self.target) as conn:
             host, port = self._socket(conn)
+            self._same_account(conn)
         wanted = Server(host, port, self.maintenance_db, self.server_user)
         with tempfile.TemporaryDirectory(prefix="dbinit-pgadmin-") as tmp:
             config = _config_file(Path(tmp), self.db_uri, self.data_dir)
+            self.report(
+                f"running pgAdmin's setup-db on database {self.target.dbname} "
+                "(makes or upgrades its tables and, the first time, the account)"
+            )
             self._pgadmin("setup-db", config=config)
             with connect(self.target) as conn:
                 user_id = self._user_id(conn)
@@ -281,6 +291,12 @@ class PgAdminBoot:
             raise
         if child.returncode != 0:
             raise PgAdminFailed(args[0], child.returncode, f"{stdout}\n{stderr}")
+
+    def _same_account(self, conn: psycopg.Connection[Any]) -> None:
+        """Before pgAdmin runs: an existing pgAdmin database must know --email."""
+        has_users = conn.execute("SELECT to_regclass('public.\"user\"') IS NOT NULL").fetchone()
+        if has_users and has_users[0]:
+            self._user_id(conn)
 
     def _user_id(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute('SELECT id FROM "user" WHERE email = %s', [self.email]).fetchone()

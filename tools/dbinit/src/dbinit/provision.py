@@ -74,6 +74,11 @@ DATABASE_ALL = ("CONNECT", "CREATE", "TEMPORARY")
 TABLE_KINDS = ("r", "p", "v", "m", "f")
 
 USER_SCHEMAS = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+# Relations an extension made (and owns through its creator) are the extension's business.
+NOT_EXTENSION_MEMBER = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass"
+    " AND e.objid = c.oid AND e.deptype = 'e')"
+)
 
 CONNECTION_PARAMS_BODY = """
 SELECT jsonb_build_object(
@@ -357,6 +362,8 @@ class OdooDbState:
     schema_owners: dict[str, str]
     tables: dict[tuple[str, str], frozenset[Grant]]
     sequences: dict[tuple[str, str], frozenset[Grant]]
+    # (schema, table, column) -> grants on that column to roles other than the table's owner
+    columns: dict[tuple[str, str, str], frozenset[Grant]]
     # (schema or "" for every schema, object type letter) -> grants, for defaults of odoo
     defaults: dict[tuple[str, str], frozenset[Grant]]
 
@@ -370,6 +377,7 @@ class OdooDbState:
             schema_owners={"public": "pg_database_owner"},
             tables={},
             sequences={},
+            columns={},
             defaults={},
         )  # fmt: skip
 
@@ -409,6 +417,7 @@ class OdooDbState:
                 (CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a
                 ON a.grantee <> c.relowner
             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
+              AND {NOT_EXTENSION_MEMBER}
             """  # noqa: S608 (fixed text, no input)
         ).fetchall()
         tables: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
@@ -418,6 +427,22 @@ class OdooDbState:
             entries = into.setdefault((str(nsp), str(rel)), [])
             if grantee is not None:
                 entries.append((grantee, privilege, grantable))
+        columns: dict[tuple[str, str, str], list[tuple[str, str, bool]]] = {}
+        for nsp, rel, column, grantee, privilege, grantable in conn.execute(
+            f"""
+            SELECT n.nspname, c.relname, att.attname, {acl.GRANTEE_SQL}, a.privilege_type,
+                   a.is_grantable
+            FROM pg_attribute att
+            JOIN pg_class c ON c.oid = att.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            CROSS JOIN LATERAL aclexplode(att.attacl) a
+            WHERE att.attacl IS NOT NULL AND NOT att.attisdropped AND a.grantee <> c.relowner
+              AND {USER_SCHEMAS} AND {NOT_EXTENSION_MEMBER}
+            """  # noqa: S608 (fixed text, no input)
+        ):
+            columns.setdefault((str(nsp), str(rel), str(column)), []).append(
+                (grantee, privilege, grantable)
+            )
         defaults: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         for nsp, objtype, grantee, privilege, grantable in conn.execute(
             f"""
@@ -441,6 +466,7 @@ class OdooDbState:
             schema_owners=schema_owners,
             tables={k: acl.grants(v) for k, v in tables.items()},
             sequences={k: acl.grants(v) for k, v in sequences.items()},
+            columns={k: acl.grants(v) for k, v in columns.items()},
             defaults={k: acl.grants(v) for k, v in defaults.items()},
         )
 
@@ -508,6 +534,23 @@ def plan_odoo_database(state: OdooDbState, names: Names) -> list[Change]:
                         sql.SQL(kind),
                         sql.Identifier(schema),
                         sql.Identifier(h),
+                    ),
+                )
+            )
+    # Column grants: table-level grants say it all; nobody else gets a column.
+    for (schema, table, column), grants in sorted(state.columns.items()):
+        for grant in sorted(g for g in grants if g.grantee != odoo):
+            privilege = acl.keyword(grant.privilege)
+            changes.append(
+                Change(
+                    f"revoke {grant.privilege} on column {column} of table {schema}.{table} "
+                    f"from {grant.grantee}",
+                    sql.SQL("REVOKE {} ({}) ON TABLE {}.{} FROM {} CASCADE").format(
+                        privilege,
+                        sql.Identifier(column),
+                        sql.Identifier(schema),
+                        sql.Identifier(table),
+                        acl.role_sql(grant.grantee),
                     ),
                 )
             )
@@ -589,6 +632,47 @@ def plan_pgadmin_database(conn: psycopg.Connection[Any] | None, names: Names) ->
     ]
 
 
+def foreign_owned(conn: psycopg.Connection[Any], names: Names, shown: int = 5) -> list[str]:
+    """Lines about relations in Odoo's database that odoo does not own (setup leaves them)."""
+    rows = conn.execute(
+        f"""
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
+          AND {NOT_EXTENSION_MEMBER} AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %s)
+        ORDER BY 1
+        """,  # noqa: S608 (fixed text; the role name is a parameter)
+        [names.odoo],
+    ).fetchall()
+    lines = [
+        f"{name} in database {names.odoo_db} is owned by {owner}, not {names.odoo}, so Odoo "
+        f"cannot alter it; setup takes ownership from nobody: run `ALTER TABLE {name} OWNER TO "
+        f"{names.odoo}` by hand"
+        for name, owner in rows[:shown]
+    ]
+    if len(rows) > shown:
+        lines.append(f"and {len(rows) - shown} more relations in {names.odoo_db} not owned by odoo")
+    return lines
+
+
+def preflight(conn: psycopg.Connection[Any], names: Names) -> None:
+    """Raise for what setup cannot do, before it changes anything."""
+    plan_databases(conn, names)  # an Odoo database that is not UTF8
+    available = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)",
+            [list(names.extensions)],
+        )
+    }
+    for extension in names.extensions:
+        if extension not in available:
+            raise ToolError(
+                f"extension {extension} is not available on this PostgreSQL server: install "
+                "its contrib package (on Debian: postgresql-contrib); nothing was changed"
+            )
+
+
 # ---------------------------------------------------------------- running it
 
 
@@ -623,7 +707,9 @@ class Setup:
         dry_run: bool = False,
         lock_wait: float = LOCK_WAIT_SECONDS,
         report: Callable[[str], None] = lambda _: None,
+        warn: Callable[[str], None] = lambda _: None,
     ) -> None:
+        self.warn = warn
         self.lock_wait = lock_wait
         self.target = target
         self.names = names
@@ -674,6 +760,7 @@ class Setup:
                     "run it as another superuser (e.g. --dsn 'user=postgres')"
                 )
             with _setup_lock(conn, self.target.where, self.lock_wait):
+                preflight(conn, names)  # refuse before changing anything
                 self._apply(conn, plan_roles(conn, names), atomic=True)
                 db_changes, created = plan_databases(conn, names)
                 self._apply(conn, db_changes, atomic=False)
@@ -696,6 +783,9 @@ class Setup:
             phase(conn)
 
     def _odoo_db(self, conn: psycopg.Connection[Any] | None) -> None:
+        if conn is not None:
+            for line in foreign_owned(conn, self.names):
+                self.warn(line)
         state = OdooDbState.read(conn, self.names) if conn else OdooDbState.fresh(self.names)
         changes = plan_odoo_database(state, self.names)
         if conn is None:

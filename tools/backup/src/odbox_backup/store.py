@@ -1,0 +1,235 @@
+"""Where a repository's bytes live: a local folder or an S3 prefix, behind one small interface.
+
+Keys are `/`-separated paths relative to the repository root (FORMAT.md).
+Every `put` is atomic: a reader sees the whole value or nothing. Values are
+small (at most one chunk, a few MiB, or a manifest), so they travel as bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from odbox_common.errors import ToolError
+
+TMP_MARK = ".tmp-"
+
+
+class StoreError(ToolError):
+    """The repository's storage failed: the message says where and why."""
+
+
+class NotFound(StoreError):
+    """No value under that key."""
+
+
+class Store(Protocol):
+    url: str
+
+    def get(self, key: str) -> bytes: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad repository key {key!r}")
+    return key
+
+
+class LocalStore:
+    """A folder: temp file in the final folder, fsync, rename, fsync the folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as e:
+            raise NotFound(f"{self.url}: {key} is missing") from e
+        except OSError as e:
+            raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+        try:
+            self._make_folder(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tmp.replace(path)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            hint = "; the repository's disk is full" if e.errno == errno.ENOSPC else ""
+            raise StoreError(f"cannot write {path}: {e.strerror}{hint}") from e
+
+    def _make_folder(self, folder: Path) -> None:
+        if folder.is_dir():
+            return
+        self._make_folder(folder.parent)
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+            _fsync_dir(folder.parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for folder, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in sorted(files):
+                if TMP_MARK not in name:
+                    yield Path(folder, name).relative_to(self.root).as_posix()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot delete {self._path(key)}: {e.strerror}") from e
+
+    def temp_files(self) -> Iterator[Path]:
+        """Leftovers of writes that were killed (FORMAT.md, "Atomic writes")."""
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if TMP_MARK in name:
+                    yield Path(folder, name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3Store:
+    """An S3 prefix; boto3 takes its settings from the standard AWS_* variables."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, action: str, key: str, e: Exception) -> StoreError:
+        return StoreError(f"cannot {action} {self.url}/{key}: {describe_aws(e)}")
+
+    def get(self, key: str) -> bytes:
+        full = self._key(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            return bytes(body.read())
+        except Exception as e:
+            if _code(e) in ("NoSuchKey", "404"):
+                raise NotFound(f"{self.url}: {key} is missing") from e
+            raise self._fail("read", key, e) from e
+
+    def put(self, key: str, data: bytes) -> None:
+        full = self._key(key)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+        except Exception as e:
+            raise self._fail("write", key, e) from e
+
+    def exists(self, key: str) -> bool:
+        full = self._key(key)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=full)
+        except Exception as e:
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("look for", key, e) from e
+        return True
+
+    def list(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix) if prefix else self.prefix
+        if full:
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield str(item["Key"])[strip:]
+        except Exception as e:
+            raise self._fail("list", prefix or "", e) from e
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+        except Exception as e:
+            raise self._fail("delete", key, e) from e
+
+
+def _code(e: Exception) -> str:
+    response = getattr(e, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def describe_aws(e: Exception) -> str:
+    """One line for a boto3/botocore error."""
+    code = _code(e)
+    if code == "NoSuchBucket":
+        return "the bucket does not exist"
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"access denied ({code}): check the AWS credentials and the bucket policy"
+    name = type(e).__name__
+    if name == "NoCredentialsError":
+        return "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):
+        return f"cannot reach S3 ({str(e).splitlines()[0]})"
+    return str(e).splitlines()[0] if str(e) else name
+
+
+def open_store(url: str) -> Store:
+    """`s3://bucket/prefix` or a local folder."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise ToolError(f"{url} names no bucket: use s3://bucket/prefix")
+        return S3Store(bucket, prefix)
+    return LocalStore(Path(url))

@@ -11,6 +11,23 @@ from odbox_common import console
 from odbox_common.errors import ExitCode, ToolError
 
 
+def typer_app(name: str, help: str) -> typer.Typer:
+    """A Typer app with the settings every tool shares.
+
+    Plain help: typer's rich help renderer imports rich.markdown and doubles the
+    start time of `--help`, the command a user runs most. No shell-completion
+    commands, no pretty tracebacks (errors are one line; --debug shows Python's).
+    """
+    return typer.Typer(
+        name=name,
+        help=help,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
 def debug_requested(argv: list[str], env_var: str) -> bool:
     flag = os.environ.get(env_var, "").strip().lower()
     return "--debug" in argv or flag in ("1", "true", "yes", "on")

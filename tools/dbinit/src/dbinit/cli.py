@@ -16,19 +16,15 @@ from dbinit import __version__
 from odbox_common import console, runner
 from odbox_common.errors import ExitCode
 
-app = typer.Typer(
-    name="dbinit",
-    help=(
+app = runner.typer_app(
+    "dbinit",
+    (
         "PostgreSQL roles, databases and least-privilege grants for Odoo and pgAdmin, "
         "kept so on every boot and proven by `check`.\n\n"
         "Connects as the PostgreSQL superuser over the local Unix socket unless --dsn or the "
         "PG* variables say otherwise. Exit codes: 0 ok, 1 failed, 2 usage, 3 check found "
         "drift, 4 another setup holds the lock."
     ),
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 Dsn = Annotated[

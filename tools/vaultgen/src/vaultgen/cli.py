@@ -20,20 +20,14 @@ from vaultgen.errors import ExitCode, UsageError, VaultError
 if TYPE_CHECKING:
     from vaultgen.generate import Plan, Request
 
-app = typer.Typer(
-    name="vaultgen",
-    help=(
+app = runner.typer_app(
+    "vaultgen",
+    (
         "An age-encrypted secrets vault that is safe to commit: passwords and their crypt "
         "hashes, a CA and TLS certificates, an SSH identity.\n\n"
         "Without a command, runs `generate`. Exit codes: 0 ok, 1 failed, 2 usage, "
         "3 check found problems, 4 another run holds the vault."
     ),
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help: typer's rich help renderer imports rich.markdown and doubles
-    # the start time of `--help`, the command a user runs most.
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 BATCH_HELP = (

@@ -1,0 +1,68 @@
+"""Run the real `odbox-backup` console script with the environment a box would give it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from odbox_backup.repository import Repository, load_identities
+from odbox_backup.store import LocalStore, S3Store, Store
+from tests.conftest import MotoServer, PostgresCluster
+
+ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
+
+
+def env_for(postgres: PostgresCluster, moto: MotoServer | None) -> dict[str, str]:
+    base = moto.env if moto else dict(os.environ)
+    env = {k: v for k, v in base.items() if not k.startswith(("ODBOX_", "PG"))}
+    env.update(PGHOST=str(postgres.socket_dir), PGPORT=str(postgres.port), PGUSER="postgres")
+    return env
+
+
+def backup(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`odbox-backup ARGS…`; never raises on a non-zero exit."""
+    return subprocess.run(
+        [str(ODBOX_BACKUP), *args], capture_output=True, text=True, env=env, **kwargs
+    )
+
+
+def backup_ok(env: dict[str, str], *args: str) -> str:
+    result = backup(env, *args)
+    assert result.returncode == 0, f"odbox-backup {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def show(env: dict[str, str], repo: str, snapshot: str, *extra: str) -> dict[str, Any]:
+    return json.loads(backup_ok(env, "show", "--repo", repo, snapshot, "--json", *extra))  # type: ignore[no-any-return]
+
+
+def store_for(repo: str, moto: MotoServer | None) -> Store:
+    if repo.startswith("s3://"):
+        assert moto is not None
+        bucket, _, prefix = repo[5:].partition("/")
+        return S3Store(bucket, prefix, moto.client("s3"))
+    return LocalStore(Path(repo))
+
+
+def open_repo(repo: str, moto: MotoServer | None, identity: Path | None = None) -> Repository:
+    identities = load_identities(identity.read_bytes(), str(identity)) if identity else []
+    return Repository.open(store_for(repo, moto), identities)
+
+
+def make_odoo(postgres: PostgresCluster, name: str, filestore: Path, shape: Any, seed: int) -> str:
+    """A new database `name` with Odoo-shaped data and its filestore; its DSN."""
+    import psycopg
+
+    from tests.odoo_data import create_schema, fill
+
+    postgres.psql(f"DROP DATABASE IF EXISTS {name}")
+    postgres.psql(f"CREATE DATABASE {name}")
+    dsn = postgres.dsn.replace("dbname=postgres", f"dbname={name}")
+    with psycopg.connect(dsn) as conn:
+        create_schema(conn)
+        fill(conn, filestore, shape, seed=seed)
+    return dsn

@@ -1,0 +1,5 @@
+"""Allow `python -m odbox_backup`."""
+
+from odbox_backup.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""`odbox-backup run`: the database, then the filestore, into objects; the manifest last.
+
+The database is dumped before the filestore is read, so every attachment the
+dump references is already on disk when the filestore is read (Odoo writes
+the file before it commits the row). The dump streams from `pg_dump -Fc -Z0`
+through content-defined chunking into objects: memory holds one chunk at a
+time, and unchanged tables give unchanged chunks. A filestore file whose path
+and size match the previous snapshot is not read again: Odoo names each file
+by the SHA-1 of its content, so the same path means the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from odbox_backup.repository import Repository
+from odbox_common.errors import ToolError
+
+ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")
+READ_BLOCK = 1 << 20
+
+
+class BackupFailed(ToolError):
+    """The run could not complete; no snapshot was written."""
+
+
+@dataclass
+class Counters:
+    objects: int = 0
+    new_objects: int = 0
+    bytes: int = 0
+    new_bytes: int = 0
+
+    def add(self, size: int, new: bool) -> None:
+        self.objects += 1
+        self.bytes += size
+        if new:
+            self.new_objects += 1
+            self.new_bytes += size
+
+
+@dataclass
+class Source:
+    """What to back up: a database (libpq connection) and its filestore folder."""
+
+    conninfo: str
+    dbname: str
+    filestore: Path
+    pg_bin: Path | None = None
+    mode: str = "hot"
+
+
+@dataclass
+class Progress:
+    """Callbacks for a terminal's progress bars or the journal's lines."""
+
+    phase: Callable[[str], None] = lambda _: None
+    advance: Callable[[int], None] = lambda _: None
+
+
+def find_pg_tool(name: str, pg_bin: Path | None = None) -> str:
+    """pg_dump/pg_restore/psql: --pg-bin, else PATH, else Debian's newest versioned folder."""
+    if pg_bin is not None:
+        return str(pg_bin / name)
+    found = shutil.which(name)
+    if found:
+        return found
+    versioned = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                       key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                       else 0)  # fmt: skip
+    if versioned:
+        return str(versioned[-1])
+    raise BackupFailed(f"{name} was not found: install the PostgreSQL client, or pass --pg-bin")
+
+
+def _odoo_facts(conninfo: str) -> tuple[str, dict[str, str], str | None]:
+    """The server version, installed modules with their latest_version, and Odoo's version."""
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            version = conn.info.server_version
+            pg_version = f"{version // 10000}.{version % 10000}"
+            modules: dict[str, str] = {}
+            has_modules = conn.execute("SELECT to_regclass('ir_module_module')").fetchone()
+            if has_modules and has_modules[0]:
+                modules = {
+                    str(name): str(latest or "")
+                    for name, latest in conn.execute(
+                        "SELECT name, latest_version FROM ir_module_module"
+                        " WHERE state = 'installed' ORDER BY name"
+                    )
+                }
+    except psycopg.Error as e:
+        raise BackupFailed(f"cannot read the database: {str(e).strip().splitlines()[0]}") from e
+    base = modules.get("base", "")
+    odoo_version = ".".join(base.split(".")[:2]) if base.count(".") >= 2 else None
+    return pg_version, modules, odoo_version
+
+
+def dump_database(
+    repo: Repository, source: Source, counters: Counters, progress: Progress
+) -> dict[str, Any]:
+    """Stream `pg_dump -Fc -Z0` into objects; the manifest's `database` part."""
+    pg_dump = find_pg_tool("pg_dump", source.pg_bin)
+    progress.phase(f"dumping database {source.dbname}")
+    try:
+        child = subprocess.Popen(
+            [pg_dump, "--format=custom", "--compress=0", f"--dbname={source.conninfo}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as e:
+        raise BackupFailed(f"cannot run {pg_dump}: {e.strerror}") from e
+    assert child.stdout is not None and child.stderr is not None
+    whole = hashlib.sha256()
+    size = 0
+    names: list[str] = []
+    try:
+        for chunk in repo.chunker().cut_stream(child.stdout):
+            data = bytes(chunk.data)
+            whole.update(data)
+            size += len(data)
+            name, new = repo.put_object(data)
+            counters.add(len(data), new)
+            names.append(name)
+            progress.advance(len(data))
+    except BaseException:
+        child.kill()  # it may be blocked on a full pipe: never wait for it first
+        child.wait()
+        raise
+    stderr = child.stderr.read().decode(errors="replace")
+    status = child.wait()
+    if status != 0:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("pg_dump: error: ") if lines else f"exit status {status}"
+        raise BackupFailed(f"pg_dump of {source.dbname} failed: {reason}; no snapshot was written")
+    return {"format": "pg_dump-custom", "size": size, "sha256": whole.hexdigest(),
+            "objects": names}  # fmt: skip
+
+
+def _store_stream(
+    repo: Repository, stream: IO[bytes], counters: Counters, progress: Progress
+) -> list[str]:
+    names = []
+    for chunk in repo.chunker().cut_stream(stream):
+        data = bytes(chunk.data)
+        name, new = repo.put_object(data)
+        counters.add(len(data), new)
+        names.append(name)
+        progress.advance(len(data))
+    return names
+
+
+def read_filestore(
+    repo: Repository,
+    root: Path,
+    previous: dict[str, dict[str, Any]],
+    counters: Counters,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Every regular file under `root` into objects; the manifest's `filestore` part."""
+    if not root.is_dir():
+        raise BackupFailed(f"the filestore {root} is not a folder")
+    progress.phase(f"reading filestore {root}")
+    files: list[dict[str, Any]] = []
+    total = 0
+    max_whole = int(repo.config.chunking["max"])
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for filename in sorted(names):
+            path = Path(folder, filename)
+            rel = path.relative_to(root).as_posix()
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue  # Odoo's garbage collector removed it meanwhile
+            if not path.is_file() or path.is_symlink():
+                continue
+            before = previous.get(rel)
+            if before and ODOO_PATH.fullmatch(rel) and before["size"] == st.st_size:
+                objects = list(before["objects"])
+                counters.objects += len(objects)
+                counters.bytes += st.st_size
+                progress.advance(st.st_size)
+            else:
+                try:
+                    with path.open("rb") as f:
+                        if st.st_size <= max_whole:
+                            data = f.read()
+                            name, new = repo.put_object(data)
+                            counters.add(len(data), new)
+                            progress.advance(len(data))
+                            objects = [name]
+                        else:
+                            objects = _store_stream(repo, f, counters, progress)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise BackupFailed(f"cannot read {path}: {e.strerror}") from e
+            files.append({"path": rel, "size": st.st_size, "objects": objects})
+            total += st.st_size
+    files.sort(key=lambda f: str(f["path"]))
+    return {"files": files, "count": len(files), "bytes": total}
+
+
+@dataclass
+class RunResult:
+    manifest: dict[str, Any]
+    removed_stale_locks: list[str] = field(default_factory=list)
+
+
+def run_backup(
+    repo: Repository,
+    source: Source,
+    *,
+    progress: Progress | None = None,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Make one snapshot (the caller holds the lock); its manifest."""
+    progress = progress or Progress()
+    started = time.monotonic()
+    now = dt.datetime.now(dt.UTC)
+    counters = Counters()
+    pg_version, modules, odoo_version = _odoo_facts(source.conninfo)
+    database = dump_database(repo, source, counters, progress)
+    database = {"name": source.dbname, "pg_version": pg_version, **database}
+    before = {f["path"]: f for f in (previous or {}).get("filestore", {}).get("files", [])}
+    filestore = read_filestore(repo, source.filestore, before, counters, progress)
+    manifest = {
+        "version": 1,
+        "id": repo.next_snapshot_id(),
+        "time": now.isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "mode": source.mode,
+        "source": "run",
+        "database": database,
+        "odoo": {"version": odoo_version, "modules": modules},
+        "filestore": filestore,
+        "totals": {
+            "bytes": counters.bytes,
+            "objects": counters.objects,
+            "new_objects": counters.new_objects,
+            "new_bytes": counters.new_bytes,
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    }
+    progress.phase("writing the snapshot manifest")
+    repo.write_snapshot(manifest)
+    return manifest

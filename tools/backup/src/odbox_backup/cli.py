@@ -1,0 +1,244 @@
+"""The `odbox-backup` command line: parses arguments and prints; the work is in the other modules.
+
+Only typer and the standard library are imported at the top, so `--help` is
+fast; boto3, psycopg, zstandard and pyrage load in the commands that use them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from odbox_backup import __version__
+from odbox_common import console, runner
+from odbox_common.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from odbox_backup.repository import Repository
+
+app = runner.typer_app(
+    "odbox-backup",
+    (
+        "Versioned, deduplicated, encrypted snapshots of an Odoo database and filestore, "
+        "in a local folder or on S3 (s3://bucket/prefix).\n\n"
+        "Exit codes: 0 ok, 1 failed, 2 usage, 3 verify found problems, 4 another run holds "
+        "the repository's lock."
+    ),
+)
+
+Repo = Annotated[
+    str,
+    typer.Option(
+        "--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+        help="The repository: a folder, or s3://bucket/prefix.",
+    ),
+]  # fmt: skip
+Identity = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity", envvar="ODBOX_BACKUP_IDENTITY", metavar="FILE",
+        help="age identity file or SSH private key, to read an encrypted repository.",
+    ),
+]  # fmt: skip
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
+Debug = Annotated[
+    bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
+]
+
+
+def _open(repo: str, identity: Path | None = None) -> Repository:
+    from odbox_backup.repository import Repository, load_identities
+    from odbox_backup.store import open_store
+
+    identities: list[Any] = []
+    if identity is not None:
+        try:
+            identities = load_identities(identity.read_bytes(), str(identity))
+        except OSError as e:
+            raise UsageError(f"cannot read the identity {identity}: {e.strerror}") from e
+    return Repository.open(open_store(repo), identities)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"odbox-backup {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Debug = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Options for every command."""
+
+
+@app.command()
+def init(
+    repo: Repo,
+    recipient: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--recipient",
+            "-r",
+            metavar="RECIPIENT",
+            help="Encrypt to this age1… or ssh-ed25519/ssh-rsa public key (repeat).",
+        ),
+    ] = None,
+    recipients_file: Annotated[
+        Path | None,
+        typer.Option("--recipients-file", "-R", metavar="FILE", help="Recipients, one a line."),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Make a new, empty repository (encrypted when given recipients)."""
+    from odbox_backup.repository import Repository
+    from odbox_backup.store import open_store
+
+    recipients = list(recipient or [])
+    if recipients_file is not None:
+        try:
+            recipients += recipients_file.read_text().splitlines()
+        except OSError as e:
+            raise UsageError(f"cannot read {recipients_file}: {e.strerror}") from e
+    created = Repository.init(open_store(repo), recipients)
+    kind = (
+        f"encrypted to {len(created.config.recipients)} recipients"
+        if created.config.encrypted
+        else "not encrypted"
+    )
+    console.say(f"created repository {repo} ({kind})")
+
+
+@app.command()
+def run(
+    repo: Repo,
+    db: Annotated[str, typer.Option("--db", envvar="ODBOX_DB", help="Odoo's database.")],
+    filestore: Annotated[
+        Path,
+        typer.Option(
+            "--filestore",
+            envvar="ODBOX_FILESTORE",
+            help="Odoo's filestore folder for that database (e.g. /var/lib/odoo/filestore/odoo).",
+        ),
+    ],
+    dsn: Annotated[
+        str | None,
+        typer.Option("--dsn", envvar="ODBOX_DSN", help="libpq connection string (default: PG*)."),
+    ] = None,
+    pg_bin: Annotated[
+        Path | None,
+        typer.Option("--pg-bin", envvar="ODBOX_PG_BIN", help="Folder of pg_dump (default: PATH)."),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
+    ] = 0,
+    identity: Identity = None,
+    debug: Debug = False,
+) -> None:
+    """Back up the database, then the filestore, into a new snapshot."""
+    from psycopg.conninfo import make_conninfo
+
+    from odbox_backup import locks
+    from odbox_backup.backup import Progress, Source, run_backup
+
+    repository = _open(repo, identity)
+    conninfo = make_conninfo(dsn or "", dbname=db)
+    with locks.exclusive(repository.store, "odbox-backup run", repository.config.id,
+                         wait=wait) as stale:  # fmt: skip
+        for lock in stale:
+            console.warn(f"removed a stale lock: {lock.describe()}")
+        previous = None
+        if not repository.config.encrypted or repository.identities:
+            ids = repository.snapshot_ids()
+            previous = repository.read_snapshot(ids[-1]) if ids else None
+        manifest = run_backup(
+            repository, Source(conninfo, db, filestore), previous=previous,
+            progress=Progress(phase=console.say),
+        )  # fmt: skip
+    t = manifest["totals"]
+    console.say(
+        f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
+        f"{_size(t['bytes'])} in {t['objects']} objects, {_size(t['new_bytes'])} new "
+        f"in {t['new_objects']} objects, {t['seconds']:.1f} s"
+    )
+
+
+@app.command("list")
+def list_(repo: Repo, identity: Identity = None, json: Json = False, debug: Debug = False) -> None:
+    """List the snapshots (details need the identity of an encrypted repository)."""
+    from odbox_backup.repository import snapshot_time
+
+    repository = _open(repo, identity)
+    rows = []
+    for snapshot_id in repository.snapshot_ids():
+        row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
+        if not repository.config.encrypted or repository.identities:
+            m = repository.read_snapshot(snapshot_id)
+            row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
+                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"]}  # fmt: skip
+        rows.append(row)
+    if json:
+        console.print_json(rows)
+        return
+    columns = ["id", "time", "host", "mode", "database", "files", "size"]
+    console.table(
+        f"snapshots in {repo}",
+        columns,
+        [[str(r["id"]), str(r["time"]), str(r.get("host", "?")), str(r.get("mode", "?")),
+          str(r.get("database", "?")), str(r.get("files", "?")),
+          _size(r["bytes"]) if "bytes" in r else "?"] for r in rows],
+    )  # fmt: skip
+
+
+@app.command()
+def show(
+    repo: Repo,
+    snapshot: Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")],
+    identity: Identity = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Show one snapshot's manifest."""
+    repository = _open(repo, identity)
+    manifest = repository.read_snapshot(repository.resolve(snapshot))
+    if json:
+        console.print_json(manifest)
+        return
+    db, fs, odoo = manifest["database"], manifest["filestore"], manifest["odoo"]
+    console.table(
+        f"snapshot {manifest['id']}",
+        ["", ""],
+        [["time", manifest["time"]], ["host", manifest["host"]], ["mode", manifest["mode"]],
+         ["database", f"{db['name']} (PostgreSQL {db['pg_version']}), dump {_size(db['size'])}"],
+         ["odoo", f"{odoo.get('version') or '?'}, {len(odoo.get('modules', {}))} modules"],
+         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"]],
+    )  # fmt: skip
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def run_cli(argv: list[str]) -> int:
+    if not argv:
+        runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")
+        return int(ExitCode.USAGE)
+    return runner.run(
+        app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+        interrupted="interrupted; no snapshot was written, earlier ones are intact",
+    )  # fmt: skip
+
+
+def main() -> NoReturn:
+    sys.exit(run_cli(sys.argv[1:]))

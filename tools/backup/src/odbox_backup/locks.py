@@ -1,0 +1,121 @@
+"""The repository lock (FORMAT.md, "Locks"): one writer at a time, stale locks recognised."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from odbox_backup.store import NotFound, Store
+from odbox_common.errors import LockHeldError
+
+STALE_AFTER = dt.timedelta(hours=24)
+REFRESH_EVERY = 300.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    key: str
+    host: str
+    pid: int
+    time: dt.datetime
+    command: str
+
+    def describe(self) -> str:
+        return f"`{self.command}` on {self.host} (pid {self.pid}) since {self.time:%Y-%m-%d %H:%M}Z"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(lock: LockInfo, now: dt.datetime | None = None) -> bool:
+    now = now or dt.datetime.now(dt.UTC)
+    if now - lock.time > STALE_AFTER:
+        return True
+    return lock.host == socket.gethostname() and not _alive(lock.pid)
+
+
+def read_locks(store: Store) -> list[LockInfo]:
+    locks = []
+    for key in store.list("locks"):
+        try:
+            doc: dict[str, Any] = json.loads(store.get(key))
+            locks.append(
+                LockInfo(key, str(doc["host"]), int(doc["pid"]),
+                         dt.datetime.fromisoformat(doc["time"]), str(doc.get("command", "?")))
+            )  # fmt: skip
+        except NotFound:
+            continue  # released while we looked
+        except (ValueError, KeyError, TypeError):
+            # A damaged lock (a crash mid-write on a file system without atomic rename):
+            # treat it as stale, it protects nothing.
+            locks.append(LockInfo(key, "?", 0, dt.datetime.min.replace(tzinfo=dt.UTC), "?"))
+    return locks
+
+
+@contextlib.contextmanager
+def exclusive(
+    store: Store, command: str, repository_id: str, *, wait: float = 0.0
+) -> Iterator[list[LockInfo]]:
+    """Hold the repository's lock for a writing command; yields the stale locks it removed.
+
+    Another live lock: exit 4 at once, or after `wait` seconds of retrying.
+    """
+    host, pid = socket.gethostname(), os.getpid()
+    key = f"locks/{host}-{pid}-{secrets.token_hex(4)}.json"
+
+    def write() -> None:
+        doc = {"host": host, "pid": pid, "command": command, "repository": repository_id,
+               "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
+        store.put(key, json.dumps(doc).encode())
+
+    deadline = time.monotonic() + wait
+    removed: list[LockInfo] = []
+    while True:
+        write()
+        others = [lock for lock in read_locks(store) if lock.key != key]
+        stale = [lock for lock in others if is_stale(lock)]
+        live = [lock for lock in others if lock not in stale]
+        if not live:
+            for lock in stale:
+                store.delete(lock.key)
+            removed += stale
+            break
+        store.delete(key)
+        if time.monotonic() >= deadline:
+            raise LockHeldError(
+                f"{store.url} is locked by {live[0].describe()}; nothing was changed "
+                "(try again later, or pass --wait SECONDS)"
+            )
+        time.sleep(min(1.0 + secrets.randbelow(1000) / 1000, max(0.1, deadline - time.monotonic())))
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(REFRESH_EVERY):
+            with contextlib.suppress(Exception):
+                write()
+
+    refresher = threading.Thread(target=refresh, daemon=True)
+    refresher.start()
+    try:
+        yield removed
+    finally:
+        stop.set()
+        refresher.join()
+        with contextlib.suppress(Exception):
+            store.delete(key)

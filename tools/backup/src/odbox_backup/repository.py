@@ -1,0 +1,315 @@
+"""A repository as FORMAT.md describes it: config, content-addressed objects, snapshot manifests.
+
+Objects and manifests are `zstd(content)`, then age-encrypted to the
+repository's recipients when it has any. An object's name is the SHA-256 of
+its content, checked on every read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+
+from odbox_backup.store import NotFound, Store
+from odbox_common.errors import ToolError, UsageError
+
+FORMAT = "odbox-backup"
+VERSION = 1
+CONFIG = "config.json"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+ZSTD_LEVEL = 3
+CHUNKING = {"algorithm": "fastcdc2020", "min": 256 << 10, "avg": 1 << 20, "max": 4 << 20}
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
+OBJECT_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+class RepositoryError(ToolError):
+    """The repository is missing, of another version, or damaged."""
+
+
+class CorruptObject(RepositoryError):
+    """An object's bytes do not decode to content with its name's hash."""
+
+
+@dataclass(frozen=True)
+class Config:
+    id: str
+    created: str
+    recipients: tuple[str, ...]
+    chunking: dict[str, Any]
+    compression_level: int = ZSTD_LEVEL
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.recipients)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": self.id,
+            "created": self.created,
+            "compression": "zstd",
+            "compression_level": self.compression_level,
+            "chunking": self.chunking,
+            "recipients": list(self.recipients),
+        }
+
+
+def parse_recipients(lines: Iterable[str]) -> list[Any]:
+    """age and SSH recipients, one a line (blank lines and # comments skipped)."""
+    from pyrage import ssh, x25519
+
+    parsed: list[Any] = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            if line.startswith("age1"):
+                parsed.append(x25519.Recipient.from_str(line))
+            elif line.startswith(("ssh-ed25519 ", "ssh-rsa ")):
+                parsed.append(ssh.Recipient.from_str(line))
+            else:
+                raise ValueError("not an age1… or ssh-ed25519/ssh-rsa public key")
+        except Exception as e:
+            raise UsageError(f"recipient {line[:40]!r} is not usable: {e}") from e
+    return parsed
+
+
+def load_identities(data: bytes, source: str) -> list[Any]:
+    """An age identity file (AGE-SECRET-KEY-1… lines) or an OpenSSH private key."""
+    from pyrage import ssh, x25519
+
+    text = data.decode(errors="replace")
+    if "PRIVATE KEY-----" in text:
+        try:
+            return [ssh.Identity.from_buffer(data)]
+        except Exception as e:
+            raise UsageError(f"{source} is not a usable SSH private key: {e}") from e
+    keys = [line.strip() for line in text.splitlines() if line.startswith("AGE-SECRET-KEY-1")]
+    if not keys:
+        raise UsageError(f"{source} holds no AGE-SECRET-KEY-1… line and no SSH private key")
+    try:
+        return [x25519.Identity.from_str(k) for k in keys]
+    except Exception as e:
+        raise UsageError(f"{source} holds a damaged age identity: {e}") from e
+
+
+def new_snapshot_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def snapshot_time(snapshot_id: str) -> dt.datetime:
+    return dt.datetime.strptime(snapshot_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+
+
+class Repository:
+    def __init__(self, store: Store, config: Config, identities: Sequence[Any] = ()) -> None:
+        self.store = store
+        self.config = config
+        self.identities = list(identities)
+        self._recipients = parse_recipients(config.recipients)
+        self._compressor = zstandard.ZstdCompressor(level=config.compression_level)
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._known: set[str] | None = None
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def init(cls, store: Store, recipients: Sequence[str] = ()) -> Repository:
+        parse_recipients(recipients)  # refuse a bad one before writing anything
+        if store.exists(CONFIG):
+            raise RepositoryError(f"{store.url} is already a repository; nothing was changed")
+        if any(True for _ in store.list("")):
+            raise RepositoryError(
+                f"{store.url} is not empty: a repository is made only where nothing is"
+            )
+        config = Config(
+            id=secrets.token_hex(16),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            recipients=tuple(r.strip() for r in recipients if r.strip()),
+            chunking=dict(CHUNKING),
+        )
+        store.put(CONFIG, (json.dumps(config.to_json(), indent=2) + "\n").encode())
+        return cls(store, config)
+
+    @classmethod
+    def open(cls, store: Store, identities: Sequence[Any] = ()) -> Repository:
+        try:
+            raw = store.get(CONFIG)
+        except NotFound as e:
+            raise RepositoryError(
+                f"no repository at {store.url}: create one with `odbox-backup init`"
+            ) from e
+        try:
+            document = json.loads(raw)
+            if document.get("format") != FORMAT:
+                raise ValueError("not an odbox-backup repository")
+        except (ValueError, AttributeError) as e:
+            raise RepositoryError(f"{store.url}/{CONFIG} is damaged or foreign: {e}") from e
+        version = document.get("version")
+        if version != VERSION:
+            raise RepositoryError(
+                f"{store.url} is a version {version} repository; this odbox-backup reads "
+                f"version {VERSION} only"
+            )
+        try:
+            config = Config(
+                id=str(document["id"]),
+                created=str(document["created"]),
+                recipients=tuple(document.get("recipients", [])),
+                chunking=dict(document["chunking"]),
+                compression_level=int(document.get("compression_level", ZSTD_LEVEL)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RepositoryError(f"{store.url}/{CONFIG} lacks a field: {e}") from e
+        return cls(store, config, identities)
+
+    # ------------------------------------------------------------ encoding
+
+    def encode(self, content: bytes) -> bytes:
+        frame = self._compressor.compress(content)
+        if not self._recipients:
+            return frame
+        import pyrage
+
+        return bytes(pyrage.encrypt(frame, self._recipients))
+
+    def decode(self, blob: bytes, what: str) -> bytes:
+        if blob.startswith(AGE_MAGIC):
+            if not self.identities:
+                raise RepositoryError(
+                    f"{what} is encrypted: pass --identity with a key of one of the "
+                    "repository's recipients"
+                )
+            import pyrage
+
+            try:
+                blob = bytes(pyrage.decrypt(blob, self.identities))
+            except Exception as e:
+                raise RepositoryError(
+                    f"cannot decrypt {what}: the identity is not one of the repository's "
+                    f"recipients, or the file is damaged ({e})"
+                ) from e
+        elif self._recipients:
+            raise CorruptObject(f"{what} should be encrypted but is not: the repository is damaged")
+        try:
+            return bytes(self._decompressor.decompress(blob))
+        except zstandard.ZstdError as e:
+            raise CorruptObject(f"{what} is damaged: {e}") from e
+
+    # ------------------------------------------------------------ objects
+
+    @staticmethod
+    def object_key(name: str) -> str:
+        return f"objects/{name[:2]}/{name}"
+
+    def known_objects(self) -> set[str]:
+        """Names of every stored object (listed once, then kept up to date by `put_object`)."""
+        if self._known is None:
+            self._known = {
+                key.rsplit("/", 1)[1]
+                for key in self.store.list("objects")
+                if OBJECT_NAME.fullmatch(key.rsplit("/", 1)[1])
+            }
+        return self._known
+
+    def put_object(self, content: bytes) -> tuple[str, bool]:
+        """Store `content` unless it is there; its name, and whether it was new."""
+        name = hashlib.sha256(content).hexdigest()
+        known = self.known_objects()
+        if name in known:
+            return name, False
+        self.store.put(self.object_key(name), self.encode(content))
+        known.add(name)
+        return name, True
+
+    def get_object(self, name: str) -> bytes:
+        what = f"object {name[:12]}…"
+        try:
+            blob = self.store.get(self.object_key(name))
+        except NotFound as e:
+            raise CorruptObject(f"{what} is missing from {self.store.url}") from e
+        content = self.decode(blob, what)
+        if hashlib.sha256(content).hexdigest() != name:
+            raise CorruptObject(f"{what} is damaged: its content does not match its name")
+        return content
+
+    def chunker(self) -> Any:
+        from pyfastcdc import FastCDC
+
+        c = self.config.chunking
+        return FastCDC(int(c["avg"]), min_size=int(c["min"]), max_size=int(c["max"]))
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot_ids(self) -> list[str]:
+        ids = [k.rsplit("/", 1)[1] for k in self.store.list("snapshots")]
+        return sorted(i for i in ids if SNAPSHOT_ID.fullmatch(i))
+
+    def next_snapshot_id(self) -> str:
+        """A new ID that sorts after every existing one (IDs order snapshots; the caller holds
+        the lock). Two runs in the same second: the second waits for the next second."""
+        import time
+
+        ids = self.snapshot_ids()
+        while True:
+            candidate = new_snapshot_id()
+            if not ids or candidate[:16] > ids[-1][:16]:
+                return candidate
+            time.sleep(0.2)
+
+    def write_snapshot(self, manifest: dict[str, Any]) -> None:
+        snapshot_id = str(manifest["id"])
+        data = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        self.store.put(f"snapshots/{snapshot_id}", self.encode(data))
+
+    def read_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        if not SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise UsageError(
+                f"{snapshot_id!r} is not a snapshot ID (like 20261122T020000Z-1a2b3c4d)"
+            )
+        try:
+            blob = self.store.get(f"snapshots/{snapshot_id}")
+        except NotFound as e:
+            raise RepositoryError(
+                f"no snapshot {snapshot_id} in {self.store.url} (see `odbox-backup list`)"
+            ) from e
+        try:
+            manifest = json.loads(self.decode(blob, f"snapshot {snapshot_id}"))
+            if not isinstance(manifest, dict) or manifest.get("id") != snapshot_id:
+                raise ValueError("its id does not match its name")
+        except ValueError as e:
+            raise CorruptObject(f"snapshot {snapshot_id} is damaged: {e}") from e
+        return manifest
+
+    def resolve(self, ref: str) -> str:
+        """A snapshot ID from an ID, a unique prefix of one, or `latest`."""
+        ids = self.snapshot_ids()
+        if ref == "latest":
+            if not ids:
+                raise RepositoryError(f"{self.store.url} holds no snapshot yet")
+            return ids[-1]
+        matches = [i for i in ids if i.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RepositoryError(
+                f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)"
+            )
+        raise UsageError(f"{ref} matches {len(matches)} snapshots: give more of the ID")
+
+    def objects_of(self, manifest: dict[str, Any]) -> Iterator[str]:
+        yield from manifest["database"]["objects"]
+        for entry in manifest["filestore"]["files"]:
+            yield from entry["objects"]

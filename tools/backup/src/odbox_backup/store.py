@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from odbox_common.errors import ToolError
+from odbox_common.files import fsync_dir
 
 TMP_MARK = ".tmp-"
 
@@ -81,7 +82,7 @@ class LocalStore:
             finally:
                 os.close(fd)
             tmp.replace(path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -94,7 +95,7 @@ class LocalStore:
         self._make_folder(folder.parent)
         with contextlib.suppress(FileExistsError):
             folder.mkdir()
-            _fsync_dir(folder.parent)
+            fsync_dir(folder.parent)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -123,14 +124,6 @@ class LocalStore:
             for name in files:
                 if TMP_MARK in name:
                     yield Path(folder, name)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class S3Store:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odbox_common.files import fsync_dir
 from vaultgen.errors import LockHeldError, VaultError
 
 TEMP_MARKER = ".vaultgen-tmp-"
@@ -50,14 +51,6 @@ def describe_os_error(e: OSError, path: Path) -> str:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {path}: {e.strerror} (is the vault folder read-only?)"
     return f"cannot write {path}: {e.strerror or e}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
@@ -115,7 +108,7 @@ class Transaction:
                 except OSError as e:
                     raise VaultError(describe_os_error(e, item.target)) from e
                 self.staged.pop(0)
-                _fsync_dir(item.target.parent)
+                fsync_dir(item.target.parent)
         finally:
             self.abort()
 

@@ -6,6 +6,7 @@ fast; boto3, psycopg, zstandard and pyrage load in the commands that use them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -44,6 +45,29 @@ Identity = Annotated[
     ),
 ]  # fmt: skip
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
+Dsn = Annotated[
+    str | None,
+    typer.Option("--dsn", envvar="ODBOX_DSN", help="libpq connection string (default: PG*)."),
+]
+PgBin = Annotated[
+    Path | None,
+    typer.Option("--pg-bin", envvar="ODBOX_PG_BIN", help="Folder of pg_dump, pg_restore, psql."),
+]
+OdooServiceName = Annotated[
+    str | None,
+    typer.Option("--odoo-service", envvar="ODBOX_ODOO_SERVICE", metavar="UNIT",
+                 help="Stop and start Odoo with systemctl stop/start UNIT."),
+]  # fmt: skip
+OdooStop = Annotated[
+    str | None,
+    typer.Option("--odoo-stop", envvar="ODBOX_ODOO_STOP", metavar="COMMAND",
+                 help="Command that stops Odoo (with --odoo-start)."),
+]  # fmt: skip
+OdooStart = Annotated[
+    str | None,
+    typer.Option("--odoo-start", envvar="ODBOX_ODOO_START", metavar="COMMAND",
+                 help="Command that starts Odoo again, run even when the work fails."),
+]  # fmt: skip
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
@@ -127,14 +151,19 @@ def run(
             help="Odoo's filestore folder for that database (e.g. /var/lib/odoo/filestore/odoo).",
         ),
     ],
-    dsn: Annotated[
-        str | None,
-        typer.Option("--dsn", envvar="ODBOX_DSN", help="libpq connection string (default: PG*)."),
-    ] = None,
-    pg_bin: Annotated[
-        Path | None,
-        typer.Option("--pg-bin", envvar="ODBOX_PG_BIN", help="Folder of pg_dump (default: PATH)."),
-    ] = None,
+    dsn: Dsn = None,
+    pg_bin: PgBin = None,
+    cold: Annotated[
+        bool,
+        typer.Option(
+            "--cold/--hot",
+            help="Stop Odoo for the backup (and start it again, "
+            "even when the backup fails); hot by default.",
+        ),
+    ] = False,
+    odoo_service: OdooServiceName = None,
+    odoo_stop: OdooStop = None,
+    odoo_start: OdooStart = None,
     wait: Annotated[
         float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
     ] = 0,
@@ -146,7 +175,11 @@ def run(
 
     from odbox_backup import locks
     from odbox_backup.backup import Progress, Source, run_backup
+    from odbox_backup.service import OdooService
 
+    service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    if cold and not service.managed:
+        raise UsageError("--cold needs --odoo-service, or --odoo-stop and --odoo-start")
     repository = _open(repo, identity)
     conninfo = make_conninfo(dsn or "", dbname=db)
     with locks.exclusive(repository.store, "odbox-backup run", repository.config.id,
@@ -157,10 +190,11 @@ def run(
         if not repository.config.encrypted or repository.identities:
             ids = repository.snapshot_ids()
             previous = repository.read_snapshot(ids[-1]) if ids else None
-        manifest = run_backup(
-            repository, Source(conninfo, db, filestore), previous=previous,
-            progress=Progress(phase=console.say),
-        )  # fmt: skip
+        source = Source(conninfo, db, filestore, pg_bin, "cold" if cold else "hot")
+        with service.stopped(console.say) if cold else contextlib.nullcontext():
+            manifest = run_backup(
+                repository, source, previous=previous, progress=Progress(phase=console.say)
+            )
     t = manifest["totals"]
     console.say(
         f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
@@ -219,6 +253,60 @@ def show(
          ["odoo", f"{odoo.get('version') or '?'}, {len(odoo.get('modules', {}))} modules"],
          ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"]],
     )  # fmt: skip
+
+
+@app.command()
+def restore(
+    repo: Repo,
+    snapshot: Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")],
+    db: Annotated[str, typer.Option("--db", envvar="ODBOX_DB", help="The live database.")],
+    filestore: Annotated[
+        Path, typer.Option("--filestore", envvar="ODBOX_FILESTORE", help="The live filestore.")
+    ],
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            envvar="ODBOX_ODOO_ROLE",
+            help="Role that owns the restored database and its tables "
+            "(default: the live database's owner).",
+        ),
+    ] = None,
+    dsn: Dsn = None,
+    pg_bin: PgBin = None,
+    odoo_service: OdooServiceName = None,
+    odoo_stop: OdooStop = None,
+    odoo_start: OdooStart = None,
+    identity: Identity = None,
+    debug: Debug = False,
+) -> None:
+    """Restore into a new database and folder, verify, then swap them in (Odoo stopped).
+
+    The previous live database and filestore are kept under new names.
+    """
+    from psycopg.conninfo import make_conninfo
+
+    from odbox_backup.restore import Target
+    from odbox_backup.restore import restore as do_restore
+    from odbox_backup.service import OdooService
+
+    service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    repository = _open(repo, identity)
+    snapshot_id = repository.resolve(snapshot)
+    maintenance = make_conninfo(dsn or "", dbname="postgres")
+    done = do_restore(
+        repository, snapshot_id, Target(maintenance, db, filestore, owner, pg_bin), service,
+        report=console.say,
+    )  # fmt: skip
+    console.say(
+        f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "
+        f"{done.files} files, {_size(done.bytes)}, {done.attachments_checked} attachments verified"
+    )
+    if done.previous_db or done.previous_filestore:
+        console.say(
+            f"kept the previous ones as database {done.previous_db or '-'} and "
+            f"{done.previous_filestore or '-'}; drop them when you no longer need them"
+        )
 
 
 def _size(n: int) -> str:

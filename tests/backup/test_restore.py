@@ -1,0 +1,145 @@
+"""`restore` never loses data: new database and folder, verify, then swap; cold runs restart it."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import psycopg
+import pytest
+
+from tests.backup.helpers import backup, backup_ok, env_for, make_odoo, show, store_for
+from tests.helpers import one_error_line
+from tests.odoo_data import Shape, add_attachments, filestore_digest, table_checksums
+
+
+@pytest.fixture
+def odoo(postgres, tmp_path, request):
+    name = f"odoo_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]}"  # noqa: S324
+    filestore = tmp_path / "live" / "filestore"
+    dsn = make_odoo(postgres, name, filestore, Shape.small(), seed=4)
+    yield name, dsn, filestore
+    for row in postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")\
+            .splitlines():  # fmt: skip
+        postgres.psql(f'DROP DATABASE IF EXISTS "{row}" WITH (FORCE)')
+
+
+@pytest.fixture
+def env(postgres, backend, request):
+    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
+    return env_for(postgres, moto)
+
+
+def _state(dsn, filestore):
+    with psycopg.connect(dsn) as conn:
+        return table_checksums(conn), filestore_digest(filestore)
+
+
+def _service(tmp_path):
+    log = tmp_path / "service.log"
+    return log, ["--odoo-stop", f"sh -c 'echo stop >> {log}'",
+                 "--odoo-start", f"sh -c 'echo start >> {log}'"]  # fmt: skip
+
+
+def test_restore_brings_back_the_snapshot_and_keeps_the_previous_data(
+    postgres, odoo, backend, env, tmp_path
+):
+    name, dsn, filestore = odoo
+    backup_ok(env, "init", "--repo", backend)
+    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    at_backup = _state(dsn, filestore)
+    with psycopg.connect(dsn) as conn:  # life goes on after the backup
+        add_attachments(conn, filestore, 2, random.Random(5))
+        conn.execute("UPDATE res_partner SET name = name || ' (changed)'")
+        conn.commit()
+    changed = _state(dsn, filestore)
+    log, service = _service(tmp_path)
+
+    out = backup_ok(env, "restore", "--repo", backend, "latest", "--db", name,
+                    "--filestore", str(filestore), *service)  # fmt: skip
+    assert "attachments verified" in out and "kept the previous ones" in out
+    assert _state(dsn, filestore) == at_backup
+    assert log.read_text().split() == ["stop", "start"]
+    [previous_db] = postgres.psql(
+        f"SELECT datname FROM pg_database WHERE datname LIKE '{name}_before_%'"
+    ).splitlines()
+    [previous_folder] = list(filestore.parent.glob("filestore.before-*"))
+    assert _state(postgres.dsn.replace("dbname=postgres", f"dbname={previous_db}"),
+                  previous_folder) == changed  # fmt: skip
+    assert not list(filestore.parent.glob("*.restore-*"))
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_damaged_object_stops_the_restore_before_the_swap(
+    postgres, odoo, backend, env, request, tmp_path, damage
+):
+    name, dsn, filestore = odoo
+    backup_ok(env, "init", "--repo", backend)
+    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    manifest = show(env, backend, "latest")
+    victim = max(manifest["filestore"]["files"], key=lambda f: f["size"])["objects"][0]
+    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
+    store = store_for(backend, moto)
+    key = f"objects/{victim[:2]}/{victim}"
+    if damage == "corrupt":
+        blob = bytearray(store.get(key))
+        blob[len(blob) // 2] ^= 0xFF
+        store.put(key, bytes(blob))
+    else:
+        store.delete(key)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE res_partner SET city = 'after the backup'")
+        conn.commit()
+    before = _state(dsn, filestore)
+    log, service = _service(tmp_path)
+
+    result = backup(env, "restore", "--repo", backend, "latest", "--db", name,
+                    "--filestore", str(filestore), *service)  # fmt: skip
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert ("missing" if damage == "missing" else "damaged") in line
+    assert _state(dsn, filestore) == before  # the live data, byte for byte
+    assert not log.exists()  # Odoo was never stopped: the failure came before the swap
+    leftovers = postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}_%'")
+    assert leftovers == "" and sorted(p.name for p in filestore.parent.iterdir()) == ["filestore"]
+
+
+def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
+    odoo, env, backend, tmp_path
+):
+    from pyrage import x25519
+
+    name, dsn, filestore = odoo
+    key, wrong = x25519.Identity.generate(), x25519.Identity.generate()
+    (tmp_path / "wrong.txt").write_text(str(wrong) + "\n")
+    backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
+    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    before = _state(dsn, filestore)
+    snapshot = backup_ok(env, "list", "--repo", backend, "--json")
+    import json
+
+    snapshot_id = json.loads(snapshot)[0]["id"]
+    restore = ["restore", "--repo", backend, snapshot_id, "--db", name, "--filestore",
+               str(filestore)]  # fmt: skip
+    result = backup(env, *restore)
+    assert result.returncode == 1 and "pass --identity" in one_error_line(result)
+    result = backup(env, *restore, "--identity", str(tmp_path / "wrong.txt"))
+    assert result.returncode == 1 and "cannot decrypt" in one_error_line(result)
+    assert _state(dsn, filestore) == before
+
+
+def test_a_cold_backup_starts_odoo_again_even_when_it_fails(odoo, env, backend, tmp_path):
+    name, _, filestore = odoo
+    backup_ok(env, "init", "--repo", backend)
+    log, service = _service(tmp_path)
+    out = backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore),
+                    "--cold", *service)  # fmt: skip
+    assert log.read_text().split() == ["stop", "start"]
+    assert show(env, backend, "latest")["mode"] == "cold"
+    assert "stopping Odoo" in out and "starting Odoo" in out
+    result = backup(env, "run", "--repo", backend, "--db", "no_such_db", "--filestore",
+                    str(filestore), "--cold", *service)  # fmt: skip
+    assert result.returncode == 1
+    assert log.read_text().split() == ["stop", "start", "stop", "start"]
+    assert backup(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore),
+                  "--cold").returncode == 2  # fmt: skip

@@ -1,0 +1,303 @@
+"""`odbox-backup restore`: into a new database and a new folder, verify, and only then swap.
+
+1. Every object the snapshot names must be in the repository: checked before
+   anything is created.
+2. The dump streams, object by object (each checked against its name), into
+   `pg_restore --single-transaction --no-owner --role=OWNER` on a new database
+   `<db>_restore_<id>`; the files go to a new folder next to the live one.
+3. Verify: the dump's SHA-256, every file's size, and that every attachment
+   the restored database names (`ir_attachment.store_fname`) is in the restored
+   filestore.
+4. Only then, with Odoo stopped (the stop command), the live database is
+   renamed `<db>_before_<time>` and the live folder `<folder>.before-<time>`,
+   and the restored ones take their names. Odoo is started again whatever
+   happened (the start command).
+
+A failure before step 4 removes what the restore made and leaves the live
+database and filestore untouched. The previous ones are kept until
+`odbox-backup drop-previous` removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from odbox_backup.backup import find_pg_tool
+from odbox_backup.repository import CorruptObject, Repository
+from odbox_backup.service import OdooService
+from odbox_common.errors import ToolError
+from odbox_common.files import fsync_dir
+
+
+class RestoreFailed(ToolError):
+    """The restore stopped; the live database and filestore are as they were."""
+
+
+@dataclass(frozen=True)
+class Target:
+    conninfo: str  # the maintenance connection (a superuser), e.g. to `postgres`
+    db: str
+    filestore: Path
+    owner: str | None = None
+    pg_bin: Path | None = None
+
+
+@dataclass
+class Restored:
+    snapshot: str
+    db: str
+    filestore: Path
+    previous_db: str | None
+    previous_filestore: Path | None
+    files: int
+    bytes: int
+    attachments_checked: int
+
+
+def _connect(conninfo: str, dbname: str | None = None) -> Any:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    info = make_conninfo(conninfo, dbname=dbname) if dbname else conninfo
+    try:
+        return psycopg.connect(info, autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        raise RestoreFailed(
+            f"cannot connect to PostgreSQL: {str(e).strip().splitlines()[0]}"
+        ) from e
+
+
+def _exists(conn: Any, db: str) -> tuple[bool, str | None]:
+    row = conn.execute(
+        "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", [db]
+    ).fetchone()
+    return (row is not None, str(row[0]) if row else None)
+
+
+def check_objects(repo: Repository, manifest: dict[str, Any]) -> None:
+    known = repo.known_objects()
+    missing = [n for n in repo.objects_of(manifest) if n not in known]
+    if missing:
+        raise RestoreFailed(
+            f"snapshot {manifest['id']} names {len(missing)} objects that are missing from "
+            f"{repo.store.url} (first: {missing[0][:12]}…); nothing was changed"
+        )
+
+
+def _stream_dump(repo: Repository, manifest: dict[str, Any], sink: Any) -> str:
+    whole = hashlib.sha256()
+    for name in manifest["database"]["objects"]:
+        data = repo.get_object(name)
+        whole.update(data)
+        sink.write(data)
+    return whole.hexdigest()
+
+
+def restore_database(
+    repo: Repository, manifest: dict[str, Any], target: Target, new_db: str, owner: str
+) -> None:
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    with _connect(target.conninfo) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                sql.Identifier(new_db), sql.Identifier(owner)
+            )
+        )
+    database = manifest["database"]
+    if database["format"] == "sql":
+        command = [
+            find_pg_tool("psql", target.pg_bin),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-d",
+            make_conninfo(target.conninfo, dbname=new_db),
+        ]
+    else:
+        command = [find_pg_tool("pg_restore", target.pg_bin), "--single-transaction",
+                   "--exit-on-error", "--no-owner", f"--role={owner}",
+                   f"--dbname={make_conninfo(target.conninfo, dbname=new_db)}"]  # fmt: skip
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    assert child.stdin is not None and child.stderr is not None
+    try:
+        digest = _stream_dump(repo, manifest, child.stdin)
+        child.stdin.close()
+    except BrokenPipeError:
+        digest = ""
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    stderr = child.stderr.read().decode(errors="replace")
+    if child.wait() != 0:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        raise RestoreFailed(
+            f"{command[0].rsplit('/', 1)[-1]} into {new_db} failed: "
+            f"{lines[-1] if lines else 'no message'}"
+        )
+    if digest != database["sha256"]:
+        raise CorruptObject(f"the dump of snapshot {manifest['id']} does not match its SHA-256")
+
+
+def restore_filestore(repo: Repository, manifest: dict[str, Any], folder: Path) -> tuple[int, int]:
+    folder.mkdir(mode=0o750)
+    count = total = 0
+    for entry in manifest["filestore"]["files"]:
+        rel = Path(entry["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise CorruptObject(f"snapshot {manifest['id']} names a file outside the filestore")
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with path.open("wb") as f:
+            for name in entry["objects"]:
+                data = repo.get_object(name)
+                f.write(data)
+                size += len(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if size != entry["size"]:
+            raise CorruptObject(f"{entry['path']} came back with {size} bytes, not {entry['size']}")
+        count += 1
+        total += size
+    for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}, reverse=True):
+        fsync_dir(sub)
+    fsync_dir(folder.parent)
+    return count, total
+
+
+def verify_attachments(conninfo: str, db: str, folder: Path) -> int:
+    """Every store_fname the restored database names is a file in the restored folder."""
+    with _connect(conninfo, db) as conn:
+        has = conn.execute("SELECT to_regclass('ir_attachment')").fetchone()
+        if not has or not has[0]:
+            return 0
+        fnames = [str(r[0]) for r in conn.execute(
+            "SELECT DISTINCT store_fname FROM ir_attachment WHERE store_fname IS NOT NULL"
+        )]  # fmt: skip
+    missing = [f for f in fnames if not (folder / f).is_file()]
+    if missing:
+        raise RestoreFailed(
+            f"the restored database names {len(missing)} attachments the snapshot's filestore "
+            f"lacks (first: {missing[0]}); nothing was swapped"
+        )
+    return len(fnames)
+
+
+def _drop(conninfo: str, db: str) -> None:
+    from psycopg import sql
+
+    with contextlib.suppress(Exception), _connect(conninfo) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def _rename_db(conn: Any, old: str, new: str) -> None:
+    from psycopg import sql
+
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid()",
+        [old],
+    )
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+    )
+
+
+@contextlib.contextmanager
+def _cleanup_on_failure(conninfo: str, db: str, folder: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        _drop(conninfo, db)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def restore(
+    repo: Repository,
+    snapshot_id: str,
+    target: Target,
+    service: OdooService,
+    report: Callable[[str], None] = lambda _: None,
+) -> Restored:
+    manifest = repo.read_snapshot(snapshot_id)
+    check_objects(repo, manifest)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    short = snapshot_id[-8:]
+    new_db = f"{target.db}_restore_{short}"[:63]
+    new_folder = target.filestore.with_name(f"{target.filestore.name}.restore-{short}")
+    with _connect(target.conninfo) as conn:
+        live_exists, live_owner = _exists(conn, target.db)
+        if _exists(conn, new_db)[0] or new_folder.exists():
+            raise RestoreFailed(
+                f"{new_db} or {new_folder} is left from an earlier restore of this snapshot: "
+                "remove it first; nothing was changed"
+            )
+    owner = target.owner or live_owner or "postgres"
+    new_folder.parent.mkdir(parents=True, exist_ok=True)
+    with _cleanup_on_failure(target.conninfo, new_db, new_folder):
+        report(f"restoring database {manifest['database']['name']} into {new_db}")
+        restore_database(repo, manifest, target, new_db, owner)
+        report(f"restoring {manifest['filestore']['count']} files into {new_folder}")
+        files, size = restore_filestore(repo, manifest, new_folder)
+        checked = verify_attachments(target.conninfo, new_db, new_folder)
+        report(f"verified: dump SHA-256, {files} files, {checked} attachments all present")
+    previous_db = f"{target.db}_before_{stamp}"[:63] if live_exists else None
+    previous_folder = (
+        target.filestore.with_name(f"{target.filestore.name}.before-{stamp}")
+        if target.filestore.exists()
+        else None
+    )
+    with service.stopped(), _connect(target.conninfo) as conn:
+        if previous_db:
+            _rename_db(conn, target.db, previous_db)
+        try:
+            _rename_db(conn, new_db, target.db)
+            if previous_folder:
+                target.filestore.rename(previous_folder)
+            new_folder.rename(target.filestore)
+            fsync_dir(target.filestore.parent)
+        except BaseException:
+            _undo_swap(conn, target, new_db, new_folder, previous_db, previous_folder)
+            raise
+    return Restored(snapshot_id, target.db, target.filestore, previous_db, previous_folder,
+                    files, size, checked)  # fmt: skip
+
+
+def _undo_swap(
+    conn: Any,
+    target: Target,
+    new_db: str,
+    new_folder: Path,
+    previous_db: str | None,
+    previous_folder: Path | None,
+) -> None:
+    """Put the live database and folder back under their names, best effort."""
+    with contextlib.suppress(Exception):
+        if target.filestore.exists() and not new_folder.exists() and previous_folder:
+            target.filestore.rename(new_folder)
+    with contextlib.suppress(Exception):
+        if previous_folder and previous_folder.exists() and not target.filestore.exists():
+            previous_folder.rename(target.filestore)
+    with contextlib.suppress(Exception):
+        if previous_db and not _exists(conn, previous_db)[0]:
+            return
+        if _exists(conn, target.db)[0] and previous_db:
+            _rename_db(conn, target.db, new_db)
+        if previous_db:
+            _rename_db(conn, previous_db, target.db)

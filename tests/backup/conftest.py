@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from odbox_backup.store import LocalStore, S3Store, Store
-from tests.conftest import MotoServer
+from tests.backup.helpers import env_for, make_odoo
+from tests.conftest import MotoServer, PostgresCluster
+from tests.odoo_data import Shape
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -29,3 +33,34 @@ def store(backend: str, request: pytest.FixtureRequest) -> Store:
         bucket, _, prefix = backend[5:].partition("/")
         return S3Store(bucket, prefix, moto.client("s3"))
     return LocalStore(Path(backend))
+
+
+def moto_for(backend: str, request: pytest.FixtureRequest) -> MotoServer | None:
+    """The moto server when `backend` is on S3."""
+    if backend.startswith("s3://"):
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        return moto
+    return None
+
+
+@pytest.fixture
+def env(postgres: PostgresCluster, backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment a box gives odbox-backup: PG* for the cluster, AWS_* for moto."""
+    return env_for(postgres, moto_for(backend, request))
+
+
+@pytest.fixture
+def odoo(
+    postgres: PostgresCluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, str, Path]]:
+    """A fresh Odoo-shaped database and filestore for this test; (name, dsn, filestore).
+
+    Dropped afterwards with every database a restore made next to it.
+    """
+    name = f"odoo_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]}"  # noqa: S324
+    filestore = tmp_path / "live" / "filestore"
+    dsn = make_odoo(postgres, name, filestore, Shape.small(), seed=4)
+    yield name, dsn, filestore
+    made = postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")
+    for db in made.splitlines():
+        postgres.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

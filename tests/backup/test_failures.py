@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from tests.backup.helpers import backup, backup_ok, env_for, make_odoo, store_for
+from tests.backup.conftest import moto_for
+from tests.backup.helpers import backup, backup_ok, make_odoo, store_for
 from tests.helpers import one_error_line
 from tests.odoo_data import Shape
 
@@ -20,17 +21,6 @@ def odoo(postgres, tmp_path_factory):
     return "odoo_failures", filestore
 
 
-@pytest.fixture
-def env(postgres, backend, request):
-    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
-    return env_for(postgres, moto)
-
-
-def _store(backend, request):
-    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
-    return store_for(backend, moto)
-
-
 def test_a_missing_repository_is_one_clear_line(backend, env):
     result = backup(env, "list", "--repo", backend)
     assert result.returncode == 1
@@ -39,16 +29,16 @@ def test_a_missing_repository_is_one_clear_line(backend, env):
 
 def test_init_twice_changes_nothing(backend, env, request):
     backup_ok(env, "init", "--repo", backend)
-    config = _store(backend, request).get("config.json")
+    config = store_for(backend, moto_for(backend, request)).get("config.json")
     result = backup(env, "init", "--repo", backend)
     assert result.returncode == 1
     assert "already a repository" in one_error_line(result)
-    assert _store(backend, request).get("config.json") == config
+    assert store_for(backend, moto_for(backend, request)).get("config.json") == config
 
 
 def test_another_format_version_is_refused(backend, env, request):
     backup_ok(env, "init", "--repo", backend)
-    store = _store(backend, request)
+    store = store_for(backend, moto_for(backend, request))
     config = json.loads(store.get("config.json"))
     store.put("config.json", json.dumps({**config, "version": 2}).encode())
     result = backup(env, "list", "--repo", backend)
@@ -65,7 +55,7 @@ def test_unknown_and_corrupt_snapshots_are_one_clear_line(backend, env, request,
     result = backup(env, "show", "--repo", backend, "20990101T000000Z-00000000")
     assert result.returncode == 1
     assert "no snapshot 20990101T000000Z-00000000" in one_error_line(result)
-    store = _store(backend, request)
+    store = store_for(backend, moto_for(backend, request))
     [key] = list(store.list("snapshots"))
     store.put(key, b"\x28\xb5\x2f\xfd garbage")
     result = backup(env, "show", "--repo", backend, "latest")
@@ -80,7 +70,7 @@ def test_a_failing_pg_dump_writes_no_snapshot(backend, env, request, odoo):
                     str(filestore))  # fmt: skip
     assert result.returncode == 1
     assert 'database "no_such_db" does not exist' in one_error_line(result)
-    store = _store(backend, request)
+    store = store_for(backend, moto_for(backend, request))
     assert list(store.list("snapshots")) == [] and list(store.list("locks")) == []
 
 
@@ -89,7 +79,7 @@ def test_a_live_lock_makes_a_second_run_exit_4_and_a_stale_one_is_removed(
 ):
     name, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    store = _store(backend, request)
+    store = store_for(backend, moto_for(backend, request))
     run = ["run", "--repo", backend, "--db", name, "--filestore", str(filestore)]
     live = {"host": socket.gethostname(), "pid": os.getpid(), "command": "odbox-backup run",
             "time": "2099-01-01T00:00:00+00:00", "repository": "x"}  # fmt: skip

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import psycopg
 import pytest
 
-from tests.backup.helpers import backup, backup_ok, env_for, make_odoo, show, store_for
+from tests.backup.conftest import moto_for
+from tests.backup.helpers import backup, backup_ok, show, store_for
 from tests.helpers import one_error_line
-from tests.odoo_data import Shape, add_attachments, filestore_digest, table_checksums
-
-
-@pytest.fixture
-def odoo(postgres, tmp_path, request):
-    name = f"odoo_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]}"  # noqa: S324
-    filestore = tmp_path / "live" / "filestore"
-    dsn = make_odoo(postgres, name, filestore, Shape.small(), seed=4)
-    yield name, dsn, filestore
-    for row in postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")\
-            .splitlines():  # fmt: skip
-        postgres.psql(f'DROP DATABASE IF EXISTS "{row}" WITH (FORCE)')
-
-
-@pytest.fixture
-def env(postgres, backend, request):
-    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
-    return env_for(postgres, moto)
+from tests.odoo_data import add_attachments, filestore_digest, table_checksums
 
 
 def _state(dsn, filestore):
@@ -78,8 +61,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
     backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
     manifest = show(env, backend, "latest")
     victim = max(manifest["filestore"]["files"], key=lambda f: f["size"])["objects"][0]
-    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
-    store = store_for(backend, moto)
+    store = store_for(backend, moto_for(backend, request))
     key = f"objects/{victim[:2]}/{victim}"
     if damage == "corrupt":
         blob = bytearray(store.get(key))

@@ -7,39 +7,17 @@ import random
 import subprocess
 
 import psycopg
-import pytest
 
+from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
     backup,
     backup_ok,
-    env_for,
-    make_odoo,
     open_repo,
     show,
     store_for,
 )
 from tests.helpers import one_error_line
-from tests.odoo_data import Shape, add_attachments, table_checksums
-
-
-@pytest.fixture
-def odoo(postgres, tmp_path, request):
-    """A fresh Odoo-shaped database and filestore for this test."""
-    name = f"odoo_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]}"  # noqa: S324
-    filestore = tmp_path / "filestore"
-    dsn = make_odoo(postgres, name, filestore, Shape.small(), seed=3)
-    yield name, dsn, filestore
-    postgres.psql(f"DROP DATABASE IF EXISTS {name}")
-
-
-@pytest.fixture
-def env(postgres, backend, request):
-    moto = request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
-    return env_for(postgres, moto)
-
-
-def _moto(backend, request):
-    return request.getfixturevalue("moto_server") if backend.startswith("s3://") else None
+from tests.odoo_data import add_attachments, table_checksums
 
 
 def test_a_snapshot_holds_the_dump_and_every_file(postgres, odoo, backend, env, request, tmp_path):
@@ -57,7 +35,7 @@ def test_a_snapshot_holds_the_dump_and_every_file(postgres, odoo, backend, env, 
     assert manifest["odoo"]["modules"]["base"] == "17.0.1.3"
     assert manifest["database"]["name"] == name and manifest["mode"] == "hot"
 
-    repo = open_repo(backend, _moto(backend, request))
+    repo = open_repo(backend, moto_for(backend, request))
     dump = b"".join(repo.get_object(n) for n in manifest["database"]["objects"])
     assert hashlib.sha256(dump).hexdigest() == manifest["database"]["sha256"]
     files = {f["path"]: f for f in manifest["filestore"]["files"]}
@@ -86,7 +64,7 @@ def test_dedup_no_change_stores_no_file_and_new_attachments_only_themselves(
     backup_ok(env, "init", "--repo", backend)
     run = ["run", "--repo", backend, "--db", name, "--filestore", str(filestore)]
     backup_ok(env, *run)
-    repo = open_repo(backend, _moto(backend, request))
+    repo = open_repo(backend, moto_for(backend, request))
     first = show(env, backend, "latest")
     before = repo.known_objects()
 
@@ -95,16 +73,16 @@ def test_dedup_no_change_stores_no_file_and_new_attachments_only_themselves(
     assert second["id"] != first["id"]
     file_objects = {n for f in second["filestore"]["files"] for n in f["objects"]}
     assert file_objects <= before  # no filestore object is new
-    new = set(open_repo(backend, _moto(backend, request)).known_objects()) - before
+    new = set(open_repo(backend, moto_for(backend, request)).known_objects()) - before
     assert new <= set(second["database"]["objects"])  # only dump chunks changed, if any
 
     with psycopg.connect(dsn) as conn:
         added = add_attachments(conn, filestore, 3, random.Random(99))
         conn.commit()
-    known = set(open_repo(backend, _moto(backend, request)).known_objects())
+    known = set(open_repo(backend, moto_for(backend, request)).known_objects())
     backup_ok(env, *run)
     third = show(env, backend, "latest")
-    new = set(open_repo(backend, _moto(backend, request)).known_objects()) - known
+    new = set(open_repo(backend, moto_for(backend, request)).known_objects()) - known
     new_files = {n for f in third["filestore"]["files"] if f["path"] in added for n in f["objects"]}
     assert new - set(third["database"]["objects"]) == new_files - known
 
@@ -125,7 +103,7 @@ def test_an_encrypted_repository_holds_no_cleartext(odoo, backend, env, request,
     text_file = next(p for p in filestore.rglob("*") if p.is_file() and p.stat().st_size > 200
                      and b"invoice" in p.read_bytes() + b"invoice")  # fmt: skip
     needles = [partner.encode(), text_file.read_bytes()[:64], b"res_partner", b"ir_attachment"]
-    store = store_for(backend, _moto(backend, request))
+    store = store_for(backend, moto_for(backend, request))
     for key_name in store.list(""):
         data = store.get(key_name)
         for needle in needles:

@@ -109,10 +109,7 @@ def keyword(privilege: str) -> sql.Composable:
 
 
 def _keywords(privileges: list[str]) -> sql.Composable:
-    unknown = [p for p in privileges if p not in PRIVILEGES]
-    if unknown:
-        raise ValueError(f"unknown privilege {unknown[0]!r}")
-    return sql.SQL(", ").join(sql.SQL(p) for p in privileges)
+    return sql.SQL(", ").join(keyword(p) for p in privileges)
 
 
 def statements(fix: AclFix, on: sql.Composable, shown: str) -> list[tuple[str, Statement]]:

@@ -66,3 +66,17 @@ def make_odoo(postgres: PostgresCluster, name: str, filestore: Path, shape: Any,
         create_schema(conn)
         fill(conn, filestore, shape, seed=seed)
     return dsn
+
+
+def db_dsn(postgres: PostgresCluster, db: str) -> str:
+    return postgres.dsn.replace("dbname=postgres", f"dbname={db}")
+
+
+def odoo_state(dsn: str, filestore: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Every table's checksum and every file's digest: what a restore must bring back."""
+    import psycopg
+
+    from tests.odoo_data import filestore_digest, table_checksums
+
+    with psycopg.connect(dsn) as conn:
+        return table_checksums(conn), filestore_digest(filestore)

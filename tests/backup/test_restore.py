@@ -8,14 +8,9 @@ import psycopg
 import pytest
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, show, store_for
+from tests.backup.helpers import backup, backup_ok, db_dsn, odoo_state, show, store_for
 from tests.helpers import one_error_line
-from tests.odoo_data import add_attachments, filestore_digest, table_checksums
-
-
-def _state(dsn, filestore):
-    with psycopg.connect(dsn) as conn:
-        return table_checksums(conn), filestore_digest(filestore)
+from tests.odoo_data import add_attachments
 
 
 def _service(tmp_path):
@@ -30,24 +25,24 @@ def test_restore_brings_back_the_snapshot_and_keeps_the_previous_data(
     name, dsn, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
     backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
-    at_backup = _state(dsn, filestore)
+    at_backup = odoo_state(dsn, filestore)
     with psycopg.connect(dsn) as conn:  # life goes on after the backup
         add_attachments(conn, filestore, 2, random.Random(5))
         conn.execute("UPDATE res_partner SET name = name || ' (changed)'")
         conn.commit()
-    changed = _state(dsn, filestore)
+    changed = odoo_state(dsn, filestore)
     log, service = _service(tmp_path)
 
     out = backup_ok(env, "restore", "--repo", backend, "latest", "--db", name,
                     "--filestore", str(filestore), *service)  # fmt: skip
     assert "attachments verified" in out and "kept the previous ones" in out
-    assert _state(dsn, filestore) == at_backup
+    assert odoo_state(dsn, filestore) == at_backup
     assert log.read_text().split() == ["stop", "start"]
     [previous_db] = postgres.psql(
         f"SELECT datname FROM pg_database WHERE datname LIKE '{name}_before_%'"
     ).splitlines()
     [previous_folder] = list(filestore.parent.glob("filestore.before-*"))
-    assert _state(postgres.dsn.replace("dbname=postgres", f"dbname={previous_db}"),
+    assert odoo_state(db_dsn(postgres, previous_db),
                   previous_folder) == changed  # fmt: skip
     assert not list(filestore.parent.glob("*.restore-*"))
 
@@ -72,7 +67,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
     with psycopg.connect(dsn) as conn:
         conn.execute("UPDATE res_partner SET city = 'after the backup'")
         conn.commit()
-    before = _state(dsn, filestore)
+    before = odoo_state(dsn, filestore)
     log, service = _service(tmp_path)
 
     result = backup(env, "restore", "--repo", backend, "latest", "--db", name,
@@ -80,7 +75,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
     assert result.returncode == 1
     line = one_error_line(result)
     assert ("missing" if damage == "missing" else "damaged") in line
-    assert _state(dsn, filestore) == before  # the live data, byte for byte
+    assert odoo_state(dsn, filestore) == before  # the live data, byte for byte
     assert not log.exists()  # Odoo was never stopped: the failure came before the swap
     leftovers = postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}_%'")
     assert leftovers == "" and sorted(p.name for p in filestore.parent.iterdir()) == ["filestore"]
@@ -96,7 +91,7 @@ def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
     (tmp_path / "wrong.txt").write_text(str(wrong) + "\n")
     backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
     backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
-    before = _state(dsn, filestore)
+    before = odoo_state(dsn, filestore)
     snapshot = backup_ok(env, "list", "--repo", backend, "--json")
     import json
 
@@ -107,7 +102,7 @@ def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
     assert result.returncode == 1 and "pass --identity" in one_error_line(result)
     result = backup(env, *restore, "--identity", str(tmp_path / "wrong.txt"))
     assert result.returncode == 1 and "cannot decrypt" in one_error_line(result)
-    assert _state(dsn, filestore) == before
+    assert odoo_state(dsn, filestore) == before
 
 
 def test_a_cold_backup_starts_odoo_again_even_when_it_fails(odoo, env, backend, tmp_path):

@@ -42,6 +42,12 @@ class Counters:
     bytes: int = 0
     new_bytes: int = 0
 
+    def totals(self, started: float) -> dict[str, Any]:
+        """The manifest's `totals`, `started` being the run's time.monotonic() at its start."""
+        return {"bytes": self.bytes, "objects": self.objects, "new_objects": self.new_objects,
+                "new_bytes": self.new_bytes,
+                "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+
     def add(self, size: int, new: bool) -> None:
         self.objects += 1
         self.bytes += size
@@ -65,7 +71,7 @@ class Source:
 class Progress:
     """Callbacks for a terminal's progress bars or the journal's lines."""
 
-    phase: Callable[[str], None] = lambda _: None
+    phase: Callable[..., None] = lambda text, total=None: None  # (text, total bytes or None)
     advance: Callable[[int], None] = lambda _: None
 
 
@@ -249,13 +255,7 @@ def run_backup(
         "database": database,
         "odoo": {"version": odoo_version, "modules": modules},
         "filestore": filestore,
-        "totals": {
-            "bytes": counters.bytes,
-            "objects": counters.objects,
-            "new_objects": counters.new_objects,
-            "new_bytes": counters.new_bytes,
-            "seconds": round(time.monotonic() - started, 3),
-        },
+        "totals": counters.totals(started),
     }
     progress.phase("writing the snapshot manifest")
     repo.write_snapshot(manifest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -68,6 +69,9 @@ OdooStart = Annotated[
     typer.Option("--odoo-start", envvar="ODBOX_ODOO_START", metavar="COMMAND",
                  help="Command that starts Odoo again, run even when the work fails."),
 ]  # fmt: skip
+Wait = Annotated[
+    float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
+]
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
@@ -84,6 +88,18 @@ def _open(repo: str, identity: Path | None = None) -> Repository:
         except OSError as e:
             raise UsageError(f"cannot read the identity {identity}: {e.strerror}") from e
     return Repository.open(open_store(repo), identities)
+
+
+@contextlib.contextmanager
+def _locked(repository: Repository, command: str, wait: float) -> Iterator[None]:
+    """The repository's lock for a writing command; says which stale locks it removed."""
+    from odbox_backup import locks
+
+    with locks.exclusive(repository.store, f"odbox-backup {command}", repository.config.id,
+                         wait=wait) as stale:  # fmt: skip
+        for lock in stale:
+            console.warn(f"removed a stale lock: {lock.describe()}")
+        yield
 
 
 def _version(value: bool) -> None:
@@ -164,17 +180,15 @@ def run(
     odoo_service: OdooServiceName = None,
     odoo_stop: OdooStop = None,
     odoo_start: OdooStart = None,
-    wait: Annotated[
-        float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
-    ] = 0,
+    wait: Wait = 0,
     identity: Identity = None,
     debug: Debug = False,
 ) -> None:
     """Back up the database, then the filestore, into a new snapshot."""
     from psycopg.conninfo import make_conninfo
 
-    from odbox_backup import locks
-    from odbox_backup.backup import Progress, Source, run_backup
+    from odbox_backup.backup import Source, run_backup
+    from odbox_backup.progress import progress_for
     from odbox_backup.service import OdooService
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
@@ -182,19 +196,17 @@ def run(
         raise UsageError("--cold needs --odoo-service, or --odoo-stop and --odoo-start")
     repository = _open(repo, identity)
     conninfo = make_conninfo(dsn or "", dbname=db)
-    with locks.exclusive(repository.store, "odbox-backup run", repository.config.id,
-                         wait=wait) as stale:  # fmt: skip
-        for lock in stale:
-            console.warn(f"removed a stale lock: {lock.describe()}")
+    with _locked(repository, "run", wait):
         previous = None
         if not repository.config.encrypted or repository.identities:
             ids = repository.snapshot_ids()
             previous = repository.read_snapshot(ids[-1]) if ids else None
         source = Source(conninfo, db, filestore, pg_bin, "cold" if cold else "hot")
-        with service.stopped(console.say) if cold else contextlib.nullcontext():
-            manifest = run_backup(
-                repository, source, previous=previous, progress=Progress(phase=console.say)
-            )
+        with (
+            service.stopped(console.say) if cold else contextlib.nullcontext(),
+            progress_for() as progress,
+        ):
+            manifest = run_backup(repository, source, previous=previous, progress=progress)
     t = manifest["totals"]
     console.say(
         f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
@@ -286,6 +298,7 @@ def restore(
     """
     from psycopg.conninfo import make_conninfo
 
+    from odbox_backup.progress import progress_for
     from odbox_backup.restore import Target
     from odbox_backup.restore import restore as do_restore
     from odbox_backup.service import OdooService
@@ -294,10 +307,9 @@ def restore(
     repository = _open(repo, identity)
     snapshot_id = repository.resolve(snapshot)
     maintenance = make_conninfo(dsn or "", dbname="postgres")
-    done = do_restore(
-        repository, snapshot_id, Target(maintenance, db, filestore, owner, pg_bin), service,
-        report=console.say,
-    )  # fmt: skip
+    with progress_for() as progress:
+        target = Target(maintenance, db, filestore, owner, pg_bin)
+        done = do_restore(repository, snapshot_id, target, service, progress)
     console.say(
         f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "
         f"{done.files} files, {_size(done.bytes)}, {done.attachments_checked} attachments verified"
@@ -307,6 +319,211 @@ def restore(
             f"kept the previous ones as database {done.previous_db or '-'} and "
             f"{done.previous_filestore or '-'}; drop them when you no longer need them"
         )
+
+
+@app.command()
+def verify(
+    repo: Repo,
+    snapshot: Annotated[
+        str | None, typer.Argument(help="One snapshot (ID, prefix or latest); default: all.")
+    ] = None,
+    read_data: Annotated[
+        bool,
+        typer.Option("--read-data", help="Read every object and check its content and sizes."),
+    ] = False,
+    identity: Identity = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Check that every snapshot is whole (exit 3 when one is not)."""
+    from odbox_backup.progress import progress_for
+    from odbox_backup.verify import verify as do_verify
+
+    repository = _open(repo, identity)
+    ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
+    with progress_for(json) as progress:
+        if read_data:
+            progress.phase(f"reading the objects of {len(ids)} snapshots")
+        report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
+    if json:
+        console.print_json(report.to_json())
+    else:
+        for problem in report.problems:
+            console.warn(problem)
+        what = "every object read and checked" if read_data else "every object present"
+        verdict = "ok" if report.ok else f"{len(report.problems)} PROBLEMS"
+        console.say(
+            f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
+            f"({what}; {report.objects_unreferenced} unused objects, "
+            f"{report.leftovers} temp files)"
+        )
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.PROBLEMS))
+
+
+def _keep(kind: str) -> Any:
+    return typer.Option(f"--keep-{kind}", min=0, metavar="N",
+                        help=f"Keep the newest snapshot of each of the last N {kind} periods."
+                        if kind != "last" else "Keep the N newest snapshots.")  # fmt: skip
+
+
+@app.command()
+def prune(
+    repo: Repo,
+    keep_last: Annotated[int, _keep("last")] = 0,
+    keep_hourly: Annotated[int, _keep("hourly")] = 0,
+    keep_daily: Annotated[int, _keep("daily")] = 0,
+    keep_weekly: Annotated[int, _keep("weekly")] = 0,
+    keep_monthly: Annotated[int, _keep("monthly")] = 0,
+    keep_yearly: Annotated[int, _keep("yearly")] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")
+    ] = False,
+    wait: Wait = 0,
+    identity: Identity = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
+    from odbox_backup.prune import Policy, explain
+    from odbox_backup.prune import prune as do_prune
+
+    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    repository = _open(repo, identity)
+    with _locked(repository, "prune", wait):
+        result = do_prune(repository, policy, dry_run=dry_run, report=console.say)
+    if json:
+        console.print_json({
+            "dry_run": dry_run,
+            "policy": policy.describe(),
+            "snapshots": [{"id": d.id, "keep": d.keep, "reasons": d.reasons}
+                          for d in result.decisions],
+            "forgotten": result.forgotten,
+            "objects_deleted": result.objects_deleted,
+        })  # fmt: skip
+        return
+    console.table(f"{policy.describe()}{' (dry run)' if dry_run else ''}",
+                  ["id", "time", "action", "reasons"], explain(result.decisions))  # fmt: skip
+    verb = "would forget" if dry_run else "forgot"
+    console.say(
+        f"{verb} {len(result.forgotten)} of {len(result.decisions)} snapshots and "
+        f"{'would delete' if dry_run else 'deleted'} {result.objects_deleted} unused objects"
+    )
+
+
+@app.command()
+def copy(
+    repo: Repo,
+    snapshots: Annotated[
+        list[str], typer.Argument(help="Snapshots to copy (IDs, prefixes, latest, or all).")
+    ],
+    to: Annotated[str, typer.Option("--to", metavar="REPO", help="The destination repository.")],
+    wait: Wait = 0,
+    identity: Identity = None,
+    debug: Debug = False,
+) -> None:
+    """Copy snapshots into another repository (offsite), sending only what it lacks."""
+    from odbox_backup.copy import copy_snapshot
+    from odbox_backup.progress import progress_for
+
+    source = _open(repo, identity)
+    destination = _open(to)
+    if destination.config.id == source.config.id:
+        raise UsageError("--to names the repository itself")
+    ids = source.snapshot_ids() if snapshots == ["all"] else [source.resolve(s) for s in snapshots]
+    with _locked(destination, "copy", wait):
+        for snapshot_id in dict.fromkeys(ids):
+            with progress_for() as progress:
+                done = copy_snapshot(source, destination, snapshot_id, progress)
+            if done.already_there:
+                console.say(f"snapshot {snapshot_id} is already in {to}")
+            else:
+                console.say(f"copied snapshot {snapshot_id} to {to}: {done.objects_sent} objects, "
+                            f"{_size(done.bytes_sent)} sent")  # fmt: skip
+
+
+@app.command("export")
+def export(
+    repo: Repo,
+    snapshot: Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")],
+    odoo_zip: Annotated[
+        Path,
+        typer.Option("--odoo-zip", metavar="OUT",
+                     help="Write the zip Odoo's database manager restores."),
+    ],
+    pg_bin: PgBin = None,
+    identity: Identity = None,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Export a snapshot as an Odoo backup zip (dump.sql, filestore/, manifest.json)."""
+    from odbox_backup.odoozip import export_zip
+    from odbox_backup.progress import progress_for
+
+    repository = _open(repo, identity)
+    snapshot_id = repository.resolve(snapshot)
+    with progress_for() as progress:
+        done = export_zip(repository, snapshot_id, odoo_zip, pg_bin, progress)
+    console.say(f"wrote {done.path}: dump.sql and {done.files} files ({_size(done.bytes)}), "
+                f"from snapshot {snapshot_id}")  # fmt: skip
+
+
+@app.command("import")
+def import_(
+    repo: Repo,
+    source: Annotated[
+        Path, typer.Argument(metavar="FILE", help="An Odoo backup zip, or a backup folder.")
+    ],
+    db_name: Annotated[
+        str | None,
+        typer.Option("--db-name", help="The database's name (default: the zip's manifest)."),
+    ] = None,
+    wait: Wait = 0,
+    identity: Identity = None,
+    debug: Debug = False,
+) -> None:
+    """Make a snapshot from an Odoo backup zip or folder (dump.sql and filestore/)."""
+    from odbox_backup.odoozip import import_backup
+    from odbox_backup.progress import progress_for
+
+    repository = _open(repo, identity)
+    with _locked(repository, "import", wait), progress_for() as progress:
+        manifest = import_backup(repository, source, db_name=db_name, progress=progress)
+    t = manifest["totals"]
+    console.say(
+        f"snapshot {manifest['id']}: imported {source.name}, database "
+        f"{manifest['database']['name']}, {manifest['filestore']['count']} files, "
+        f"{_size(t['new_bytes'])} new in {t['new_objects']} objects"
+    )
+
+
+@app.command("drop-previous")
+def drop_previous(
+    db: Annotated[str, typer.Option("--db", envvar="ODBOX_DB", help="The live database.")],
+    filestore: Annotated[
+        Path, typer.Option("--filestore", envvar="ODBOX_FILESTORE", help="The live filestore.")
+    ],
+    dsn: Dsn = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would go; drop nothing.")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Drop the databases and folders restores kept (<db>_before_*, <filestore>.before-*)."""
+    from psycopg.conninfo import make_conninfo
+
+    from odbox_backup.restore import drop_previous as do_drop
+    from odbox_backup.restore import find_previous
+
+    maintenance = make_conninfo(dsn or "", dbname="postgres")
+    previous = find_previous(maintenance, db, filestore)
+    what = [f"database {d}" for d in previous.databases] + [str(f) for f in previous.folders]
+    if not what:
+        console.say(f"nothing to drop: no copy kept by a restore of {db} or {filestore}")
+        return
+    if not dry_run:
+        do_drop(maintenance, previous)
+    for item in what:
+        console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
 
 
 def _size(n: int) -> str:

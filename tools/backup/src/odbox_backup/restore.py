@@ -24,14 +24,15 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.backup import find_pg_tool
+from odbox_backup.backup import Progress, find_pg_tool
 from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService
 from odbox_common.errors import ToolError
@@ -93,17 +94,26 @@ def check_objects(repo: Repository, manifest: dict[str, Any]) -> None:
         )
 
 
-def _stream_dump(repo: Repository, manifest: dict[str, Any], sink: Any) -> str:
+def _stream_dump(
+    repo: Repository, manifest: dict[str, Any], sink: Any, progress: Progress | None = None
+) -> str:
     whole = hashlib.sha256()
     for name in manifest["database"]["objects"]:
         data = repo.get_object(name)
         whole.update(data)
         sink.write(data)
+        if progress:
+            progress.advance(len(data))
     return whole.hexdigest()
 
 
 def restore_database(
-    repo: Repository, manifest: dict[str, Any], target: Target, new_db: str, owner: str
+    repo: Repository,
+    manifest: dict[str, Any],
+    target: Target,
+    new_db: str,
+    owner: str,
+    progress: Progress | None = None,
 ) -> None:
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
@@ -134,7 +144,10 @@ def restore_database(
                              stderr=subprocess.PIPE)  # fmt: skip
     assert child.stdin is not None and child.stderr is not None
     try:
-        digest = _stream_dump(repo, manifest, child.stdin)
+        if database["format"] == "sql":  # plain SQL has no --role: own what it makes as owner
+            quoted = owner.replace('"', '""')
+            child.stdin.write(f'SET ROLE "{quoted}";\n'.encode())
+        digest = _stream_dump(repo, manifest, child.stdin, progress)
         child.stdin.close()
     except BrokenPipeError:
         digest = ""
@@ -153,7 +166,9 @@ def restore_database(
         raise CorruptObject(f"the dump of snapshot {manifest['id']} does not match its SHA-256")
 
 
-def restore_filestore(repo: Repository, manifest: dict[str, Any], folder: Path) -> tuple[int, int]:
+def restore_filestore(
+    repo: Repository, manifest: dict[str, Any], folder: Path, progress: Progress | None = None
+) -> tuple[int, int]:
     folder.mkdir(mode=0o750)
     count = total = 0
     for entry in manifest["filestore"]["files"]:
@@ -168,6 +183,8 @@ def restore_filestore(repo: Repository, manifest: dict[str, Any], folder: Path) 
                 data = repo.get_object(name)
                 f.write(data)
                 size += len(data)
+                if progress:
+                    progress.advance(len(data))
             f.flush()
             os.fsync(f.fileno())
         if size != entry["size"]:
@@ -233,11 +250,11 @@ def restore(
     snapshot_id: str,
     target: Target,
     service: OdooService,
-    report: Callable[[str], None] = lambda _: None,
+    progress: Progress | None = None,
 ) -> Restored:
+    progress = progress or Progress()
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     short = snapshot_id[-8:]
     new_db = f"{target.db}_restore_{short}"[:63]
     new_folder = target.filestore.with_name(f"{target.filestore.name}.restore-{short}")
@@ -251,18 +268,19 @@ def restore(
     owner = target.owner or live_owner or "postgres"
     new_folder.parent.mkdir(parents=True, exist_ok=True)
     with _cleanup_on_failure(target.conninfo, new_db, new_folder):
-        report(f"restoring database {manifest['database']['name']} into {new_db}")
-        restore_database(repo, manifest, target, new_db, owner)
-        report(f"restoring {manifest['filestore']['count']} files into {new_folder}")
-        files, size = restore_filestore(repo, manifest, new_folder)
+        progress.phase(
+            f"restoring database {manifest['database']['name']} into {new_db}",
+            manifest["database"]["size"],
+        )
+        restore_database(repo, manifest, target, new_db, owner, progress)
+        progress.phase(
+            f"restoring {manifest['filestore']['count']} files into {new_folder}",
+            manifest["filestore"]["bytes"],
+        )
+        files, size = restore_filestore(repo, manifest, new_folder, progress)
         checked = verify_attachments(target.conninfo, new_db, new_folder)
-        report(f"verified: dump SHA-256, {files} files, {checked} attachments all present")
-    previous_db = f"{target.db}_before_{stamp}"[:63] if live_exists else None
-    previous_folder = (
-        target.filestore.with_name(f"{target.filestore.name}.before-{stamp}")
-        if target.filestore.exists()
-        else None
-    )
+        progress.phase(f"verified: dump SHA-256, {files} files, {checked} attachments all present")
+    previous_db, previous_folder = _previous_names(target, live_exists)
     with service.stopped(), _connect(target.conninfo) as conn:
         if previous_db:
             _rename_db(conn, target.db, previous_db)
@@ -277,6 +295,25 @@ def restore(
             raise
     return Restored(snapshot_id, target.db, target.filestore, previous_db, previous_folder,
                     files, size, checked)  # fmt: skip
+
+
+def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path | None]:
+    """`<db>_before_<UTC second>` and `<folder>.before-<UTC second>`, for a second no earlier
+    restore used (two restores within a second: the second one waits for the next)."""
+    import time
+
+    with _connect(target.conninfo) as conn:
+        while True:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            db = f"{target.db}_before_{stamp}"[:63] if live_exists else None
+            folder = (
+                target.filestore.with_name(f"{target.filestore.name}.before-{stamp}")
+                if target.filestore.exists()
+                else None
+            )
+            if not (db and _exists(conn, db)[0]) and not (folder and folder.exists()):
+                return db, folder
+            time.sleep(0.2)
 
 
 def _undo_swap(
@@ -301,3 +338,54 @@ def _undo_swap(
             _rename_db(conn, target.db, new_db)
         if previous_db:
             _rename_db(conn, previous_db, target.db)
+
+
+STAMP = r"\d{8}T\d{6}Z"
+
+
+@dataclass
+class Previous:
+    """What restores left next to the live database and filestore."""
+
+    databases: list[str]
+    folders: list[Path]
+
+
+def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
+    """The `<db>_before_<time>` databases and `<folder>.before-<time>` folders restores kept,
+    and the `_restore_`/`.restore-` ones a killed restore left."""
+    db_pattern = re.compile(rf"{re.escape(db)}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
+    folder_pattern = re.compile(
+        rf"{re.escape(filestore.name)}\.(before-{STAMP}|restore-[0-9a-f]{{8}})"
+    )
+    with _connect(conninfo) as conn:
+        names = [str(r[0]) for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1")]
+        busy = {str(r[0]) for r in conn.execute(
+            "SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL"
+        )}  # fmt: skip
+    # A restore running now has its new database open: leave it and its folder alone.
+    running = {n.rsplit("_", 1)[1] for n in busy if "_restore_" in n}
+    databases = [n for n in names if db_pattern.fullmatch(n) and n not in busy]
+    folders = (
+        sorted(
+            p for p in filestore.parent.iterdir()
+            if folder_pattern.fullmatch(p.name) and p.name.rsplit("-", 1)[1] not in running
+        )
+        if filestore.parent.is_dir()
+        else []
+    )  # fmt: skip
+    return Previous(databases, folders)
+
+
+def drop_previous(conninfo: str, previous: Previous) -> None:
+    from psycopg import sql
+
+    with _connect(conninfo) as conn:
+        for db in previous.databases:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
+    for folder in previous.folders:
+        shutil.rmtree(folder)
+    if previous.folders:
+        fsync_dir(previous.folders[0].parent)

@@ -17,7 +17,8 @@ setup:
     {{uv}} sync --locked --compile-bytecode --quiet
 
 # The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked;
-# then a throwaway PostgreSQL in demo/postgres, set up by dbinit and checked.
+# then a throwaway PostgreSQL in demo/postgres, set up by dbinit and checked; then Odoo-shaped
+# data backed up by odbox-backup, changed, restored from the first snapshot, verified.
 demo: system-packages setup
     #!/usr/bin/env bash
     set -euo pipefail
@@ -48,6 +49,28 @@ demo: system-packages setup
     dbinit setup
     echo "== dbinit check: the privilege matrix"
     dbinit check
+    odbox_backup() { {{uv}} run --locked odbox-backup "$@"; }
+    odoo_data() { PGOPTIONS="-c role=odoo" {{uv}} run --locked python -m tests.odoo_data "$@"; }
+    export ODBOX_BACKUP_REPO=demo/backups ODBOX_DB=odoo ODBOX_FILESTORE=demo/filestore/odoo
+    echo "== Odoo-shaped data in database odoo (made as role odoo) and its filestore"
+    odoo_data fill dbname=odoo demo/filestore/odoo
+    echo "== odbox-backup: a repository encrypted to demo/backup-key.txt, and a first snapshot"
+    age-keygen -o demo/backup-key.txt 2>/dev/null
+    odbox_backup init --recipient "$(age-keygen -y demo/backup-key.txt)"
+    odbox_backup run
+    echo "== Odoo changes things (3 new attachments, partners edited); a second snapshot"
+    odoo_data change dbname=odoo demo/filestore/odoo
+    odbox_backup run
+    echo "== the snapshots"
+    odbox_backup list --identity demo/backup-key.txt
+    first=$(odbox_backup list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+    echo "== restore the first one: new database and folder, verified, then swapped in"
+    odbox_backup restore "$first" --identity demo/backup-key.txt --odoo-stop true --odoo-start true
+    echo "== the live data now (the fingerprint of the first snapshot's data), and dbinit's view"
+    odoo_data summary dbname=odoo demo/filestore/odoo
+    dbinit check
+    echo "== verify every object of every snapshot"
+    odbox_backup verify --read-data --identity demo/backup-key.txt
 
 # Everything CI runs: the Debian packages the tests need, lint, then every test.
 test: system-packages setup lint

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -242,3 +243,37 @@ def _files(root: Path) -> Iterator[Path]:
 def store_fnames(conn: psycopg.Connection[Any]) -> set[str]:
     rows = conn.execute("SELECT store_fname FROM ir_attachment WHERE store_fname IS NOT NULL")
     return {str(r[0]) for r in rows}
+
+
+def fingerprint(conn: psycopg.Connection[Any], filestore: Path) -> str:
+    """One line that changes when any row or file does: for people comparing states."""
+    both = json.dumps([table_checksums(conn), filestore_digest(filestore)], sort_keys=True)
+    return hashlib.sha256(both.encode()).hexdigest()[:16]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.odoo_data fill|change|summary DSN FILESTORE`: for the demo."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.odoo_data", description=main.__doc__)
+    parser.add_argument("action", choices=["fill", "change", "summary"])
+    parser.add_argument("dsn", help="libpq connection string of the Odoo database")
+    parser.add_argument("filestore", type=Path)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    with psycopg.connect(args.dsn) as conn:
+        if args.action == "fill":
+            create_schema(conn)
+            fill(conn, args.filestore, Shape.small(), seed=args.seed)
+        elif args.action == "change":
+            add_attachments(conn, args.filestore, 3, random.Random(args.seed))
+            conn.execute("UPDATE res_partner SET city = 'Changed' WHERE id % 10 = 0")
+            conn.commit()
+        partners, attachments = _count(conn, "res_partner"), _count(conn, "ir_attachment")
+        files = sum(1 for _ in _files(args.filestore))
+        print(f"{partners} partners, {attachments} attachments, {files} files; "
+              f"fingerprint {fingerprint(conn, args.filestore)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

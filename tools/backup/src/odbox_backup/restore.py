@@ -166,6 +166,33 @@ def restore_database(
         raise CorruptObject(f"the dump of snapshot {manifest['id']} does not match its SHA-256")
 
 
+def copy_database_acl(conninfo: str, live: str, new: str) -> None:
+    """Give the new database the live one's own privileges (CONNECT, TEMP, CREATE: dbinit
+    revokes them from PUBLIC). A dump holds what is inside a database, not these."""
+    from psycopg import sql
+
+    with _connect(conninfo) as conn:
+        acl = conn.execute(
+            "SELECT a.grantee, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable"
+            " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
+            [live],
+        ).fetchall()
+        if not acl:
+            return  # the default privileges, which the new database has too
+        target = sql.Identifier(new)
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target))
+        for grantee, role, privilege, grantable in acl:
+            if privilege not in ("CONNECT", "TEMPORARY", "CREATE"):
+                continue
+            who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(role)
+            conn.execute(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(privilege), target, who,
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                )
+            )  # fmt: skip
+
+
 def restore_filestore(
     repo: Repository, manifest: dict[str, Any], folder: Path, progress: Progress | None = None
 ) -> tuple[int, int]:
@@ -273,6 +300,8 @@ def restore(
             manifest["database"]["size"],
         )
         restore_database(repo, manifest, target, new_db, owner, progress)
+        if live_exists:
+            copy_database_acl(target.conninfo, target.db, new_db)
         progress.phase(
             f"restoring {manifest['filestore']['count']} files into {new_folder}",
             manifest["filestore"]["bytes"],

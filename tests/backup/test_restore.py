@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import psycopg
@@ -120,3 +121,17 @@ def test_a_cold_backup_starts_odoo_again_even_when_it_fails(odoo, env, backend, 
     assert log.read_text().split() == ["stop", "start", "stop", "start"]
     assert backup(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore),
                   "--cold").returncode == 2  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_a_restore_run_as_root_gives_the_files_the_live_folders_owner(odoo, env, tmp_path):
+    name, _, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_ok(env, "run", "--repo", repo, "--db", name, "--filestore", str(filestore))
+    for path in [filestore, *filestore.rglob("*")]:
+        os.chown(path, 65534, 65534)  # Odoo's own user on the box
+    backup_ok(env, "restore", "--repo", repo, "latest", "--db", name,
+              "--filestore", str(filestore))  # fmt: skip
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [filestore, *filestore.rglob("*")]}
+    assert owners == {(65534, 65534)}

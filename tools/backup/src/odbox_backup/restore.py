@@ -224,6 +224,16 @@ def restore_filestore(
     return count, total
 
 
+def match_owner(folder: Path, like: Path) -> None:
+    """Run as root (a restore unit often is), give the restored files the live folder's owner
+    and group, so Odoo can still write its filestore after the swap."""
+    if os.geteuid() != 0:
+        return
+    st = like.stat()
+    for path in [folder, *folder.rglob("*")]:
+        os.lchown(path, st.st_uid, st.st_gid)
+
+
 def verify_attachments(conninfo: str, db: str, folder: Path) -> int:
     """Every store_fname the restored database names is a file in the restored folder."""
     with _connect(conninfo, db) as conn:
@@ -307,6 +317,8 @@ def restore(
             manifest["filestore"]["bytes"],
         )
         files, size = restore_filestore(repo, manifest, new_folder, progress)
+        if target.filestore.exists():
+            match_owner(new_folder, target.filestore)
         checked = verify_attachments(target.conninfo, new_db, new_folder)
         progress.phase(f"verified: dump SHA-256, {files} files, {checked} attachments all present")
     previous_db, previous_folder = _previous_names(target, live_exists)

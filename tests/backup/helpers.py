@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,16 @@ from odbox_backup.store import LocalStore, S3Store, Store
 from tests.conftest import MotoServer, PostgresCluster
 
 ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
+# run's cache (odbox_backup.cache) goes here, not into the home folder of whoever runs the tests
+CACHE_HOME = tempfile.mkdtemp(prefix="odbox-backup-test-cache-")
 
 
 def env_for(postgres: PostgresCluster, moto: MotoServer | None) -> dict[str, str]:
     base = moto.env if moto else dict(os.environ)
     env = {k: v for k, v in base.items() if not k.startswith(("ODBOX_", "PG"))}
-    env.update(PGHOST=str(postgres.socket_dir), PGPORT=str(postgres.port), PGUSER="postgres")
+    env.update(PGHOST=str(postgres.socket_dir), PGPORT=str(postgres.port), PGUSER="postgres",
+               XDG_CACHE_HOME=CACHE_HOME)  # fmt: skip
+    env.pop("CACHE_DIRECTORY", None)
     return env
 
 

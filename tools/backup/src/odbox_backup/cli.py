@@ -181,12 +181,23 @@ def run(
     odoo_stop: OdooStop = None,
     odoo_start: OdooStart = None,
     wait: Wait = 0,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", envvar="ODBOX_BACKUP_CACHE", metavar="DIR",
+                     help="Where to keep what this run stored, so the next one skips unchanged "
+                     "files and an unchanged database (default: $CACHE_DIRECTORY, "
+                     "else ~/.cache/odbox-backup)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither use nor keep the cache.")
+    ] = False,
     identity: Identity = None,
     debug: Debug = False,
-) -> None:
+) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
     from psycopg.conninfo import make_conninfo
 
+    from odbox_backup import cache
     from odbox_backup.backup import Source, run_backup
     from odbox_backup.progress import progress_for
     from odbox_backup.service import OdooService
@@ -197,8 +208,9 @@ def run(
     repository = _open(repo, identity)
     conninfo = make_conninfo(dsn or "", dbname=db)
     with _locked(repository, "run", wait):
-        previous = None
-        if not repository.config.encrypted or repository.identities:
+        folder = None if no_cache else (cache_dir or cache.default_dir())
+        previous = cache.load(folder, repository) if folder else None
+        if previous is None and (not repository.config.encrypted or repository.identities):
             ids = repository.snapshot_ids()
             previous = repository.read_snapshot(ids[-1]) if ids else None
         source = Source(conninfo, db, filestore, pg_bin, "cold" if cold else "hot")
@@ -207,6 +219,8 @@ def run(
             progress_for() as progress,
         ):
             manifest = run_backup(repository, source, previous=previous, progress=progress)
+        if folder and (reason := cache.save(folder, repository, manifest)):
+            console.warn(reason)
     t = manifest["totals"]
     console.say(
         f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "

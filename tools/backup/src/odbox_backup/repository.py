@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +121,7 @@ class Repository:
         self.identities = list(identities)
         self._recipients = parse_recipients(config.recipients)
         self._compressor = zstandard.ZstdCompressor(level=config.compression_level)
-        self._decompressor = zstandard.ZstdDecompressor()
+        self._local = threading.local()  # zstd contexts are not safe to share between threads
         self._known: set[str] | None = None
 
     # ------------------------------------------------------------ opening
@@ -204,7 +205,10 @@ class Repository:
         elif self._recipients:
             raise CorruptObject(f"{what} should be encrypted but is not: the repository is damaged")
         try:
-            return bytes(self._decompressor.decompress(blob))
+            decompressor = getattr(self._local, "decompressor", None)
+            if decompressor is None:
+                decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
+            return bytes(decompressor.decompress(blob))
         except zstandard.ZstdError as e:
             raise CorruptObject(f"{what} is damaged: {e}") from e
 

@@ -27,7 +27,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,11 +196,17 @@ def copy_database_acl(conninfo: str, live: str, new: str) -> None:
 
 
 def restore_filestore(
-    repo: Repository, manifest: dict[str, Any], folder: Path, progress: Progress | None = None
+    repo: Repository,
+    manifest: dict[str, Any],
+    folder: Path,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,  # set when the database part failed
 ) -> tuple[int, int]:
     folder.mkdir(mode=0o750)
     count = total = 0
     for entry in manifest["filestore"]["files"]:
+        if cancel is not None and cancel.is_set():
+            raise RestoreFailed("the restore of the database failed; the files were not finished")
         rel = Path(entry["path"])
         if rel.is_absolute() or ".." in rel.parts:
             raise CorruptObject(f"snapshot {manifest['id']} names a file outside the filestore")
@@ -212,16 +220,27 @@ def restore_filestore(
                 size += len(data)
                 if progress:
                     progress.advance(len(data))
-            f.flush()
-            os.fsync(f.fileno())
         if size != entry["size"]:
             raise CorruptObject(f"{entry['path']} came back with {size} bytes, not {entry['size']}")
         count += 1
         total += size
-    for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}, reverse=True):
-        fsync_dir(sub)
-    fsync_dir(folder.parent)
+    sync_filesystem(folder)
     return count, total
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Every file written under `folder` on disk: one syncfs(2) of its file system, rather
+    than an fsync per file (tens of thousands of them for a filestore)."""
+    import ctypes
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+    fsync_dir(folder.parent)
 
 
 def match_owner(folder: Path, like: Path) -> None:
@@ -306,17 +325,26 @@ def restore(
     new_folder.parent.mkdir(parents=True, exist_ok=True)
     with _cleanup_on_failure(target.conninfo, new_db, new_folder):
         progress.phase(
-            f"restoring database {manifest['database']['name']} into {new_db}",
-            manifest["database"]["size"],
+            f"restoring database {manifest['database']['name']} and "
+            f"{manifest['filestore']['count']} files",
+            manifest["database"]["size"] + manifest["filestore"]["bytes"],
         )
-        restore_database(repo, manifest, target, new_db, owner, progress)
+        # The files are written while PostgreSQL restores the dump: one waits on the server,
+        # the other on the disk, and both finish before anything is verified.
+        cancel = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            files_done = pool.submit(restore_filestore, repo, manifest, new_folder, progress,
+                                     cancel)  # fmt: skip
+            try:
+                restore_database(repo, manifest, target, new_db, owner, progress)
+            except BaseException:
+                cancel.set()
+                raise
+            finally:
+                wait([files_done])
+            files, size = files_done.result()
         if live_exists:
             copy_database_acl(target.conninfo, target.db, new_db)
-        progress.phase(
-            f"restoring {manifest['filestore']['count']} files into {new_folder}",
-            manifest["filestore"]["bytes"],
-        )
-        files, size = restore_filestore(repo, manifest, new_folder, progress)
         if target.filestore.exists():
             match_owner(new_folder, target.filestore)
         checked = verify_attachments(target.conninfo, new_db, new_folder)

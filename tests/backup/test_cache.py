@@ -1,0 +1,115 @@
+"""The box cannot read its encrypted repository: its cache lets runs skip what did not change."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import psycopg
+
+from tests.backup.conftest import moto_for
+from tests.backup.helpers import backup, backup_ok, open_repo, show, store_for
+from tests.odoo_data import add_attachments
+
+
+def _new(out):
+    """(new objects, new bytes text) from run's last line."""
+    return int(out.rsplit(" new in ", 1)[1].split()[0])
+
+
+def test_an_encrypted_box_skips_unchanged_files_and_an_unchanged_database(
+    odoo, backend, env, tmp_path, request
+):
+    from pyrage import x25519
+
+    name, dsn, filestore = odoo
+    key = x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(str(key) + "\n")
+    cache = tmp_path / "cache"
+    run = ["run", "--repo", backend, "--db", name, "--filestore", str(filestore),
+           "--cache-dir", str(cache)]  # fmt: skip
+    backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
+    backup_ok(env, *run)
+    assert len(list(cache.glob("*.json"))) == 1
+
+    # Unchanged files are not read again. To see it, one file's bytes change behind Odoo's
+    # back (Odoo never does that: a file's name is its content's SHA-1): the cache wins.
+    victim_file = max(
+        (p for p in filestore.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    original = victim_file.read_bytes()
+    victim_file.write_bytes(bytes(b ^ 0xFF for b in original[:64]) + original[64:])
+    backup_ok(env, *run)
+    victim_file.write_bytes(original)
+    identity = ["--identity", str(tmp_path / "key.txt")]
+    first, second = (
+        {
+            f["path"]: f["objects"]
+            for f in show(env, backend, r["id"], *identity)["filestore"]["files"]
+        }
+        for r in json.loads(backup_ok(env, "list", "--repo", backend, "--json"))
+    )
+    assert second == first  # the changed file was not read: its objects are the old ones
+
+    with psycopg.connect(dsn) as conn:
+        fnames = add_attachments(conn, filestore, 2, random.Random(1))
+        conn.commit()
+    backup_ok(env, *run)
+    manifest = show(env, backend, "latest", *identity)
+    assert {f["path"] for f in manifest["filestore"]["files"]} >= set(fnames)
+
+    # The cache is never trusted for content: an object it names that is gone is stored again.
+    victim = manifest["filestore"]["files"][0]["objects"][0]
+    store_for(backend, moto_for(backend, request)).delete(f"objects/{victim[:2]}/{victim}")
+    backup_ok(env, *run)
+    assert victim in open_repo(backend, moto_for(backend, request)).known_objects()
+    verify = backup(env, "verify", "--repo", backend, "latest", "--read-data", *identity)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # A broken cache file is ignored: the run reads everything, and keeps a new cache.
+    next(cache.glob("*.json")).write_text("{not json")
+    out = backup_ok(env, *run)
+    assert _new(out) <= 2
+    assert json.loads(next(cache.glob("*.json")).read_text())["id"] == show(
+        env, backend, "latest", *identity)["id"]  # fmt: skip
+
+
+def test_an_unchanged_database_is_not_dumped_again(postgres, odoo, tmp_path):
+    """Same cluster, same WAL position, every object there: the previous dump stands."""
+    from odbox_backup.backup import Facts, Source, _unchanged_dump
+    from odbox_backup.repository import Repository
+    from odbox_backup.store import LocalStore
+
+    name, dsn, filestore = odoo
+    repo = Repository.init(LocalStore(tmp_path / "repo"))
+    stored = [repo.put_object(b"chunk %d" % i)[0] for i in range(3)]
+    wal = {"lsn": "0/1A2B3C4", "system": "7300000000000000001"}
+    previous = {"id": "x", "database": {"name": name, "pg_version": "15.18", "wal": wal,
+                                       "format": "pg_dump-custom", "objects": stored}}  # fmt: skip
+    source = Source(dsn, name, filestore)
+    facts = Facts("15.18", {}, "17.0", dict(wal))
+    assert _unchanged_dump(repo, source, facts, previous) == previous["database"]
+    for other in [Facts("15.18", {}, "17.0", {**wal, "lsn": "0/1A2B3C5"}),
+                  Facts("15.18", {}, "17.0", {**wal, "system": "7300000000000000002"}),
+                  Facts("16.4", {}, "17.0", wal), Facts("15.18", {}, "17.0", None)]:  # fmt: skip
+        assert _unchanged_dump(repo, source, other, previous) is None
+    assert _unchanged_dump(repo, Source(dsn, "other", filestore), facts, previous) is None
+    repo.store.delete(repo.object_key(stored[1]))
+    assert _unchanged_dump(Repository.open(repo.store), source, facts, previous) is None
+
+
+def test_the_default_cache_folder_and_no_cache(odoo, env, tmp_path):
+    name, _, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    repo_id = json.loads((tmp_path / "repo" / "config.json").read_text())["id"]
+    kept = Path(env["XDG_CACHE_HOME"]) / "odbox-backup" / f"{repo_id}.json"
+    run = ["run", "--repo", repo, "--db", name, "--filestore", str(filestore)]
+    backup_ok(env, *run, "--no-cache")
+    assert not kept.exists()
+    backup_ok(env, *run)
+    assert json.loads(kept.read_text())["repository"] == repo_id
+    systemd = tmp_path / "systemd-cache"
+    backup_ok({**env, "CACHE_DIRECTORY": str(systemd)}, *run)
+    assert (systemd / f"{repo_id}.json").is_file()

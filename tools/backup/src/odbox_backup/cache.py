@@ -1,0 +1,81 @@
+"""What the last run on this machine stored, kept next to the data rather than in the repository.
+
+The box writes to a repository encrypted to keys it does not hold, so it
+cannot read its own previous manifest. Without one, every run would read
+every filestore file again and dump an unchanged database again. So after
+each run the box keeps, in its cache folder, the last snapshot's database
+part and a path → (size, objects) index of its filestore: nothing the
+filestore's own names do not already tell, on the machine that holds the
+filestore.
+
+The cache only saves work; it is never trusted for content. An entry is used
+only when its snapshot is still in the repository and every object it names
+is still stored (a pruned or damaged repository just costs a full read).
+
+Folder: `--cache-dir` (`ODBOX_BACKUP_CACHE`), else systemd's
+`$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/odbox-backup`, else
+`~/.cache/odbox-backup`. One file per repository, `<repository id>.json`,
+written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from odbox_backup.repository import Repository
+
+VERSION = 1
+
+
+def default_dir() -> Path:
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "odbox-backup" if xdg else Path.home() / ".cache" / "odbox-backup"
+
+
+def _path(folder: Path, repo: Repository) -> Path:
+    return folder / f"{repo.config.id}.json"
+
+
+def load(folder: Path, repo: Repository) -> dict[str, Any] | None:
+    """The last run's manifest parts, if still usable against `repo`; else None."""
+    try:
+        document = json.loads(_path(folder, repo).read_bytes())
+        if document.get("version") != VERSION or document.get("repository") != repo.config.id:
+            return None
+        if document["id"] not in repo.snapshot_ids():
+            return None
+        return {"id": document["id"], "database": document["database"],
+                "filestore": {"files": document["files"]}}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None:
+    """Keep `manifest`'s parts for the next run; a reason when that was not possible."""
+    document = {
+        "version": VERSION,
+        "repository": repo.config.id,
+        "id": manifest["id"],
+        "database": manifest["database"],
+        "files": manifest["filestore"]["files"],
+    }
+    target = _path(folder, repo)
+    tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_text(json.dumps(document, separators=(",", ":")))
+        tmp.replace(target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        return (
+            f"cannot keep the run's index in {folder} ({e.strerror or e}): "
+            "the next run reads everything again"
+        )
+    return None

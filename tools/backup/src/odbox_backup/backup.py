@@ -18,8 +18,10 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -168,7 +170,6 @@ def dump_database(
 ) -> dict[str, Any]:
     """Stream `pg_dump -Fc -Z0` into objects; the manifest's `database` part."""
     pg_dump = find_pg_tool("pg_dump", source.pg_bin)
-    progress.phase(f"dumping database {source.dbname}")
     try:
         child = subprocess.Popen(
             [pg_dump, "--format=custom", "--compress=0", f"--dbname={source.conninfo}"],
@@ -224,11 +225,11 @@ def read_filestore(
     previous: dict[str, dict[str, Any]],
     counters: Counters,
     progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Every regular file under `root` into objects; the manifest's `filestore` part."""
     if not root.is_dir():
         raise BackupFailed(f"the filestore {root} is not a folder")
-    progress.phase(f"reading filestore {root}")
     files: list[dict[str, Any]] = []
     total = 0
     known = repo.known_objects()
@@ -236,6 +237,8 @@ def read_filestore(
     for folder, dirs, names in os.walk(root):
         dirs.sort()
         for filename in sorted(names):
+            if cancel is not None and cancel.is_set():
+                raise BackupFailed("stopped reading the filestore: the dump failed")
             path = Path(folder, filename)
             rel = path.relative_to(root).as_posix()
             try:
@@ -303,12 +306,36 @@ def run_backup(
         )
         counters.objects += len(database["objects"])
         counters.bytes += int(database["size"])
-    else:
-        dumped = dump_database(repo, source, counters, progress)
-        database = {"name": source.dbname, "pg_version": facts.pg_version, "wal": facts.wal,
-                    **dumped}  # fmt: skip
     before = {f["path"]: f for f in (previous or {}).get("filestore", {}).get("files", [])}
-    filestore = read_filestore(repo, source.filestore, before, counters, progress)
+    early_counters = Counters()
+    cancel = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        # The files there now are read while the database is dumped (Odoo never changes a
+        # file: its name is its content's hash); the pass after the dump adds those that
+        # appeared meanwhile, so every attachment the dump names is in the snapshot.
+        progress.phase(
+            f"dumping database {source.dbname} and reading filestore {source.filestore}"
+            if database is None
+            else f"reading filestore {source.filestore}"
+        )
+        early = pool.submit(read_filestore, repo, source.filestore, before, early_counters,
+                            progress, cancel)  # fmt: skip
+        try:
+            if database is None:
+                dumped = dump_database(repo, source, counters, progress)
+                database = {"name": source.dbname, "pg_version": facts.pg_version,
+                            "wal": facts.wal, **dumped}  # fmt: skip
+        except BaseException:
+            cancel.set()
+            raise
+        finally:
+            wait([early])
+        first = early.result()
+    progress.phase("reading what the filestore gained during the dump")
+    seen = {f["path"]: f for f in first["files"]}
+    filestore = read_filestore(repo, source.filestore, seen, counters, Progress())
+    counters.new_objects += early_counters.new_objects
+    counters.new_bytes += early_counters.new_bytes
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

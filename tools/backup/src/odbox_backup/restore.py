@@ -38,7 +38,7 @@ from odbox_backup.backup import Progress, find_pg_tool
 from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService
 from odbox_common.errors import ToolError
-from odbox_common.files import fsync_dir
+from odbox_common.files import fsync_dir, sync_filesystem
 
 
 class RestoreFailed(ToolError):
@@ -225,22 +225,8 @@ def restore_filestore(
         count += 1
         total += size
     sync_filesystem(folder)
-    return count, total
-
-
-def sync_filesystem(folder: Path) -> None:
-    """Every file written under `folder` on disk: one syncfs(2) of its file system, rather
-    than an fsync per file (tens of thousands of them for a filestore)."""
-    import ctypes
-
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if getattr(libc, "syncfs", None) is None or libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
     fsync_dir(folder.parent)
+    return count, total
 
 
 def match_owner(folder: Path, like: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from odbox_common.errors import ToolError
-from odbox_common.files import fsync_dir
+from odbox_common.files import fsync_dir, sync_filesystem
 
 TMP_MARK = ".tmp-"
 
@@ -34,7 +34,9 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
+
+    def flush(self) -> None: ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -51,7 +53,12 @@ def _check_key(key: str) -> str:
 
 
 class LocalStore:
-    """A folder: temp file in the final folder, fsync, rename, fsync the folder."""
+    """A folder: temp file in the final folder, fsync, rename, fsync the folder.
+
+    `put(..., sync=False)` skips both fsyncs (still temp file and rename, so a killed
+    process leaves no half-written value); `flush()` then makes every such write durable
+    with one syncfs. Objects are written so, and the manifest after a flush.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,7 +75,7 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         path = self._path(key)
         tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
         try:
@@ -78,16 +85,33 @@ class LocalStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             tmp.replace(path)
-            fsync_dir(path.parent)
+            if sync:
+                fsync_dir(path.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             hint = "; the repository's disk is full" if e.errno == errno.ENOSPC else ""
             raise StoreError(f"cannot write {path}: {e.strerror}{hint}") from e
+
+    def flush(self) -> None:
+        try:
+            sync_filesystem(self.root)
+        except OSError as e:
+            hint = "; the repository's disk is full" if e.errno == errno.ENOSPC else ""
+            raise StoreError(f"cannot flush {self.root} to disk: {e.strerror}{hint}") from e
+
+    def mtimes(self, prefix: str) -> dict[str, int]:
+        """Key → modification time (ns) of every value under `prefix`."""
+        out = {}
+        for key in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                out[key] = self._path(key).stat().st_mtime_ns
+        return out
 
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():
@@ -156,12 +180,15 @@ class S3Store:
                 raise NotFound(f"{self.url}: {key} is missing") from e
             raise self._fail("read", key, e) from e
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
         full = self._key(key)
         try:
             self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
         except Exception as e:
             raise self._fail("write", key, e) from e
+
+    def flush(self) -> None:
+        """An S3 PUT is durable when it returns."""
 
     def exists(self, key: str) -> bool:
         full = self._key(key)

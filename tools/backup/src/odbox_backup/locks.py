@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import socket
 import threading
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from odbox_backup.store import NotFound, Store
+from odbox_backup.store import TMP_MARK, LocalStore, NotFound, Store
 from odbox_common.errors import LockHeldError
 
 STALE_AFTER = dt.timedelta(hours=24)
 REFRESH_EVERY = 300.0
+# The temp file of a lock being written: locks/<host>-<pid>-<random>.json.tmp-<random>
+LOCK_TEMP = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.json" + re.escape(TMP_MARK) + ".+")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,40 @@ def read_locks(store: Store) -> list[LockInfo]:
     return locks
 
 
+def remove_leftovers(store: Store) -> list[str]:
+    """Delete the temp files killed writes left in a local repository; their paths.
+
+    Called by the lock's holder (FORMAT.md, "Atomic writes"). Every writer of
+    objects and snapshots holds the lock (and `init` wrote config.json before
+    any), so any temp file outside `locks/` is a leftover. In `locks/` another
+    run may be writing its lock file right now (before it finds ours and backs
+    off): such a temp file is deleted only when its name's lock would be stale
+    (this host and its pid not running), or when it is older than a stale lock.
+    """
+    if not isinstance(store, LocalStore):
+        return []  # an S3 PUT leaves nothing half-written
+    removed = []
+    now = dt.datetime.now(dt.UTC)
+    for path in list(store.temp_files()):
+        try:
+            rel = path.relative_to(store.root).as_posix()
+            if rel.startswith("locks/"):
+                age = now - dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+                match = LOCK_TEMP.fullmatch(path.name)
+                dead = (
+                    match is not None
+                    and match["host"] == socket.gethostname()
+                    and not _alive(int(match["pid"]))
+                )
+                if not dead and age <= STALE_AFTER:
+                    continue
+            path.unlink()
+            removed.append(rel)
+        except FileNotFoundError:
+            continue  # renamed or removed meanwhile
+    return removed
+
+
 @contextlib.contextmanager
 def exclusive(
     store: Store, command: str, repository_id: str, *, wait: float = 0.0
@@ -75,6 +112,7 @@ def exclusive(
     """Hold the repository's lock for a writing command; yields the stale locks it removed.
 
     Another live lock: exit 4 at once, or after `wait` seconds of retrying.
+    Once the lock is held, the temp files of killed writes are deleted.
     """
     host, pid = socket.gethostname(), os.getpid()
     key = f"locks/{host}-{pid}-{secrets.token_hex(4)}.json"
@@ -103,6 +141,8 @@ def exclusive(
                 "(try again later, or pass --wait SECONDS)"
             )
         time.sleep(min(1.0 + secrets.randbelow(1000) / 1000, max(0.1, deadline - time.monotonic())))
+    with contextlib.suppress(OSError):
+        remove_leftovers(store)  # garbage only: a failure here must not stop the run
     stop = threading.Event()
 
     def refresh() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
@@ -201,6 +202,21 @@ def restore_filestore(
     folder: Path,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,  # set when the database part failed
+) -> tuple[int, int]:
+    try:
+        return _write_files(repo, manifest, folder, progress, cancel)
+    except OSError as e:
+        where = e.filename or folder
+        full = f"; the disk under {folder.parent} is full" if e.errno == errno.ENOSPC else ""
+        raise RestoreFailed(f"cannot write {where}: {e.strerror}{full}; nothing was swapped") from e
+
+
+def _write_files(
+    repo: Repository,
+    manifest: dict[str, Any],
+    folder: Path,
+    progress: Progress | None,
+    cancel: threading.Event | None,
 ) -> tuple[int, int]:
     folder.mkdir(mode=0o750)
     count = total = 0

@@ -123,6 +123,7 @@ class Repository:
         self._local = threading.local()  # zstd contexts are not safe to share between threads
         self._known: set[str] | None = None
         self._unsynced: set[str] | None = None
+        self._mtimes: dict[str, int] = {}
 
     # ------------------------------------------------------------ opening
 
@@ -225,11 +226,15 @@ class Repository:
     def known_objects(self) -> set[str]:
         """Names of every stored object (listed once, then kept up to date by `put_object`)."""
         if self._known is None:
-            self._known = {
-                key.rsplit("/", 1)[1]
-                for key in self.store.list("objects")
-                if OBJECT_NAME.fullmatch(key.rsplit("/", 1)[1])
-            }
+            if isinstance(self.store, LocalStore):
+                self._mtimes = {
+                    key.rsplit("/", 1)[1]: mtime
+                    for key, mtime in self.store.mtimes("objects").items()
+                }
+                names: Iterable[str] = self._mtimes
+            else:
+                names = (key.rsplit("/", 1)[1] for key in self.store.list("objects"))
+            self._known = {name for name in names if OBJECT_NAME.fullmatch(name)}
         return self._known
 
     def unsynced_objects(self) -> set[str]:
@@ -241,13 +246,9 @@ class Repository:
         if self._unsynced is None:
             self._unsynced = set()
             if isinstance(self.store, LocalStore):
-                manifests = self.store.mtimes("snapshots").values()
-                newest = max(manifests, default=-1)
-                self._unsynced = {
-                    key.rsplit("/", 1)[1]
-                    for key, mtime in self.store.mtimes("objects").items()
-                    if mtime > newest
-                }
+                self.known_objects()
+                newest = max(self.store.mtimes("snapshots").values(), default=-1)
+                self._unsynced = {n for n, mtime in self._mtimes.items() if mtime > newest}
         return self._unsynced
 
     def put_object(self, content: bytes) -> tuple[str, bool]:

@@ -107,11 +107,7 @@ class LocalStore:
 
     def mtimes(self, prefix: str) -> dict[str, int]:
         """Key → modification time (ns) of every value under `prefix`."""
-        out = {}
-        for key in self.list(prefix):
-            with contextlib.suppress(FileNotFoundError):
-                out[key] = self._path(key).stat().st_mtime_ns
-        return out
+        return dict(self._walk(prefix, with_mtime=True))
 
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():
@@ -125,14 +121,27 @@ class LocalStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
-        if not base.is_dir():
+        for key, _ in self._walk(prefix, with_mtime=False):
+            yield key
+
+    def _walk(self, prefix: str, *, with_mtime: bool) -> Iterator[tuple[str, int]]:
+        """(key, mtime ns or 0) under `prefix`, sorted; plain strings and scandir, since a
+        repository holds an object per filestore file (pathlib costs seconds there)."""
+        base = f"{self.root}/{prefix}" if prefix else str(self.root)
+        start = len(str(self.root)) + 1
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for folder, dirs, files in os.walk(base):
-            dirs.sort()
-            for name in sorted(files):
-                if TMP_MARK not in name:
-                    yield Path(folder, name).relative_to(self.root).as_posix()
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(entry.path[start:], with_mtime=with_mtime)
+            elif TMP_MARK not in entry.name and entry.is_file(follow_symlinks=False):
+                try:
+                    mtime = entry.stat(follow_symlinks=False).st_mtime_ns if with_mtime else 0
+                except FileNotFoundError:
+                    continue
+                yield entry.path[start:].replace(os.sep, "/"), mtime
 
     def delete(self, key: str) -> None:
         try:

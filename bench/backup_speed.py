@@ -1,0 +1,736 @@
+"""odbox-backup side by side with the raw floor, the seed's scripts and restic, on Odoo-shaped data.
+
+Issue 4. The dataset is about 1 GB of database and 1 GB of filestore in about
+20,000 files (tests/odoo_data.py: `Shape.scaled` for the filestore and the
+rows, more `mail_message` rows until the database has the size asked for).
+Four ways to back it up, each into its own target under the work folder:
+
+- floor: `pg_dump -Fc` to a file, and `tar | zstd` of the filestore (every
+  backup is a new pair of files, so its "repository" grows by a full copy);
+- seed: `pg_dump` to plain SQL and `rsync -a --delete` to a mirror (one copy,
+  overwritten every time: no history);
+- restic (Debian's): `pg_dump -Fc -Z0 | restic backup --stdin` and `restic
+  backup` of the filestore (uncompressed dump, so restic can dedup and compress
+  it itself: restic at its best);
+- odbox-backup with its defaults, unencrypted, and encrypted to an age key
+  (restic always encrypts). The encrypted run is given no identity, as on the
+  box (README: the box encrypts to public keys only): it cannot read the
+  previous manifest, only what its local cache kept, if the version measured
+  has one (`ODBOX_BACKUP_CACHE` points into the work folder). With
+  `--odbox-identity-row` a third row runs encrypted with `--identity`.
+
+Steps, in this order, every way on the same data before the data changes
+(round-robin): a full backup; a second one with no change; a third one after a
+write to another database of the cluster (Odoo's data unchanged, but the WAL
+moved, as it always does on a box where Odoo runs: odbox-backup skips the dump
+of a database only while the WAL stays where it was); five times "1 % churn"
+(new attachments, files and `ir_attachment` rows, for 1 % of the files, and
+1 % more `mail_message` rows) each followed by a backup; a restore of the
+latest backup into a new database and folder. Reported: seconds (wall clock),
+CPU seconds (user + system of the command's processes: steadier than wall
+clock on a shared machine), the ratio to the floor, what each target holds
+(apparent bytes), and peak
+memory: the largest sum of resident memory over the process tree, sampled
+every 10 ms, or the largest single process as `wait4` reports it if larger
+(the PostgreSQL server's own backends are not in the tree, for anyone). Then
+odbox-backup's peak memory at a tenth of the data, to show it does not grow
+with the data.
+
+Fairness: the data is read once before the first measurement, so every tool
+starts with the page cache warm (nothing is ever dropped from it);
+a `CHECKPOINT` follows every change to the data and `sync` runs before every
+timed step, both untimed, so no flush of someone else's writes lands in a
+timed step; every timed step ends with
+`sync -f` (syncfs) of the file system it wrote to, so every tool is timed to
+the same durability (odbox-backup and restic fsync what they write; pg_dump,
+tar, rsync and pg_restore do not). The throwaway cluster runs with fsync off,
+for everyone alike.
+
+Goals (issue 4), printed as met or MISSED: full backup <= 1.2x the floor and
+<= 0.7x restic; no-change backup <= 0.1x a full one; restore <= 1.3x the floor
+(`pg_restore` + `tar -x`); repository after five 1 %-churn snapshots <= 1.15x
+after one; peak memory under 200 MB whatever the data size. A missed goal
+does not change the exit status (the shared machine is noisy and one run of
+the full size takes many minutes): the exit status is 1 only when a command
+failed.
+
+    uv run --locked python bench/backup_speed.py                       # ~1 GB + 1 GB
+    uv run --locked python bench/backup_speed.py --db-mb 50 --filestore-mb 50 --files 1000
+
+The odbox-backup measured is the one `.venv/bin/python` imports (printed with a
+digest of its sources): to measure a given commit, put a copy of its
+`tools/backup/src` and `tools/common/src` first on `PYTHONPATH`.
+
+Needs restic, rsync, zstd, tar and age-keygen: `apt-get install -y restic rsync zstd tar age`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import psycopg
+from tests.conftest import PostgresCluster, start_postgres_cluster
+from tests.odoo_data import Shape, create_schema, fill
+
+from timing import BIN, REPO, compile_sources
+
+MB = 1 << 20
+CHURN_SNAPSHOTS = 5
+PAGE = os.sysconf("SC_PAGE_SIZE")
+NEEDED = {
+    "restic": "restic",
+    "rsync": "rsync",
+    "zstd": "zstd",
+    "tar": "tar",
+    "age-keygen": "age",
+    "bash": "bash",
+    "sync": "coreutils",
+}
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ measuring
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    peak: int  # bytes
+    cpu: float  # user + system seconds of the whole tree (its own, not the server's)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants, now."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+            todo += _children(pid)
+    return total
+
+
+def measure(command: str, env: dict[str, str], log: Path) -> Sample:
+    """Run `command` with bash (pipefail); wall-clock seconds and the process tree's peak RSS."""
+    with log.open("ab") as out:
+        out.write(f"$ {command}\n".encode())
+        out.flush()
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            ["bash", "-o", "pipefail", "-ec", command], stdout=out, stderr=out, env=env
+        )
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.01):
+                peak[0] = max(peak[0], tree_rss(child.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
+    if child.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise CommandFailed(
+            f"exit {child.returncode}: {command}\n  " + "\n  ".join(tail) + f"\n(log: {log})"
+        )
+    return Sample(seconds, max(peak[0], usage.ru_maxrss * 1024), usage.ru_utime + usage.ru_stime)
+
+
+def count_files(path: Path) -> int:
+    return sum(len(names) for _, _, names in os.walk(path))
+
+
+def tree_bytes(path: Path) -> int:
+    """Apparent size of every file under `path` (what an object store would bill)."""
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += Path(folder, name).lstat().st_size
+    return total
+
+
+# ------------------------------------------------------------------ the data
+
+
+@dataclass
+class Dataset:
+    cluster: PostgresCluster
+    db: str
+    filestore: Path
+    shape: Shape
+    messages: int  # rows in mail_message after the initial fill
+    churns: int = 0
+
+    def dsn(self) -> str:
+        return f"{self.cluster.dsn.rsplit(' dbname=', 1)[0]} dbname={self.db}"
+
+    def db_bytes(self) -> int:
+        return int(self.cluster.psql(f"SELECT pg_database_size('{self.db}')"))
+
+    def churn(self) -> None:
+        """1 % new attachments (files and rows) and 1 % more chatter messages."""
+        self.churns += 1
+        step = Shape(
+            partners=0,
+            messages=max(1, self.messages // 100),
+            attachments=max(1, self.shape.attachments // 100),
+            sizes=self.shape.sizes,
+        )
+        with psycopg.connect(self.dsn()) as conn:
+            fill(conn, self.filestore, step, seed=1000 + self.churns)
+        self.cluster.psql("VACUUM ANALYZE", db=self.db)
+        self.cluster.psql("CHECKPOINT")
+
+    def settle(self, quiet: float = 20, limit: float = 120) -> None:
+        """Checkpoint, then wait until the WAL stays put for `quiet` seconds: after a checkpoint
+        the server logs one more record (a standby snapshot) within about 15 s, and a full
+        backup taken before it would look changed to the next run."""
+        self.cluster.psql("CHECKPOINT")
+        lsn, still, waited = self.cluster.psql("SELECT pg_current_wal_lsn()"), 0.0, 0.0
+        while still < quiet and waited < limit:
+            time.sleep(1)
+            waited += 1
+            now = self.cluster.psql("SELECT pg_current_wal_lsn()")
+            still = still + 1 if now == lsn else 0
+            lsn = now
+        if still < quiet:
+            print(f"the WAL kept moving for {limit:.0f} s; going on", flush=True)
+
+    def write_elsewhere(self) -> None:
+        """A write to another database of the cluster: Odoo's data is as it was, the WAL moved."""
+        self.cluster.psql("CREATE TABLE IF NOT EXISTS bench_elsewhere (at timestamptz);"
+                          " INSERT INTO bench_elsewhere VALUES (now())")  # fmt: skip
+        self.cluster.psql("CHECKPOINT")
+
+
+def make_dataset(
+    cluster: PostgresCluster, db: str, filestore: Path, db_mb: int, fs_mb: int, files: int
+) -> Dataset:
+    """An Odoo-shaped database of about `db_mb` MiB and a filestore of `fs_mb` MiB in `files`."""
+    started = time.perf_counter()
+    cluster.psql(f'CREATE DATABASE "{db}"')
+    # Shape.scaled's size bands average a little under filestore_bytes / files: ask for more
+    first = Shape.scaled(fs_mb * MB, files)
+    mean = sum(w * (low + high) / 2 for w, low, high in first.sizes) / sum(
+        w for w, _, _ in first.sizes
+    )
+    shape = Shape.scaled(int(fs_mb * MB * (fs_mb * MB / max(1.0, mean * files))), files)
+    base = Shape(partners=shape.partners, messages=0, attachments=shape.attachments,
+                 sizes=shape.sizes)  # fmt: skip
+    data = Dataset(cluster, db, filestore, shape, 0)
+    with psycopg.connect(data.dsn()) as conn:
+        create_schema(conn)
+        fill(conn, filestore, base, seed=1)
+    # mail_message carries the volume: add rows in batches until the database is large enough
+    target, seed, batch = db_mb * MB, 2, 20_000
+    while (size := data.db_bytes()) < target:
+        with psycopg.connect(data.dsn()) as conn:
+            fill(conn, filestore, Shape(partners=0, messages=batch, attachments=0), seed=seed)
+        seed += 1
+        data.messages += batch
+        grown = data.db_bytes() - size
+        batch = max(1000, min(500_000, int((target - size - grown) / max(1, grown) * batch)))
+    cluster.psql("VACUUM FREEZE ANALYZE", db=db)  # hint bits now, not during the first dump
+    cluster.psql("CHECKPOINT")
+    print(
+        f"made {db}: {data.db_bytes() / MB:.0f} MiB database ({data.messages} messages), "
+        f"{tree_bytes(filestore) / MB:.0f} MiB filestore in {files} files, "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    return data
+
+
+def warm(data: Dataset, env: dict[str, str], scratch: Path) -> None:
+    """Read the database and the filestore once, so every tool starts with the same cache."""
+    subprocess.run(["pg_dump", "-Fc", "-Z0", "-f", scratch, data.db], env=env, check=True)
+    scratch.unlink()
+    for folder, _, names in os.walk(data.filestore):
+        for name in names:
+            with Path(folder, name).open("rb") as f:
+                while f.read(MB):
+                    pass
+
+
+# ------------------------------------------------------------------ the contenders
+
+
+@dataclass
+class Contender:
+    """One way to back up: shell commands for its setup, a backup and a restore."""
+
+    name: str
+    target: Path
+    setup: Callable[[], list[str]]
+    backup: Callable[[int], str]
+    restore: Callable[[int, str, Path], str]
+    odbox: bool = False
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    sizes: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, step: str, sample: Sample) -> None:
+        self.samples.setdefault(step, []).append(sample)
+
+    def size(self, what: str, value: int) -> None:
+        self.sizes.setdefault(what, []).append(value)
+
+    def seconds(self, step: str) -> float:
+        return statistics.median(s.seconds for s in self.samples[step])
+
+    def cpu(self, step: str) -> float:
+        return statistics.median(s.cpu for s in self.samples[step])
+
+    def peak(self, step: str) -> int:
+        return max(s.peak for s in self.samples[step])
+
+    def bytes(self, what: str) -> int:
+        return int(statistics.median(self.sizes[what]))
+
+
+def q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def contenders(
+    data: Dataset, work: Path, age_pub: str, key: Path, identity_row: bool
+) -> list[Contender]:
+    db, fs = q(data.db), q(data.filestore)
+    floor_dir = work / "floor"
+    floor = Contender(
+        "floor: pg_dump -Fc + tar|zstd",
+        work / "floor",
+        lambda: [],
+        lambda n: (
+            f"pg_dump -Fc -f {q(floor_dir / f'db-{n}.dump')} {db}"
+            f" && tar -C {fs} -cf - . | zstd -q -o {q(floor_dir / f'files-{n}.tar.zst')}"
+            f" && sync -f {q(floor_dir)}"
+        ),
+        lambda n, new_db, folder: (
+            f"createdb {q(new_db)} && pg_restore --no-owner -d {q(new_db)}"
+            f" {q(floor_dir / f'db-{n}.dump')}"
+            f" && mkdir {q(folder)}"
+            f" && zstd -q -dc {q(floor_dir / f'files-{n}.tar.zst')} | tar -C {q(folder)} -xf -"
+            f" && sync -f {q(folder)}"
+        ),
+    )
+    seed_dir = work / "seed"
+    seed = Contender(
+        "seed: pg_dump SQL + rsync -a --delete",
+        seed_dir,
+        lambda: [f"mkdir -p {q(seed_dir / 'filestore')}"],
+        lambda n: (
+            f"pg_dump -f {q(seed_dir / 'odoo.sql')} {db}"
+            f" && rsync -a --delete {fs}/ {q(seed_dir / 'filestore')}/ && sync -f {q(seed_dir)}"
+        ),
+        lambda n, new_db, folder: (
+            f"createdb {q(new_db)}"
+            f" && psql -X -q -v ON_ERROR_STOP=1 -d {q(new_db)} -f {q(seed_dir / 'odoo.sql')}"
+            f" >/dev/null && rsync -a {q(seed_dir / 'filestore')}/ {q(folder)}/"
+            f" && sync -f {q(folder)}"
+        ),
+    )
+    restic_dir = work / "restic"
+    restic = Contender(
+        "restic: pg_dump -Z0|restic --stdin + files",
+        restic_dir,
+        lambda: [f"restic -q -r {q(restic_dir)} init"],
+        lambda n: (
+            f"pg_dump -Fc -Z0 {db} | restic -q -r {q(restic_dir)} backup --stdin"
+            f" --stdin-filename odoo.dump --tag db"
+            f" && restic -q -r {q(restic_dir)} backup --tag files {fs}"
+            f" && sync -f {q(restic_dir)}"
+        ),
+        lambda n, new_db, folder: (
+            f"createdb {q(new_db)} && restic -q -r {q(restic_dir)} dump --tag db latest"
+            f" /odoo.dump | pg_restore --no-owner -d {q(new_db)}"
+            f" && restic -q -r {q(restic_dir)} restore --tag files latest --target {q(folder)}"
+            f" && sync -f {q(folder)}"
+        ),
+    )
+    odbox = str(BIN / "odbox-backup")
+
+    def odbox_row(name: str, repo: Path, recipient: str | None, run_identity: bool) -> Contender:
+        init = f"{odbox} init --repo {q(repo)}" + (
+            f" --recipient {q(recipient)}" if recipient else ""
+        )
+        read = f" --identity {q(key)}" if recipient else ""
+        return Contender(
+            name,
+            repo,
+            lambda: [init],
+            lambda n: (
+                f"{odbox} run --repo {q(repo)} --db {db} --filestore {fs}"
+                + (read if run_identity else "")
+                + f" && sync -f {q(repo)}"
+            ),
+            lambda n, new_db, folder: (
+                f"{odbox} restore --repo {q(repo)} latest --db {q(new_db)}"
+                f" --filestore {q(folder)}{read} && sync -f {q(folder)}"
+            ),
+            odbox=True,
+        )
+
+    rows = [
+        floor,
+        seed,
+        restic,
+        odbox_row("odbox-backup (not encrypted)", work / "odbox", None, False),
+        odbox_row("odbox-backup (age, as the box runs it)", work / "odbox-age", age_pub, False),
+    ]
+    if identity_row:
+        rows.append(
+            odbox_row("odbox-backup (age, run --identity)", work / "odbox-age-id", age_pub, True)
+        )
+    return rows
+
+
+# ------------------------------------------------------------------ the runs
+
+
+def timed_step(
+    rows: list[Contender], step: str, make: Callable[[Contender], str], env: dict[str, str],
+    logs: Path,
+) -> None:  # fmt: skip
+    for row in rows:
+        os.sync()
+        sample = measure(make(row), env, logs / f"{row.target.name}.log")
+        row.add(step, sample)
+        print(f"  {step:<10} {row.name:<44} {sample.seconds:8.2f} s {sample.cpu:7.1f} cpu s "
+              f"{sample.peak / MB:6.0f} MB  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+
+
+def one_run(rows: list[Contender], data: Dataset, env: dict[str, str], work: Path) -> None:
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    for row in rows:
+        shutil.rmtree(row.target, ignore_errors=True)
+        row.target.mkdir(parents=True)
+        if row.odbox:
+            row.target.rmdir()  # `init` wants an empty or absent folder
+        for command in row.setup():
+            measure(command, env, logs / f"{row.target.name}.log")
+    counter = {row.name: 0 for row in rows}
+    data.settle()
+
+    def backup(row: Contender) -> str:
+        counter[row.name] += 1
+        return row.backup(counter[row.name])
+
+    timed_step(rows, "full", backup, env, logs)
+    for row in rows:
+        row.size("one", tree_bytes(row.target))
+    timed_step(rows, "no change", backup, env, logs)
+    for row in rows:
+        row.size("no change", tree_bytes(row.target) - row.sizes["one"][-1])
+    data.write_elsewhere()
+    before = {row.name: tree_bytes(row.target) for row in rows}
+    timed_step(rows, "WAL moved", backup, env, logs)
+    for row in rows:
+        row.size("WAL moved", tree_bytes(row.target) - before[row.name])
+    for _ in range(CHURN_SNAPSHOTS):
+        data.churn()
+        before = {row.name: tree_bytes(row.target) for row in rows}
+        timed_step(rows, "1 % churn", backup, env, logs)
+        for row in rows:
+            row.size("churn", tree_bytes(row.target) - before[row.name])
+    for row in rows:
+        row.size("five", tree_bytes(row.target))
+
+    restored: list[tuple[str, Path]] = []
+
+    def restore(row: Contender) -> str:
+        new_db = f"restored_{row.target.name.replace('-', '_')}"
+        folder = work / "restored" / row.target.name
+        folder.parent.mkdir(exist_ok=True)
+        restored.append((new_db, folder))
+        return row.restore(counter[row.name], new_db, folder)
+
+    try:
+        timed_step(rows, "restore", restore, env, logs)
+    finally:
+        for new_db, folder in restored:
+            data.cluster.psql(f'DROP DATABASE IF EXISTS "{new_db}" WITH (FORCE)')
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def memory_check(
+    cluster: PostgresCluster, env: dict[str, str], work: Path, args: argparse.Namespace,
+    age_pub: str, key: Path,
+) -> dict[str, dict[str, int]]:  # fmt: skip
+    """odbox-backup's peak memory (full backup, restore) on a tenth of the data."""
+    small = work / "small"
+    small.mkdir()
+    data = make_dataset(cluster, "odoo_tenth", small / "filestore", max(1, args.db_mb // 10),
+                        max(1, args.filestore_mb // 10), max(10, args.files // 10))  # fmt: skip
+    warm(data, env, small / "warm.dump")
+    rows = [r for r in contenders(data, small, age_pub, key, False) if r.odbox]
+    peaks: dict[str, dict[str, int]] = {}
+    logs = small / "logs"
+    logs.mkdir()
+    for row in rows:
+        for command in row.setup():
+            measure(command, env, logs / f"{row.target.name}.log")
+        os.sync()
+        full = measure(row.backup(1), env, logs / f"{row.target.name}.log")
+        os.sync()
+        folder = small / f"restored-{row.target.name}"
+        new_db = f"tenth_{row.target.name.replace('-', '_')}"
+        try:
+            back = measure(row.restore(1, new_db, folder), env, logs / f"{row.target.name}.log")
+        finally:
+            cluster.psql(f'DROP DATABASE IF EXISTS "{new_db}" WITH (FORCE)')
+        peaks[row.name] = {"full": full.peak, "restore": back.peak}
+    cluster.psql('DROP DATABASE "odoo_tenth" WITH (FORCE)')
+    return peaks
+
+
+# ------------------------------------------------------------------ the report
+
+
+def _mb(n: float) -> str:
+    return f"{n / MB:,.1f}"
+
+
+def table(title: str, header: list[str], lines: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    print(f"\n{title}\n")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                    for i, (h, w) in enumerate(zip(header, widths, strict=True))))  # fmt: skip
+    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for line in lines:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))  # fmt: skip
+
+
+def report(rows: list[Contender], small_peaks: dict[str, dict[str, int]] | None) -> None:
+    floor = rows[0]
+    restic = next(r for r in rows if r.name.startswith("restic"))
+
+    def step_table(step: str, title: str, size_label: str, size_key: str) -> None:
+        lines = []
+        for r in rows:
+            line = [
+                r.name,
+                f"{r.seconds(step):.2f}",
+                f"{r.seconds(step) / floor.seconds(step):.2f}x",
+                f"{r.cpu(step):.1f}",
+            ]
+            if step in ("no change", "WAL moved"):
+                line.append(f"{r.seconds(step) / r.seconds('full'):.3f}x")
+            line += [_mb(r.bytes(size_key)), _mb(r.peak(step))]
+            lines.append(line)
+        header = ["", "seconds", "vs floor", "cpu s"]
+        if step in ("no change", "WAL moved"):
+            header.append("vs own full")
+        table(title, [*header, size_label, "peak MB"], lines)
+
+    runs = len(floor.samples["full"])
+    print(f"\n{'=' * 20} results: {runs} run(s), medians; {os.cpu_count()} CPUs {'=' * 20}")
+    print("seconds: wall clock; cpu s: user + system time of the command's processes")
+    step_table("full", "full backup", "target MB", "one")
+    step_table("no change", "second backup, no change", "added MB", "no change")
+    step_table("WAL moved", "third backup: no change to Odoo's data, a write to another database",
+               "added MB", "WAL moved")  # fmt: skip
+    step_table("1 % churn", f"backup after 1 % new attachments (median of {CHURN_SNAPSHOTS})",
+               "added MB", "churn")  # fmt: skip
+    restore_lines = [
+        [r.name, f"{r.seconds('restore'):.2f}",
+         f"{r.seconds('restore') / floor.seconds('restore'):.2f}x", f"{r.cpu('restore'):.1f}",
+         _mb(r.peak("restore"))]
+        for r in rows
+    ]  # fmt: skip
+    table("restore of the latest backup into a new database and folder",
+          ["", "seconds", "vs floor", "cpu s", "peak MB"], restore_lines)  # fmt: skip
+    size_lines = [
+        [r.name, _mb(r.bytes("one")), _mb(r.bytes("five")),
+         f"{r.bytes('five') / r.bytes('one'):.3f}x"]
+        for r in rows
+    ]  # fmt: skip
+    table(f"target size: after one backup, after {CHURN_SNAPSHOTS} more 1 %-churn ones "
+          "(and the two no-change ones)",
+          ["", "one MB", "after MB", "ratio"], size_lines)  # fmt: skip
+    peak_lines = [
+        [
+            r.name,
+            *(_mb(r.peak(s)) for s in ("full", "no change", "WAL moved", "1 % churn", "restore")),
+        ]
+        for r in rows
+    ]
+    table("peak memory (MB, process tree)",
+          ["", "full", "no change", "WAL moved", "churn", "restore"], peak_lines)  # fmt: skip
+    if small_peaks:
+        lines = []
+        for r in rows:
+            if r.name in small_peaks:
+                s = small_peaks[r.name]
+                lines.append([r.name, _mb(s["full"]), _mb(r.peak("full")), _mb(s["restore"]),
+                              _mb(r.peak("restore"))])  # fmt: skip
+        table("odbox-backup peak memory (MB) against data size",
+              ["", "full 1/10", "full", "restore 1/10", "restore"], lines)  # fmt: skip
+
+    print("\ngoals (issue 4)\n")
+    for r in rows:
+        if not r.odbox:
+            continue
+        full = r.seconds("full")
+        peak = max(r.peak(s) for s in r.samples)
+        if small_peaks and r.name in small_peaks:
+            peak = max(peak, *small_peaks[r.name].values())
+        goals: list[tuple[str, bool | None]] = [
+            (f"full backup <= 1.2x floor ({full / floor.seconds('full'):.2f}x)",
+             full <= 1.2 * floor.seconds("full")),
+            (f"full backup <= 0.7x restic ({full / restic.seconds('full'):.2f}x)",
+             full <= 0.7 * restic.seconds("full")),
+            (f"no-change backup <= 0.1x full ({r.seconds('no change') / full:.3f}x)",
+             r.seconds("no change") <= 0.1 * full),
+            (f"no change to Odoo's data, WAL moved: {r.seconds('WAL moved') / full:.3f}x full "
+             "(what a box with Odoo running sees)", None),
+            (f"restore <= 1.3x floor ({r.seconds('restore') / floor.seconds('restore'):.2f}x)",
+             r.seconds("restore") <= 1.3 * floor.seconds("restore")),
+            (f"after {CHURN_SNAPSHOTS} churn snapshots <= 1.15x one "
+             f"({r.bytes('five') / r.bytes('one'):.3f}x)",
+             r.bytes("five") <= 1.15 * r.bytes("one")),
+            (f"peak memory < 200 MB ({peak / MB:.0f} MB)", peak < 200 * MB),
+        ]  # fmt: skip
+        print(r.name)
+        for text, met in goals:
+            print(f"  {'info  ' if met is None else 'met   ' if met else 'MISSED'}  {text}")
+
+
+# ------------------------------------------------------------------ main
+
+
+def odbox_source(env: dict[str, str]) -> str:
+    """Which odbox-backup code runs: its folder, git commit, and a digest of its sources (the
+    tool changes between runs; a copy put first on PYTHONPATH is measured instead)."""
+    where = subprocess.run(
+        [str(BIN / "python"), "-c", "import odbox_backup; print(odbox_backup.__file__)"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    package = Path(where).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    git = "not in this repository"
+    if package.is_relative_to(REPO):
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "tools"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        git = f"git {head}{' with uncommitted changes under tools/' if dirty else ''}"
+    return f"odbox-backup source: {package} ({git}; sha256 of its *.py {digest.hexdigest()[:12]})"
+
+
+def check_tools() -> None:
+    missing = [name for name in NEEDED if shutil.which(name) is None]
+    if missing:
+        packages = " ".join(sorted({NEEDED[m] for m in missing}))
+        sys.exit(f"missing {', '.join(missing)}: apt-get install -y {packages}")
+
+
+@contextlib.contextmanager
+def work_folder(parent: str, keep: bool) -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="odbox-backup-bench-", dir=parent))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db-mb", type=int, default=1024, help="database size (default 1024)")
+    parser.add_argument("--filestore-mb", type=int, default=1024,
+                        help="filestore size (default 1024)")  # fmt: skip
+    parser.add_argument("--files", type=int, default=20_000, help="filestore files (20000)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="runs, fresh targets each; medians (default 1)")  # fmt: skip
+    parser.add_argument("--workdir", default="/var/tmp",
+                        help="where the temp work folder goes (default /var/tmp)")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--no-small", action="store_true",
+                        help="skip odbox-backup's peak memory at a tenth of the data")  # fmt: skip
+    parser.add_argument("--odbox-identity-row", action="store_true",
+                        help="also run odbox-backup encrypted with --identity on run")  # fmt: skip
+    args = parser.parse_args()
+
+    check_tools()
+    compile_sources()
+    with work_folder(args.workdir, args.keep) as work, start_postgres_cluster() as cluster:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("ODBOX_", "PG", "RESTIC_"))}  # fmt: skip
+        env.update(
+            PGHOST=str(cluster.socket_dir), PGPORT=str(cluster.port), PGUSER=cluster.superuser,
+            PATH=f"{cluster.bindir}{os.pathsep}{env.get('PATH', '')}",
+            RESTIC_PASSWORD="bench-password",  # noqa: S106 (a throwaway repository)
+            RESTIC_CACHE_DIR=str(work / "restic-cache"),
+            ODBOX_BACKUP_CACHE=str(work / "odbox-cache"),  # its default is under ~/.cache
+        )  # fmt: skip
+        key = work / "age-key.txt"
+        subprocess.run(["age-keygen", "-o", key], check=True, capture_output=True)
+        age_pub = subprocess.run(["age-keygen", "-y", key], check=True, capture_output=True,
+                                 text=True).stdout.strip()  # fmt: skip
+        data = make_dataset(cluster, "odoo", work / "live" / "filestore", args.db_mb,
+                            args.filestore_mb, args.files)  # fmt: skip
+        warm(data, env, work / "warm.dump")
+        versions = [
+            subprocess.run(c, capture_output=True, text=True, env=env).stdout.splitlines()[0]
+            for c in (["pg_dump", "--version"], ["restic", "version"], ["zstd", "--version"],
+                      ["rsync", "--version"], [str(BIN / "odbox-backup"), "--version"])
+        ]  # fmt: skip
+        print("; ".join(versions), flush=True)
+        print(odbox_source(env), flush=True)
+        rows = contenders(data, work, age_pub, key, args.odbox_identity_row)
+        try:
+            for run in range(args.runs):
+                print(f"run {run + 1} of {args.runs}", flush=True)
+                one_run(rows, data, env, work)
+            small = None if args.no_small else memory_check(cluster, env, work, args, age_pub, key)
+        except CommandFailed as e:
+            print(f"\nFAILED: {e}", file=sys.stderr)
+            sys.exit(1)
+        print(f"\ndataset: database {data.db_bytes() / MB:,.0f} MiB, filestore "
+              f"{tree_bytes(data.filestore) / MB:,.0f} MiB in "
+              f"{count_files(data.filestore)} files (after the churn)")  # fmt: skip
+        report(rows, small)
+
+
+if __name__ == "__main__":
+    main()

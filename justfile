@@ -93,7 +93,7 @@ bench: setup
     {{uv}} run --locked python bench/dbinit_speed.py
 
 # odbox-backup against pg_dump+tar|zstd, the seed's pg_dump+rsync and restic (needs restic,
-# rsync and GNU time: apt-get install restic rsync time). About 1 GB + 1 GB by default and
+# rsync, zstd and age: it says how to install what is missing). About 1 GB + 1 GB by default and
 # half an hour; `just bench-backup --db-mb 100 --filestore-mb 100 --files 2000` for a quick look.
 bench-backup *ARGS: setup
     {{uv}} run --locked python bench/backup_speed.py {{ARGS}}

@@ -29,22 +29,22 @@ of a database only while the WAL stays where it was); five times "1 % churn"
 latest backup into a new database and folder. Reported: seconds (wall clock),
 CPU seconds (user + system of the command's processes: steadier than wall
 clock on a shared machine), the ratio to the floor, what each target holds
-(apparent bytes), and peak
-memory: the largest sum of resident memory over the process tree, sampled
+(apparent bytes), and peak memory: the largest sum of resident memory over the process tree, sampled
 every 10 ms, or the largest single process as `wait4` reports it if larger
 (the PostgreSQL server's own backends are not in the tree, for anyone). Then
-odbox-backup's peak memory at a tenth of the data, to show it does not grow
-with the data.
+odbox-backup's peak memory (full, no-change and restore) on a tenth of the
+data and on ten times the files (half the bytes, a small database), to show
+whether it grows with the data.
 
 Fairness: the data is read once before the first measurement, so every tool
 starts with the page cache warm (nothing is ever dropped from it);
 a `CHECKPOINT` follows every change to the data and `sync` runs before every
 timed step, both untimed, so no flush of someone else's writes lands in a
-timed step; every timed step ends with
-`sync -f` (syncfs) of the file system it wrote to, so every tool is timed to
-the same durability (odbox-backup and restic fsync what they write; pg_dump,
-tar, rsync and pg_restore do not). The throwaway cluster runs with fsync off,
-for everyone alike.
+timed step; every timed step ends with `sync -f` (syncfs) of the file system
+it wrote to, so every tool is timed to the same durability (odbox-backup and
+restic make what they write durable themselves; pg_dump, tar, rsync and
+pg_restore do not). The throwaway cluster runs with fsync off, for everyone
+alike.
 
 Goals (issue 4), printed as met or MISSED: full backup <= 1.2x the floor and
 <= 0.7x restic; no-change backup <= 0.1x a full one; restore <= 1.3x the floor
@@ -487,35 +487,52 @@ def one_run(rows: list[Contender], data: Dataset, env: dict[str, str], work: Pat
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def memory_check(
-    cluster: PostgresCluster, env: dict[str, str], work: Path, args: argparse.Namespace,
-    age_pub: str, key: Path,
+def memory_at(
+    cluster: PostgresCluster, env: dict[str, str], work: Path, sizes: tuple[int, int, int],
+    age_pub: str, key: Path, identity_row: bool,
 ) -> dict[str, dict[str, int]]:  # fmt: skip
-    """odbox-backup's peak memory (full backup, restore) on a tenth of the data."""
-    small = work / "small"
-    small.mkdir()
-    data = make_dataset(cluster, "odoo_tenth", small / "filestore", max(1, args.db_mb // 10),
-                        max(1, args.filestore_mb // 10), max(10, args.files // 10))  # fmt: skip
-    warm(data, env, small / "warm.dump")
-    rows = [r for r in contenders(data, small, age_pub, key, False) if r.odbox]
+    """odbox-backup's peak memory (full backup, no-change backup, restore) on another dataset
+    of (database MiB, filestore MiB, files); by row name, then step."""
+    db_mb, fs_mb, files = sizes
+    name = f"odoo_{db_mb}_{fs_mb}_{files}"
+    here = work / name
+    here.mkdir()
+    data = make_dataset(cluster, name, here / "filestore", db_mb, fs_mb, files)
+    warm(data, env, here / "warm.dump")
+    data.settle()
     peaks: dict[str, dict[str, int]] = {}
-    logs = small / "logs"
+    logs = here / "logs"
     logs.mkdir()
-    for row in rows:
+    for row in (r for r in contenders(data, here, age_pub, key, identity_row) if r.odbox):
+        log = logs / f"{row.target.name}.log"
         for command in row.setup():
-            measure(command, env, logs / f"{row.target.name}.log")
+            measure(command, env, log)
+        got = {}
+        for step, n in (("full", 1), ("no change", 2)):
+            os.sync()
+            got[step] = measure(row.backup(n), env, log).peak
+        folder = here / f"restored-{row.target.name}"
+        new_db = f"{name}_{row.target.name.replace('-', '_')}"
         os.sync()
-        full = measure(row.backup(1), env, logs / f"{row.target.name}.log")
-        os.sync()
-        folder = small / f"restored-{row.target.name}"
-        new_db = f"tenth_{row.target.name.replace('-', '_')}"
         try:
-            back = measure(row.restore(1, new_db, folder), env, logs / f"{row.target.name}.log")
+            got["restore"] = measure(row.restore(2, new_db, folder), env, log).peak
         finally:
             cluster.psql(f'DROP DATABASE IF EXISTS "{new_db}" WITH (FORCE)')
-        peaks[row.name] = {"full": full.peak, "restore": back.peak}
-    cluster.psql('DROP DATABASE "odoo_tenth" WITH (FORCE)')
+            shutil.rmtree(folder, ignore_errors=True)
+        peaks[row.name] = got
+    cluster.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    shutil.rmtree(here, ignore_errors=True)
     return peaks
+
+
+def scaled_datasets(args: argparse.Namespace) -> dict[str, tuple[int, int, int]]:
+    """The other data sizes for the memory check: (database MiB, filestore MiB, files)."""
+    db, fs, files = args.db_mb, args.filestore_mb, args.files
+    return {
+        "1/10 data": (max(1, db // 10), max(1, fs // 10), max(10, files // 10)),
+        # memory that grows with the number of files shows here: small files, a small database
+        "10x files": (max(1, db // 50), max(1, fs // 2), files * 10),
+    }
 
 
 # ------------------------------------------------------------------ the report
@@ -536,7 +553,10 @@ def table(title: str, header: list[str], lines: list[list[str]]) -> None:
                         for i, (c, w) in enumerate(zip(line, widths, strict=True))))  # fmt: skip
 
 
-def report(rows: list[Contender], small_peaks: dict[str, dict[str, int]] | None) -> None:
+Scaling = dict[str, dict[str, dict[str, int]]]  # dataset label -> row name -> step -> peak
+
+
+def report(rows: list[Contender], scaling: Scaling) -> None:
     floor = rows[0]
     restic = next(r for r in rows if r.name.startswith("restic"))
 
@@ -592,15 +612,16 @@ def report(rows: list[Contender], small_peaks: dict[str, dict[str, int]] | None)
     ]
     table("peak memory (MB, process tree)",
           ["", "full", "no change", "WAL moved", "churn", "restore"], peak_lines)  # fmt: skip
-    if small_peaks:
+    if scaling:
+        labels = list(scaling)
         lines = []
         for r in rows:
-            if r.name in small_peaks:
-                s = small_peaks[r.name]
-                lines.append([r.name, _mb(s["full"]), _mb(r.peak("full")), _mb(s["restore"]),
-                              _mb(r.peak("restore"))])  # fmt: skip
+            for step in ("full", "no change", "restore"):
+                if all(r.name in scaling[label] for label in labels):
+                    others = [_mb(scaling[label][r.name][step]) for label in labels]
+                    lines.append([f"{r.name}, {step}", _mb(r.peak(step)), *others])
         table("odbox-backup peak memory (MB) against data size",
-              ["", "full 1/10", "full", "restore 1/10", "restore"], lines)  # fmt: skip
+              ["", "this data", *labels], lines)  # fmt: skip
 
     print("\ngoals (issue 4)\n")
     for r in rows:
@@ -608,8 +629,9 @@ def report(rows: list[Contender], small_peaks: dict[str, dict[str, int]] | None)
             continue
         full = r.seconds("full")
         peak = max(r.peak(s) for s in r.samples)
-        if small_peaks and r.name in small_peaks:
-            peak = max(peak, *small_peaks[r.name].values())
+        for label in scaling:
+            if r.name in scaling[label]:
+                peak = max(peak, *scaling[label][r.name].values())
         goals: list[tuple[str, bool | None]] = [
             (f"full backup <= 1.2x floor ({full / floor.seconds('full'):.2f}x)",
              full <= 1.2 * floor.seconds("full")),
@@ -624,7 +646,8 @@ def report(rows: list[Contender], small_peaks: dict[str, dict[str, int]] | None)
             (f"after {CHURN_SNAPSHOTS} churn snapshots <= 1.15x one "
              f"({r.bytes('five') / r.bytes('one'):.3f}x)",
              r.bytes("five") <= 1.15 * r.bytes("one")),
-            (f"peak memory < 200 MB ({peak / MB:.0f} MB)", peak < 200 * MB),
+            (f"peak memory < 200 MB, at every data size above ({peak / MB:.0f} MB)",
+             peak < 200 * MB),
         ]  # fmt: skip
         print(r.name)
         for text, met in goals:
@@ -685,8 +708,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="/var/tmp",
                         help="where the temp work folder goes (default /var/tmp)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--no-small", action="store_true",
-                        help="skip odbox-backup's peak memory at a tenth of the data")  # fmt: skip
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="skip odbox-backup's peak memory on a tenth of the data and on "
+                        "ten times the files")  # fmt: skip
     parser.add_argument("--odbox-identity-row", action="store_true",
                         help="also run odbox-backup encrypted with --identity on run")  # fmt: skip
     args = parser.parse_args()
@@ -722,14 +746,18 @@ def main() -> None:
             for run in range(args.runs):
                 print(f"run {run + 1} of {args.runs}", flush=True)
                 one_run(rows, data, env, work)
-            small = None if args.no_small else memory_check(cluster, env, work, args, age_pub, key)
+            scaling: Scaling = {}
+            if not args.no_scaling:
+                for label, sizes in scaled_datasets(args).items():
+                    scaling[label] = memory_at(cluster, env, work, sizes, age_pub, key,
+                                               args.odbox_identity_row)  # fmt: skip
         except CommandFailed as e:
             print(f"\nFAILED: {e}", file=sys.stderr)
             sys.exit(1)
         print(f"\ndataset: database {data.db_bytes() / MB:,.0f} MiB, filestore "
               f"{tree_bytes(data.filestore) / MB:,.0f} MiB in "
               f"{count_files(data.filestore)} files (after the churn)")  # fmt: skip
-        report(rows, small)
+        report(rows, scaling)
 
 
 if __name__ == "__main__":

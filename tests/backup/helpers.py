@@ -41,6 +41,13 @@ def backup_ok(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def backup_run(env: dict[str, str], repo: str, odoo: tuple[str, str, Path], *extra: str) -> str:
+    """`odbox-backup run` of the `odoo` fixture's database and filestore into `repo`."""
+    name, _, filestore = odoo
+    return backup_ok(env, "run", "--repo", repo, "--db", name, "--filestore", str(filestore),
+                     *extra)  # fmt: skip
+
+
 def show(env: dict[str, str], repo: str, snapshot: str, *extra: str) -> dict[str, Any]:
     return json.loads(backup_ok(env, "show", "--repo", repo, snapshot, "--json", *extra))  # type: ignore[no-any-return]
 

@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from tests.backup.helpers import backup_ok, show
+from tests.backup.helpers import backup_ok, backup_run, show
 from tests.odoo_data import store_fnames
 
 BACKUPS = 3
@@ -79,7 +79,7 @@ def test_every_attachment_a_hot_snapshot_names_is_in_it(postgres, odoo, backend,
             time.sleep(0.05)
         for _ in range(BACKUPS):
             before = _attachments(dsn)
-            backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+            backup_run(env, backend, odoo)
             after = _attachments(dsn)
             backups.append((before, after, show(env, backend, "latest")))
     finally:

@@ -8,15 +8,9 @@ import random
 import psycopg
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, open_repo, show, store_for
+from tests.backup.helpers import backup, backup_ok, backup_run, open_repo, show, store_for
 from tests.helpers import one_error_line
 from tests.odoo_data import add_attachments, filestore_digest, table_checksums
-
-
-def _run(env, repo, odoo, *extra):
-    name, _, filestore = odoo
-    return backup_ok(env, "run", "--repo", repo, "--db", name, "--filestore", str(filestore),
-                     *extra)  # fmt: skip
 
 
 def _verify(env, repo, *extra):
@@ -27,8 +21,8 @@ def _verify(env, repo, *extra):
 
 def test_verify_finds_missing_and_damaged_objects(odoo, backend, env, request):
     backup_ok(env, "init", "--repo", backend)
-    _run(env, backend, odoo)
-    _run(env, backend, odoo)
+    backup_run(env, backend, odoo)
+    backup_run(env, backend, odoo)
     code, report = _verify(env, backend, "--read-data")
     assert code == 0 and report["ok"] and len(report["snapshots"]) == 2
     assert report["objects"]["read"] == report["objects"]["referenced"] > 0
@@ -63,7 +57,7 @@ def test_prune_forgets_by_policy_and_deletes_only_unused_objects(odoo, backend, 
         with psycopg.connect(dsn) as conn:
             add_attachments(conn, filestore, 2, rng)
             conn.commit()
-        _run(env, backend, odoo)
+        backup_run(env, backend, odoo)
     repo = open_repo(backend, moto_for(backend, request))
     ids = repo.snapshot_ids()
     before = set(repo.known_objects())
@@ -99,7 +93,7 @@ def test_copy_sends_only_what_the_destination_lacks_and_restores_there(
     (tmp_path / "key.txt").write_text(str(key) + "\n")
     backup_ok(env, "init", "--repo", local)
     backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
-    _run(env, local, odoo)
+    backup_run(env, local, odoo)
     at_first = (table_checksums(psycopg.connect(dsn)), filestore_digest(filestore))
     out = backup_ok(env, "copy", "--repo", local, "latest", "--to", backend)
     assert "copied snapshot" in out
@@ -109,7 +103,7 @@ def test_copy_sends_only_what_the_destination_lacks_and_restores_there(
     with psycopg.connect(dsn) as conn:
         add_attachments(conn, filestore, 1, random.Random(3))
         conn.commit()
-    _run(env, local, odoo)
+    backup_run(env, local, odoo)
     out = backup_ok(env, "copy", "--repo", local, "all", "--to", backend)
     sent = int(out.split("objects,")[0].rsplit(" ", 2)[-2])
     total = show(env, local, "latest")["totals"]["objects"]
@@ -132,7 +126,7 @@ def test_drop_previous_removes_what_restores_kept(postgres, odoo, env, tmp_path)
     name, _, filestore = odoo
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
-    _run(env, repo, odoo)
+    backup_run(env, repo, odoo)
     for _ in range(2):
         backup_ok(env, "restore", "--repo", repo, "latest", "--db", name,
                   "--filestore", str(filestore))  # fmt: skip

@@ -14,7 +14,7 @@ import zipfile
 import psycopg
 import pytest
 
-from tests.backup.helpers import backup, backup_ok, db_dsn, odoo_state, show
+from tests.backup.helpers import backup, backup_ok, backup_run, db_dsn, odoo_state, show
 from tests.helpers import one_error_line
 from tests.odoo_data import MODULES, filestore_digest, table_checksums
 
@@ -27,7 +27,7 @@ def test_export_writes_a_zip_psql_restores_into_an_empty_database(
 ):
     name, dsn, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
     at_backup = odoo_state(dsn, filestore)
     out = tmp_path / "odoo.zip"
     said = backup_ok(env, "export", "--repo", backend, "latest", "--odoo-zip", str(out))
@@ -134,9 +134,8 @@ def test_export_refuses_a_missing_object_and_leaves_no_file(odoo, backend, env, 
     from tests.backup.conftest import moto_for
     from tests.backup.helpers import store_for
 
-    name, _, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
     victim = show(env, backend, "latest")["database"]["objects"][0]
     store_for(backend, moto_for(backend, request)).delete(f"objects/{victim[:2]}/{victim}")
     out = tmp_path / "odoo.zip"

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, db_dsn, odoo_state, show, store_for
+from tests.backup.helpers import backup, backup_ok, backup_run, db_dsn, odoo_state, show, store_for
 from tests.helpers import one_error_line
 from tests.odoo_data import add_attachments
 
@@ -25,7 +25,7 @@ def test_restore_brings_back_the_snapshot_and_keeps_the_previous_data(
 ):
     name, dsn, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
     at_backup = odoo_state(dsn, filestore)
     with psycopg.connect(dsn) as conn:  # life goes on after the backup
         add_attachments(conn, filestore, 2, random.Random(5))
@@ -54,7 +54,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
 ):
     name, dsn, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
     manifest = show(env, backend, "latest")
     victim = max(manifest["filestore"]["files"], key=lambda f: f["size"])["objects"][0]
     store = store_for(backend, moto_for(backend, request))
@@ -91,7 +91,7 @@ def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
     key, wrong = x25519.Identity.generate(), x25519.Identity.generate()
     (tmp_path / "wrong.txt").write_text(str(wrong) + "\n")
     backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
     before = odoo_state(dsn, filestore)
     snapshot = backup_ok(env, "list", "--repo", backend, "--json")
     import json

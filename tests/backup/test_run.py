@@ -12,6 +12,7 @@ from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
     backup,
     backup_ok,
+    backup_run,
     open_repo,
     show,
     store_for,
@@ -23,7 +24,7 @@ from tests.odoo_data import add_attachments, table_checksums
 def test_a_snapshot_holds_the_dump_and_every_file(postgres, odoo, backend, env, request, tmp_path):
     name, dsn, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    out = backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    out = backup_run(env, backend, odoo)
     assert "snapshot " in out
     listed = backup_ok(env, "list", "--repo", backend, "--json")
     import json
@@ -96,7 +97,7 @@ def test_an_encrypted_repository_holds_no_cleartext(odoo, backend, env, request,
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(str(x25519.Identity.generate()) + "\n")
     backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
-    backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
+    backup_run(env, backend, odoo)
 
     with psycopg.connect(dsn) as conn:
         partner = conn.execute("SELECT name FROM res_partner ORDER BY id LIMIT 1").fetchone()[0]

@@ -102,18 +102,10 @@ def _locked(repository: Repository, command: str, wait: float) -> Iterator[None]
         yield
 
 
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"odbox-backup {__version__}\n")
-        raise typer.Exit()
-
-
 @app.callback()
 def main_options(
     debug: Debug = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
+    version: Annotated[bool, runner.version_option("odbox-backup", __version__)] = False,
 ) -> None:
     """Options for every command."""
 

@@ -19,6 +19,7 @@ makes a snapshot whose database format is `sql`; restore runs it with psql.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import hashlib
@@ -181,28 +182,31 @@ def export_zip(
 # ------------------------------------------------------------------ import
 
 
-class _Source:
+class _Source(abc.ABC):
     """An Odoo backup to read: a zip, or a folder of the same layout."""
 
     name: str
 
-    def dump(self) -> tuple[str, str]:  # (member, format)
-        raise NotImplementedError
+    @abc.abstractmethod
+    def dump(self) -> tuple[str, str]:
+        """The dump's member name and its database format."""
 
-    def open(self, member: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open(self, member: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 
+    @abc.abstractmethod
     def manifest(self) -> dict[str, Any] | None:
-        raise NotImplementedError
+        """Odoo's manifest.json, when there is one."""
 
-    def files(self) -> Iterator[tuple[str, int]]:  # (path under filestore/, size)
-        raise NotImplementedError
+    @abc.abstractmethod
+    def files(self) -> Iterator[tuple[str, int]]:
+        """(path under filestore/, size) of every file."""
 
     def open_file(self, rel: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         return self.open(f"filestore/{rel}")
 
     def close(self) -> None:
-        pass
+        return
 
 
 def _safe(path: str) -> str | None:

@@ -278,11 +278,16 @@ def verify_attachments(conninfo: str, db: str, folder: Path) -> int:
     return len(fnames)
 
 
-def _drop(conninfo: str, db: str) -> None:
+def _drop_database(conn: Any, db: str) -> None:
     from psycopg import sql
 
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def _drop(conninfo: str, db: str) -> None:
+    """Best effort: the cleanup of a failed restore must not hide why it failed."""
     with contextlib.suppress(Exception), _connect(conninfo) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        _drop_database(conn, db)
 
 
 def _rename_db(conn: Any, old: str, new: str) -> None:
@@ -456,13 +461,9 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
 
 
 def drop_previous(conninfo: str, previous: Previous) -> None:
-    from psycopg import sql
-
     with _connect(conninfo) as conn:
         for db in previous.databases:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
-            )
+            _drop_database(conn, db)
     for folder in previous.folders:
         shutil.rmtree(folder)
     if previous.folders:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -26,6 +28,17 @@ def typer_app(name: str, help: str) -> typer.Typer:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+
+
+def version_option(prog: str, version: str) -> Any:
+    """The `--version` option every tool has: prints `PROG VERSION` and exits 0."""
+
+    def show(value: bool) -> None:
+        if value:
+            sys.stdout.write(f"{prog} {version}\n")
+            raise typer.Exit()
+
+    return typer.Option("--version", callback=show, is_eager=True, help="Print the version.")
 
 
 def debug_requested(argv: list[str], env_var: str) -> bool:

@@ -106,18 +106,12 @@ def _names(
     )
 
 
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"dbinit {__version__}\n")
-        raise typer.Exit()
-
-
 @app.callback()
 def main_options(
     debug: Debug = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        runner.version_option("dbinit", __version__),
     ] = False,
 ) -> None:
     """Options that apply to every command."""

@@ -47,12 +47,6 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"vaultgen {__version__}\n")
-        raise typer.Exit()
-
-
 @app.callback(invoke_without_command=True)
 def main_options(
     ctx: typer.Context,
@@ -72,9 +66,7 @@ def main_options(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version."
-        ),
+        runner.version_option("vaultgen", __version__),
     ] = False,
 ) -> None:
     ctx.obj = Settings(vault=vault)

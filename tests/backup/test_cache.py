@@ -31,7 +31,7 @@ def test_an_encrypted_box_skips_unchanged_files_and_an_unchanged_database(
            "--cache-dir", str(cache)]  # fmt: skip
     backup_ok(env, "init", "--repo", backend, "--recipient", str(key.to_public()))
     backup_ok(env, *run)
-    assert len(list(cache.glob("*.json"))) == 1
+    assert len(list(cache.glob("*.jsonl"))) == 1
 
     # Unchanged files are not read again. To see it, one file's bytes change behind Odoo's
     # back (Odoo never does that: a file's name is its content's SHA-1): the cache wins.
@@ -68,11 +68,14 @@ def test_an_encrypted_box_skips_unchanged_files_and_an_unchanged_database(
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # A broken cache file is ignored: the run reads everything, and keeps a new cache.
-    next(cache.glob("*.json")).write_text("{not json")
-    out = backup_ok(env, *run)
-    assert _new(out) <= 2
-    assert json.loads(next(cache.glob("*.json")).read_text())["id"] == show(
-        env, backend, "latest", *identity)["id"]  # fmt: skip
+    cache_file = next(cache.glob("*.jsonl"))
+    header, *entries = cache_file.read_text().splitlines()
+    for broken in ("{not json", "\n".join([header, "{damaged entry", *entries])):
+        cache_file.write_text(broken)
+        out = backup_ok(env, *run)
+        assert _new(out) <= 2
+        header = cache_file.read_text().splitlines()[0]
+        assert json.loads(header)["id"] == show(env, backend, "latest", *identity)["id"]
 
 
 def test_an_unchanged_database_is_not_dumped_again(postgres, odoo, tmp_path):
@@ -104,12 +107,12 @@ def test_the_default_cache_folder_and_no_cache(odoo, env, tmp_path):
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
     repo_id = json.loads((tmp_path / "repo" / "config.json").read_text())["id"]
-    kept = Path(env["XDG_CACHE_HOME"]) / "odbox-backup" / f"{repo_id}.json"
+    kept = Path(env["XDG_CACHE_HOME"]) / "odbox-backup" / f"{repo_id}.jsonl"
     run = ["run", "--repo", repo, "--db", name, "--filestore", str(filestore)]
     backup_ok(env, *run, "--no-cache")
     assert not kept.exists()
     backup_ok(env, *run)
-    assert json.loads(kept.read_text())["repository"] == repo_id
+    assert json.loads(kept.read_text().splitlines()[0])["repository"] == repo_id
     systemd = tmp_path / "systemd-cache"
     backup_ok({**env, "CACHE_DIRECTORY": str(systemd)}, *run)
-    assert (systemd / f"{repo_id}.json").is_file()
+    assert (systemd / f"{repo_id}.jsonl").is_file()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,17 +22,18 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable, Container, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from odbox_backup.repository import Repository
+from odbox_backup.repository import JSONTexts, Repository, entry_text
 from odbox_common.errors import ToolError
 
 ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")
-READ_BLOCK = 1 << 20
+PUTS_IN_FLIGHT = 4
 
 
 class BackupFailed(ToolError):
@@ -50,6 +52,12 @@ class Counters:
         return {"bytes": self.bytes, "objects": self.objects, "new_objects": self.new_objects,
                 "new_bytes": self.new_bytes,
                 "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+
+    def merge(self, other: Counters) -> None:
+        self.objects += other.objects
+        self.bytes += other.bytes
+        self.new_objects += other.new_objects
+        self.new_bytes += other.new_bytes
 
     def add(self, size: int, new: bool) -> None:
         self.objects += 1
@@ -184,15 +192,33 @@ def dump_database(
     whole = hashlib.sha256()
     size = 0
     names: list[str] = []
-    try:
-        for chunk in repo.chunker().cut_stream(child.stdout):
-            data = bytes(chunk.data)
-            whole.update(data)
-            size += len(data)
-            name, new = repo.put_object(data)
-            counters.add(len(data), new)
+    # Chunks are compressed, encrypted and written by two workers while the next ones are
+    # cut (hashlib and zstd release the GIL); at most PUTS_IN_FLIGHT chunks wait in memory.
+    in_flight: deque[tuple[int, Future[tuple[str, bool]]]] = deque()
+
+    def settle(keep: int) -> None:
+        while len(in_flight) > keep:
+            length, future = in_flight.popleft()
+            name, new = future.result()
+            counters.add(length, new)
             names.append(name)
-            progress.advance(len(data))
+            progress.advance(length)
+
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="put") as puts:
+            try:
+                for chunk in repo.chunker().cut_stream(child.stdout):
+                    data = bytes(chunk.data)
+                    whole.update(data)
+                    size += len(data)
+                    in_flight.append((len(data), puts.submit(repo.put_object, data)))
+                    del data
+                    settle(PUTS_IN_FLIGHT)
+                settle(0)
+            except BaseException:
+                for _, future in in_flight:
+                    future.cancel()
+                raise
     except BaseException:
         child.kill()  # it may be blocked on a full pipe: never wait for it first
         child.wait()
@@ -220,19 +246,30 @@ def _store_stream(
     return names
 
 
+def entry_path(text: str) -> str:
+    """The `path` of a `filestore.files` entry given as its JSON text (as `entry_text` writes
+    it: objects, path, size; object names are hex, so the first `,"path":` is the key)."""
+    raw = text[text.index(',"path":') + 8 : text.rindex(',"size":')]
+    return str(json.loads(raw)) if "\\" in raw else raw[1:-1]
+
+
 def read_filestore(
     repo: Repository,
     root: Path,
-    previous: dict[str, dict[str, Any]],
+    previous: Mapping[str, str],
     counters: Counters,
     progress: Progress,
     cancel: threading.Event | None = None,
-) -> dict[str, Any]:
-    """Every regular file under `root` into objects; the manifest's `filestore` part."""
+    skip: Container[str] = frozenset(),
+) -> JSONTexts:
+    """Every regular file under `root` but the paths in `skip` into objects; their entries
+    for the manifest's `filestore.files` as JSON texts, in no particular order.
+
+    `previous` maps a path to its entry's text in the previous snapshot: an unchanged
+    file's entry is that same string, neither copied nor rebuilt."""
     if not root.is_dir():
         raise BackupFailed(f"the filestore {root} is not a folder")
-    files: list[dict[str, Any]] = []
-    total = 0
+    files = JSONTexts()
     known = repo.known_objects()
     max_whole = int(repo.config.chunking["max"])
     start = len(str(root)) + 1
@@ -243,42 +280,54 @@ def read_filestore(
                 raise BackupFailed("stopped reading the filestore: the dump failed")
             path = os.path.join(folder, filename)  # noqa: PTH118 (pathlib is the cost here)
             rel = path[start:].replace(os.sep, "/")
+            if rel in skip:
+                continue
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue  # Odoo's garbage collector removed it meanwhile
             if not stat.S_ISREG(st.st_mode):
                 continue
-            before = previous.get(rel)
-            if (
-                before
-                and ODOO_PATH.fullmatch(rel)
-                and before["size"] == st.st_size
-                and all(name in known for name in before["objects"])
-            ):
-                objects = list(before["objects"])
-                counters.objects += len(objects)
-                counters.bytes += st.st_size
-                progress.advance(st.st_size)
-            else:
-                try:
-                    with open(path, "rb") as f:
-                        if st.st_size <= max_whole:
-                            data = f.read()
-                            name, new = repo.put_object(data)
-                            counters.add(len(data), new)
-                            progress.advance(len(data))
-                            objects = [name]
-                        else:
-                            objects = _store_stream(repo, f, counters, progress)
-                except FileNotFoundError:
+            text = previous.get(rel)
+            if text is not None and ODOO_PATH.fullmatch(rel):
+                before = json.loads(text)
+                if before["size"] == st.st_size and all(n in known for n in before["objects"]):
+                    counters.objects += len(before["objects"])
+                    counters.bytes += st.st_size
+                    progress.advance(st.st_size)
+                    files.append(text)
                     continue
-                except OSError as e:
-                    raise BackupFailed(f"cannot read {path}: {e.strerror}") from e
-            files.append({"path": rel, "size": st.st_size, "objects": objects})
-            total += st.st_size
-    files.sort(key=lambda f: str(f["path"]))
+            try:
+                with open(path, "rb") as f:
+                    if st.st_size <= max_whole:
+                        data = f.read()
+                        name, new = repo.put_object(data)
+                        counters.add(len(data), new)
+                        progress.advance(len(data))
+                        objects = [name]
+                        del data
+                    else:
+                        objects = _store_stream(repo, f, counters, progress)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise BackupFailed(f"cannot read {path}: {e.strerror}") from e
+            files.append(entry_text(rel, st.st_size, objects))
+    return files
+
+
+def filestore_part(files: JSONTexts, total: int) -> dict[str, Any]:
+    """The manifest's `filestore` part: the entries sorted by path, their count and bytes."""
+    files.sort(key=entry_path)
     return {"files": files, "count": len(files), "bytes": total}
+
+
+def previous_files(previous: dict[str, Any] | None) -> dict[str, str]:
+    """Path → entry text of the previous snapshot's files (a manifest, or the cache's part)."""
+    files = (previous or {}).get("filestore", {}).get("files", [])
+    if isinstance(files, JSONTexts):
+        return {entry_path(text): text for text in files}
+    return {str(f["path"]): entry_text(f["path"], f["size"], f["objects"]) for f in files}
 
 
 @dataclass
@@ -308,7 +357,7 @@ def run_backup(
         )
         counters.objects += len(database["objects"])
         counters.bytes += int(database["size"])
-    before = {f["path"]: f for f in (previous or {}).get("filestore", {}).get("files", [])}
+    before = previous_files(previous)
     early_counters = Counters()
     cancel = threading.Event()
     with ThreadPoolExecutor(1) as pool:
@@ -333,11 +382,13 @@ def run_backup(
         finally:
             wait([early])
         first = early.result()
+    del before, previous  # the entries still needed are in `first`
     progress.phase("reading what the filestore gained during the dump")
-    seen = {f["path"]: f for f in first["files"]}
-    filestore = read_filestore(repo, source.filestore, seen, counters, Progress())
-    counters.new_objects += early_counters.new_objects
-    counters.new_bytes += early_counters.new_bytes
+    seen = {entry_path(text) for text in first}
+    first += read_filestore(repo, source.filestore, {}, counters, Progress(), skip=seen)
+    del seen
+    counters.merge(early_counters)
+    filestore = filestore_part(first, counters.bytes - int(database["size"]))
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

@@ -14,7 +14,7 @@ is still stored (a pruned or damaged repository just costs a full read).
 
 Folder: `--cache-dir` (`ODBOX_BACKUP_CACHE`), else systemd's
 `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/odbox-backup`, else
-`~/.cache/odbox-backup`. One file per repository, `<repository id>.json`,
+`~/.cache/odbox-backup`. One file per repository, `<repository id>.jsonl`,
 written to a temporary name and renamed.
 """
 
@@ -26,9 +26,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.repository import Repository
+from odbox_backup.repository import JSONTexts, Repository, entry_text
 
-VERSION = 1
+VERSION = 2
 
 
 def default_dir() -> Path:
@@ -40,37 +40,49 @@ def default_dir() -> Path:
 
 
 def _path(folder: Path, repo: Repository) -> Path:
-    return folder / f"{repo.config.id}.json"
+    return folder / f"{repo.config.id}.jsonl"
 
 
 def load(folder: Path, repo: Repository) -> dict[str, Any] | None:
     """The last run's manifest parts, if still usable against `repo`; else None."""
+    from odbox_backup.backup import entry_path
+
     try:
-        document = json.loads(_path(folder, repo).read_bytes())
-        if document.get("version") != VERSION or document.get("repository") != repo.config.id:
-            return None
-        if document["id"] not in repo.snapshot_ids():
-            return None
-        return {"id": document["id"], "database": document["database"],
-                "filestore": {"files": document["files"]}}  # fmt: skip
+        with _path(folder, repo).open() as f:
+            header = json.loads(f.readline())
+            if header.get("version") != VERSION or header.get("repository") != repo.config.id:
+                return None
+            if header["id"] not in repo.snapshot_ids():
+                return None
+            files = JSONTexts(line.rstrip("\n") for line in f)
+        for text in files:
+            entry_path(text)  # a damaged line makes the whole cache unused, not the run fail
+        return {"id": header["id"], "database": header["database"],
+                "filestore": {"files": files}}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None:
-    """Keep `manifest`'s parts for the next run; a reason when that was not possible."""
-    document = {
+    """Keep `manifest`'s parts for the next run; a reason when that was not possible.
+
+    The file is JSON lines: a header (version, repository, snapshot ID, the `database`
+    part), then one `filestore.files` entry per line, written as they are."""
+    header = {
         "version": VERSION,
         "repository": repo.config.id,
         "id": manifest["id"],
         "database": manifest["database"],
-        "files": manifest["filestore"]["files"],
     }
+    files = manifest["filestore"]["files"]
     target = _path(folder, repo)
     tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(4)}")
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_text(json.dumps(document, separators=(",", ":")))
+        with tmp.open("w") as f:  # written line by line: no whole copy in memory
+            f.write(json.dumps(header, separators=(",", ":")) + "\n")
+            for start in range(0, len(files), 2000):
+                f.writelines(f"{_text(entry)}\n" for entry in files[start : start + 2000])
         tmp.replace(target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -78,4 +90,12 @@ def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None
             f"cannot keep the run's index in {folder} ({e.strerror or e}): "
             "the next run reads everything again"
         )
+    for stale in folder.glob(f"{repo.config.id}.json"):  # version 1's file
+        stale.unlink(missing_ok=True)
     return None
+
+
+def _text(entry: str | dict[str, Any]) -> str:
+    if isinstance(entry, str):
+        return entry
+    return entry_text(entry["path"], entry["size"], entry["objects"])

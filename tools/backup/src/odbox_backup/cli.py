@@ -258,7 +258,7 @@ def show(
 ) -> None:
     """Show one snapshot's manifest."""
     repository = _open(repo, identity)
-    manifest = repository.read_snapshot(repository.resolve(snapshot))
+    manifest = repository.read_snapshot(repository.resolve(snapshot), compact=False)
     if json:
         console.print_json(manifest)
         return

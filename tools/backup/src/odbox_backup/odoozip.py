@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from odbox_backup.backup import Counters, Progress, find_pg_tool
-from odbox_backup.repository import Repository
+from odbox_backup.repository import Repository, file_entries
 from odbox_backup.restore import check_objects
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
@@ -158,7 +158,7 @@ def export_zip(
                 _write_dump_sql(repo, manifest, sink, pg_bin, progress)
             fs = manifest["filestore"]
             progress.phase(f"writing filestore/: {fs['count']} files", fs["bytes"])
-            for entry in fs["files"]:
+            for entry in file_entries(manifest):
                 info = zipfile.ZipInfo(f"filestore/{entry['path']}", time.gmtime()[:6])
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with zf.open(info, "w", force_zip64=entry["size"] > (1 << 30)) as sink:

@@ -105,9 +105,9 @@ class LocalStore:
             hint = "; the repository's disk is full" if e.errno == errno.ENOSPC else ""
             raise StoreError(f"cannot flush {self.root} to disk: {e.strerror}{hint}") from e
 
-    def mtimes(self, prefix: str) -> dict[str, int]:
-        """Key → modification time (ns) of every value under `prefix`."""
-        return dict(self._walk(prefix, with_mtime=True))
+    def mtimes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, modification time in ns) of every value under `prefix`, sorted by key."""
+        return self._walk(prefix, with_mtime=True)
 
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():

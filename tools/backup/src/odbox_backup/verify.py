@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, RepositoryError
+from odbox_backup.repository import Repository, RepositoryError, file_entries
 from odbox_backup.store import LocalStore
 from odbox_common.errors import ToolError
 
@@ -119,7 +119,7 @@ def verify(
             got = sum(sizes[n] for n in database["objects"])
             if got != database["size"]:
                 entry.problem(f"the dump adds up to {got} bytes, not {database['size']}")
-        for f in manifest["filestore"]["files"]:
+        for f in file_entries(manifest):
             if all(n in sizes for n in f["objects"]):
                 got = sum(sizes[n] for n in f["objects"])
                 if got != f["size"]:

@@ -98,6 +98,11 @@ bench: setup
 bench-backup *ARGS: setup
     {{uv}} run --locked python bench/backup_speed.py {{ARGS}}
 
+# k8s-migrate pull through the API emulator against a local pg_dump + tar, ~100 MB and ~1 GB
+# (several minutes); `just bench-k8s --sizes 20 --runs 1` for a quick look.
+bench-k8s *ARGS: setup
+    {{uv}} run --locked python bench/k8s_pull.py {{ARGS}}
+
 # Install the Debian packages the tests need, if any is missing (root or sudo).
 system-packages:
     scripts/ensure-debian-packages

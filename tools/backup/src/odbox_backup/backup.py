@@ -189,36 +189,8 @@ def dump_database(
     except OSError as e:
         raise BackupFailed(f"cannot run {pg_dump}: {e.strerror}") from e
     assert child.stdout is not None and child.stderr is not None
-    whole = hashlib.sha256()
-    size = 0
-    names: list[str] = []
-    # Chunks are compressed, encrypted and written by two workers while the next ones are
-    # cut (hashlib and zstd release the GIL); at most PUTS_IN_FLIGHT chunks wait in memory.
-    in_flight: deque[tuple[int, Future[tuple[str, bool]]]] = deque()
-
-    def settle(keep: int) -> None:
-        while len(in_flight) > keep:
-            length, future = in_flight.popleft()
-            name, new = future.result()
-            counters.add(length, new)
-            names.append(name)
-            progress.advance(length)
-
     try:
-        with ThreadPoolExecutor(2, thread_name_prefix="put") as puts:
-            try:
-                for chunk in repo.chunker().cut_stream(child.stdout):
-                    data = bytes(chunk.data)
-                    whole.update(data)
-                    size += len(data)
-                    in_flight.append((len(data), puts.submit(repo.put_object, data)))
-                    del data
-                    settle(PUTS_IN_FLIGHT)
-                settle(0)
-            except BaseException:
-                for _, future in in_flight:
-                    future.cancel()
-                raise
+        stored = store_dump(repo, child.stdout, counters, progress)
     except BaseException:
         child.kill()  # it may be blocked on a full pipe: never wait for it first
         child.wait()
@@ -229,8 +201,80 @@ def dump_database(
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         reason = lines[-1].removeprefix("pg_dump: error: ") if lines else f"exit status {status}"
         raise BackupFailed(f"pg_dump of {source.dbname} failed: {reason}; no snapshot was written")
-    return {"format": "pg_dump-custom", "size": size, "sha256": whole.hexdigest(),
-            "objects": names}  # fmt: skip
+    return {"format": "pg_dump-custom", **stored}
+
+
+def store_dump(
+    repo: Repository, stream: Any, counters: Counters, progress: Progress
+) -> dict[str, Any]:
+    """A dump stream cut into objects (content-defined, so unchanged tables dedup);
+    its `size`, `sha256` and `objects` for the manifest's `database` part.
+
+    Chunks are compressed, encrypted and written by two workers while the next ones
+    are cut (hashlib and zstd release the GIL); at most PUTS_IN_FLIGHT wait in memory."""
+    whole = hashlib.sha256()
+    size = 0
+    names: list[str] = []
+    in_flight: deque[tuple[int, Future[tuple[str, bool]]]] = deque()
+
+    def settle(keep: int) -> None:
+        while len(in_flight) > keep:
+            length, future = in_flight.popleft()
+            name, new = future.result()
+            counters.add(length, new)
+            names.append(name)
+            progress.advance(length)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="put") as puts:
+        try:
+            for chunk in repo.chunker().cut_stream(stream):
+                data = bytes(chunk.data)
+                whole.update(data)
+                size += len(data)
+                in_flight.append((len(data), puts.submit(repo.put_object, data)))
+                del data
+                settle(PUTS_IN_FLIGHT)
+            settle(0)
+        except BaseException:
+            for _, future in in_flight:
+                future.cancel()
+            raise
+    return {"size": size, "sha256": whole.hexdigest(), "objects": names}
+
+
+def store_file(
+    repo: Repository, stream: Any, size: int, counters: Counters, progress: Progress
+) -> list[str]:
+    """A file's bytes into objects: one object up to the chunking maximum (most files),
+    else cut like a stream; its object names. Reading fewer bytes than `size` is an error."""
+    if size <= int(repo.config.chunking["max"]):
+        data = stream.read(size)
+        while len(data) < size:
+            more = stream.read(size - len(data))
+            if not more:
+                raise BackupFailed(f"a file ended after {len(data)} of its {size} bytes")
+            data += more
+        name, new = repo.put_object(data)
+        counters.add(len(data), new)
+        progress.advance(len(data))
+        return [name]
+    before = counters.bytes
+    names = _store_stream(repo, stream, counters, progress)
+    if counters.bytes - before != size:
+        raise BackupFailed(f"a file of {size} bytes gave {counters.bytes - before}")
+    return names
+
+
+def _store_local(repo: Repository, f: IO[bytes], size: int, max_whole: int, counters: Counters,
+                 progress: Progress) -> list[str]:  # fmt: skip
+    """A local file as it is now (its size may have changed since it was listed)."""
+    if size > max_whole:
+        return _store_stream(repo, f, counters, progress)
+    data = f.read()
+    name, new = repo.put_object(data)
+    counters.add(len(data), new)
+    progress.advance(len(data))
+    return [name]
 
 
 def _store_stream(
@@ -299,15 +343,7 @@ def read_filestore(
                     continue
             try:
                 with open(path, "rb") as f:
-                    if st.st_size <= max_whole:
-                        data = f.read()
-                        name, new = repo.put_object(data)
-                        counters.add(len(data), new)
-                        progress.advance(len(data))
-                        objects = [name]
-                        del data
-                    else:
-                        objects = _store_stream(repo, f, counters, progress)
+                    objects = _store_local(repo, f, st.st_size, max_whole, counters, progress)
             except FileNotFoundError:
                 continue
             except OSError as e:

@@ -16,6 +16,7 @@ import typer
 
 from odbox_backup import __version__
 from odbox_common import console, runner
+from odbox_common.console import human_size as _size
 from odbox_common.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -530,15 +531,6 @@ def drop_previous(
         do_drop(maintenance, previous)
     for item in what:
         console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def run_cli(argv: list[str]) -> int:

@@ -52,7 +52,7 @@ class OdooZipError(ToolError):
 # ------------------------------------------------------------------ export
 
 
-def _odoo_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+def odoo_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     version = manifest["odoo"].get("version")
     parts = [int(p) for p in str(version).split(".")[:2] if p.isdigit()] if version else []
     major, minor = [*parts, 0, 0][:2] if parts else (None, None)
@@ -166,7 +166,7 @@ def export_zip(
                         data = repo.get_object(name)
                         sink.write(data)
                         progress.advance(len(data))
-            zf.writestr("manifest.json", json.dumps(_odoo_manifest(manifest), indent=4))
+            zf.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         tmp.rename(out)

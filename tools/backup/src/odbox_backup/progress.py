@@ -16,16 +16,9 @@ from typing import Any
 
 from odbox_backup.backup import Progress
 from odbox_common import console
+from odbox_common.console import human_size as _size
 
 LINE_EVERY = 60.0
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @contextlib.contextmanager

@@ -26,6 +26,16 @@ def program() -> str:
     return _program
 
 
+def human_size(n: float) -> str:
+    """`512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB`."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def _timestamp() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 

@@ -1,0 +1,117 @@
+"""A shop in the emulated cluster: Odoo's deployment, its PVC, a Postgres pod, real data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.backup.helpers import db_dsn, make_odoo, odoo_state
+from tests.conftest import PostgresCluster
+from tests.k8s_migrate.emulator import ExecCall, K8sEmulator
+from tests.odoo_data import Shape
+
+K8S_MIGRATE = Path(sys.executable).with_name("k8s-migrate")
+ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
+NS = "shop"
+
+
+def is_tar(call: ExecCall) -> bool:
+    return "tar -cf" in " ".join(call.command)
+
+
+def is_dump(call: ExecCall) -> bool:
+    return call.command[0] == "pg_dump" and "--version" not in call.command
+
+
+@dataclass
+class Shop:
+    """An Odoo in the emulated cluster: database `db` in the test PostgreSQL, files in the PVC."""
+
+    k8s: K8sEmulator
+    postgres: PostgresCluster
+    db: str
+    dsn: str
+    filestore: Path
+    env: dict[str, str]
+    repo: Path
+    tmp: Path
+
+    def args(self, *extra: str) -> list[str]:
+        return ["--namespace", NS, "--odoo-deployment", "odoo", "--db-pod", "postgres-0",
+                "--db-container", "postgres", "--db-name", self.db, "--pvc", "odoo-data",
+                "--context", "test", *extra]  # fmt: skip
+
+    def migrate(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(K8S_MIGRATE), *args], capture_output=True, text=True,
+                              env=self.env, timeout=300, **kwargs)  # fmt: skip
+
+    def pull(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.migrate("pull", *self.args("--repo", str(self.repo), *extra))
+
+    def snapshots(self) -> list[str]:
+        folder = self.repo / "snapshots"
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def restore(self, db: str, folder: Path) -> tuple[dict[str, str], dict[str, str]]:
+        done = subprocess.run(
+            [str(ODBOX_BACKUP), "restore", "latest", "--repo", str(self.repo), "--db", db,
+             "--filestore", str(folder)],
+            capture_output=True, text=True, env=self.env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return odoo_state(db_dsn(self.postgres, db), folder)
+
+    def helpers_left(self) -> list[str]:
+        return [p["metadata"]["name"] for p in self.k8s.pods(NS)
+                if p["metadata"]["name"].startswith("k8s-migrate-")]  # fmt: skip
+
+    def assert_put_back(self, replicas: int = 2) -> None:
+        """The helper pod is gone and Odoo is at `replicas` again."""
+        deadline = time.monotonic() + 10
+        while self.helpers_left() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.helpers_left() == []
+        assert self.k8s.replicas(NS, "odoo") == replicas
+
+
+@pytest.fixture
+def shop(k8s: K8sEmulator, postgres: PostgresCluster, tmp_path: Path, request: Any) -> Any:
+    db = f"k8s_{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]}"  # noqa: S324
+    pvc = tmp_path / "pvc"
+    filestore = pvc / "filestore" / db
+    dsn = make_odoo(postgres, db, filestore, Shape.small(), seed=11)
+    # Binary safety: a file and a row with every byte value.
+    every_byte = bytes(range(256)) * 1024
+    name = hashlib.sha1(every_byte).hexdigest()  # noqa: S324 (Odoo's file names)
+    (filestore / name[:2]).mkdir(exist_ok=True)
+    (filestore / name[:2] / name).write_bytes(every_byte)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE every_byte (id int PRIMARY KEY, data bytea)")
+        conn.execute("INSERT INTO every_byte VALUES (1, %s)", (every_byte,))
+    k8s.add_namespace(NS)
+    k8s.add_pvc(NS, "odoo-data", pvc)
+    k8s.add_deployment(NS, "odoo", {"app": "odoo"}, replicas=2)
+    pg_env = {k: v for k, v in postgres.env.items() if k.startswith("PG")}
+    k8s.add_pod(NS, "postgres-0", {"app": "postgres"}, containers=["postgres"], env=pg_env,
+                image="postgres:15")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "ODBOX_", "KUBE"))}
+    env |= {**pg_env, "KUBECONFIG": str(k8s.kubeconfig), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
+    (tmp_path / "tmp").mkdir()
+    repo = tmp_path / "repo"
+    subprocess.run([str(ODBOX_BACKUP), "init", "--repo", str(repo)], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    yield Shop(k8s, postgres, db, dsn, filestore, env, repo, tmp_path)
+    for made in postgres.psql(
+        f"SELECT datname FROM pg_database WHERE datname LIKE '{db}%'"
+    ).split():
+        postgres.psql(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)')

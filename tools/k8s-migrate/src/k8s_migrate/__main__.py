@@ -1,0 +1,5 @@
+"""Allow `python -m k8s_migrate`."""
+
+from k8s_migrate.cli import main
+
+main()

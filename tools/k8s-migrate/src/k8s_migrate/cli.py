@@ -1,0 +1,232 @@
+"""The `k8s-migrate` command line: parses arguments and prints; the work is in pull.py.
+
+Only typer and the standard library are imported at the top, so `--help` is
+fast; the kubernetes client and odbox-backup load in the commands that use them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from k8s_migrate import __version__
+from odbox_common import console, runner
+from odbox_common.errors import ExitCode, ToolError, UsageError
+
+if TYPE_CHECKING:
+    from k8s_migrate.pull import Target
+    from k8s_migrate.sinks import Sink
+
+app = runner.typer_app(
+    "k8s-migrate",
+    (
+        "Pull an Odoo database and filestore out of Kubernetes into an odbox-backup snapshot "
+        "(--repo) or an Odoo zip (--odoo-zip): Odoo is scaled to 0, pg_dump runs in the "
+        "database pod, a helper pod tars the filestore from the PVC; both stream, verified, "
+        "and the cluster is put back whatever fails.\n\n"
+        "Exit codes: 0 ok, 1 failed, 2 usage, 4 another run holds the repository's lock."
+    ),
+)
+
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="The namespace of Odoo.")]
+Deployment = Annotated[
+    str, typer.Option("--odoo-deployment", metavar="NAME", help="Odoo's deployment.")
+]
+DbPod = Annotated[str, typer.Option("--db-pod", metavar="POD", help="The PostgreSQL pod.")]
+DbContainer = Annotated[
+    str | None,
+    typer.Option("--db-container", metavar="NAME", help="Its container (default: the first)."),
+]
+DbName = Annotated[str, typer.Option("--db-name", metavar="DB", help="Odoo's database.")]
+DbUser = Annotated[
+    str | None,
+    typer.Option("--db-user", metavar="ROLE",
+                 help="Role for pg_dump (default: the pod's default, e.g. postgres)."),
+]  # fmt: skip
+Pvc = Annotated[
+    str, typer.Option("--pvc", metavar="CLAIM", help="The PVC with Odoo's data (filestore).")
+]
+FilestorePath = Annotated[
+    str | None,
+    typer.Option("--filestore-path", metavar="PATH",
+                 help="The filestore's folder inside the PVC (default: filestore/DB)."),
+]  # fmt: skip
+HelperImage = Annotated[
+    str | None,
+    typer.Option("--helper-image", metavar="IMAGE",
+                 help="Image of the helper pod; it needs sh, find, du and tar "
+                 "(default: Odoo's own image, already on the nodes)."),
+]  # fmt: skip
+Repo = Annotated[
+    str | None,
+    typer.Option("--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+                 help="Write a snapshot into this odbox-backup repository (folder or s3://…)."),
+]  # fmt: skip
+OdooZip = Annotated[
+    Path | None,
+    typer.Option("--odoo-zip", metavar="OUT", help="Write an Odoo zip (dump.sql, filestore/)."),
+]
+Context = Annotated[
+    str | None,
+    typer.Option("--context", metavar="NAME", help="kubeconfig context (default: current)."),
+]
+Kubeconfig = Annotated[
+    Path | None,
+    typer.Option("--kubeconfig", metavar="FILE",
+                 help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)."),
+]  # fmt: skip
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", min=1, metavar="SECONDS",
+                 help="How long to wait for pods to go and for the helper pod to run."),
+]  # fmt: skip
+Debug = Annotated[
+    bool, typer.Option("--debug", envvar="K8S_MIGRATE_DEBUG", help="Show a traceback on errors.")
+]
+
+
+@app.callback()
+def main_options(
+    debug: Debug = False,
+    version: Annotated[bool, runner.version_option("k8s-migrate", __version__)] = False,
+) -> None:
+    """Options for every command."""
+
+
+def _target(namespace: str, deployment: str, db_pod: str, db_container: str | None,
+            db_name: str, db_user: str | None, pvc: str, filestore_path: str | None,
+            helper_image: str | None, timeout: float) -> Target:  # fmt: skip
+    from k8s_migrate.pull import Target
+
+    target = Target(namespace, deployment, db_pod, db_name, pvc, db_container, db_user,
+                    filestore_path, helper_image, timeout)  # fmt: skip
+    target.filestore  # noqa: B018 (checks --filestore-path now, before anything is touched)
+    return target
+
+
+def _output(repo: str | None, odoo_zip: Path | None) -> str:
+    if (repo is None) == (odoo_zip is None):
+        raise UsageError("give one of --repo REPO and --odoo-zip OUT")
+    return f"a snapshot in {repo}" if repo is not None else str(odoo_zip)
+
+
+@app.command()
+def plan(
+    namespace: Namespace,
+    db_pod: DbPod,
+    db_name: DbName,
+    pvc: Pvc,
+    odoo_deployment: Deployment = "odoo",
+    db_container: DbContainer = None,
+    db_user: DbUser = None,
+    filestore_path: FilestorePath = None,
+    helper_image: HelperImage = None,
+    repo: Repo = None,
+    odoo_zip: OdooZip = None,
+    scale_back: Annotated[bool, typer.Option("--scale-back")] = False,
+    context: Context = None,
+    kubeconfig: Kubeconfig = None,
+    timeout: Timeout = 300,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Show each step of a pull, with the sizes found; change nothing (reads only)."""
+    from k8s_migrate.kube import Cluster
+    from k8s_migrate.pull import describe_plan
+
+    target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
+                     filestore_path, helper_image, timeout)  # fmt: skip
+    sink_text = _output(repo, odoo_zip)
+    cluster = Cluster.connect(kubeconfig, context)
+    steps = describe_plan(cluster, target, sink_text, scale_back)
+    if json:
+        console.print_json({"context": cluster.context, "server": cluster.server, "steps": steps})
+        return
+    console.say(f"plan for context {cluster.context} ({cluster.server}); nothing was changed:")
+    for i, step in enumerate(steps, 1):
+        sys.stdout.write(f"  {i}. {step}\n")
+
+
+@app.command()
+def pull(
+    namespace: Namespace,
+    db_pod: DbPod,
+    db_name: DbName,
+    pvc: Pvc,
+    odoo_deployment: Deployment = "odoo",
+    db_container: DbContainer = None,
+    db_user: DbUser = None,
+    filestore_path: FilestorePath = None,
+    helper_image: HelperImage = None,
+    repo: Repo = None,
+    odoo_zip: OdooZip = None,
+    scale_back: Annotated[
+        bool, typer.Option("--scale-back", help="Scale Odoo back up after a successful pull.")
+    ] = False,
+    context: Context = None,
+    kubeconfig: Kubeconfig = None,
+    timeout: Timeout = 300,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, metavar="SECONDS", help="Wait for the repository lock."),
+    ] = 0,
+    debug: Debug = False,
+) -> None:
+    """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
+    from k8s_migrate.kube import Cluster
+    from k8s_migrate.pull import pull as do_pull
+    from odbox_backup.progress import progress_for
+
+    target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
+                     filestore_path, helper_image, timeout)  # fmt: skip
+    _output(repo, odoo_zip)
+    cluster = Cluster.connect(kubeconfig, context)
+    key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
+
+    def run(sink: Sink) -> None:
+        with progress_for() as progress:
+            done = do_pull(cluster, target, sink, progress, scale_back=scale_back, say=console.say)
+        console.say(done.summary)
+        console.say(
+            f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar; "
+            f"{done.reused_files} of {done.files} files were already in the repository"
+            if done.reused_files
+            else f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar"
+        )
+        if done.cleanup:
+            raise ToolError("the pull worked but the cleanup did not: see the lines above")
+
+    if odoo_zip is not None:
+        from k8s_migrate.sinks import ZipSink
+
+        run(ZipSink(odoo_zip))
+        return
+    assert repo is not None
+    from k8s_migrate.sinks import RepoSink
+    from odbox_backup import locks
+    from odbox_backup.repository import Repository
+    from odbox_backup.store import open_store
+
+    repository = Repository.open(open_store(repo))
+    with locks.exclusive(repository.store, "k8s-migrate pull", repository.config.id,
+                         wait=wait) as stale:  # fmt: skip
+        for lock in stale:
+            console.warn(f"removed a stale lock: {lock.describe()}")
+        run(RepoSink(repository, key))
+
+
+def run_cli(argv: list[str]) -> int:
+    if not argv:
+        runner.run(app, ["--help"], prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG")
+        return int(ExitCode.USAGE)
+    return runner.run(
+        app, argv, prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG",
+        interrupted="interrupted; the cluster was put back, no snapshot was written",
+    )  # fmt: skip
+
+
+def main() -> NoReturn:
+    sys.exit(run_cli(sys.argv[1:]))

@@ -1,0 +1,443 @@
+"""The cluster, through the official `kubernetes` client: objects, scaling, pods, and exec.
+
+Exec output is read as a stream (`ExecStream`), not the way the client's
+`stream()` helper reads it by default: that one decodes stdout as UTF-8 and
+keeps a copy of everything it received in memory (`capture_all`). Here every
+exec gets its own `ApiClient` whose requests go through the client's own
+`ws_client.websocket_call` with `binary=True, capture_all=False`: bytes as
+they came, and nothing kept once read. The exit status comes from the
+channel-3 Status the API server sends at the end; a connection that ends
+without one is a cut stream, never a success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from odbox_common.errors import ToolError, UsageError
+
+T = TypeVar("T")
+STDERR_KEPT = 16 << 10  # the end of a command's stderr, for the error line
+HELPER_LABELS = {
+    "app.kubernetes.io/name": "k8s-migrate",
+    "app.kubernetes.io/managed-by": "k8s-migrate",
+}
+
+
+class KubeError(ToolError):
+    """The cluster refused or failed a step."""
+
+
+class StreamCut(KubeError):
+    """An exec's output ended before the command's exit status arrived."""
+
+
+class CommandFailed(KubeError):
+    """A command in a pod exited with a non-zero status."""
+
+
+def _api_reason(e: Any) -> str:
+    """`403 Forbidden: deployments.apps "odoo" is forbidden: …` from an ApiException."""
+    message = ""
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        message = str(json.loads(e.body).get("message", ""))
+    return f"{e.status} {e.reason}" + (f": {message}" if message else "")
+
+
+@dataclass
+class Cluster:
+    api_client: Any
+    context: str
+    server: str
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None, context: str | None) -> Cluster:
+        """The user's kubeconfig (`--kubeconfig`, else `$KUBECONFIG`, else ~/.kube/config)."""
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            contexts, active = config.list_kube_config_contexts(
+                config_file=str(kubeconfig) if kubeconfig else None
+            )
+            name = context or (active or {}).get("name", "")
+            if context and context not in {c["name"] for c in contexts}:
+                raise UsageError(f"the kubeconfig has no context {context!r}")
+            api_client = config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context
+            )
+        except (ConfigException, OSError) as e:
+            raise UsageError(f"cannot use the kubeconfig: {e}") from e
+        return cls(api_client, name, str(api_client.configuration.host))
+
+    @functools.cached_property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @functools.cached_property
+    def apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.api_client)
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)`, an API error becoming one line that says `what` failed."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise KubeError(f"cannot {what}: {_api_reason(e)}") from e
+        except (HTTPError, OSError) as e:
+            raise KubeError(
+                f"cannot {what}: the API server at {self.server} is unreachable ({e})"
+            ) from e
+
+    def exists(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """The object, or None on 404."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.call(what, fn, *args, **kwargs)
+        except KubeError as e:
+            if isinstance(e.__cause__, ApiException) and e.__cause__.status == 404:
+                return None
+            raise
+
+    # ------------------------------------------------------------ deployments
+
+    def replicas(self, namespace: str, deployment: str) -> int:
+        scale = self.call(
+            f"read the scale of deployment {namespace}/{deployment}",
+            self.apps.read_namespaced_deployment_scale,
+            deployment,
+            namespace,
+        )
+        return int(scale.spec.replicas or 0)
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        self.call(
+            f"scale deployment {namespace}/{deployment} to {replicas}",
+            self.apps.patch_namespaced_deployment_scale,
+            deployment,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def pods_of(self, namespace: str, deployment: Any) -> list[Any]:
+        labels = deployment.spec.selector.match_labels or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = self.call(
+            f"list the pods of deployment {namespace}/{deployment.metadata.name}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        return list(pods.items)
+
+    def wait_until(self, what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.1
+        while not done():
+            if time.monotonic() >= deadline:
+                raise KubeError(f"gave up after {timeout:.0f} s waiting for {what}")
+            time.sleep(pause)
+            pause = min(pause * 1.5, 2.0)
+
+    # ------------------------------------------------------------ helper pod
+
+    def start_helper(self, namespace: str, name: str, image: str, pvc: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": dict(HELPER_LABELS)},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {
+                        "name": "helper",
+                        "image": image,
+                        "command": ["sleep", "86400"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/pvc", "readOnly": True}],
+                    }
+                ],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": pvc, "readOnly": True}}
+                ],
+            },
+        }
+        self.call(
+            f"create the helper pod {namespace}/{name}",
+            self.core.create_namespaced_pod,
+            namespace,
+            body,
+        )
+
+    def wait_running(self, namespace: str, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.1
+        while True:
+            pod = self.call(
+                f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace
+            )
+            phase = pod.status.phase if pod.status else None
+            if phase == "Running":
+                return
+            if phase in ("Failed", "Succeeded"):
+                raise KubeError(f"the helper pod {namespace}/{name} ended ({phase}) before use")
+            if time.monotonic() >= deadline:
+                why = (
+                    "; ".join(
+                        f"{c.reason}: {c.message}"
+                        for c in (pod.status.conditions or [])
+                        if c.status != "True" and (c.reason or c.message)
+                    )
+                    if pod.status
+                    else ""
+                )
+                raise KubeError(
+                    f"the helper pod {namespace}/{name} stayed {phase or 'unknown'} "
+                    f"for {timeout:.0f} s" + (f" ({why})" if why else "")
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, 2.0)
+
+    def delete_pod(self, namespace: str, name: str, timeout: float = 60) -> None:
+        """Delete the pod now and wait until it is gone (a 404 counts as gone)."""
+        if (
+            self.exists(
+                f"delete pod {namespace}/{name}",
+                self.core.delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=0,
+            )
+            is None
+        ):
+            return
+        self.wait_until(
+            f"pod {namespace}/{name} to go",
+            lambda: (
+                self.exists(
+                    f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace
+                )
+                is None
+            ),
+            timeout,
+        )
+
+    # ------------------------------------------------------------ exec
+
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        command: Sequence[str],
+        *,
+        stdin: bool = False,
+        idle_timeout: float = 300,
+    ) -> ExecStream:
+        """Start `command` in the pod; its stdout as a stream (see ExecStream)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import ws_client
+
+        what = f"run {command[0]} in pod {namespace}/{pod}"
+        own = client.ApiClient(self.api_client.configuration)
+        own.request = functools.partial(
+            ws_client.websocket_call, own.configuration, binary=True, capture_all=False
+        )
+        kwargs: dict[str, Any] = {
+            "command": list(command),
+            "stdin": stdin,
+            "stdout": True,
+            "stderr": True,
+            "tty": False,
+            "_preload_content": False,
+        }
+        if container:
+            kwargs["container"] = container
+        try:
+            ws = client.CoreV1Api(own).connect_get_namespaced_pod_exec(pod, namespace, **kwargs)
+        except (ApiException, AttributeError) as e:
+            # The client reports a refused upgrade as ApiException(status=0, reason="Handshake
+            # status 403 Forbidden -+-+- headers -+-+- body"), and in some versions fails on it
+            # with an AttributeError whose context is that ApiException.
+            cause = e if isinstance(e, ApiException) else e.__context__
+            if not isinstance(cause, ApiException):
+                raise
+            reason = str(cause.reason or cause).split(" -+-+- ")
+            line = reason[0].removeprefix("Handshake status ")
+            if len(reason) > 2:
+                with contextlib.suppress(ValueError):
+                    line += ": " + str(json.loads(reason[2]).get("message", ""))
+            raise KubeError(f"cannot {what}: {line}") from e
+        return ExecStream(ws, what, idle_timeout)
+
+    def run(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        command: Sequence[str],
+        limit: int = 1 << 20,
+    ) -> bytes:
+        """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails."""
+        with self.exec(namespace, pod, container, command) as stream:
+            out = bytearray()
+            # read() allocates what it is asked for: ask for 64 KiB, never for `limit`
+            while len(out) <= limit and (data := stream.read(min(1 << 16, limit + 1 - len(out)))):
+                out += data
+            if len(out) > limit:
+                raise KubeError(f"{stream.what}: more output than the {limit} bytes expected")
+            stream.finish()
+        return bytes(out)
+
+
+class ExecStream(io.RawIOBase):
+    """An exec's stdout as a binary stream; stderr kept (its end) for the error line.
+
+    `finish()` after the last read checks the exit status. A connection that drops, a
+    stream that ends without the API server's Status, or `idle_timeout` seconds without
+    a byte raise StreamCut: a short stream is never taken for a whole one.
+    """
+
+    def __init__(self, ws: Any, what: str, idle_timeout: float) -> None:
+        super().__init__()
+        self.ws = ws
+        self.what = what
+        self.idle_timeout = idle_timeout
+        self.received = 0
+        self._pending = b""
+        self._offset = 0
+        self._stderr = bytearray()
+        self._ended = False
+        self._cut: Exception | None = None  # the connection dropped: after what is buffered
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode(errors="replace")
+
+    def _keep_stderr(self, data: bytes) -> None:
+        if data:
+            self._stderr += data
+            del self._stderr[:-STDERR_KEPT]
+
+    def _frames(self) -> None:
+        """Read frames until stdout has bytes or the stream ended.
+
+        Reading an empty channel makes the client read one more frame, which raises when
+        the connection is gone; a stdout frame that came in before it is still buffered,
+        so it is taken before the cut is reported: the byte count of the error is exact."""
+        from websocket import WebSocketException
+
+        if self._cut is not None:
+            why = str(self._cut) or type(self._cut).__name__
+            raise StreamCut(
+                f"{self.what}: the connection dropped after {self.received} bytes ({why})"
+            ) from self._cut
+        idle_since = time.monotonic()
+        while not self._pending and not self._ended:
+            try:
+                if not self.ws.is_open():
+                    self._pending = self.ws.read_stdout(timeout=0)
+                    self._keep_stderr(self.ws.read_stderr(timeout=0))
+                    self._ended = True
+                    break
+                self.ws.update(timeout=1)
+                self._keep_stderr(self.ws.read_stderr(timeout=0))
+                self._pending = self.ws.read_stdout(timeout=0)
+            except (WebSocketException, OSError) as e:
+                self._cut = e
+                with contextlib.suppress(WebSocketException, OSError):
+                    self._pending = self.ws.read_stdout(timeout=0)  # buffered: no read
+                if not self._pending:
+                    return self._frames()
+                break
+            if not self._pending and time.monotonic() - idle_since > self.idle_timeout:
+                raise StreamCut(
+                    f"{self.what}: no data for {self.idle_timeout:.0f} s "
+                    f"after {self.received} bytes"
+                )
+        self._offset = 0
+
+    def readinto(self, buffer: Any) -> int:
+        if self._offset >= len(self._pending):
+            self._pending = b""
+            self._frames()
+            if not self._pending:
+                return 0
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._pending) - self._offset)
+        view[:n] = self._pending[self._offset : self._offset + n]
+        self._offset += n
+        self.received += n
+        return n
+
+    def write_stdin(self, data: bytes) -> None:
+        from websocket import WebSocketException
+
+        try:
+            self.ws.write_stdin(data)
+        except (WebSocketException, OSError) as e:
+            raise StreamCut(f"{self.what}: the connection dropped while sending ({e})") from e
+
+    def close_stdin(self) -> None:
+        from kubernetes.stream.ws_client import STDIN_CHANNEL
+
+        self.ws.close_channel(STDIN_CHANNEL)  # the v5 protocol only; v4 has no way
+
+    def finish(self) -> None:
+        """After stdout's end: the exit status; a failure is CommandFailed, no status StreamCut."""
+        while self.readinto(bytearray(1 << 16)):
+            pass  # output nobody read: the status comes after it
+        raw = self.ws.read_channel(3)
+        if not raw:
+            raise StreamCut(
+                f"{self.what}: the stream ended after {self.received} bytes "
+                "without the command's exit status"
+            )
+        try:
+            status = json.loads(raw)
+        except ValueError as e:
+            raise StreamCut(f"{self.what}: an unreadable exit status {raw[:80]!r}") from e
+        if status.get("status") == "Success":
+            return
+        causes = (status.get("details") or {}).get("causes") or []
+        code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
+        said = f": {lines[-1].strip()}" if lines else ""
+        if code is not None:
+            raise CommandFailed(f"{self.what} failed with exit status {code}{said}")
+        raise CommandFailed(f"{self.what} failed: {status.get('message') or status}{said}")
+
+    def close(self) -> None:
+        if not self.closed:
+            # Closing a connection that may be half gone: whatever it raises, it is closed.
+            with contextlib.suppress(Exception):
+                self.ws.close()
+                if self.ws.sock is not None:
+                    self.ws.sock.shutdown()
+        super().close()
+
+
+def lines(data: bytes) -> Iterator[str]:
+    for line in data.decode(errors="surrogateescape").splitlines():
+        if line.strip():
+            yield line

@@ -1,0 +1,305 @@
+"""Where a pull goes: a snapshot in an odbox-backup repository, or an Odoo zip.
+
+Both take the dump as a stream and the files one at a time, and write their
+last piece (the manifest, or the zip's rename) only in `commit`; `abort`
+leaves nothing a reader would take for a result.
+
+A repository pull keeps a journal of the files it stored (JSON lines, a
+`filestore.files` entry each), written only after the objects it names are
+flushed to disk. A pull interrupted half-way leaves the objects and the
+journal; the next pull of the same PVC into the same repository asks tar only
+for the files the journal does not already account for. Like odbox-backup's
+own cache, the journal only saves work: an entry counts only if its path is an
+Odoo filestore name (the SHA-1 of the content, so the same path is the same
+bytes) and every object it names is still in the repository.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import socket
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from odbox_backup.backup import (
+    ODOO_PATH,
+    Counters,
+    Progress,
+    filestore_part,
+    store_dump,
+    store_file,
+)
+from odbox_backup.odoozip import odoo_manifest
+from odbox_backup.repository import JSONTexts, Repository, entry_text
+from odbox_common.errors import ToolError, UsageError
+from odbox_common.files import fsync_dir
+
+JOURNAL_EVERY = 2.0  # seconds between flushes of objects and journal lines
+
+
+class SinkError(ToolError):
+    """The repository or the zip could not be written."""
+
+
+@dataclass
+class Facts:
+    db_name: str
+    pg_version: str
+    modules: dict[str, str]
+    odoo_version: str | None
+
+
+class Sink(abc.ABC):
+    dump_options: list[str]
+
+    @abc.abstractmethod
+    def describe(self) -> str: ...
+
+    @abc.abstractmethod
+    def add_dump(self, stream: Any) -> None: ...
+
+    def reuse(self, path: str) -> bool:
+        """Whether `path` is already here (then tar is not asked for it)."""
+        return False
+
+    @abc.abstractmethod
+    def add_file(self, path: str, size: int, stream: Any) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self, facts: Facts, origin: str) -> str:
+        """Write the result; one line saying what was written."""
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+def journal_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "k8s-migrate" if xdg else Path.home() / ".cache" / "k8s-migrate"
+
+
+@dataclass
+class RepoSink(Sink):
+    """A snapshot in an odbox-backup repository (the caller holds its lock)."""
+
+    repo: Repository
+    source_key: str  # the cluster, namespace, PVC and path: what the journal is for
+    journal_folder: Path = field(default_factory=journal_dir)
+    dump_options: list[str] = field(default_factory=lambda: ["--format=custom", "--compress=0"])
+
+    def __post_init__(self) -> None:
+        self.started = time.monotonic()
+        self.time = dt.datetime.now(dt.UTC)
+        self.counters = Counters()
+        self.files = JSONTexts()
+        self.database: dict[str, Any] | None = None
+        digest = hashlib.sha256(self.source_key.encode()).hexdigest()[:16]
+        self.journal = self.journal_folder / f"{self.repo.config.id}-{digest}.jsonl"
+        self.earlier = self._read_journal()
+        self.pending: list[str] = []
+        self.flushed_at = time.monotonic()
+        self.reused = 0
+
+    def describe(self) -> str:
+        return f"a snapshot in {self.repo.store.url}"
+
+    def _read_journal(self) -> dict[str, str]:
+        from odbox_backup.backup import entry_path
+
+        entries: dict[str, str] = {}
+        try:
+            with self.journal.open() as f:
+                for line in f:
+                    text = line.rstrip("\n")
+                    try:
+                        entries[entry_path(text)] = text
+                    except ValueError:
+                        continue  # a line cut by a crash
+        except OSError:
+            pass
+        return entries
+
+    def add_dump(self, stream: Any) -> None:
+        self.database = store_dump(self.repo, stream, self.counters, Progress())
+
+    def reuse(self, path: str) -> bool:
+        text = self.earlier.get(path)
+        if text is None or not ODOO_PATH.fullmatch(path):
+            return False
+        entry = json.loads(text)
+        known = self.repo.known_objects()
+        if not all(name in known for name in entry["objects"]):
+            return False
+        self.files.append(text)
+        self.counters.objects += len(entry["objects"])
+        self.counters.bytes += int(entry["size"])
+        self.reused += 1
+        return True
+
+    def add_file(self, path: str, size: int, stream: Any) -> None:
+        objects = store_file(self.repo, stream, size, self.counters, Progress())
+        text = entry_text(path, size, objects)
+        self.files.append(text)
+        self.pending.append(text)
+        if time.monotonic() - self.flushed_at >= JOURNAL_EVERY:
+            self._write_journal()
+
+    def _write_journal(self) -> None:
+        """Objects first to disk, then the lines that name them (so a line never names an
+        object a power cut could have lost)."""
+        if not self.pending:
+            return
+        self.repo.store.flush()
+        try:
+            self.journal_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with self.journal.open("a") as f:
+                f.writelines(f"{text}\n" for text in self.pending)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            pass  # the journal only saves work on a re-run
+        self.pending = []
+        self.flushed_at = time.monotonic()
+
+    def commit(self, facts: Facts, origin: str) -> str:
+        assert self.database is not None
+        files = filestore_part(self.files, sum(int(json.loads(t)["size"]) for t in self.files))
+        manifest = {
+            "version": 1,
+            "id": self.repo.next_snapshot_id(),
+            "time": self.time.isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "mode": "cold",
+            "source": "k8s-migrate",
+            "origin": origin,
+            "database": {
+                "name": facts.db_name,
+                "pg_version": facts.pg_version,
+                "wal": None,
+                "format": "pg_dump-custom",
+                **self.database,
+            },
+            "odoo": {"version": facts.odoo_version, "modules": facts.modules},
+            "filestore": files,
+            "totals": self.counters.totals(self.started),
+        }
+        self.repo.write_snapshot(manifest)
+        self.pending = []
+        self._rewrite_journal(files["files"])
+        t = self.counters
+        return (
+            f"snapshot {manifest['id']} in {self.repo.store.url}: database "
+            f"{facts.db_name} ({self.database['size']} bytes), {files['count']} files "
+            f"({files['bytes']} bytes, {self.reused} already there); {t.new_objects} new "
+            f"objects, {t.new_bytes} new bytes"
+        )
+
+    def _rewrite_journal(self, files: list[str]) -> None:
+        """After a snapshot the journal is that snapshot's files: a later pull of the same
+        PVC asks only for what is new."""
+        tmp = self.journal.with_name(f"{self.journal.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            self.journal_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tmp.open("w") as f:
+                f.writelines(f"{text}\n" for text in files)
+            tmp.replace(self.journal)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """What arrived stays, as objects no snapshot names yet, with its journal lines."""
+        with contextlib.suppress(ToolError):
+            self._write_journal()
+
+
+@dataclass
+class ZipSink(Sink):
+    """An Odoo zip (`dump.sql`, `filestore/`, `manifest.json`), as Odoo's database manager
+    restores it; written under a temporary name and renamed at the end."""
+
+    out: Path
+    dump_options: list[str] = field(default_factory=lambda: ["--format=plain", "--no-owner"])
+
+    def __post_init__(self) -> None:
+        if self.out.exists():
+            raise UsageError(
+                f"{self.out} exists; nothing was done (remove it or pick another name)"
+            )
+        if not self.out.parent.is_dir():
+            raise UsageError(f"{self.out.parent} is not a folder")
+        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{secrets.token_hex(4)}")
+        self.zip: zipfile.ZipFile | None = None  # made when the dump starts
+        self.dump_size = 0
+        self.count = 0
+        self.bytes = 0
+
+    def describe(self) -> str:
+        return str(self.out)
+
+    def _copy(self, stream: Any, sink: IO[bytes], limit: int | None = None) -> int:
+        done = 0
+        while limit is None or done < limit:
+            data = stream.read(1 << 20 if limit is None else min(1 << 20, limit - done))
+            if not data:
+                break
+            sink.write(data)
+            done += len(data)
+        return done
+
+    def add_dump(self, stream: Any) -> None:
+        try:
+            self.zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+            with self.zip.open("dump.sql", "w", force_zip64=True) as sink:
+                self.dump_size = self._copy(stream, sink)
+        except OSError as e:
+            raise SinkError(f"cannot write {self.out}: {e.strerror or e}") from e
+
+    def add_file(self, path: str, size: int, stream: Any) -> None:
+        info = zipfile.ZipInfo(f"filestore/{path}", time.gmtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        assert self.zip is not None
+        try:
+            with self.zip.open(info, "w", force_zip64=size > (1 << 30)) as sink:
+                got = self._copy(stream, sink, size)
+        except OSError as e:
+            raise SinkError(f"cannot write {self.out}: {e.strerror or e}") from e
+        if got != size:
+            raise SinkError(f"{path}: {got} of {size} bytes arrived")
+        self.count += 1
+        self.bytes += size
+
+    def commit(self, facts: Facts, origin: str) -> str:
+        manifest = {
+            "database": {"name": facts.db_name, "pg_version": facts.pg_version},
+            "odoo": {"version": facts.odoo_version, "modules": facts.modules},
+        }
+        assert self.zip is not None
+        try:
+            self.zip.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
+            self.zip.close()
+            with self.tmp.open("rb") as f:
+                os.fsync(f.fileno())
+            self.tmp.rename(self.out)
+            fsync_dir(self.out.parent)
+        except OSError as e:
+            self.abort()
+            raise SinkError(f"cannot write {self.out}: {e.strerror or e}; nothing was left") from e
+        return (
+            f"{self.out}: dump.sql of {facts.db_name} ({self.dump_size} bytes), "
+            f"{self.count} files ({self.bytes} bytes)"
+        )
+
+    def abort(self) -> None:
+        if self.zip is not None:
+            with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile):
+                self.zip.close()
+        self.tmp.unlink(missing_ok=True)

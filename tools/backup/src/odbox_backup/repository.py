@@ -415,7 +415,12 @@ class Repository:
                 f"no snapshot {snapshot_id} in {self.store.url} (see `odbox-backup list`)"
             ) from e
         try:
-            text = self.decode(blob, f"snapshot {snapshot_id}")
+            # One copy at a time: the stored bytes, the JSON bytes, the text (tens of MB each
+            # for a snapshot of 200,000 files), each dropped once the next exists.
+            data = self.decode(blob, f"snapshot {snapshot_id}")
+            del blob
+            text = data.decode()
+            del data
             manifest = json.loads(text, object_hook=_compact_entry if compact else None)
             del text
             if not isinstance(manifest, dict) or manifest.get("id") != snapshot_id:

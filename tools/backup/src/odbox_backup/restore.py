@@ -256,8 +256,10 @@ def match_owner(folder: Path, like: Path) -> None:
     if os.geteuid() != 0:
         return
     st = like.stat()
-    for path in [folder, *folder.rglob("*")]:
-        os.lchown(path, st.st_uid, st.st_gid)
+    os.lchown(folder, st.st_uid, st.st_gid)
+    for parent, dirs, files in os.walk(folder):  # one folder at a time, not a list of them all
+        for name in dirs + files:
+            os.lchown(os.path.join(parent, name), st.st_uid, st.st_gid)  # noqa: PTH118
 
 
 def verify_attachments(conninfo: str, db: str, folder: Path) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 from odbox_backup.repository import JSONTexts, Repository, entry_text
 
-VERSION = 2
+VERSION = 3  # 3: entries path first
 
 
 def default_dir() -> Path:

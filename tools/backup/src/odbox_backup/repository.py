@@ -112,9 +112,11 @@ class JSONTexts(list[str]):
 
 
 def entry_text(path: str, size: int, objects: Sequence[str]) -> str:
-    """The JSON text of one `filestore.files` entry."""
-    return json.dumps({"objects": list(objects), "path": path, "size": size},
-                      separators=(",", ":"), sort_keys=True)  # fmt: skip
+    """The JSON text of one `filestore.files` entry, path first: `{"path":…,"size":…,
+    "objects":[…]}`. Path first, so texts sort as their paths do (for any name without
+    characters JSON escapes, or below `"`: every name Odoo makes) and need no sort key."""
+    return json.dumps({"path": path, "size": size, "objects": list(objects)},
+                      separators=(",", ":"))  # fmt: skip
 
 
 class _Entry(str):

@@ -34,6 +34,7 @@ from odbox_common.errors import ToolError
 
 ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")
 PUTS_IN_FLIGHT = 4
+UNSETTLED_NS = 2_000_000_000  # a file modified this recently may still be being written
 
 
 class BackupFailed(ToolError):
@@ -266,15 +267,17 @@ def store_file(
 
 
 def _store_local(repo: Repository, f: IO[bytes], size: int, max_whole: int, counters: Counters,
-                 progress: Progress) -> list[str]:  # fmt: skip
-    """A local file as it is now (its size may have changed since it was listed)."""
+                 progress: Progress) -> tuple[list[str], int]:  # fmt: skip
+    """A local file as it is now: its objects, and the bytes stored (the file may have
+    grown since it was listed: the entry records what was read)."""
+    before = counters.bytes
     if size > max_whole:
-        return _store_stream(repo, f, counters, progress)
+        return _store_stream(repo, f, counters, progress), counters.bytes - before
     data = f.read()
     name, new = repo.put_object(data)
     counters.add(len(data), new)
     progress.advance(len(data))
-    return [name]
+    return [name], len(data)
 
 
 def _store_stream(
@@ -307,6 +310,7 @@ def read_filestore(
     progress: Progress,
     cancel: threading.Event | None = None,
     skip: Container[int] = frozenset(),
+    unsettled: dict[int, int] | None = None,
 ) -> JSONTexts:
     """Every regular file under `root` but those whose path's hash is in `skip` into objects
     (hashes take a third of the memory of the paths; a new file would be missed only if its
@@ -316,7 +320,11 @@ def read_filestore(
 
     `previous` maps the hash of a path to its entry's text in the previous snapshot (a hash,
     not the path: a third of the memory; the entry's own path is compared on a hit): an
-    unchanged file's entry is that same string, neither copied nor rebuilt."""
+    unchanged file's entry is that same string, neither copied nor rebuilt.
+
+    `unsettled` gets hash(path) -> index in the result of each file that may still have
+    been written while it was read (modified in the last UNSETTLED_NS, or read at another
+    size than listed): the pass after the dump reads those again."""
     if not root.is_dir():
         raise BackupFailed(f"the filestore {root} is not a folder")
     files = JSONTexts()
@@ -353,20 +361,31 @@ def read_filestore(
                     continue
             try:
                 with open(path, "rb") as f:
-                    objects = _store_local(repo, f, st.st_size, max_whole, counters, progress)
+                    objects, size = _store_local(repo, f, st.st_size, max_whole, counters,
+                                                 progress)  # fmt: skip
             except FileNotFoundError:
                 continue
             except OSError as e:
                 raise BackupFailed(f"cannot read {path}: {e.strerror}") from e
-            files.append(entry_text(rel, st.st_size, objects))
+            if unsettled is not None and (
+                size != st.st_size or st.st_mtime_ns > time.time_ns() - UNSETTLED_NS
+            ):
+                unsettled[hash(rel)] = len(files)
+            files.append(entry_text(rel, size, objects))
     return files
 
 
-def filestore_part(files: JSONTexts, total: int) -> dict[str, Any]:
+def entry_size(text: str) -> int:
+    """The `size` of an entry given as its JSON text (as `entry_text` writes it)."""
+    start = text.index(',"size":') + 8
+    return int(text[start : text.index(",", start)])
+
+
+def filestore_part(files: JSONTexts) -> dict[str, Any]:
     """The manifest's `filestore` part: the entries in path order (sorted as texts, which
     start with the path: no list of keys), their count and bytes."""
     files.sort()
-    return {"files": files, "count": len(files), "bytes": total}
+    return {"files": files, "count": len(files), "bytes": sum(map(entry_size, files))}
 
 
 def previous_files(previous: dict[str, Any] | None) -> dict[int, str]:
@@ -416,8 +435,9 @@ def run_backup(
             if database is None
             else f"reading filestore {source.filestore}"
         )
+        unsettled: dict[int, int] = {}
         early = pool.submit(read_filestore, repo, source.filestore, before, early_counters,
-                            progress, cancel)  # fmt: skip
+                            progress, cancel, frozenset(), unsettled)  # fmt: skip
         try:
             if database is None:
                 dumped = dump_database(repo, source, counters, progress)
@@ -431,11 +451,17 @@ def run_backup(
         first = early.result()
     del before, previous  # the entries still needed are in `first`
     progress.phase("reading what the filestore gained during the dump")
-    seen = {hash(entry_path(text)) for text in first}
-    first += read_filestore(repo, source.filestore, {}, counters, Progress(), skip=seen)
+    seen = {hash(entry_path(text)) for text in first} - unsettled.keys()
+    again = read_filestore(repo, source.filestore, {}, counters, Progress(), skip=seen)
     del seen
+    # A file read again replaces what the first pass read of it (its bytes then counted twice
+    # in `totals.bytes`, which is about this run's reading, not the snapshot).
+    stale = {unsettled[h] for h in (hash(entry_path(t)) for t in again) if h in unsettled}
+    if stale:
+        first = JSONTexts(t for i, t in enumerate(first) if i not in stale)
+    first += again
     counters.merge(early_counters)
-    filestore = filestore_part(first, counters.bytes - int(database["size"]))
+    filestore = filestore_part(first)
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from odbox_common.errors import ToolError, UsageError
 
 T = TypeVar("T")
+REQUEST_TIMEOUT = (10, 60)  # connect, read: seconds, for every REST call
 STDERR_KEPT = 16 << 10  # the end of a command's stderr, for the error line
 HELPER_LABELS = {
     "app.kubernetes.io/name": "k8s-migrate",
@@ -95,6 +97,7 @@ class Cluster:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)  # a dead connection must not hang
         try:
             return fn(*args, **kwargs)
         except ApiException as e:
@@ -137,6 +140,11 @@ class Cluster:
 
     def pods_of(self, namespace: str, deployment: Any) -> list[Any]:
         labels = deployment.spec.selector.match_labels or {}
+        if not labels:
+            raise KubeError(
+                f"deployment {namespace}/{deployment.metadata.name} selects its pods without "
+                "matchLabels; k8s-migrate cannot tell which pods are Odoo's"
+            )
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         pods = self.call(
             f"list the pods of deployment {namespace}/{deployment.metadata.name}",
@@ -144,7 +152,10 @@ class Cluster:
             namespace,
             label_selector=selector,
         )
-        return list(pods.items)
+        # Evicted or finished pods linger (Failed, Succeeded) until garbage-collected: they
+        # hold no volume and write nothing, so they do not count.
+        return [p for p in pods.items if (p.status.phase if p.status else None)
+                not in ("Failed", "Succeeded")]  # fmt: skip
 
     def wait_until(self, what: str, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -157,8 +168,13 @@ class Cluster:
 
     # ------------------------------------------------------------ helper pod
 
-    def start_helper(self, namespace: str, name: str, image: str, pvc: str) -> None:
-        body = {
+    def start_helper(
+        self, namespace: str, name: str, image: str, pvc: str, like: Any = None
+    ) -> None:
+        """The helper pod; `like` (Odoo's pod template spec) lends it what lets Odoo's own
+        pods pull their image and land on their nodes: pull secrets, node selector,
+        tolerations, affinity, security context."""
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "labels": dict(HELPER_LABELS)},
@@ -178,6 +194,14 @@ class Cluster:
                 ],
             },
         }
+        if like is not None:
+            serialize = self.api_client.sanitize_for_serialization
+            for field in ("image_pull_secrets", "node_selector", "tolerations", "affinity",
+                          "security_context"):  # fmt: skip
+                value = getattr(like, field, None)
+                if value:
+                    key = like.attribute_map[field]
+                    body["spec"][key] = serialize(value)
         self.call(
             f"create the helper pod {namespace}/{name}",
             self.core.create_namespaced_pod,
@@ -279,6 +303,8 @@ class Cluster:
             cause = e if isinstance(e, ApiException) else e.__context__
             if not isinstance(cause, ApiException):
                 raise
+            if isinstance(cause.__context__, KeyboardInterrupt | SystemExit):
+                raise cause.__context__ from None  # the client wraps even these
             reason = str(cause.reason or cause).split(" -+-+- ")
             line = reason[0].removeprefix("Handshake status ")
             if len(reason) > 2:
@@ -430,6 +456,13 @@ class ExecStream(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             # Closing a connection that may be half gone: whatever it raises, it is closed.
+            # The socket is shut down first: websocket-client's close() sends a close frame
+            # under the lock a blocked sender (the tar file list) holds, and would wait for
+            # ever; with the socket shut, both return at once.
+            raw = getattr(getattr(self.ws, "sock", None), "sock", None)
+            with contextlib.suppress(Exception):
+                if raw is not None:
+                    raw.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(Exception):
                 self.ws.close()
                 if self.ws.sock is not None:
@@ -438,6 +471,7 @@ class ExecStream(io.RawIOBase):
 
 
 def lines(data: bytes) -> Iterator[str]:
-    for line in data.decode(errors="surrogateescape").splitlines():
+    """Lines split on newlines only (str.splitlines would also split a file name at \r)."""
+    for line in data.decode(errors="surrogateescape").split("\n"):
         if line.strip():
             yield line

@@ -22,6 +22,7 @@ import secrets
 import signal
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ TAR_SCRIPT = (
     "| tar -cf - -T -"
 )
 LIST_SCRIPT = 'cd -- "$1" || exit 1; du -s -k . && find . -type f'
+
+
+CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
 
 
 class PullFailed(ToolError):
@@ -227,38 +231,36 @@ def _size(n: int | None) -> str:
     return "unknown" if n is None else human_size(n)
 
 
-@contextlib.contextmanager
-def _interrupts_as_exceptions() -> Iterator[None]:
-    """SIGTERM (systemd, a closed terminal) is handled like Ctrl-C: the cleanup runs."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """The cleanup runs to its end: a second Ctrl-C while the cluster is put back waits."""
+def _signals(handler: Any) -> Iterator[None]:
+    """Ctrl-C, SIGTERM (systemd) and SIGHUP (a closed terminal, a lost ssh) all handled by
+    `handler` (main thread only: elsewhere signals cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = (
-        signal.signal(signal.SIGINT, signal.SIG_IGN),
-        signal.signal(signal.SIGTERM, signal.SIG_IGN),
-    )
+    before = [signal.signal(number, handler) for number in SIGNALS]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+        for number, old in zip(SIGNALS, before, strict=True):
+            signal.signal(number, old)
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupts_as_exceptions() -> contextlib.AbstractContextManager[None]:
+    """Each of them stops the pull like Ctrl-C, so the cleanup runs."""
+    return _signals(_stop)
+
+
+def _uninterrupted() -> contextlib.AbstractContextManager[None]:
+    """The cleanup (and the commit) runs to its end: signals meanwhile are ignored."""
+    return _signals(signal.SIG_IGN)
 
 
 @dataclass
@@ -288,8 +290,8 @@ def pull(
     scaled = False
     result = Pulled("")
     ok = False
-    try:
-        with _interrupts_as_exceptions():
+    with _interrupts_as_exceptions():
+        try:
             if found.replicas:
                 say(f"scaling deployment {ns}/{target.deployment} from {found.replicas} to 0")
                 scaled = True
@@ -309,29 +311,29 @@ def pull(
             result.dump_bytes = _dump(cluster, target, sink, found, progress)
             say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
             helper_started = True
-            cluster.start_helper(ns, helper, found.image, target.pvc)
+            cluster.start_helper(ns, helper, found.image, target.pvc,
+                                 like=deployment.spec.template.spec)  # fmt: skip
             cluster.wait_running(ns, helper, target.timeout)
             _filestore(cluster, target, helper, sink, progress, result)
             progress.phase("writing the snapshot")
-            result.summary = sink.commit(
-                facts, origin=f"{cluster.context}/{ns}/{target.deployment}"
-            )
-            ok = True
-    except KeyboardInterrupt:
-        sink.abort()
-        raise PullFailed("interrupted; nothing was written") from None
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        with _uninterrupted():
-            result.cleanup = _cleanup(
-                cluster,
-                target,
-                helper if helper_started else None,
-                found.replicas if scaled and (not ok or scale_back) else None,
-                say,
-            )
+            with _uninterrupted():  # once the manifest is written, the pull has succeeded
+                result.summary = sink.commit(
+                    facts, origin=f"{cluster.context}/{ns}/{target.deployment}"
+                )
+                ok = True
+        except BaseException:
+            with _uninterrupted():
+                sink.abort()
+            raise  # KeyboardInterrupt too: the runner says "interrupted" and exits 130
+        finally:
+            with _uninterrupted():
+                result.cleanup = _cleanup(
+                    cluster,
+                    target,
+                    helper if helper_started else None,
+                    found.replicas if scaled and (not ok or scale_back) else None,
+                    say,
+                )
     return result
 
 
@@ -345,17 +347,23 @@ def _cleanup(
         try:
             cluster.delete_pod(ns, helper)
             say(f"deleted helper pod {ns}/{helper}")
-        except KubeError as e:
+        except Exception as e:  # reported; the scale-back must still run
             problems.append(f"{e}: delete it with `kubectl -n {ns} delete pod {helper}`")
     if replicas is not None:
-        try:
-            cluster.scale(ns, target.deployment, replicas)
-            say(f"scaled deployment {ns}/{target.deployment} back to {replicas}")
-        except KubeError as e:
-            problems.append(
-                f"{e}: run `kubectl -n {ns} scale deployment {target.deployment} "
-                f"--replicas={replicas}`"
-            )
+        for attempt in range(CLEANUP_TRIES):  # the blip that failed the pull may pass
+            try:
+                cluster.scale(ns, target.deployment, replicas)
+                say(f"scaled deployment {ns}/{target.deployment} back to {replicas}")
+                break
+            except Exception as e:  # reported below, with the command that fixes it
+                refused = getattr(e.__cause__, "status", 0) in range(400, 500)  # no use retrying
+                if attempt + 1 < CLEANUP_TRIES and not refused:
+                    time.sleep(2**attempt)
+                    continue
+                problems.append(
+                    f"{e}: run `kubectl -n {ns} scale deployment {target.deployment} "
+                    f"--replicas={replicas}`"
+                )
     for problem in problems:
         say(f"cleanup failed: {problem}")
     return problems

@@ -39,7 +39,7 @@ from odbox_backup.backup import (
     store_file,
 )
 from odbox_backup.odoozip import odoo_manifest
-from odbox_backup.repository import JSONTexts, Repository, entry_text
+from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 
@@ -113,17 +113,25 @@ class RepoSink(Sink):
         return f"a snapshot in {self.repo.store.url}"
 
     def _read_journal(self) -> dict[str, str]:
-        from odbox_backup.backup import entry_path
-
+        """Path -> entry text of every whole, well-formed journal line (a line cut by a crash
+        or a full disk, or anything else, is skipped: that file is just sent again)."""
         entries: dict[str, str] = {}
         try:
             with self.journal.open() as f:
                 for line in f:
-                    text = line.rstrip("\n")
                     try:
-                        entries[entry_path(text)] = text
-                    except ValueError:
-                        continue  # a line cut by a crash
+                        entry = json.loads(line)
+                        path, size, objects = entry["path"], entry["size"], entry["objects"]
+                    except (ValueError, TypeError, KeyError):
+                        continue
+                    if (
+                        isinstance(path, str)
+                        and isinstance(size, int)
+                        and size >= 0
+                        and isinstance(objects, list)
+                        and all(isinstance(n, str) and OBJECT_NAME.fullmatch(n) for n in objects)
+                    ):
+                        entries[path] = entry_text(path, size, objects)
         except OSError:
             pass
         return entries
@@ -161,7 +169,9 @@ class RepoSink(Sink):
         self.repo.store.flush()
         try:
             self.journal_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with self.journal.open("a") as f:
+            with self.journal.open("a+") as f:
+                if f.tell() and (f.seek(f.tell() - 1), f.read(1))[1] != "\n":
+                    f.write("\n")  # after a line cut short: never glue onto it
                 f.writelines(f"{text}\n" for text in self.pending)
                 f.flush()
                 os.fsync(f.fileno())
@@ -172,7 +182,7 @@ class RepoSink(Sink):
 
     def commit(self, facts: Facts, origin: str) -> str:
         assert self.database is not None
-        files = filestore_part(self.files, sum(int(json.loads(t)["size"]) for t in self.files))
+        files = filestore_part(self.files)
         manifest = {
             "version": 1,
             "id": self.repo.next_snapshot_id(),

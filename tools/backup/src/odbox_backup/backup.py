@@ -129,6 +129,17 @@ def _wal_position(conn: Any) -> dict[str, str] | None:
     return {"lsn": str(row[0]), "system": str(row[1])}
 
 
+def pg_version_text(server_version_num: int) -> str:
+    """`150018` (libpq's server_version, SHOW server_version_num) as `15.18`."""
+    return f"{server_version_num // 10000}.{server_version_num % 10000}"
+
+
+def odoo_version_of(modules: dict[str, str]) -> str | None:
+    """Odoo's series (`17.0`) from base's latest_version (`17.0.1.3`), if it says."""
+    base = modules.get("base", "")
+    return ".".join(base.split(".")[:2]) if base.count(".") >= 2 else None
+
+
 def _odoo_facts(conninfo: str) -> Facts:
     """The server version, installed modules with their latest_version, Odoo's version, WAL."""
     import psycopg
@@ -136,7 +147,7 @@ def _odoo_facts(conninfo: str) -> Facts:
     try:
         with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
             version = conn.info.server_version
-            pg_version = f"{version // 10000}.{version % 10000}"
+            pg_version = pg_version_text(version)
             wal = _wal_position(conn)
             modules: dict[str, str] = {}
             has_modules = conn.execute("SELECT to_regclass('ir_module_module')").fetchone()
@@ -150,9 +161,7 @@ def _odoo_facts(conninfo: str) -> Facts:
                 }
     except psycopg.Error as e:
         raise BackupFailed(f"cannot read the database: {str(e).strip().splitlines()[0]}") from e
-    base = modules.get("base", "")
-    odoo_version = ".".join(base.split(".")[:2]) if base.count(".") >= 2 else None
-    return Facts(pg_version, modules, odoo_version, wal)
+    return Facts(pg_version, modules, odoo_version_of(modules), wal)
 
 
 def _unchanged_dump(

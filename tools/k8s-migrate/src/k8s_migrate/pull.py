@@ -29,7 +29,7 @@ from typing import Any
 
 from k8s_migrate.kube import Cluster, CommandFailed, KubeError, lines
 from k8s_migrate.sinks import Facts, Sink
-from odbox_backup.backup import Progress
+from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
 from odbox_common.console import human_size
 from odbox_common.errors import ToolError, UsageError
 
@@ -76,7 +76,6 @@ class Found:
     """What preflight found."""
 
     replicas: int
-    selector: str
     odoo_pods: list[str]
     odoo_container: str
     mount: str  # where the Odoo container mounts the PVC
@@ -133,8 +132,6 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
             "give the PVC that holds Odoo's data (its filestore)"
         )
     container, mount = mounted[0]
-    labels = deployment.spec.selector.match_labels or {}
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     pods = [p for p in cluster.pods_of(ns, deployment) if not p.metadata.deletion_timestamp]
 
     pod = cluster.exists(
@@ -167,7 +164,6 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
         ) from e
     found = Found(
         replicas=replicas,
-        selector=selector,
         odoo_pods=[p.metadata.name for p in pods],
         odoo_container=container.name,
         mount=mount.mount_path,
@@ -384,9 +380,7 @@ def _facts(cluster: Cluster, target: Target) -> Facts:
         for line in lines(cluster.run(ns, pod, container, _psql(target, sql), limit=16 << 20)):
             name, _, latest = line.partition("=")
             modules[name] = latest
-    base = modules.get("base", "")
-    odoo_version = ".".join(base.split(".")[:2]) if base.count(".") >= 2 else None
-    return Facts(target.db_name, f"{version // 10000}.{version % 10000}", modules, odoo_version)
+    return Facts(target.db_name, pg_version_text(version), modules, odoo_version_of(modules))
 
 
 def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: Progress) -> int:

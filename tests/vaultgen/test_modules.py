@@ -88,6 +88,13 @@ def test_a_generated_passphrase_has_at_least_90_bits():
     assert len({passphrase.generate_passphrase() for _ in range(50)}) == 50
 
 
+def test_no_listed_word_holds_the_separator():
+    # "felt-tip" once made an 8-part passphrase out of 7 words.
+    words = passphrase._wordlist()
+    assert len(words) > 7000
+    assert all(word.isalpha() and passphrase.SEPARATOR not in word for word in words)
+
+
 def test_libxcrypt_hashes_verify_and_reject_other_passwords():
     for method, prefix in (("sha512", "$6$"), ("yescrypt", "$y$")):
         hashed = crypthash.hash_password("pässwörd with ünïcode", method)  # type: ignore[arg-type]

@@ -18,7 +18,9 @@ def _wordlist() -> list[str]:
     words: list[str] = xkcd_password.generate_wordlist(
         wordfile="eff-long", min_length=MIN_WORD_LENGTH, max_length=MAX_WORD_LENGTH
     )
-    return sorted(words)
+    # The EFF list has a few words like "felt-tip" and "t-shirt": they would
+    # read as two words between our separators, so only letters are kept.
+    return sorted(word for word in words if word.isalpha() and word.isascii())
 
 
 def entropy_bits() -> float:

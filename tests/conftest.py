@@ -257,9 +257,12 @@ def moto_server() -> Iterator[MotoServer]:
     import urllib.request
 
     port = _free_port()
+    # ec2-install's tests need the official NixOS images (and an impostor): moto
+    # loads them from this file instead of its own AMI list, in every region.
+    env = {**os.environ, "MOTO_AMIS_PATH": str(Path(__file__).with_name("fake-nixos-amis.json"))}
     server = subprocess.Popen(
         [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,191 @@
+"""ec2-install's fixtures: moto server behind a recording proxy that can fail a chosen call.
+
+The proxy sits between boto3 and moto on 127.0.0.1. It records the EC2 Action
+of every request (so a test can say "only Describe calls were made", or check
+the IAM policy against what really ran) and answers a chosen Action with an
+AWS error instead of forwarding it: a real wire-level failure, as AWS sends it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MotoServer
+
+REGION = "eu-west-1"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Fault:
+    code: str
+    message: str
+    status: int = 403
+    after: int = 0  # let this many calls through first
+    seen: int = 0
+
+
+@dataclass
+class Proxy:
+    upstream: str
+    actions: list[str] = field(default_factory=list)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    endpoint: str = ""
+
+    def fail(self, action: str, code: str = "UnauthorizedOperation",
+             message: str = "You are not authorized to perform this operation.",
+             status: int = 403, after: int = 0) -> None:  # fmt: skip
+        self.faults[action] = Fault(code, message, status, after)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.actions.clear()
+            self.faults.clear()
+            self.delays.clear()
+
+    def mutating(self) -> list[str]:
+        return [a for a in self.actions if not a.startswith(("Describe", "Get", "List"))]
+
+
+def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
+    upstream = urllib.parse.urlsplit(proxy.upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+            action = action or self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+            with proxy.lock:
+                proxy.actions.append(action)
+                fault = proxy.faults.get(action)
+                failing = fault is not None and fault.seen >= fault.after
+                if fault is not None:
+                    fault.seen += 1
+                delay = proxy.delays.get(action, 0)
+            if delay:
+                time.sleep(delay)
+            if failing:
+                assert fault is not None
+                self._error(fault)
+                return
+            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except OSError:  # moto already stopped (a client interrupted at the session's end)
+                self._error(Fault("ServiceUnavailable", "moto is gone", 503))
+                return
+            self.send_response(response.status)
+            for k, v in response.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        def _error(self, fault: Fault) -> None:
+            data = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                f"<Code>{fault.code}</Code><Message>{fault.message}</Message>"
+                "</Error></Errors><RequestID>proxy-fault</RequestID></Response>"
+            ).encode()
+            self.send_response(fault.status)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _any
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def aws_proxy(moto_server: MotoServer) -> Iterator[Proxy]:
+    proxy = Proxy(moto_server.endpoint)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    proxy.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Aws:
+    """A clean moto (reset per test) reached through the proxy, and how to run the tool."""
+
+    moto: MotoServer
+    proxy: Proxy
+    home: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.moto.env.items() if not k.startswith("ODBOX_")}
+        return {**env, "AWS_ENDPOINT_URL": self.proxy.endpoint, "AWS_DEFAULT_REGION": REGION,
+                "HOME": str(self.home), "AWS_CONFIG_FILE": str(self.home / "no-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(self.home / "no-credentials"),
+                "AWS_EC2_METADATA_DISABLED": "true", "COLUMNS": "200",
+                "EC2_INSTALL_POLL_SECONDS": "0.1"}  # fmt: skip
+
+    def run(self, *args: str | Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "ec2_install", *map(str, args)], capture_output=True, text=True,
+            env=env or self.env, cwd=cwd or self.home, timeout=300,
+        )  # fmt: skip
+
+    def client(self, service: str = "ec2") -> Any:
+        import boto3
+
+        return boto3.client(
+            service, endpoint_url=self.moto.endpoint, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, aws_proxy: Proxy, tmp_path: Path) -> Iterator[Aws]:
+    moto_server.reset()
+    aws_proxy.clear()
+    home = tmp_path / "home"
+    home.mkdir()
+    yield Aws(moto_server, aws_proxy, home)
+    aws_proxy.clear()
+
+
+@pytest.fixture
+def ssh_pub(tmp_path: Path) -> Path:
+    """A fresh ed25519 key made by the real ssh-keygen; returns the .pub path."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin@laptop",
+                    "-f", key], check=True)  # fmt: skip
+    return key.with_suffix(".pub")
+
+
+def up_args(ssh_pub: Path, *extra: str, name: str = "shop") -> list[str]:
+    return ["up", "--name", name, "--instance-type", "m6g.xlarge", "--ssh-key", str(ssh_pub),
+            "--ssh-cidr", "203.0.113.7/32", "--flake", "github:acme/odoo-box", *extra]  # fmt: skip

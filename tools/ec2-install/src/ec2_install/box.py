@@ -1,0 +1,791 @@
+"""A box on EC2: what `up` asks for, what is there, and the calls that make or remove it.
+
+Every resource is found by its two tags (TAG_BOX = the box's name, TAG_TOOL =
+ec2-install), which it carries from the call that makes it. `up` makes only
+what is missing and undoes what it made if any step fails; `down` removes what
+the tags name, except the backup volume unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ec2_install import aws
+from ec2_install.amis import Ami
+from ec2_install.progress import Phases
+from ec2_install.spec import (
+    AGE_KEY_PATH,
+    BACKUP_DEVICE,
+    KNOWN_GOOD,
+    TAG_KEY,
+    TAG_ROLE,
+    TAG_TOOL,
+    TOOL,
+    SshKey,
+)
+from odbox_common.errors import ToolError, UsageError
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+RUNNING_TIMEOUT = 600.0
+STATUS_TIMEOUT = 1200.0
+TERMINATE_TIMEOUT = 600.0
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
+
+def architecture_of(ec2: Any, instance_type: str) -> str:
+    """arm64 or x86_64, from describe_instance_types; an unknown type is a usage error."""
+    from botocore.exceptions import ClientError
+
+    try:
+        types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in (
+            "InvalidInstanceType",
+            "InvalidParameterValue",
+        ):
+            raise UsageError(f"unknown instance type {instance_type!r} in this region") from None
+        raise aws.AwsError(f"looking up {instance_type}: {aws.describe(e)}") from e
+    if not types:
+        raise UsageError(f"unknown instance type {instance_type!r} in this region")
+    supported = types[0]["ProcessorInfo"]["SupportedArchitectures"]
+    for arch in ("arm64", "x86_64"):
+        if arch in supported:
+            return arch
+    return str(supported[0])
+
+
+def known_good(instance_type: str, architecture: str) -> bool:
+    return instance_type in KNOWN_GOOD.get(architecture, ())
+
+
+@dataclass(frozen=True)
+class Want:
+    """Everything `up` needs, resolved and checked before anything is made."""
+
+    name: str
+    region: str
+    instance_type: str
+    architecture: str
+    ami: Ami
+    ssh_key: SshKey | None  # imported as odbox-NAME; None with --key-name
+    key_name: str
+    ssh_cidr: str
+    flake: str
+    node: str
+    root_gb: int
+    backup_gb: int
+    subnet_id: str | None
+    vpc_id: str
+    user_data: str
+
+    @property
+    def group_name(self) -> str:
+        return f"odbox-{self.name}"
+
+    def ingress(self) -> set[tuple[str, int, str]]:
+        ssh_any = ("tcp", 22, self.ssh_cidr)
+        return {ssh_any} | {("tcp", port, cidr) for port in (80, 443) for cidr in ANYWHERE}
+
+
+def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
+    if subnet_id:
+        subnets = aws.call(
+            f"looking up subnet {subnet_id}",
+            ec2.describe_subnets,
+            Filters=[{"Name": "subnet-id", "Values": [subnet_id]}],
+        )["Subnets"]
+        if not subnets:
+            raise UsageError(f"--subnet-id {subnet_id} does not exist in {region}")
+        return str(subnets[0]["VpcId"])
+    vpcs = aws.call(
+        "looking up the default VPC",
+        ec2.describe_vpcs,
+        Filters=[{"Name": "isDefault", "Values": ["true"]}],
+    )["Vpcs"]
+    if not vpcs:
+        raise UsageError(f"{region} has no default VPC: give --subnet-id of a public subnet")
+    return str(vpcs[0]["VpcId"])
+
+
+# ----------------------------------------------------------------------------- what is there
+
+
+@dataclass
+class Found:
+    name: str
+    instance: dict[str, Any] | None = None
+    group: dict[str, Any] | None = None
+    key_pair: dict[str, Any] | None = None
+    addresses: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.instance or self.group or self.key_pair or self.addresses or self.volumes)
+
+    def kept_backup_volumes(self) -> list[dict[str, Any]]:
+        return [
+            v
+            for v in self.volumes
+            if aws.tag_dict(v).get(TAG_ROLE) == "backup" and not v.get("Attachments")
+        ]
+
+
+def find(ec2: Any, name: str) -> Found:
+    """Everything tagged for box `name` in the client's region (read-only)."""
+    filters = aws.box_filters(name)
+    found = Found(name)
+    reservations = aws.call(
+        "looking for the box's instance",
+        ec2.describe_instances,
+        Filters=[*filters, {"Name": "instance-state-name", "Values": LIVE_STATES}],
+    )
+    instances = [i for r in reservations["Reservations"] for i in r["Instances"]]
+    if len(instances) > 1:
+        ids = ", ".join(i["InstanceId"] for i in instances)
+        raise ToolError(
+            f"box {name} has {len(instances)} instances ({ids}): remove the extra by hand"
+        )
+    found.instance = instances[0] if instances else None
+    groups = aws.call(
+        "looking for the box's security group", ec2.describe_security_groups, Filters=filters
+    )["SecurityGroups"]
+    found.group = groups[0] if groups else None
+    pairs = aws.call("looking for the box's key pair", ec2.describe_key_pairs, Filters=filters)[
+        "KeyPairs"
+    ]
+    found.key_pair = pairs[0] if pairs else None
+    found.addresses = aws.call(
+        "looking for the box's address", ec2.describe_addresses, Filters=filters
+    )["Addresses"]
+    volumes = aws.call("looking for the box's volumes", ec2.describe_volumes, Filters=filters)
+    found.volumes = [v for v in volumes["Volumes"] if v["State"] not in ("deleting", "deleted")]
+    return found
+
+
+def _group_rules(group: dict[str, Any]) -> set[tuple[str, int, str]]:
+    rules: set[tuple[str, int, str]] = set()
+    for p in group.get("IpPermissions", []):
+        for r in p.get("IpRanges", []):
+            rules.add((p["IpProtocol"], p.get("FromPort", -1), r["CidrIp"]))
+        for r in p.get("Ipv6Ranges", []):
+            rules.add((p["IpProtocol"], p.get("FromPort", -1), r["CidrIpv6"]))
+    return rules
+
+
+def _permission(rule: tuple[str, int, str]) -> dict[str, Any]:
+    protocol, port, cidr = rule
+    ranges = (
+        {"Ipv6Ranges": [{"CidrIpv6": cidr}]} if ":" in cidr else {"IpRanges": [{"CidrIp": cidr}]}
+    )
+    return {"IpProtocol": protocol, "FromPort": port, "ToPort": port, **ranges}
+
+
+def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
+    """The box as one JSON-ready document (state "absent" when nothing is tagged for it)."""
+    found = find(ec2, name)
+    doc: dict[str, Any] = {"box": name, "region": region}
+    instance = found.instance
+    if instance is not None:
+        doc["state"] = instance["State"]["Name"]
+    elif found.empty:
+        doc["state"] = "absent"
+    else:
+        doc["state"] = "down" if found.kept_backup_volumes() else "partial"
+    if instance is not None:
+        doc["instance"] = {
+            "id": instance["InstanceId"],
+            "type": instance["InstanceType"],
+            "architecture": instance.get("Architecture"),
+            "image": instance["ImageId"],
+            "state": instance["State"]["Name"],
+            "launched": str(instance.get("LaunchTime")),
+            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
+            "imdsv2_required": instance.get("MetadataOptions", {}).get("HttpTokens") == "required",
+            "public_ip": instance.get("PublicIpAddress"),
+            "key_name": instance.get("KeyName"),
+        }
+    if found.addresses:
+        a = found.addresses[0]
+        doc["address"] = {
+            "allocation_id": a["AllocationId"],
+            "public_ip": a["PublicIp"],
+            "instance": a.get("InstanceId") or None,
+        }
+    if found.group is not None:
+        doc["security_group"] = {
+            "id": found.group["GroupId"],
+            "name": found.group["GroupName"],
+            "ingress": [
+                {"protocol": p, "port": port, "cidr": c}
+                for p, port, c in sorted(_group_rules(found.group))
+            ],
+        }
+    if found.key_pair is not None:
+        doc["key_pair"] = {"name": found.key_pair["KeyName"], "made_by_ec2_install": True}
+    elif instance is not None and instance.get("KeyName"):
+        doc["key_pair"] = {"name": instance["KeyName"], "made_by_ec2_install": False}
+    doc["volumes"] = [_volume_doc(v, instance) for v in found.volumes]
+    ip = doc.get("address", {}).get("public_ip") or (instance or {}).get("PublicIpAddress")
+    if instance is not None and ip:
+        doc["ssh"] = f"ssh root@{ip}"
+    return doc
+
+
+def _volume_doc(v: dict[str, Any], instance: dict[str, Any] | None) -> dict[str, Any]:
+    delete_on_termination = None
+    for m in (instance or {}).get("BlockDeviceMappings", []):
+        if m.get("Ebs", {}).get("VolumeId") == v["VolumeId"]:
+            delete_on_termination = m["Ebs"].get("DeleteOnTermination")
+    attachments = v.get("Attachments") or []
+    return {
+        "id": v["VolumeId"],
+        "role": aws.tag_dict(v).get(TAG_ROLE),
+        "size_gb": v["Size"],
+        "type": v["VolumeType"],
+        "encrypted": v["Encrypted"],
+        "state": v["State"],
+        "attached_to": attachments[0]["InstanceId"] if attachments else None,
+        "device": attachments[0]["Device"] if attachments else None,
+        "delete_on_termination": delete_on_termination,
+    }
+
+
+# ----------------------------------------------------------------------------- up
+
+
+class Ledger:
+    """What this run made, each with the call that removes it, undone newest first."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+
+    def made(self, what: str, undo: Callable[[], None]) -> None:
+        self._undo.append((what, undo))
+
+    @property
+    def items(self) -> list[str]:
+        return [what for what, _ in self._undo]
+
+    def rollback(self, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
+        removed, left = [], []
+        for what, undo in reversed(self._undo):
+            try:
+                undo()
+                removed.append(what)
+                say(f"rollback: removed {what}")
+            except Exception as e:  # every item gets its try; the rest still runs
+                reason = aws.describe(e) if isinstance(e, aws.errors()) else str(e)
+                left.append(f"{what} ({reason})")
+                say(f"rollback: could not remove {what}: {reason}")
+        self._undo.clear()
+        return removed, left
+
+
+@dataclass(frozen=True)
+class UpResult:
+    created: bool
+    instance_id: str
+    public_ip: str
+    made: list[str]
+    notes: list[str]
+
+
+def plan(want: Want, found: Found) -> list[str]:
+    """The steps `up` would take, in order, for --dry-run (reads only)."""
+    steps: list[str] = []
+    if found.instance is not None:
+        i = found.instance
+        steps.append(
+            f"box {want.name} exists: {i['InstanceId']} ({i['InstanceType']}, "
+            f"{i['State']['Name']}); no new instance"
+        )
+    if want.ssh_key is not None and found.key_pair is None:
+        steps.append(
+            f"import key pair {want.key_name} ({want.ssh_key.kind} {want.ssh_key.fingerprint})"
+        )
+    elif found.instance is None:
+        steps.append(f"use key pair {want.key_name}")
+    if found.group is None:
+        steps.append(f"create security group {want.group_name} in {want.vpc_id}")
+    current = _group_rules(found.group) if found.group else set()
+    for rule in sorted(want.ingress() - current):
+        steps.append(f"allow {rule[0]} {rule[1]} from {rule[2]}")
+    for rule in sorted(current - want.ingress()):
+        steps.append(f"revoke {rule[0]} {rule[1]} from {rule[2]}")
+    if found.instance is None:
+        steps += [
+            f"launch {want.instance_type} ({want.architecture}) "
+            f"from {want.ami.id} ({want.ami.name}), "
+            f"IMDSv2 required, {want.root_gb} GB gp3 encrypted root, {want.backup_gb} GB gp3 "
+            f"encrypted backup volume kept at termination, user data {len(want.user_data)} bytes "
+            f"switching once to {want.flake}#{want.node}-boot",
+            "wait until it runs, then until both status checks pass",
+        ]
+    if not found.addresses:
+        steps.append("allocate an Elastic IP and associate it")
+    elif not found.addresses[0].get("InstanceId"):
+        steps.append(f"associate the Elastic IP {found.addresses[0]['PublicIp']}")
+    steps += (
+        [f"tag everything {want.name!r}: {aws.tags(want.name, want.name)}"] if found.empty else []
+    )
+    return steps
+
+
+def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
+    """Make what is missing of the box; on any failure (or Ctrl-C) undo what this run made."""
+    found = find(ec2, want.name)
+    notes: list[str] = []
+    for v in found.kept_backup_volumes():
+        notes.append(
+            f"the backup volume {v['VolumeId']} of an earlier {want.name} is kept "
+            f"({v['Size']} GB, {v['AvailabilityZone']}); the new box gets its own"
+        )
+    ledger = Ledger()
+    step = "checking the key pair"
+    try:
+        key_name = _ensure_key_pair(ec2, want, found, ledger)
+        step = "setting up the security group"
+        group_id = _ensure_group(ec2, want, found, ledger, phases)
+        instance = found.instance
+        created = instance is None
+        if instance is None:
+            step = "launch"
+            with phases.phase("launch", f"{want.instance_type} from {want.ami.name}"):
+                instance = _launch(ec2, want, key_name, group_id, ledger)
+            step = "running"
+            with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
+                instance = _wait_running(ec2, instance["InstanceId"])
+                _tag_volume_roles(ec2, instance, want.ami.root_device)
+            step = "status checks"
+            with phases.phase("status checks", "waiting for the system and instance checks"):
+                _wait_status_ok(ec2, instance["InstanceId"])
+        else:
+            phases.say(
+                f"box {want.name} exists: {instance['InstanceId']} "
+                f"({instance['InstanceType']}, {instance['State']['Name']}); nothing new launched"
+            )
+            for label, asked, has in (
+                ("instance type", want.instance_type, instance["InstanceType"]),
+                ("key pair", key_name, instance.get("KeyName")),
+            ):
+                if asked != has:
+                    notes.append(
+                        f"the box runs with {label} {has}, not {asked}: "
+                        "ec2-install does not change a running box"
+                    )
+        step = "address"
+        public_ip = _ensure_address(ec2, want, found, instance["InstanceId"], ledger, phases)
+    except BaseException as e:
+        if not ledger.items:
+            raise
+        reason = _reason(e)
+        removed, left = ledger.rollback(phases.say)
+        summary = f"removed what this run made ({', '.join(removed) or 'nothing'})"
+        if left:
+            summary += f"; could NOT remove {', '.join(left)}: `ec2-install down` retries"
+        if isinstance(e, KeyboardInterrupt):
+            phases.say(f"interrupted during {step}; {summary}")
+            raise
+        raise ToolError(f"{step} failed: {reason}; {summary}") from e
+    return UpResult(created, instance["InstanceId"], public_ip, ledger.items, notes)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(e, aws.AwsError | ToolError):
+        return str(e)
+    if isinstance(e, aws.errors()):
+        return aws.describe(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        pairs = ec2.describe_key_pairs(KeyNames=[want.key_name])["KeyPairs"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "InvalidKeyPair.NotFound":
+            raise aws.AwsError(f"looking up key pair {want.key_name}: {aws.describe(e)}") from e
+        pairs = []
+    if want.ssh_key is None:  # --key-name: the user's own key pair, used as it is
+        if not pairs:
+            raise UsageError(f"--key-name {want.key_name}: no such key pair in {want.region}")
+        return want.key_name
+    if pairs:
+        tags = aws.tag_dict(pairs[0])
+        if tags.get(TAG_KEY) != want.ssh_key.sha256:
+            raise UsageError(
+                f"a key pair named {want.key_name} exists with another key: give --key-name "
+                f"{want.key_name} to use it, or delete it "
+                f"(aws ec2 delete-key-pair --key-name {want.key_name})"
+            )
+        return want.key_name
+    aws.call(
+        f"importing key pair {want.key_name}",
+        ec2.import_key_pair,
+        KeyName=want.key_name,
+        PublicKeyMaterial=want.ssh_key.line.encode(),
+        TagSpecifications=[
+            aws.tag_spec("key-pair", want.name, want.key_name, {TAG_KEY: want.ssh_key.sha256})
+        ],
+    )
+    ledger.made(f"key pair {want.key_name}", lambda: ec2.delete_key_pair(KeyName=want.key_name))
+    return want.key_name
+
+
+def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Phases) -> str:
+    group = found.group
+    if group is None:
+        others = aws.call(
+            "looking up security groups",
+            ec2.describe_security_groups,
+            Filters=[
+                {"Name": "group-name", "Values": [want.group_name]},
+                {"Name": "vpc-id", "Values": [want.vpc_id]},
+            ],
+        )["SecurityGroups"]
+        if others:
+            raise UsageError(
+                f"a security group named {want.group_name} exists in {want.vpc_id} "
+                f"({others[0]['GroupId']}) without ec2-install's tags: rename the box "
+                "or delete that group"
+            )
+        group_id = aws.call(
+            f"creating security group {want.group_name}",
+            ec2.create_security_group,
+            GroupName=want.group_name,
+            VpcId=want.vpc_id,
+            Description=f"Odoo Box {want.name}: SSH from one network, HTTP and HTTPS from anywhere",
+            TagSpecifications=[aws.tag_spec("security-group", want.name, want.group_name)],
+        )["GroupId"]
+        ledger.made(f"security group {group_id}", lambda: _delete_group(ec2, group_id))
+        current: set[tuple[str, int, str]] = set()
+    else:
+        group_id = group["GroupId"]
+        current = _group_rules(group)
+    missing, extra = want.ingress() - current, current - want.ingress()
+    if missing:
+        aws.call(
+            f"opening ports on {group_id}",
+            ec2.authorize_security_group_ingress,
+            GroupId=group_id,
+            IpPermissions=[_permission(r) for r in sorted(missing)],
+        )
+    if extra:
+        aws.call(
+            f"closing ports on {group_id}",
+            ec2.revoke_security_group_ingress,
+            GroupId=group_id,
+            IpPermissions=[_permission(r) for r in sorted(extra)],
+        )
+    if group is not None and (missing or extra):
+        phases.say(
+            f"security group {group_id}: now exactly 22 from {want.ssh_cidr}, "
+            "80 and 443 from anywhere"
+        )
+    return str(group_id)
+
+
+def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) -> dict[str, Any]:
+    import uuid
+
+    volumes = [
+        {
+            "DeviceName": want.ami.root_device,
+            "Ebs": {
+                "VolumeSize": want.root_gb,
+                "VolumeType": "gp3",
+                "Encrypted": True,
+                "DeleteOnTermination": True,
+            },
+        },
+        {
+            "DeviceName": BACKUP_DEVICE,
+            "Ebs": {
+                "VolumeSize": want.backup_gb,
+                "VolumeType": "gp3",
+                "Encrypted": True,
+                "DeleteOnTermination": False,
+            },
+        },
+    ]
+    extra = {"SubnetId": want.subnet_id} if want.subnet_id else {}
+    response = aws.call(
+        "launching the instance",
+        ec2.run_instances,
+        ImageId=want.ami.id,
+        InstanceType=want.instance_type,
+        MinCount=1,
+        MaxCount=1,
+        KeyName=key_name,
+        SecurityGroupIds=[group_id],
+        BlockDeviceMappings=volumes,
+        MetadataOptions={
+            "HttpTokens": "required",
+            "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": 1,
+        },
+        UserData=want.user_data,
+        ClientToken=str(uuid.uuid4()),
+        TagSpecifications=[
+            aws.tag_spec("instance", want.name, want.name),
+            aws.tag_spec("volume", want.name, want.name),
+        ],
+        **extra,
+    )
+    instance: dict[str, Any] = response["Instances"][0]
+    instance_id = instance["InstanceId"]
+
+    def undo() -> None:
+        _terminate(ec2, instance_id, delete_kept_volumes=True)
+
+    ledger.made(f"instance {instance_id} and its volumes", undo)
+    return instance
+
+
+def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
+    """Call `check` now and every few seconds until it returns something truthy."""
+    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise ToolError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _describe_instance(ec2: Any, instance_id: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as e:  # a new instance can be unknown for a moment (eventual consistency)
+        if e.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    return reservations[0]["Instances"][0] if reservations else None
+
+
+def _wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        instance = _describe_instance(ec2, instance_id)
+        if instance is None:
+            return None
+        state = instance["State"]["Name"]
+        if state in ("shutting-down", "terminated", "stopping", "stopped"):
+            reason = instance.get("StateReason", {}).get("Message") or state
+            raise ToolError(f"instance {instance_id} is {state}: {reason}")
+        return instance if state == "running" else None
+
+    result: dict[str, Any] = _poll(f"{instance_id} to run", RUNNING_TIMEOUT, check)
+    return result
+
+
+def _wait_status_ok(ec2: Any, instance_id: str) -> None:
+    def check() -> bool:
+        statuses = ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"]
+        if not statuses:
+            return False
+        system, inst = (
+            statuses[0]["SystemStatus"]["Status"],
+            statuses[0]["InstanceStatus"]["Status"],
+        )
+        if "impaired" in (system, inst):
+            raise ToolError(
+                f"instance {instance_id} is impaired (system {system}, instance {inst}): "
+                "see its console output (aws ec2 get-console-output)"
+            )
+        return bool(system == "ok" and inst == "ok")
+
+    _poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
+
+
+def _tag_volume_roles(ec2: Any, instance: dict[str, Any], root_device: str) -> None:
+    for mapping in instance.get("BlockDeviceMappings", []):
+        role = {root_device: "root", BACKUP_DEVICE: "backup"}.get(mapping["DeviceName"])
+        if role and "Ebs" in mapping:
+            volume_id = mapping["Ebs"]["VolumeId"]
+            aws.call(
+                f"tagging volume {volume_id}",
+                ec2.create_tags,
+                Resources=[volume_id],
+                Tags=[{"Key": TAG_ROLE, "Value": role}],
+            )
+
+
+def _ensure_address(
+    ec2: Any, want: Want, found: Found, instance_id: str, ledger: Ledger, phases: Phases
+) -> str:
+    if found.addresses and found.addresses[0].get("InstanceId") == instance_id:
+        return str(found.addresses[0]["PublicIp"])
+    with phases.phase("address", "Elastic IP"):
+        if found.addresses:
+            address = found.addresses[0]
+        else:
+            address = aws.call(
+                "allocating an Elastic IP",
+                ec2.allocate_address,
+                Domain="vpc",
+                TagSpecifications=[aws.tag_spec("elastic-ip", want.name, want.name)],
+            )
+            allocation = address["AllocationId"]
+            ledger.made(
+                f"Elastic IP {address['PublicIp']}",
+                lambda: ec2.release_address(AllocationId=allocation),
+            )
+        association = aws.call(
+            "associating the Elastic IP",
+            ec2.associate_address,
+            AllocationId=address["AllocationId"],
+            InstanceId=instance_id,
+            AllowReassociation=False,
+        )["AssociationId"]
+        ledger.made(
+            f"the association of {address['PublicIp']}",
+            lambda: ec2.disassociate_address(AssociationId=association),
+        )
+    return str(address["PublicIp"])
+
+
+def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
+    host = f"root@{ip}"
+    return [
+        f"ssh {host}",
+        f"1. watch the first boot switch to {node}-boot: ssh {host} journalctl -fu amazon-init",
+        f"2. copy the age key (never in user data): ssh {host} 'install -d -m 700 "
+        f"{AGE_KEY_PATH.rsplit('/', 1)[0]} && umask 077 && cat > {AGE_KEY_PATH}' < vault/age.key",
+        f"3. deploy the full configuration: nixos-rebuild switch --flake {flake}#{node} "
+        f"--target-host {host} --build-host {host}",
+        f"status: ec2-install status --name {name}; remove: ec2-install down --name {name}",
+    ]
+
+
+# ----------------------------------------------------------------------------- down
+
+
+def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> list[str]:
+    """Terminate, wait until gone; then delete its kept (backup) volumes if asked."""
+    instance = _describe_instance(ec2, instance_id)
+    kept = [
+        m["Ebs"]["VolumeId"]
+        for m in (instance or {}).get("BlockDeviceMappings", [])
+        if "Ebs" in m and not m["Ebs"].get("DeleteOnTermination", True)
+    ]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+    def gone() -> bool:
+        i = _describe_instance(ec2, instance_id)
+        return i is None or i["State"]["Name"] == "terminated"
+
+    _poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
+    deleted = []
+    if delete_kept_volumes:
+        for volume_id in kept:
+            _delete_volume(ec2, volume_id)
+            deleted.append(volume_id)
+    return deleted
+
+
+def _delete_when_free(what: str, delete: Callable[[], Any], gone: str, busy: str) -> None:
+    """Call `delete` until AWS stops answering `busy`; `gone` (already deleted) is success."""
+    from botocore.exceptions import ClientError
+
+    def done() -> bool:
+        try:
+            delete()
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code == busy:
+                return False
+            if code != gone:
+                raise
+        return True
+
+    _poll(f"{what} to be free", TERMINATE_TIMEOUT, done)
+
+
+def _delete_volume(ec2: Any, volume_id: str) -> None:
+    # VolumeInUse: still detaching from the terminated instance
+    _delete_when_free(f"volume {volume_id}", lambda: ec2.delete_volume(VolumeId=volume_id),
+                      "InvalidVolume.NotFound", "VolumeInUse")  # fmt: skip
+
+
+def _delete_group(ec2: Any, group_id: str) -> None:
+    # DependencyViolation: the instance's network interface is still going
+    _delete_when_free(f"security group {group_id}",
+                      lambda: ec2.delete_security_group(GroupId=group_id),
+                      "InvalidGroup.NotFound", "DependencyViolation")  # fmt: skip
+
+
+def down_plan(found: Found, delete_backup_volume: bool) -> list[str]:
+    steps = []
+    for a in found.addresses:
+        steps.append(f"release Elastic IP {a['PublicIp']} ({a['AllocationId']})")
+    if found.instance is not None:
+        steps.append(f"terminate {found.instance['InstanceId']} (its root volume goes with it)")
+    for v in found.volumes:
+        role = aws.tag_dict(v).get(TAG_ROLE)
+        if role == "backup" and not delete_backup_volume:
+            steps.append(f"keep backup volume {v['VolumeId']} ({v['Size']} GB)")
+        elif role != "root" or not v.get("Attachments"):
+            steps.append(f"delete {role or 'untagged'} volume {v['VolumeId']} ({v['Size']} GB)")
+    if found.group is not None:
+        steps.append(f"delete security group {found.group['GroupId']} ({found.group['GroupName']})")
+    if found.key_pair is not None:
+        steps.append(f"delete key pair {found.key_pair['KeyName']} (imported by ec2-install)")
+    return steps
+
+
+def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> list[str]:
+    """Remove what is tagged for the box, the backup volume only if asked; return what went."""
+    removed: list[str] = []
+    for a in found.addresses:
+        if a.get("AssociationId"):
+            aws.call(
+                "disassociating the Elastic IP",
+                ec2.disassociate_address,
+                AssociationId=a["AssociationId"],
+            )
+        aws.call("releasing the Elastic IP", ec2.release_address, AllocationId=a["AllocationId"])
+        removed.append(f"Elastic IP {a['PublicIp']}")
+    if found.instance is not None:
+        instance_id = found.instance["InstanceId"]
+        with phases.phase("terminate", instance_id), _as_aws_error(f"terminating {instance_id}"):
+            _terminate(ec2, instance_id, delete_kept_volumes=False)
+        removed.append(f"instance {instance_id}")
+    for v in find(ec2, found.name).volumes if found.instance is not None else found.volumes:
+        role = aws.tag_dict(v).get(TAG_ROLE)
+        if role == "backup" and not delete_backup_volume:
+            phases.say(
+                f"kept the backup volume {v['VolumeId']} ({v['Size']} GB); "
+                "`down --delete-backup-volume` removes it"
+            )
+            continue
+        with _as_aws_error(f"deleting volume {v['VolumeId']}"):
+            _delete_volume(ec2, v["VolumeId"])
+        removed.append(f"{role or 'untagged'} volume {v['VolumeId']}")
+    if found.group is not None:
+        with _as_aws_error(f"deleting security group {found.group['GroupId']}"):
+            _delete_group(ec2, found.group["GroupId"])
+        removed.append(f"security group {found.group['GroupId']}")
+    if found.key_pair is not None and aws.tag_dict(found.key_pair).get(TAG_TOOL) == TOOL:
+        aws.call("deleting the key pair", ec2.delete_key_pair, KeyName=found.key_pair["KeyName"])
+        removed.append(f"key pair {found.key_pair['KeyName']}")
+    return removed
+
+
+@contextlib.contextmanager
+def _as_aws_error(what: str) -> Iterator[None]:
+    try:
+        yield
+    except aws.errors() as e:
+        raise aws.AwsError(f"{what}: {aws.describe(e)}") from e

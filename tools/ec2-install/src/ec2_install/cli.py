@@ -1,0 +1,363 @@
+"""The `ec2-install` command line: parses arguments and prints; the work is in box.py.
+
+Only typer and the standard library load at the top, so `--help` is fast;
+boto3 loads in the commands that call AWS.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from ec2_install import __version__
+from odbox_common import console, runner
+from odbox_common.errors import ExitCode, ToolError, UsageError
+
+app = runner.typer_app(
+    "ec2-install",
+    (
+        "One command from nothing to a NixOS Odoo box on EC2: the newest official NixOS "
+        "image, encrypted root and backup volumes, a security group with only 22/80/443, "
+        "IMDSv2, an Elastic IP, and a first boot that formats the backup disk and switches "
+        "to the flake's -boot configuration. Everything is tagged with the box's name; "
+        "re-running finds it, `down` removes it (keeping the backup volume).\n\n"
+        "AWS credentials and region come from the standard AWS environment (AWS_PROFILE, "
+        "AWS_REGION, AWS_ENDPOINT_URL…).\n\n"
+        "Exit codes: 0 ok, 1 failed, 2 usage."
+    ),
+)
+
+Region = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        metavar="REGION",
+        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's).",
+    ),
+]
+Name = Annotated[
+    str,
+    typer.Option(
+        "--name",
+        envvar="ODBOX_BOX",
+        metavar="NAME",
+        help="The box's name: every resource is tagged with it.",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+Debug = Annotated[
+    bool, typer.Option("--debug", envvar="EC2_INSTALL_DEBUG", help="Show a traceback on errors.")
+]
+DEFAULT_NAME = "odoo-box"
+
+
+@app.callback()
+def main_options(
+    debug: Debug = False,
+    version: Annotated[bool, runner.version_option("ec2-install", __version__)] = False,
+) -> None:
+    """Options for every command."""
+
+
+def _client(region: str | None) -> tuple[Any, str]:
+    from ec2_install import aws
+
+    session = aws.session(region)
+    return aws.ec2_client(session), str(session.region_name)
+
+
+@app.command()
+def up(
+    instance_type: Annotated[
+        str,
+        typer.Option(
+            "--instance-type", metavar="TYPE", help="e.g. m6g.xlarge (Graviton) or t3.medium (x86)."
+        ),
+    ],
+    ssh_cidr: Annotated[
+        str,
+        typer.Option(
+            "--ssh-cidr", metavar="CIDR", help="Who may reach port 22, e.g. 203.0.113.7/32."
+        ),
+    ],
+    region: Region = None,
+    name: Name = DEFAULT_NAME,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-key", metavar="PUB", help="OpenSSH public key to import as key pair odbox-NAME."
+        ),
+    ] = None,
+    key_name: Annotated[
+        str | None,
+        typer.Option("--key-name", metavar="NAME", help="Use this existing EC2 key pair instead."),
+    ] = None,
+    flake: Annotated[
+        str | None,
+        typer.Option(
+            "--flake",
+            envvar="ODBOX_FLAKE",
+            metavar="URI",
+            help="Flake the box switches to at first boot "
+            "(default: this checkout's origin, e.g. github:acme/odoo-box).",
+        ),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            metavar="NAME",
+            help="The flake's machine (default: ec2-aarch64 or ec2-x86_64); "
+            "its NAME-boot variant is switched to first.",
+        ),
+    ] = None,
+    ami: Annotated[
+        str | None,
+        typer.Option(
+            "--ami", metavar="ID", help="Image to launch (default: the newest official NixOS one)."
+        ),
+    ] = None,
+    root_gb: Annotated[int, typer.Option("--root-gb", min=1, help="Root volume size.")] = 200,
+    backup_gb: Annotated[int, typer.Option("--backup-gb", min=1, help="Backup volume size.")] = 10,
+    subnet_id: Annotated[
+        str | None,
+        typer.Option(
+            "--subnet-id", metavar="ID", help="A public subnet (default: the default VPC's)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; make no change (reads only).")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Make the box (or what is missing of it), wait until it is healthy, print how to go on."""
+    from ec2_install import spec
+
+    spec.check_name(name)
+    cidr = spec.check_cidr(ssh_cidr)
+    spec.check_sizes(root_gb, backup_gb)
+    if (ssh_key is None) == (key_name is None):
+        raise UsageError("give one of --ssh-key PUB (imported as odbox-NAME) and --key-name NAME")
+    key = spec.SshKey.read(ssh_key) if ssh_key is not None else None
+    if flake is None and (flake := spec.flake_from_git()) is None:
+        raise UsageError("give --flake URI: this checkout has no origin remote the box could fetch")
+    flake = spec.check_flake(flake)
+
+    from ec2_install import amis, box, userdata
+    from ec2_install.progress import phases_for
+
+    ec2, region_name = _client(region)
+    arch = box.architecture_of(ec2, instance_type)
+    image = (
+        amis.explicit(ec2, ami, arch, instance_type) if ami else amis.newest(ec2, arch, region_name)
+    )
+    if not box.known_good(instance_type, arch):
+        good = ", ".join(t for types in spec.KNOWN_GOOD.values() for t in types)
+        console.warn(f"{instance_type} is not one Odoo Box is tested on ({good}); going on")
+    node_name = node or spec.NODES.get(arch)
+    if node_name is None:
+        raise UsageError(f"no Odoo Box machine for {arch}: give --node")
+    want = box.Want(
+        name=name,
+        region=region_name,
+        instance_type=instance_type,
+        architecture=arch,
+        ami=image,
+        ssh_key=key,
+        key_name=key_name or f"odbox-{name}",
+        ssh_cidr=cidr,
+        flake=flake,
+        node=node_name,
+        root_gb=root_gb,
+        backup_gb=backup_gb,
+        subnet_id=subnet_id,
+        vpc_id=box.vpc_of(ec2, subnet_id, region_name),
+        user_data=userdata.render(
+            box=name,
+            flake=flake,
+            node=node_name,
+            backup_gb=backup_gb,
+            backup_device=spec.BACKUP_DEVICE,
+        ),
+    )
+    if dry_run:
+        steps = box.plan(want, box.find(ec2, name))
+        console.say(f"plan for box {name} in {region_name}; nothing was changed:")
+        for i, step in enumerate(steps, 1):
+            sys.stdout.write(f"  {i}. {step}\n")
+        return
+    with phases_for() as phases:
+        result = box.up(ec2, want, phases)
+    for note in result.notes:
+        console.warn(note)
+    state = "is up" if result.created else "was already there"
+    console.say(
+        f"box {name} {state}: {result.instance_id} ({instance_type}, {arch}, "
+        f"{image.name}) at {result.public_ip}"
+    )
+    for line in box.next_steps(name, result.public_ip, flake, node_name):
+        sys.stdout.write(f"  {line}\n")
+
+
+@app.command()
+def status(
+    region: Region = None,
+    name: Name = DEFAULT_NAME,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Describe the box: instance, address, security group, key pair, volumes (reads only)."""
+    from ec2_install import box, spec
+
+    spec.check_name(name)
+    ec2, region_name = _client(region)
+    doc = box.status(ec2, name, region_name)
+    if json:
+        console.print_json(doc)
+    else:
+        _print_status(doc)
+    if doc["state"] == "absent":
+        raise ToolError(f"no box named {name} in {region_name} (`ec2-install up` makes one)")
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    console.say(f"box {doc['box']} in {doc['region']}: {doc['state']}")
+    if i := doc.get("instance"):
+        sys.stdout.write(
+            f"  instance {i['id']}: {i['type']} {i['architecture']}, {i['state']}, "
+            f"image {i['image']}, IMDSv2 {'required' if i['imdsv2_required'] else 'OPTIONAL'}\n"
+        )
+    if a := doc.get("address"):
+        sys.stdout.write(
+            f"  address {a['public_ip']} ({a['allocation_id']}), "
+            f"{'on ' + a['instance'] if a['instance'] else 'not associated'}\n"
+        )
+    if g := doc.get("security_group"):
+        rules = ", ".join(f"{r['port']} from {r['cidr']}" for r in g["ingress"])
+        sys.stdout.write(f"  security group {g['id']}: {rules}\n")
+    if k := doc.get("key_pair"):
+        sys.stdout.write(f"  key pair {k['name']}\n")
+    for v in doc["volumes"]:
+        sys.stdout.write(
+            f"  {v['role'] or 'untagged'} volume {v['id']}: {v['size_gb']} GB {v['type']}, "
+            f"{'encrypted' if v['encrypted'] else 'NOT encrypted'}, {v['state']}\n"
+        )
+    if ssh := doc.get("ssh"):
+        sys.stdout.write(f"  {ssh}\n")
+
+
+@app.command()
+def down(
+    region: Region = None,
+    name: Name = DEFAULT_NAME,
+    delete_backup_volume: Annotated[
+        bool, typer.Option("--delete-backup-volume", help="Delete the backup volume too.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would go; remove nothing.")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Remove everything tagged for the box, except its backup volume unless asked."""
+    from ec2_install import box, spec
+    from ec2_install.progress import phases_for
+
+    spec.check_name(name)
+    ec2, region_name = _client(region)
+    found = box.find(ec2, name)
+    steps = box.down_plan(found, delete_backup_volume)
+    removing = [s for s in steps if not s.startswith("keep ")]
+    if not removing:
+        console.say(
+            f"nothing to remove for box {name} in {region_name}"
+            + (f" ({'; '.join(steps)})" if steps else "")
+        )
+        return
+    if dry_run or not yes:
+        console.say(f"{'plan' if dry_run else 'down'} for box {name} in {region_name}:")
+        for i, step in enumerate(steps, 1):
+            sys.stdout.write(f"  {i}. {step}\n")
+    if dry_run:
+        console.say("nothing was changed (--dry-run)")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not on a terminal: give --yes to remove the box")
+        answer = typer.prompt(
+            f"type the box's name ({name}) to remove it", default="", show_default=False
+        )
+        if answer.strip() != name:
+            raise ToolError("not confirmed; nothing was removed")
+    with phases_for() as phases:
+        removed = box.down(ec2, found, delete_backup_volume, phases)
+    console.say(f"box {name} is down: removed {', '.join(removed)}")
+
+
+@app.command("amis")
+def list_amis(
+    region: Region = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", metavar="ARCH", help="arm64 or x86_64 (default: both).")
+    ] = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """List the official NixOS images of the region, newest release first."""
+    from ec2_install import amis
+
+    if arch is not None and arch not in ("arm64", "x86_64"):
+        raise UsageError(f"bad --arch {arch!r}: arm64 or x86_64")
+    ec2, region_name = _client(region)
+    found = amis.nixos_amis(ec2, arch)
+    if json:
+        console.print_json([a.as_json() for a in found])
+        return
+    if not found:
+        raise ToolError(f"no official NixOS images in {region_name}")
+    console.table(
+        f"NixOS images in {region_name} (owner 427812963091), newest first",
+        ["release", "architecture", "image", "created", "name"],
+        [[a.release, a.architecture, a.id, a.created[:10], a.name] for a in found],
+    )
+
+
+@app.command()
+def policy(debug: Debug = False) -> None:
+    """Print the least-privilege IAM policy ec2-install needs (JSON)."""
+    from ec2_install.policy import document
+
+    console.print_json(document())
+
+
+def run_cli(argv: list[str]) -> int:
+    if not argv:
+        runner.run(app, ["--help"], prog="ec2-install", debug_env="EC2_INSTALL_DEBUG")
+        return int(ExitCode.USAGE)
+
+    def known() -> tuple[type[BaseException], ...]:
+        from ec2_install import aws
+
+        return aws.errors()
+
+    def describe(e: BaseException) -> str:
+        from ec2_install import aws
+
+        return aws.describe(e)
+
+    return runner.run(
+        app,
+        argv,
+        prog="ec2-install",
+        debug_env="EC2_INSTALL_DEBUG",
+        interrupted="interrupted",
+        known_errors=known,
+        describe=describe,
+    )
+
+
+def main() -> NoReturn:
+    sys.exit(run_cli(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""The least-privilege IAM policy for ec2-install, printed by `ec2-install policy`.
+
+Reads are allowed everywhere (EC2's Describe calls take no resource). Every
+call that makes something must put ec2-install's tag on it, and every call
+that changes or removes something works only on resources carrying that tag,
+so the policy cannot touch anything else in the account. The tests record
+the calls each command makes and check they are exactly these actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ec2_install.spec import TAG_ROLE, TAG_TOOL, TOOL
+
+READ = [
+    "ec2:DescribeAddresses",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeInstances",
+    "ec2:DescribeKeyPairs",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeVolumes",
+    "ec2:DescribeVpcs",
+]
+CREATE = ["ec2:AllocateAddress", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances"]
+CHANGE = [
+    "ec2:AssociateAddress",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:DeleteKeyPair",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DeleteVolume",
+    "ec2:DisassociateAddress",
+    "ec2:ReleaseAddress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:TerminateInstances",
+]
+
+_ARN = "arn:aws:ec2:*:*:{}/*"
+_REQUEST_TAG = {"StringEquals": {f"aws:RequestTag/{TAG_TOOL}": TOOL}}
+_RESOURCE_TAG = {"StringEquals": {f"ec2:ResourceTag/{TAG_TOOL}": TOOL}}
+
+
+def actions() -> set[str]:
+    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags"}
+
+
+def arns(*kinds: str) -> list[str]:
+    return [_ARN.format(k) for k in kinds]
+
+
+def document() -> dict[str, Any]:
+    create_actions = [a.removeprefix("ec2:") for a in CREATE]
+    statements: list[dict[str, Any]] = [
+        {"Sid": "Read", "Effect": "Allow", "Action": READ, "Resource": "*"},
+        {
+            "Sid": "LaunchTagged",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arns("instance", "volume"),
+            "Condition": _REQUEST_TAG,
+        },
+        {
+            "Sid": "LaunchFrom",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [
+                "arn:aws:ec2:*::image/*",
+                *arns("subnet", "security-group", "key-pair", "network-interface"),
+            ],
+        },
+        {
+            "Sid": "CreateTagged",
+            "Effect": "Allow",
+            "Action": ["ec2:AllocateAddress", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
+            "Resource": arns("elastic-ip", "security-group", "key-pair"),
+            "Condition": _REQUEST_TAG,
+        },
+        {
+            "Sid": "GroupInVpc",
+            "Effect": "Allow",
+            "Action": "ec2:CreateSecurityGroup",
+            "Resource": arns("vpc"),
+        },
+        {
+            "Sid": "TagAtCreation",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": arns("instance", "volume", "security-group", "key-pair", "elastic-ip"),
+            "Condition": {"StringEquals": {"ec2:CreateAction": create_actions}},
+        },
+        {
+            "Sid": "TagVolumeRole",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": arns("volume"),
+            "Condition": {
+                **_RESOURCE_TAG,
+                "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_ROLE]},
+            },
+        },
+        {
+            "Sid": "ChangeOwn",
+            "Effect": "Allow",
+            "Action": CHANGE,
+            "Resource": arns("instance", "volume", "security-group", "key-pair", "elastic-ip"),
+            "Condition": _RESOURCE_TAG,
+        },
+        {
+            "Sid": "AssociateWithInterface",
+            "Effect": "Allow",
+            "Action": "ec2:AssociateAddress",
+            "Resource": arns("network-interface"),
+        },
+    ]
+    return {"Version": "2012-10-17", "Statement": statements}

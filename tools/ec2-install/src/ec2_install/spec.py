@@ -1,0 +1,164 @@
+"""What a box is made of, checked before any AWS call: name, sizes, SSH key, CIDR, flake.
+
+Plain data and validation only (no boto3), so the command line can refuse bad
+input in milliseconds and the tests can check every rule without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from odbox_common.errors import UsageError
+
+# The official NixOS images (https://nixos.org/download/#nixos-amazon): this
+# account publishes them in every region, named nixos/<release>.<rev>-<system>.
+NIXOS_OWNER = "427812963091"
+
+# The instance types the seeds' users ran Odoo Box on; others work but are untested.
+KNOWN_GOOD = {
+    "arm64": ("m6g.xlarge", "m6g.2xlarge", "c6g.xlarge", "c6g.2xlarge", "t4g.2xlarge"),
+    "x86_64": ("t3.medium", "t3.2xlarge"),
+}
+# The flake's machine for each architecture (nix/nodes/); `-boot` is appended for the first switch.
+NODES = {"arm64": "ec2-aarch64", "x86_64": "ec2-x86_64"}
+
+# Every resource a box owns carries these two tags from the moment it is made;
+# only resources with both are ever found, changed or removed.
+TAG_BOX = "odbox:box"
+TAG_TOOL = "odbox:managed-by"
+TOOL = "ec2-install"
+# Set on each volume once the instance runs (a launch tags all volumes alike).
+TAG_ROLE = "odbox:volume"
+# The SHA-256 of an imported public key, to tell our key pair from another of the same name.
+TAG_KEY = "odbox:ssh-key-sha256"
+
+BACKUP_DEVICE = "/dev/sdf"
+# Where the vault module looks for the box's age identity (issue 7's vault module).
+AGE_KEY_PATH = "/var/lib/odbox/age.key"
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+_SSH_TYPES = ("ssh-ed25519", "ssh-rsa")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"bad box name {name!r}: use 1-40 lower-case letters, digits and inner dashes"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """An OpenSSH public key, as AWS imports it (ed25519 or RSA)."""
+
+    line: str
+    kind: str
+    sha256: str  # hex digest of the key blob, our tag on the key pair
+    fingerprint: str  # SHA256:… as ssh-keygen -l prints it
+
+    @classmethod
+    def read(cls, path: Path) -> SshKey:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise UsageError(f"no SSH public key at {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the SSH public key {path}: {e}") from None
+        if "PRIVATE KEY" in text:
+            raise UsageError(f"{path} is a private key: give the public one ({path}.pub)")
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str = "the SSH key") -> SshKey:
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise UsageError(f"{where} must be one OpenSSH public key line, not {len(lines)}")
+        parts = lines[0].split()
+        if len(parts) < 2 or parts[0] not in _SSH_TYPES:
+            kind = parts[0] if parts else "nothing"
+            raise UsageError(
+                f"{where} is not an OpenSSH ed25519 or RSA public key (it starts with {kind!r}); "
+                "EC2 imports only those two kinds"
+            )
+        try:
+            load_ssh_public_key(" ".join(parts[:2]).encode())
+            blob = base64.b64decode(parts[1], validate=True)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{where} is malformed: {e}") from None
+        digest = hashlib.sha256(blob)
+        fingerprint = "SHA256:" + base64.b64encode(digest.digest()).decode().rstrip("=")
+        return cls(" ".join(parts), parts[0], digest.hexdigest(), fingerprint)
+
+
+def check_cidr(cidr: str) -> str:
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise UsageError(
+            f"bad --ssh-cidr {cidr!r}: {e} (for one address use 203.0.113.7/32)"
+        ) from None
+    if network.prefixlen == 0:
+        raise UsageError(
+            f"--ssh-cidr {cidr} opens SSH to the whole internet: give your own address or network"
+        )
+    return str(network)
+
+
+def check_sizes(root_gb: int, backup_gb: int) -> None:
+    if root_gb < 20:
+        raise UsageError(f"--root-gb {root_gb} is too small for NixOS and Odoo: 20 at least")
+    if backup_gb < 1:
+        raise UsageError("--backup-gb must be at least 1")
+    if root_gb == backup_gb:
+        # The first boot tells the backup disk from the root disk by its size.
+        raise UsageError(
+            "--root-gb and --backup-gb must differ (the first boot finds the disk by size)"
+        )
+
+
+def flake_from_git(cwd: Path | None = None) -> str | None:
+    """The flake URI of this checkout's `origin`, as the box can fetch it; None if there is none."""
+    try:
+        url = subprocess.run(
+            ["git", "remote", "get-url", "origin"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.fullmatch(
+        r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
+        r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?",
+        url,
+    )
+    if m:
+        return f"github:{m.group(1)}/{m.group(2)}"
+    if url.startswith(("https://", "ssh://")):
+        return f"git+{url}"
+    return None
+
+
+_FLAKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s'\"\\#]+")
+
+
+def check_flake(flake: str) -> str:
+    if not _FLAKE.fullmatch(flake):
+        raise UsageError(
+            f"bad --flake {flake!r}: give a flake URI without the #attribute, "
+            "e.g. github:acme/odoo-box or git+https://git.example.com/odoo-box"
+        )
+    if flake.startswith(("path:", "file:")) or flake.startswith("/"):
+        raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
+    return flake

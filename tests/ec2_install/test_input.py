@@ -33,7 +33,7 @@ def test_up_picks_the_newest_stable_official_image_of_the_architecture(
     # not the impostor's newer nixos/26.05, not the pending build, not the 25.11 pre-release,
     # not the 24.11 rebuild that is newer by date
     node = "ec2-aarch64" if "aarch64" in image else "ec2-x86_64"
-    assert f"#{node} --target-host" in result.stdout
+    assert f"#{node}' --target-host" in result.stdout
 
 
 def test_amis_lists_only_the_official_images_newest_release_first(aws: Aws):
@@ -50,7 +50,7 @@ def test_amis_lists_only_the_official_images_newest_release_first(aws: Aws):
         "nixos/24.05.7376.b134951a4c9f-x86_64-linux",
     ]
     assert next(i for i in images if i["architecture"] == "x86_64")["prerelease"] is True
-    table = aws.run("amis", "--arch", "arm64")
+    table = aws.run("amis", "--arch", "aarch64")
     assert (
         table.returncode == 0
         and "nixos/25.05.813814" in table.stdout
@@ -72,11 +72,18 @@ def test_an_explicit_ami_of_the_wrong_architecture_is_refused(aws: Aws, ssh_pub:
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-def test_an_explicit_ami_of_the_right_architecture_is_used(aws: Aws, ssh_pub: Path):
-    ubuntu = aws.client().describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+def test_an_explicit_ami_must_be_nixos_and_another_owner_is_warned_of(aws: Aws, ssh_pub: Path):
+    ec2 = aws.client()
+    ubuntu = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
     result = aws.run(*up_args(ssh_pub, "--ami", ubuntu))
+    assert result.returncode == 2 and "is not a NixOS image" in result.stderr
+    impostor = ec2.describe_images(
+        Owners=["111122223333"], Filters=[{"Name": "architecture", "Values": ["arm64"]}]
+    )["Images"][0]["ImageId"]
+    result = aws.run(*up_args(ssh_pub, "--ami", impostor))
     assert result.returncode == 0, result.stderr
-    assert "ubuntu-noble" in result.stdout
+    assert "is not an official NixOS image (owner 111122223333, not 427812963091)" in result.stderr
+    assert "nixos/26.05.900001" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -84,7 +91,11 @@ def test_an_explicit_ami_of_the_right_architecture_is_used(aws: Aws, ssh_pub: Pa
     [
         ({"--region": "xx-nowhere-1"}, 2, "unknown region 'xx-nowhere-1'"),
         ({"--instance-type": "m6g.huge"}, 2, "unknown instance type 'm6g.huge'"),
-        ({"--instance-type": "mac2.metal"}, 1, "no official NixOS image for arm64_mac"),
+        ({"--instance-type": "mac2.metal"}, 2, "no official NixOS image for arm64_mac"),
+        ({"--root-gb": "20000"}, 2, "over gp3's largest volume (16384 GiB)"),
+        ({"--node": "ec2-aarch64-boot"}, 2, "without -boot"),
+        ({"--flake": "https://github.com/acme/odoo-box.git"}, 2, "give github:acme/odoo-box"),
+        ({"--flake": "/srv/odoo-box"}, 2, "is on this machine"),
         ({"--ssh-cidr": "0.0.0.0/0"}, 2, "opens SSH to the whole internet"),
         ({"--ssh-cidr": "203.0.113.7"}, 0, None),  # one address is a /32
         ({"--ssh-cidr": "203.0.113.7/24"}, 2, "bad --ssh-cidr '203.0.113.7/24'"),
@@ -165,7 +176,7 @@ def test_no_credentials_is_one_clear_line(aws: Aws, ssh_pub: Path):
     env = {
         k: v for k, v in aws.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     }
-    for args in (up_args(ssh_pub), ["status"], ["amis"], ["down", "--yes"]):
+    for args in (up_args(ssh_pub), ["status"], ["amis"], ["down", "--name", "shop", "--yes"]):
         result = aws.run(*args, env=env)
         assert result.returncode == 1, result.stderr
         [line] = result.stderr.strip().splitlines()
@@ -222,3 +233,9 @@ def test_the_ssh_key_fingerprint_matches_ssh_keygen(ssh_pub: Path):
     assert out.split()[1] == key.fingerprint
     with pytest.raises(UsageError):
         spec.SshKey.parse("ssh-dss AAAAB3NzaC1kc3MAAACBAP")
+
+
+def test_an_unknown_profile_is_a_usage_error(aws: Aws):
+    result = aws.run("amis", env={**aws.env, "AWS_PROFILE": "nosuchprofile"})
+    assert result.returncode == 2
+    assert "nosuchprofile" in result.stderr and "aws configure list-profiles" in result.stderr

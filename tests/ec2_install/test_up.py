@@ -79,7 +79,7 @@ def test_up_makes_a_secure_box_and_prints_how_to_go_on(aws: Aws, ssh_pub: Path):
     assert f"ssh root@{ip}\n" in result.stdout
     assert "copy the age key" in result.stdout and "< vault/age.key" in result.stdout
     assert (
-        f"nixos-rebuild switch --flake github:acme/odoo-box#ec2-aarch64 --target-host root@{ip}"
+        f"nixos-rebuild switch --flake 'github:acme/odoo-box#ec2-aarch64' --target-host root@{ip}"
         in result.stdout
     )
     # off a terminal, each phase is a plain timestamped line
@@ -126,7 +126,7 @@ def test_up_again_with_another_ssh_cidr_moves_only_the_ssh_rule(aws: Aws, ssh_pu
         "RevokeSecurityGroupIngress",
     ]
     status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
-    assert {(r["port"], r["cidr"]) for r in status["security_group"]["ingress"]} == {
+    assert {(r["from_port"], r["cidr"]) for r in status["security_group"]["ingress"]} == {
         (22, "198.51.100.0/24"),
         (80, "0.0.0.0/0"),
         (80, "::/0"),
@@ -291,3 +291,73 @@ def test_down_off_a_terminal_needs_yes(aws: Aws, ssh_pub: Path):
     result = aws.run("down", "--name", "shop")
     assert result.returncode == 2 and "give --yes" in result.stderr
     assert len(_live_instances(aws.client())) == 1
+
+
+def test_up_again_keeps_ports_22_80_443_exact_and_leaves_other_rules(aws: Aws, ssh_pub: Path):
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    ec2 = aws.client()
+    [group] = ec2.describe_security_groups(GroupNames=["odbox-shop"])["SecurityGroups"]
+
+    def rule(first: int, last: int, cidr: str) -> dict:
+        return {
+            "IpProtocol": "tcp",
+            "FromPort": first,
+            "ToPort": last,
+            "IpRanges": [{"CidrIp": cidr}],
+        }
+
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[rule(9100, 9100, "10.0.0.0/8"), rule(20, 65535, "0.0.0.0/0")],
+    )
+    before = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
+    assert {"protocol": "tcp", "from_port": 20, "to_port": 65535, "cidr": "0.0.0.0/0"} in (
+        before["security_group"]["ingress"]
+    )
+    plan = aws.run(*up_args(ssh_pub, "--dry-run")).stdout
+    assert "revoke tcp 20-65535 from 0.0.0.0/0" in plan
+    assert "leave (not 22/80/443) tcp 9100 from 10.0.0.0/8" in plan
+    result = aws.run(*up_args(ssh_pub))
+    assert result.returncode == 0, result.stderr
+    assert "also allows tcp 9100 from 10.0.0.0/8; left as it is" in result.stdout
+    after = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
+    rules = {(r["from_port"], r["to_port"], r["cidr"]) for r in after["security_group"]["ingress"]}
+    web = {(port, port, cidr) for port in (80, 443) for cidr in ("0.0.0.0/0", "::/0")}
+    assert rules == {(22, 22, "203.0.113.7/32"), (9100, 9100, "10.0.0.0/8"), *web}
+
+
+def test_up_on_a_stopped_box_says_to_start_it_and_changes_nothing(aws: Aws, ssh_pub: Path):
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    ec2 = aws.client()
+    [instance] = _live_instances(ec2)
+    ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+    aws.proxy.actions.clear()
+    result = aws.run(*up_args(ssh_pub))
+    assert result.returncode == 1
+    assert (
+        f"is stopped: start it (aws ec2 start-instances --instance-ids {instance['InstanceId']})"
+        in result.stderr
+    )
+    assert aws.proxy.mutating() == []
+
+
+def test_a_failed_termination_in_rollback_keeps_the_group_and_says_so(aws: Aws, ssh_pub: Path):
+    aws.proxy.fail("AllocateAddress")
+    aws.proxy.fail("TerminateInstances")
+    result = aws.run(*up_args(ssh_pub))
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "could NOT remove instance i-" in line
+    assert "security group sg-" in line and "(kept: what uses it is still there)" in line
+    assert "DeleteSecurityGroup" not in aws.proxy.actions  # no 10-minute wait on a group in use
+    assert "DeleteKeyPair" in aws.proxy.actions  # the key pair does not depend on the instance
+    aws.proxy.clear()
+    status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
+    assert status["state"] == "running"
+    assert aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume").returncode == 0
+    assert aws.client().describe_volumes()["Volumes"] == []
+
+
+def test_down_needs_the_name(aws: Aws):
+    result = aws.run("down", "--yes")
+    assert result.returncode == 2 and "--name" in result.stderr

@@ -114,8 +114,7 @@ def test_a_blank_disk_is_formatted_once_and_the_switch_happens_once(loop_disk, t
     for _ in range(2):
         again = boot.run()
         assert again.returncode == 0, again.stderr
-        assert "already has its backup partition; left as it is" in again.stderr
-        assert "nothing to do" in again.stderr
+        assert "nothing to do" in again.stderr and "backup disk" not in again.stderr
     assert _probe(f"{device}p1")["UUID"] == part["UUID"]
     assert len(boot.rebuilds()) == 1
     subprocess.run(["mount", "-o", "ro", f"{device}p1", mount], check=True)
@@ -151,11 +150,16 @@ def test_a_stray_byte_in_the_first_mib_is_not_blank(loop_disk, tmp_path: Path):
 def test_a_failed_switch_is_tried_again_at_the_next_boot(loop_disk, tmp_path: Path):
     _, device = loop_disk
     boot = FirstBoot(tmp_path, device)
-    failed = boot.run(REBUILD_EXIT="1")
+    failed = boot.run(REBUILD_EXIT="1", ODBOX_SWITCH_TRIES="3", ODBOX_SWITCH_WAIT="0")
     assert failed.returncode == 1
+    assert "nixos-rebuild failed (try 2 of 3); again in 0 s" in failed.stderr
+    assert "nixos-rebuild failed 3 times; the next boot tries again" in failed.stderr
+    assert len(boot.rebuilds()) == 3
     assert not (tmp_path / "state" / "ec2-install-boot.done").exists()
-    assert boot.run().returncode == 0
-    assert len(boot.rebuilds()) == 2
+    again = boot.run()
+    assert again.returncode == 0, again.stderr
+    assert "already has its backup partition; left as it is" in again.stderr
+    assert len(boot.rebuilds()) == 4
     assert (tmp_path / "state" / "ec2-install-boot.done").exists()
 
 
@@ -169,8 +173,8 @@ def test_the_disk_is_found_by_size_when_no_device_name_exists(loop_disk, tmp_pat
     script = _script().replace("want=$((BACKUP_GB * 1024 * 1024 * 1024))", f"want={size}")
     assert "$type == disk" in script
     script = script.replace("$type == disk", "$type == loop")
-    script = script.replace("prepare_backup_disk\nswitch_once\n", "find_backup_disk\n")
-    assert script.endswith("}\n\nfind_backup_disk\n") and "want=67108864" in script
+    script = script.replace("prepare_backup_disk\nswitch\n", "find_backup_disk\n")
+    assert script.endswith("fi\nfind_backup_disk\n") and "want=67108864" in script
     (tmp_path / "find").write_text(script)
     listed = subprocess.run(["lsblk", "-dbnpo", "NAME,SIZE,TYPE"], capture_output=True, text=True,
                             check=True).stdout.split("\n")  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 
 from ec2_install import aws
 from ec2_install.spec import NIXOS_OWNER
-from odbox_common.errors import ToolError, UsageError
+from odbox_common.errors import UsageError
 
 # nixos/25.05.802216.b3582c75c7f2-aarch64-linux; a pre-release reads 25.11pre123456.abc…
 _NAME = re.compile(r"nixos/(\d+)\.(\d+)(pre)?(?:\.?(\d+))?[.\w-]*")
@@ -18,6 +18,7 @@ _NAME = re.compile(r"nixos/(\d+)\.(\d+)(pre)?(?:\.?(\d+))?[.\w-]*")
 class Ami:
     id: str
     name: str
+    owner: str
     architecture: str
     created: str
     root_device: str
@@ -36,6 +37,7 @@ class Ami:
         return cls(
             image["ImageId"],
             name,
+            image.get("OwnerId", ""),
             image["Architecture"],
             image["CreationDate"],
             image["RootDeviceName"],
@@ -78,7 +80,7 @@ def nixos_amis(ec2: Any, architecture: str | None = None) -> list[Ami]:
 def newest(ec2: Any, architecture: str, region: str) -> Ami:
     stable = [a for a in nixos_amis(ec2, architecture) if not a.prerelease]
     if not stable:
-        raise ToolError(
+        raise UsageError(
             f"no official NixOS image for {architecture} in {region} "
             f"(owner {NIXOS_OWNER}); `ec2-install amis --region {region}` lists what there is"
         )
@@ -86,7 +88,10 @@ def newest(ec2: Any, architecture: str, region: str) -> Ami:
 
 
 def explicit(ec2: Any, ami_id: str, architecture: str, instance_type: str) -> Ami:
-    """The image given with --ami, refused unless it exists and fits the instance type."""
+    """The image given with --ami, refused unless it exists, is NixOS and fits the instance type.
+
+    An image of another owner than NixOS's is allowed (one built in-house); `up` warns.
+    """
     if not re.fullmatch(r"ami-[0-9a-f]{8,17}", ami_id):
         raise UsageError(f"bad --ami {ami_id!r}: an image id looks like ami-0123456789abcdef0")
     from botocore.exceptions import ClientError
@@ -108,16 +113,14 @@ def explicit(ec2: Any, ami_id: str, architecture: str, instance_type: str) -> Am
         )
     if image.get("State") != "available":
         raise UsageError(f"--ami {ami_id} is {image.get('State')}, not available")
-    ami = Ami.from_aws(image)
-    if ami is None:  # not a NixOS name: still usable, the user asked for it
-        ami = Ami(
-            image["ImageId"],
-            image.get("Name") or "",
-            image["Architecture"],
-            image.get("CreationDate", ""),
-            image["RootDeviceName"],
-            "?",
-            False,
-            (0, 0, 0, 0, ""),
+    name = image.get("Name") or ""
+    if "nixos" not in name.lower():
+        raise UsageError(
+            f"--ami {ami_id} ({name or 'no name'}) is not a NixOS image: the first boot "
+            "needs NixOS's amazon-init to run the user data"
         )
+    ami = Ami.from_aws(image) or Ami(
+        image["ImageId"], name, image.get("OwnerId", ""), image["Architecture"],
+        image.get("CreationDate", ""), image["RootDeviceName"], "?", False, (0, 0, 0, 0, ""),
+    )  # fmt: skip
     return ami

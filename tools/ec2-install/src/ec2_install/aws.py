@@ -18,13 +18,17 @@ class AwsError(ToolError):
 def session(region: str | None) -> Any:
     """A boto3 session for `region`, refusing an unknown region or missing credentials."""
     import boto3
+    from botocore.exceptions import ProfileNotFound
 
-    s = boto3.session.Session(region_name=region) if region else boto3.session.Session()
+    try:
+        s = boto3.session.Session(region_name=region) if region else boto3.session.Session()
+    except ProfileNotFound as e:
+        raise UsageError(f"{e}: check AWS_PROFILE (`aws configure list-profiles`)") from None
     if not s.region_name:
         raise UsageError("no region: give --region or set AWS_REGION (e.g. eu-west-1)")
-    known = set(s.get_available_regions("ec2")) | set(
-        s.get_available_regions("ec2", partition_name="aws-us-gov")
-    )
+    # The commercial partition only: NixOS publishes no images in GovCloud or China, and
+    # the IAM policy's ARNs are arn:aws.
+    known = set(s.get_available_regions("ec2"))
     if s.region_name not in known:
         raise UsageError(
             f"unknown region {s.region_name!r}: EC2 regions are, e.g., "

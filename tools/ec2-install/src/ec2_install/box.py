@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +38,9 @@ RUNNING_TIMEOUT = 600.0
 STATUS_TIMEOUT = 1200.0
 TERMINATE_TIMEOUT = 600.0
 ANYWHERE = ("0.0.0.0/0", "::/0")
+MANAGED_PORTS = (22, 80, 443)
+# An ingress rule: protocol ("tcp", or "-1" for all), first port, last port, CIDR.
+Rule = tuple[str, int, int, str]
 
 
 def architecture_of(ec2: Any, instance_type: str) -> str:
@@ -87,9 +93,9 @@ class Want:
     def group_name(self) -> str:
         return f"odbox-{self.name}"
 
-    def ingress(self) -> set[tuple[str, int, str]]:
-        ssh_any = ("tcp", 22, self.ssh_cidr)
-        return {ssh_any} | {("tcp", port, cidr) for port in (80, 443) for cidr in ANYWHERE}
+    def ingress(self) -> set[Rule]:
+        ssh = ("tcp", 22, 22, self.ssh_cidr)
+        return {ssh} | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
 
 
 def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
@@ -168,22 +174,40 @@ def find(ec2: Any, name: str) -> Found:
     return found
 
 
-def _group_rules(group: dict[str, Any]) -> set[tuple[str, int, str]]:
-    rules: set[tuple[str, int, str]] = set()
+def _group_rules(group: dict[str, Any]) -> set[Rule]:
+    rules: set[Rule] = set()
     for p in group.get("IpPermissions", []):
+        ports = (p.get("FromPort", -1), p.get("ToPort", -1))
         for r in p.get("IpRanges", []):
-            rules.add((p["IpProtocol"], p.get("FromPort", -1), r["CidrIp"]))
+            rules.add((p["IpProtocol"], *ports, r["CidrIp"]))
         for r in p.get("Ipv6Ranges", []):
-            rules.add((p["IpProtocol"], p.get("FromPort", -1), r["CidrIpv6"]))
+            rules.add((p["IpProtocol"], *ports, r["CidrIpv6"]))
     return rules
 
 
-def _permission(rule: tuple[str, int, str]) -> dict[str, Any]:
-    protocol, port, cidr = rule
+def _managed(rule: Rule) -> bool:
+    """A rule that opens 22, 80 or 443 (alone, in a range, or as "all"): ours to keep exact."""
+    protocol, first, last, _ = rule
+    if protocol in ("-1", "all"):
+        return True
+    return protocol in ("tcp", "6") and any(first <= p <= last for p in MANAGED_PORTS)
+
+
+def describe_rule(rule: Rule) -> str:
+    protocol, first, last, cidr = rule
+    if protocol in ("-1", "all"):
+        return f"all traffic from {cidr}"
+    ports = str(first) if first == last else f"{first}-{last}"
+    return f"{protocol} {ports} from {cidr}"
+
+
+def _permission(rule: Rule) -> dict[str, Any]:
+    protocol, first, last, cidr = rule
     ranges = (
         {"Ipv6Ranges": [{"CidrIpv6": cidr}]} if ":" in cidr else {"IpRanges": [{"CidrIp": cidr}]}
     )
-    return {"IpProtocol": protocol, "FromPort": port, "ToPort": port, **ranges}
+    ports = {} if protocol == "-1" else {"FromPort": first, "ToPort": last}
+    return {"IpProtocol": protocol, **ports, **ranges}
 
 
 def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
@@ -195,8 +219,15 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
         doc["state"] = instance["State"]["Name"]
     elif found.empty:
         doc["state"] = "absent"
+    elif (
+        found.group is None
+        and found.key_pair is None
+        and not found.addresses
+        and all(v in found.kept_backup_volumes() for v in found.volumes)
+    ):
+        doc["state"] = "down"  # only kept backup volumes are left
     else:
-        doc["state"] = "down" if found.kept_backup_volumes() else "partial"
+        doc["state"] = "partial"  # leftovers of a run whose rollback failed: `down` removes them
     if instance is not None:
         doc["instance"] = {
             "id": instance["InstanceId"],
@@ -222,8 +253,8 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
             "id": found.group["GroupId"],
             "name": found.group["GroupName"],
             "ingress": [
-                {"protocol": p, "port": port, "cidr": c}
-                for p, port, c in sorted(_group_rules(found.group))
+                {"protocol": p, "from_port": first, "to_port": last, "cidr": c}
+                for p, first, last, c in sorted(_group_rules(found.group))
             ],
         }
     if found.key_pair is not None:
@@ -263,34 +294,85 @@ class Ledger:
     """What this run made, each with the call that removes it, undone newest first."""
 
     def __init__(self) -> None:
-        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._undo: list[tuple[str, Callable[[], None], bool]] = []
 
-    def made(self, what: str, undo: Callable[[], None]) -> None:
-        self._undo.append((what, undo))
+    def made(self, what: str, undo: Callable[[], None], *, needs_clean: bool = False) -> None:
+        """`needs_clean`: undo only if every newer undo worked (a group in use cannot go)."""
+        self._undo.append((what, undo, needs_clean))
 
     @property
     def items(self) -> list[str]:
-        return [what for what, _ in self._undo]
+        return [what for what, _, _ in self._undo]
 
     def rollback(self, say: Callable[[str], None]) -> tuple[list[str], list[str]]:
-        removed, left = [], []
-        for what, undo in reversed(self._undo):
-            try:
-                undo()
-                removed.append(what)
-                say(f"rollback: removed {what}")
-            except Exception as e:  # every item gets its try; the rest still runs
-                reason = aws.describe(e) if isinstance(e, aws.errors()) else str(e)
-                left.append(f"{what} ({reason})")
-                say(f"rollback: could not remove {what}: {reason}")
-        self._undo.clear()
+        """Undo newest first; every item gets its try. Signals are ignored meanwhile."""
+        removed: list[str] = []
+        left: list[str] = []
+        with uninterrupted():
+            for what, undo, needs_clean in reversed(self._undo):
+                if needs_clean and left:
+                    left.append(f"{what} (kept: what uses it is still there)")
+                    continue
+                try:
+                    undo()
+                    removed.append(what)
+                    _quietly(say, f"rollback: removed {what}")
+                except Exception as e:
+                    reason = aws.describe(e) if isinstance(e, aws.errors()) else str(e)
+                    left.append(f"{what} ({reason})")
+                    _quietly(say, f"rollback: could not remove {what}: {reason}")
+            self._undo.clear()
         return removed, left
+
+
+def _quietly(say: Callable[[str], None], line: str) -> None:
+    """A progress line that cannot stop a rollback (stdout may be a closed pipe)."""
+    with contextlib.suppress(OSError, ValueError):
+        say(line)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP until the block ends (a rollback must finish)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed SSH session) stop `up` like Ctrl-C, so it rolls back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @dataclass(frozen=True)
 class UpResult:
     created: bool
     instance_id: str
+    instance_type: str
+    architecture: str
+    image_id: str
     public_ip: str
     made: list[str]
     notes: list[str]
@@ -315,9 +397,10 @@ def plan(want: Want, found: Found) -> list[str]:
         steps.append(f"create security group {want.group_name} in {want.vpc_id}")
     current = _group_rules(found.group) if found.group else set()
     for rule in sorted(want.ingress() - current):
-        steps.append(f"allow {rule[0]} {rule[1]} from {rule[2]}")
+        steps.append(f"allow {describe_rule(rule)}")
     for rule in sorted(current - want.ingress()):
-        steps.append(f"revoke {rule[0]} {rule[1]} from {rule[2]}")
+        verb = "revoke" if _managed(rule) else "leave (not 22/80/443)"
+        steps.append(f"{verb} {describe_rule(rule)}")
     if found.instance is None:
         steps += [
             f"launch {want.instance_type} ({want.architecture}) "
@@ -331,9 +414,9 @@ def plan(want: Want, found: Found) -> list[str]:
         steps.append("allocate an Elastic IP and associate it")
     elif not found.addresses[0].get("InstanceId"):
         steps.append(f"associate the Elastic IP {found.addresses[0]['PublicIp']}")
-    steps += (
-        [f"tag everything {want.name!r}: {aws.tags(want.name, want.name)}"] if found.empty else []
-    )
+    if found.empty:
+        tags = ", ".join(f"{t['Key']}={t['Value']}" for t in aws.tags(want.name, want.name))
+        steps.append(f"tag everything at creation: {tags}")
     return steps
 
 
@@ -346,41 +429,52 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
             f"the backup volume {v['VolumeId']} of an earlier {want.name} is kept "
             f"({v['Size']} GB, {v['AvailabilityZone']}); the new box gets its own"
         )
+    instance = found.instance
+    if instance is not None and instance["State"]["Name"] in ("stopping", "stopped"):
+        raise ToolError(
+            f"box {want.name} ({instance['InstanceId']}) is {instance['State']['Name']}: start it "
+            f"(aws ec2 start-instances --instance-ids {instance['InstanceId']}) and run up again"
+        )
     ledger = Ledger()
     step = "checking the key pair"
     try:
-        key_name = _ensure_key_pair(ec2, want, found, ledger)
-        step = "setting up the security group"
-        group_id = _ensure_group(ec2, want, found, ledger, phases)
-        instance = found.instance
-        created = instance is None
-        if instance is None:
-            step = "launch"
-            with phases.phase("launch", f"{want.instance_type} from {want.ami.name}"):
-                instance = _launch(ec2, want, key_name, group_id, ledger)
-            step = "running"
-            with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
-                instance = _wait_running(ec2, instance["InstanceId"])
+        with signals_interrupt():
+            key_name = _ensure_key_pair(ec2, want, found, ledger)
+            step = "setting up the security group"
+            group_id = _ensure_group(ec2, want, found, ledger, phases)
+            created = instance is None
+            if instance is None:
+                step = "launch"
+                with phases.phase("launch", f"{want.instance_type} from {want.ami.name}"):
+                    instance = _launch(ec2, want, key_name, group_id, ledger)
+            else:
+                phases.say(
+                    f"box {want.name} exists: {instance['InstanceId']} "
+                    f"({instance['InstanceType']}, {instance['State']['Name']}); nothing launched"
+                )
+                for label, asked, has in (
+                    ("instance type", want.instance_type, instance["InstanceType"]),
+                    ("key pair", key_name, instance.get("KeyName")),
+                ):
+                    if asked != has:
+                        notes.append(
+                            f"the box runs with {label} {has}, not {asked}: "
+                            "ec2-install does not change a running box"
+                        )
+            if instance["State"]["Name"] != "running":
+                step = "running"
+                with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
+                    instance = _wait_running(ec2, instance["InstanceId"])
+            if created:
                 _tag_volume_roles(ec2, instance, want.ami.root_device)
-            step = "status checks"
-            with phases.phase("status checks", "waiting for the system and instance checks"):
-                _wait_status_ok(ec2, instance["InstanceId"])
-        else:
-            phases.say(
-                f"box {want.name} exists: {instance['InstanceId']} "
-                f"({instance['InstanceType']}, {instance['State']['Name']}); nothing new launched"
-            )
-            for label, asked, has in (
-                ("instance type", want.instance_type, instance["InstanceType"]),
-                ("key pair", key_name, instance.get("KeyName")),
-            ):
-                if asked != has:
-                    notes.append(
-                        f"the box runs with {label} {has}, not {asked}: "
-                        "ec2-install does not change a running box"
-                    )
-        step = "address"
-        public_ip = _ensure_address(ec2, want, found, instance["InstanceId"], ledger, phases)
+            # The address comes before the status checks: the first boot fetches the flake,
+            # and its public address must not change under it.
+            step = "address"
+            public_ip = _ensure_address(ec2, want, found, instance["InstanceId"], ledger, phases)
+            if created:
+                step = "status checks"
+                with phases.phase("status checks", "waiting for the system and instance checks"):
+                    _wait_status_ok(ec2, instance["InstanceId"])
     except BaseException as e:
         if not ledger.items:
             raise
@@ -390,10 +484,14 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
         if left:
             summary += f"; could NOT remove {', '.join(left)}: `ec2-install down` retries"
         if isinstance(e, KeyboardInterrupt):
-            phases.say(f"interrupted during {step}; {summary}")
+            _quietly(phases.say, f"interrupted during {step}; {summary}")
             raise
         raise ToolError(f"{step} failed: {reason}; {summary}") from e
-    return UpResult(created, instance["InstanceId"], public_ip, ledger.items, notes)
+    return UpResult(
+        created, instance["InstanceId"], instance["InstanceType"],
+        str(instance.get("Architecture") or want.architecture), instance["ImageId"], public_ip,
+        ledger.items, notes,
+    )  # fmt: skip
 
 
 def _reason(e: BaseException) -> str:
@@ -466,12 +564,21 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
             Description=f"Odoo Box {want.name}: SSH from one network, HTTP and HTTPS from anywhere",
             TagSpecifications=[aws.tag_spec("security-group", want.name, want.group_name)],
         )["GroupId"]
-        ledger.made(f"security group {group_id}", lambda: _delete_group(ec2, group_id))
-        current: set[tuple[str, int, str]] = set()
+        ledger.made(
+            f"security group {group_id}", lambda: _delete_group(ec2, group_id), needs_clean=True
+        )
+        current: set[Rule] = set()
     else:
         group_id = group["GroupId"]
         current = _group_rules(group)
     missing, extra = want.ingress() - current, current - want.ingress()
+    others = sorted(r for r in extra if not _managed(r))
+    extra = {r for r in extra if _managed(r)}
+    if others:
+        phases.say(
+            f"security group {group_id} also allows {', '.join(map(describe_rule, others))}; "
+            "left as it is (ec2-install keeps only 22, 80 and 443 exact)"
+        )
     if missing:
         aws.call(
             f"opening ports on {group_id}",
@@ -488,8 +595,7 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
         )
     if group is not None and (missing or extra):
         phases.say(
-            f"security group {group_id}: now exactly 22 from {want.ssh_cidr}, "
-            "80 and 443 from anywhere"
+            f"security group {group_id}: now 22 only from {want.ssh_cidr}, 80 and 443 from anywhere"
         )
     return str(group_id)
 
@@ -591,22 +697,25 @@ def _wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
 
 
 def _wait_status_ok(ec2: Any, instance_id: str) -> None:
+    """Both checks ok. "impaired" counts as not yet: the first boot's switch can trip them."""
+    last = ["not reported yet"]
+
     def check() -> bool:
         statuses = ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"]
         if not statuses:
             return False
-        system, inst = (
-            statuses[0]["SystemStatus"]["Status"],
-            statuses[0]["InstanceStatus"]["Status"],
-        )
-        if "impaired" in (system, inst):
-            raise ToolError(
-                f"instance {instance_id} is impaired (system {system}, instance {inst}): "
-                "see its console output (aws ec2 get-console-output)"
-            )
+        system = statuses[0]["SystemStatus"]["Status"]
+        inst = statuses[0]["InstanceStatus"]["Status"]
+        last[0] = f"system {system}, instance {inst}"
         return bool(system == "ok" and inst == "ok")
 
-    _poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
+    try:
+        _poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
+    except ToolError as e:
+        raise ToolError(
+            f"{e} (last: {last[0]}); see its console output (aws ec2 get-console-output "
+            f"--instance-id {instance_id})"
+        ) from None
 
 
 def _tag_volume_roles(ec2: Any, instance: dict[str, Any], root_device: str) -> None:
@@ -663,7 +772,8 @@ def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
         f"1. watch the first boot switch to {node}-boot: ssh {host} journalctl -fu amazon-init",
         f"2. copy the age key (never in user data): ssh {host} 'install -d -m 700 "
         f"{AGE_KEY_PATH.rsplit('/', 1)[0]} && umask 077 && cat > {AGE_KEY_PATH}' < vault/age.key",
-        f"3. deploy the full configuration: nixos-rebuild switch --flake {flake}#{node} "
+        f"3. deploy the full configuration: nixos-rebuild switch --flake "
+        f"{shlex.quote(f'{flake}#{node}')} "
         f"--target-host {host} --build-host {host}",
         f"status: ec2-install status --name {name}; remove: ec2-install down --name {name}",
     ]

@@ -145,6 +145,8 @@ def up(
     if flake is None and (flake := spec.flake_from_git()) is None:
         raise UsageError("give --flake URI: this checkout has no origin remote the box could fetch")
     flake = spec.check_flake(flake)
+    if node is not None:
+        spec.check_node(node)
 
     from ec2_install import amis, box, userdata
     from ec2_install.progress import phases_for
@@ -154,6 +156,11 @@ def up(
     image = (
         amis.explicit(ec2, ami, arch, instance_type) if ami else amis.newest(ec2, arch, region_name)
     )
+    if image.owner != spec.NIXOS_OWNER:
+        console.warn(
+            f"--ami {image.id} ({image.name}) is not an official NixOS image "
+            f"(owner {image.owner}, not {spec.NIXOS_OWNER}); going on as asked"
+        )
     if not box.known_good(instance_type, arch):
         good = ", ".join(t for types in spec.KNOWN_GOOD.values() for t in types)
         console.warn(f"{instance_type} is not one Odoo Box is tested on ({good}); going on")
@@ -195,9 +202,11 @@ def up(
         console.warn(note)
     state = "is up" if result.created else "was already there"
     console.say(
-        f"box {name} {state}: {result.instance_id} ({instance_type}, {arch}, "
-        f"{image.name}) at {result.public_ip}"
+        f"box {name} {state}: {result.instance_id} ({result.instance_type}, "
+        f"{result.architecture}, {image.name if result.created else result.image_id}) "
+        f"at {result.public_ip}"
     )
+    node_name = node or spec.NODES.get(result.architecture, node_name)
     for line in box.next_steps(name, result.public_ip, flake, node_name):
         sys.stdout.write(f"  {line}\n")
 
@@ -236,7 +245,12 @@ def _print_status(doc: dict[str, Any]) -> None:
             f"{'on ' + a['instance'] if a['instance'] else 'not associated'}\n"
         )
     if g := doc.get("security_group"):
-        rules = ", ".join(f"{r['port']} from {r['cidr']}" for r in g["ingress"])
+        from ec2_install.box import describe_rule
+
+        rules = ", ".join(
+            describe_rule((r["protocol"], r["from_port"], r["to_port"], r["cidr"]))
+            for r in g["ingress"]
+        )
         sys.stdout.write(f"  security group {g['id']}: {rules}\n")
     if k := doc.get("key_pair"):
         sys.stdout.write(f"  key pair {k['name']}\n")
@@ -251,8 +265,16 @@ def _print_status(doc: dict[str, Any]) -> None:
 
 @app.command()
 def down(
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            envvar="ODBOX_BOX",
+            metavar="NAME",
+            help="The box to remove (no default here: say which).",
+        ),
+    ],
     region: Region = None,
-    name: Name = DEFAULT_NAME,
     delete_backup_volume: Annotated[
         bool, typer.Option("--delete-backup-volume", help="Delete the backup volume too.")
     ] = False,
@@ -309,8 +331,9 @@ def list_amis(
     """List the official NixOS images of the region, newest release first."""
     from ec2_install import amis
 
+    arch = {"aarch64": "arm64", "amd64": "x86_64"}.get(arch or "", arch)
     if arch is not None and arch not in ("arm64", "x86_64"):
-        raise UsageError(f"bad --arch {arch!r}: arm64 or x86_64")
+        raise UsageError(f"bad --arch {arch!r}: arm64 (aarch64) or x86_64")
     ec2, region_name = _client(region)
     found = amis.nixos_amis(ec2, arch)
     if json:

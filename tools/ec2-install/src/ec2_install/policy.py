@@ -108,11 +108,20 @@ def document() -> dict[str, Any]:
             "Resource": arns("instance", "volume", "security-group", "key-pair", "elastic-ip"),
             "Condition": _RESOURCE_TAG,
         },
+        # An address is (dis)associated through the instance's network interface, which
+        # carries no tags of ours; the address and the instance must (ChangeOwn).
         {
-            "Sid": "AssociateWithInterface",
+            "Sid": "AddressOnInterface",
             "Effect": "Allow",
-            "Action": "ec2:AssociateAddress",
+            "Action": ["ec2:AssociateAddress", "ec2:DisassociateAddress"],
             "Resource": arns("network-interface"),
+        },
+        # Rules are resources of their own; the group they belong to must be ours (ChangeOwn).
+        {
+            "Sid": "RulesOfOwnGroup",
+            "Effect": "Allow",
+            "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
+            "Resource": arns("security-group-rule"),
         },
     ]
     return {"Version": "2012-10-17", "Statement": statements}

@@ -113,11 +113,17 @@ def check_cidr(cidr: str) -> str:
     return str(network)
 
 
+MAX_GP3_GIB = 16384
+
+
 def check_sizes(root_gb: int, backup_gb: int) -> None:
     if root_gb < 20:
         raise UsageError(f"--root-gb {root_gb} is too small for NixOS and Odoo: 20 at least")
     if backup_gb < 1:
         raise UsageError("--backup-gb must be at least 1")
+    for option, size in (("--root-gb", root_gb), ("--backup-gb", backup_gb)):
+        if size > MAX_GP3_GIB:
+            raise UsageError(f"{option} {size} is over gp3's largest volume ({MAX_GP3_GIB} GiB)")
     if root_gb == backup_gb:
         # The first boot tells the backup disk from the root disk by its size.
         raise UsageError(
@@ -153,12 +159,26 @@ def flake_from_git(cwd: Path | None = None) -> str | None:
 _FLAKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s'\"\\#]+")
 
 
+def check_node(node: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", node) or node.endswith("-boot"):
+        raise UsageError(
+            f"bad --node {node!r}: the name of one of the flake's nixosConfigurations, "
+            "without -boot (e.g. ec2-aarch64)"
+        )
+    return node
+
+
 def check_flake(flake: str) -> str:
+    if flake.startswith(("path:", "file:", "/", ".", "~")):
+        raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
+    if m := re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", flake):
+        raise UsageError(
+            f"--flake {flake}: Nix reads a plain https URL as a tarball; "
+            f"give github:{m.group(1)}/{m.group(2)}"
+        )
     if not _FLAKE.fullmatch(flake):
         raise UsageError(
             f"bad --flake {flake!r}: give a flake URI without the #attribute, "
             "e.g. github:acme/odoo-box or git+https://git.example.com/odoo-box"
         )
-    if flake.startswith(("path:", "file:")) or flake.startswith("/"):
-        raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
     return flake

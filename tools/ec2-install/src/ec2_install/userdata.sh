@@ -4,8 +4,8 @@
 #   1. the backup disk: if it is blank, a GPT table with one partition named
 #      `backup` holding an ext4 file system labelled `backup`; a disk that holds
 #      anything else is never touched;
-#   2. one `nixos-rebuild switch` to the flake's -boot configuration, then a mark
-#      file so that later boots do nothing.
+#   2. `nixos-rebuild switch` to the flake's -boot configuration (retried a few
+#      times), then a mark file so that later boots do nothing at all.
 # It holds no secret: the age key is copied over SSH afterwards.
 set -euo pipefail
 
@@ -98,19 +98,31 @@ prepare_backup_disk() {
     fi
 }
 
-switch_once() {
-    if [[ -e $MARK ]]; then
-        log "switched to $FLAKE#$NODE-boot on $(cat "$MARK"); nothing to do"
-        return
-    fi
+# A fetch can fail for a while at first boot (the address just moved, GitHub's
+# rate limit on shared EC2 addresses): try a few times, waiting longer each time.
+switch() {
+    local try=1 tries="${ODBOX_SWITCH_TRIES:-5}" wait="${ODBOX_SWITCH_WAIT:-30}"
     log "switching to $FLAKE#$NODE-boot"
-    NIX_CONFIG="experimental-features = nix-command flakes" \
-        nixos-rebuild switch --flake "$FLAKE#$NODE-boot"
+    until NIX_CONFIG="experimental-features = nix-command flakes" \
+        nixos-rebuild switch --flake "$FLAKE#$NODE-boot"; do
+        if [[ $try -ge $tries ]]; then
+            die "nixos-rebuild failed $tries times; the next boot tries again"
+        fi
+        log "nixos-rebuild failed (try $try of $tries); again in $wait s"
+        sleep "$wait"
+        try=$((try + 1))
+        wait=$((wait * 2))
+    done
     mkdir -p "$STATE_DIR"
     date -u +%Y-%m-%dT%H:%M:%SZ >"$MARK.tmp"
     mv "$MARK.tmp" "$MARK"
     log "switched to $FLAKE#$NODE-boot; next: copy the age key, then deploy $NODE"
 }
 
+# Once done, later boots touch nothing, not even the disks.
+if [[ -e $MARK ]]; then
+    log "switched to $FLAKE#$NODE-boot on $(cat "$MARK"); nothing to do"
+    exit 0
+fi
 prepare_backup_disk
-switch_once
+switch

@@ -87,6 +87,11 @@ fmt:
     {{uv}} run --locked ruff format .
     {{uv}} run --locked ruff check --fix .
 
+# The Nix checks CI runs (Debian's nix-bin, no nixpkgs): every .nix parses, every interface.nix
+# option has a type, a default or a reason, and a description, and every tool call in nix/ exists.
+nix-check: system-packages setup
+    {{uv}} run --locked pytest -q tests/nix
+
 # Benchmarks: side-by-side tables (ours against the baseline each issue names).
 bench: setup
     {{uv}} run --locked python bench/vaultgen_speed.py

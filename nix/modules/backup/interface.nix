@@ -1,0 +1,102 @@
+{ lib, pkgs, ... }:
+let
+  inherit (lib) mkOption types;
+  calendars = what: default: mkOption {
+    type = types.listOf types.str;
+    inherit default;
+    description = "systemd calendar specs (man systemd.time) of the ${what}; empty for none.";
+  };
+in
+{
+  options.odbox.backup = {
+    enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Timed odbox-backup snapshots of the Odoo database and filestore, a restore unit, and an optional offsite copy.";
+    };
+    package = mkOption {
+      type = types.package;
+      default = pkgs.odbox-backup;
+      defaultText = lib.literalExpression "pkgs.odbox-backup";
+      description = "The odbox-backup package (from this flake's overlay).";
+    };
+    repo = mkOption {
+      type = types.str;
+      default = "/backup/odbox";
+      description = "The repository: a folder (default: on the backup disk) or s3://bucket/prefix.";
+    };
+    mountBackupDisk = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Mount the partition labelled `backup` (made by ec2-install's first boot) on /backup.";
+    };
+    db = mkOption {
+      type = types.str;
+      default = "odoo";
+      description = "Odoo's database.";
+    };
+    filestore = mkOption {
+      type = types.str;
+      default = "/var/lib/odoo/data/filestore/odoo";
+      description = "Odoo's filestore folder for that database.";
+    };
+    odooService = mkOption {
+      type = types.str;
+      default = "odoo.service";
+      description = "The unit a cold backup and a restore stop, and start again even when they fail.";
+    };
+    dsn = mkOption {
+      type = types.str;
+      default = "host=/run/postgresql user=postgres dbname=postgres";
+      description = "libpq connection string; the default reaches the local server as postgres over its socket (the module maps root to postgres for peer auth).";
+    };
+    identityFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "age identity or SSH key that reads an encrypted repository, for restore, prune and copy (a path outside the Nix store, e.g. the vault's tmpfs). No default: the box usually only encrypts to keys it does not hold.";
+    };
+    hot = calendars "hot backups (Odoo keeps running)" [ "*-*-* 02:00:00" ];
+    cold = calendars "cold backups (Odoo stopped, then started again whatever happens)" [ ];
+    keep = {
+      afterBackup = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Prune after each backup with the keep.* counts. Pruning reads the kept manifests: an encrypted repository needs identityFile for it.";
+      };
+      daily = mkOption {
+        type = types.ints.unsigned;
+        default = 7;
+        description = "After each backup, keep the newest snapshot of each of the last N days.";
+      };
+      weekly = mkOption {
+        type = types.ints.unsigned;
+        default = 4;
+        description = "… of each of the last N weeks.";
+      };
+      monthly = mkOption {
+        type = types.ints.unsigned;
+        default = 12;
+        description = "… of each of the last N months.";
+      };
+    };
+    offsite = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Copy new snapshots to a second repository (usually S3) on a timer.";
+      };
+      repo = mkOption {
+        type = types.str;
+        default = "";
+        example = "s3://acme-backups/odoo-box";
+        description = "The offsite repository; it must exist (odbox-backup init). Required when offsite.enable.";
+      };
+      at = calendars "offsite copies" [ "*-*-* 04:00:00" ];
+      environmentFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "File of AWS_* variables (credentials, AWS_REGION) for the copy, kept outside the Nix store. No default: on EC2 the instance role can provide them.";
+      };
+    };
+  };
+}

@@ -1,0 +1,90 @@
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.odbox.backup;
+  bin = "${cfg.package}/bin/odbox-backup";
+  # Everything the commands share, as odbox-backup's own ODBOX_* variables: the
+  # units' command lines stay short and name only what differs. No secrets here.
+  environment = {
+    ODBOX_BACKUP_REPO = cfg.repo;
+    ODBOX_DB = cfg.db;
+    ODBOX_FILESTORE = cfg.filestore;
+    ODBOX_DSN = cfg.dsn;
+    ODBOX_PG_BIN = "${config.services.postgresql.package}/bin";
+    ODBOX_ODOO_SERVICE = cfg.odooService;
+  } // lib.optionalAttrs (cfg.identityFile != null) {
+    ODBOX_BACKUP_IDENTITY = cfg.identityFile;
+  };
+  prune = "${bin} prune --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
+  unit = description: extra: lib.recursiveUpdate {
+    inherit description environment;
+    after = [ "postgresql.service" "network-online.target" ] ++ lib.optional cfg.mountBackupDisk "backup.mount";
+    wants = [ "network-online.target" ];
+    path = [ config.systemd.package ];
+    serviceConfig = {
+      Type = "oneshot";
+      CacheDirectory = "odbox-backup";
+    };
+  } extra;
+  timer = calendars: {
+    wantedBy = [ "timers.target" ];
+    timerConfig = {
+      OnCalendar = calendars;
+      Persistent = true;
+      RandomizedDelaySec = "5m";
+    };
+  };
+in
+{
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = !cfg.offsite.enable || cfg.offsite.repo != "";
+          message = "odbox.backup.offsite.enable needs odbox.backup.offsite.repo";
+        }
+      ];
+      environment.systemPackages = [ cfg.package ];
+
+      # root runs the backups; peer auth lets it in as postgres and nothing else.
+      services.postgresql.identMap = ''
+        odbox-backup root postgres
+        odbox-backup postgres postgres
+      '';
+      services.postgresql.authentication = lib.mkBefore ''
+        local all postgres peer map=odbox-backup
+      '';
+
+      systemd.services.odbox-backup-hot = unit "Odoo Box hot backup (Odoo keeps running)" {
+        # --wait: a hot and a cold run that meet take turns instead of failing with exit 4.
+        serviceConfig.ExecStart = "${bin} run --hot --wait 3600";
+        serviceConfig.ExecStartPost = lib.mkIf cfg.keep.afterBackup prune;
+      };
+      systemd.services.odbox-backup-cold = unit "Odoo Box cold backup (Odoo stopped, then started again)" {
+        serviceConfig.ExecStart = "${bin} run --cold --wait 3600";
+        serviceConfig.ExecStartPost = lib.mkIf cfg.keep.afterBackup prune;
+      };
+      # Never started by a timer or at boot: `systemctl start odbox-backup-restore@latest`
+      # (or @SNAPSHOT-ID). It restores into a new database and folder, verifies, and
+      # only then swaps them in, keeping the old ones (odbox-backup drop-previous).
+      systemd.services."odbox-backup-restore@" = unit "Odoo Box restore of snapshot %i" {
+        serviceConfig.ExecStart = "${bin} restore %i";
+      };
+      systemd.timers.odbox-backup-hot = lib.mkIf (cfg.hot != [ ]) (timer cfg.hot);
+      systemd.timers.odbox-backup-cold = lib.mkIf (cfg.cold != [ ]) (timer cfg.cold);
+    }
+    (lib.mkIf cfg.mountBackupDisk {
+      fileSystems."/backup" = {
+        device = "/dev/disk/by-partlabel/backup";
+        fsType = "ext4";
+        options = [ "nofail" "noatime" ];
+      };
+    })
+    (lib.mkIf cfg.offsite.enable {
+      systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" {
+        serviceConfig.ExecStart = "${bin} copy --to ${cfg.offsite.repo} --wait 3600";
+        serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
+      };
+      systemd.timers.odbox-backup-offsite = timer cfg.offsite.at;
+    })
+  ]);
+}

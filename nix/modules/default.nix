@@ -1,0 +1,10 @@
+# Every Odoo Box module; nixosModules.default in flake.nix. Each does nothing
+# until enabled, so a machine imports them all and turns on what it runs.
+{
+  imports = [
+    ./os-base
+    ./server-base
+    ./swap-file
+    ./backup
+  ];
+}

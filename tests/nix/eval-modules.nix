@@ -1,0 +1,53 @@
+# A deeper local check, needing nixpkgs' lib (fetch nix-community/nixpkgs.lib; never
+# committed): evaluate our modules with the real lib.evalModules, every module
+# enabled, over a stand-in for the NixOS options they set, and return what
+# they configured. tests/nix/test_eval.py runs it when NIXPKGS_LIB is set.
+{ nixpkgsLib, config ? { } }:
+let
+  lib = import nixpkgsLib;
+  # The NixOS options our modules set, as free-form attributes; and packages as names.
+  # Options several modules add to are declared, so their definitions merge as in NixOS.
+  nixos = {
+    freeformType = lib.types.lazyAttrsOf lib.types.anything;
+    options = with lib.types; let
+      list = lib.mkOption { type = listOf anything; default = [ ]; };
+      set = lib.mkOption { type = attrsOf anything; default = { }; };
+      lines' = lib.mkOption { type = lines; default = ""; };
+      value = lib.mkOption { type = nullOr anything; default = null; };
+    in {
+      assertions = list;
+      environment.systemPackages = list;
+      fileSystems = set;
+      swapDevices = list;
+      networking.firewall = set // { type = attrsOf anything; };
+      nix.settings = set;
+      programs.git = set;
+      security.sudo = set;
+      services.openssh = set;
+      services.postgresql.identMap = lines';
+      services.postgresql.authentication = lines';
+      services.postgresql.package = value;
+      systemd.package = value;
+      systemd.services = set;
+      systemd.timers = set;
+      time.timeZone = value;
+    };
+  };
+  pkgs = lib.genAttrs [
+    "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql"
+    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen"
+  ] (name: "/nix/store/00000000000000000000000000000000-${name}");
+  evaluated = lib.evalModules {
+    modules = [
+      nixos
+      ../../nix/modules
+      {
+        _module.args.pkgs = pkgs;
+        services.postgresql.package = "/nix/store/00000000000000000000000000000000-postgresql";
+        systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
+      }
+      config
+    ];
+  };
+in
+evaluated.config

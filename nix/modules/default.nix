@@ -6,5 +6,7 @@
     ./server-base
     ./swap-file
     ./backup
+    ./vault
+    ./login
   ];
 }

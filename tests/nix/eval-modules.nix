@@ -31,11 +31,15 @@ let
       systemd.services = set;
       systemd.timers = set;
       time.timeZone = value;
+      warnings = list;
+      users.mutableUsers = value;
+      users.users = set;
+      system.activationScripts = set;
     };
   };
   pkgs = lib.genAttrs [
     "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql"
-    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen"
+    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec"
   ] (name: "/nix/store/00000000000000000000000000000000-${name}");
   evaluated = lib.evalModules {
     modules = [

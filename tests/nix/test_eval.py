@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,61 @@ def test_server_base_opens_only_22_80_443_and_brings_os_base():
     assert config["networking"]["firewall"]["allowedTCPPorts"] == [22, 80, 443]
     assert config["odbox"]["os-base"]["enable"] is True
     assert config["services"]["openssh"]["settings"]["PermitRootLogin"] == "prohibit-password"
+
+
+def test_standard_login_reads_its_hashes_from_the_vault_before_the_users_script(tmp_path):
+    vault = tmp_path / "vault"
+    (vault / "passwords").mkdir(parents=True)
+    (vault / "passwords" / "root.yesc.age").write_text("age")
+    config = evaluate(
+        f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
+        'odbox.login = { enable = true; mode = "standard"; }; }'
+    )
+    users = config["users"]["users"]
+    assert users["root"]["hashedPasswordFile"] == "/run/odbox-vault/root-password-hash"
+    assert users["admin"]["hashedPasswordFile"] == "/run/odbox-vault/admin-password-hash"
+    assert users["admin"]["extraGroups"] == ["wheel"] and config["users"]["mutableUsers"] is False
+    scripts = config["system"]["activationScripts"]
+    assert scripts["users"]["deps"] == ["odbox-vault-decrypt"]
+    decrypt = scripts["odbox-vault-decrypt"]["text"]
+    assert "/bin/vaultgen decrypt --identity /var/lib/odbox/age.key --out " in decrypt
+    m = re.search(
+        r"/run/odbox-vault/root-password-hash --mode 0400 (/nix/store/\w{32}-odbox-vault)/"
+        r"passwords/root.yesc.age", decrypt
+    )  # fmt: skip
+    assert m, decrypt
+    # only the .age files were copied to the store (builtins.path with a filter)
+    if Path(m.group(1)).exists():
+        assert sorted(p.name for p in Path(m.group(1)).rglob("*") if p.is_file()) == [
+            "root.yesc.age"
+        ]
+    assert (
+        "chown root:root /run/odbox-vault/admin-password-hash"
+        in scripts["odbox-vault-owners"]["text"]
+    )
+    assert config["services"]["openssh"]["settings"]["PasswordAuthentication"] is True
+    assert [a for a in config["assertions"] if not a["assertion"]] == []
+
+
+def test_cloud_login_needs_a_key_and_refuses_passwords():
+    config = evaluate("{ odbox.login.enable = true; }")
+    failing = [a["message"] for a in config["assertions"] if not a["assertion"]]
+    assert failing == [
+        "odbox.login in cloud mode needs at least one SSH key (rootKeys or adminKeys), "
+        "or nobody can log in"
+    ]
+    config = evaluate('{ odbox.login = { enable = true; adminKeys = [ "ssh-ed25519 AAAA x" ]; }; }')
+    assert config["services"]["openssh"]["settings"]["PasswordAuthentication"] is False
+    assert "hashedPasswordFile" not in config["users"]["users"]["admin"]
+
+
+def test_snakeoil_copies_the_cleartext_test_secrets_and_warns():
+    config = evaluate(
+        '{ odbox.vault = { enable = true; backend = "snakeoil"; '
+        'secrets.odoo-admin = { file = "passwords/odoo-admin.txt.age"; owner = "odoo"; }; }; }'
+    )
+    text = config["system"]["activationScripts"]["odbox-vault-decrypt"]["text"]
+    assert re.search(r"install -m 0400 \S*-snakeoil-sec/passwords/odoo-admin.txt\S* "
+                     r"\S*/run/odbox-vault/odoo-admin.tmp", text)  # fmt: skip
+    assert "vaultgen" not in text
+    assert any("snakeoil" in w for w in config["warnings"])

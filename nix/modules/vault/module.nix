@@ -1,0 +1,74 @@
+{ config, lib, options, ... }:
+let
+  cfg = config.odbox.vault;
+  root = "/run/odbox-vault";
+  vaultgen = "${cfg.package}/bin/vaultgen";
+  # Only the .age files of the vault folder go to the Nix store: a checkout may hold
+  # the cleartext too (git ignores it, a path copy would not).
+  source = builtins.path {
+    path = cfg.source;
+    name = "odbox-vault";
+    filter = path: type: type == "directory" || lib.hasSuffix ".age" (baseNameOf path);
+  };
+  secrets = lib.attrValues (lib.mapAttrs (name: s: s // { inherit name; }) cfg.secrets);
+  q = lib.escapeShellArg;
+  # Decrypt (or, for snakeoil, copy) each secret as root into a temp file with
+  # its mode, then rename: a secret is either whole or absent, never half-written.
+  install = s:
+    if cfg.backend == "snakeoil" then ''
+      install -m ${s.mode} ${q "${cfg.snakeoil}/${lib.removeSuffix ".age" s.file}"} ${q "${s.path}.tmp"}
+      mv -f ${q "${s.path}.tmp"} ${q s.path}
+    '' else ''
+      if ! ${vaultgen} decrypt --identity ${q cfg.identity} --out ${q s.path} --mode ${s.mode} ${q "${source}/${s.file}"}; then
+        echo "odbox-vault: cannot decrypt ${s.file} with ${cfg.identity}" >&2
+        failed=1
+      fi
+    '';
+in
+{
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = cfg.backend == "snakeoil" || cfg.source != null;
+          message = "odbox.vault.source must name the vault folder (backend ${cfg.backend})";
+        }
+        {
+          assertion = cfg.backend != "agenix" || options ? age;
+          message = "odbox.vault.backend = \"agenix\" needs agenix's NixOS module imported";
+        }
+      ];
+      warnings = lib.optional (cfg.backend == "snakeoil")
+        "odbox.vault uses the snakeoil secrets: openly published test secrets, for the dev VM only";
+    }
+    (lib.mkIf (cfg.backend != "agenix") {
+      # As agenix does: decrypt before the users script (it reads password hashes),
+      # and give each file its owner once users and groups exist.
+      system.activationScripts.odbox-vault-decrypt = {
+        deps = [ "specialfs" ];
+        text = ''
+          install -d -m 0751 ${root}
+          failed=0
+          ${lib.concatMapStrings install secrets}
+          if [ "$failed" != 0 ]; then
+            echo "odbox-vault: some secrets are missing; is the identity ${cfg.identity} there?" >&2
+          fi
+        '';
+      };
+      system.activationScripts.odbox-vault-owners = {
+        deps = [ "users" "groups" "odbox-vault-decrypt" ];
+        text = lib.concatMapStrings (s: ''
+          [ -e ${q s.path} ] && chown ${q "${s.owner}:${s.group}"} ${q s.path}
+        '') secrets;
+      };
+      system.activationScripts.users.deps = [ "odbox-vault-decrypt" ];
+    })
+    (lib.mkIf (cfg.backend == "agenix") (lib.optionalAttrs (options ? age) {
+      age.identityPaths = [ cfg.identity ];
+      age.secrets = lib.mapAttrs (name: s: {
+        file = "${source}/${s.file}";
+        inherit (s) owner group mode path;
+      }) cfg.secrets;
+    }))
+  ]);
+}

@@ -39,7 +39,7 @@ let
   };
   pkgs = lib.genAttrs [
     "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql"
-    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec"
+    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec" "util-linux"
   ] (name: "/nix/store/00000000000000000000000000000000-${name}");
   evaluated = lib.evalModules {
     modules = [

@@ -48,32 +48,43 @@ def test_nothing_is_configured_until_enabled():
 def test_the_backup_units_call_odbox_backup_as_documented():
     config = evaluate(
         '{ odbox.backup = { enable = true; cold = [ "Sun *-*-* 03:00:00" ]; '
+        'identityFile = "/run/odbox-vault/backup-identity"; mountBackupDisk = true; '
         'offsite = { enable = true; repo = "s3://b/p"; }; }; }'
     )
     services = config["systemd"]["services"]
-    bin_ = services["odbox-backup-hot"]["serviceConfig"]["ExecStart"].split()[0]
-    assert bin_.endswith("/bin/odbox-backup")
-    assert services["odbox-backup-hot"]["serviceConfig"]["ExecStart"].endswith(
-        "run --hot --wait 3600"
+    hot = services["odbox-backup-hot"]
+    assert hot["serviceConfig"]["ExecStart"].split()[0].endswith("/bin/odbox-backup")
+    assert hot["serviceConfig"]["ExecStart"].endswith("run --hot --wait 3600")
+    assert (
+        "prune --wait 3600 --keep-daily 7"
+        in services["odbox-backup-cold"]["serviceConfig"]["ExecStartPost"]
     )
-    assert "prune --keep-daily 7" in services["odbox-backup-cold"]["serviceConfig"]["ExecStartPost"]
+    assert hot["unitConfig"]["RequiresMountsFor"] == "/backup"
     assert services["odbox-backup-restore@"]["serviceConfig"]["ExecStart"].endswith("restore %i")
     assert "wantedBy" not in services["odbox-backup-restore@"]
-    assert "odbox-backup-restore@" not in config["systemd"].get("timers", {})
-    assert services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"].endswith(
-        "copy --to s3://b/p --wait 3600"
-    )
-    assert config["systemd"]["timers"]["odbox-backup-cold"]["timerConfig"]["OnCalendar"] == [
-        "Sun *-*-* 03:00:00"
-    ]
-    env = services["odbox-backup-hot"]["environment"]
-    assert env["ODBOX_BACKUP_REPO"] == "/backup/odbox" and "ODBOX_BACKUP_IDENTITY" not in env
+    assert "odbox-backup-restore@" not in config["systemd"]["timers"]
+    offsite = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
+    assert offsite.endswith("copy all --to s3://b/p --wait 3600")
+    timers = config["systemd"]["timers"]
+    assert timers["odbox-backup-cold"]["timerConfig"]["OnCalendar"] == ["Sun *-*-* 03:00:00"]
+    env = hot["environment"]
+    assert env["ODBOX_BACKUP_REPO"] == "/backup/odbox"
+    assert env["ODBOX_BACKUP_IDENTITY"] == "/run/odbox-vault/backup-identity"
 
 
-def test_offsite_without_a_repo_fails_its_assertion():
+def test_without_an_identity_the_box_backs_up_but_does_not_prune():
+    config = evaluate("{ odbox.backup.enable = true; }")
+    hot = config["systemd"]["services"]["odbox-backup-hot"]
+    assert "ExecStartPost" not in hot["serviceConfig"]
+    assert not hot.get("unitConfig")
+    assert "ODBOX_BACKUP_IDENTITY" not in hot["environment"]
+
+
+def test_offsite_without_a_repo_or_an_identity_fails_its_assertions():
     config = evaluate("{ odbox.backup = { enable = true; offsite.enable = true; }; }")
     assert [a["message"] for a in config["assertions"] if not a["assertion"]] == [
-        "odbox.backup.offsite.enable needs odbox.backup.offsite.repo"
+        "odbox.backup.offsite.enable needs odbox.backup.offsite.repo",
+        "odbox.backup.offsite.enable needs odbox.backup.identityFile to read the local repository",
     ]
 
 
@@ -90,7 +101,7 @@ def test_standard_login_reads_its_hashes_from_the_vault_before_the_users_script(
     (vault / "passwords" / "root.yesc.age").write_text("age")
     config = evaluate(
         f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
-        'odbox.login = { enable = true; mode = "standard"; }; }'
+        'odbox.login = { enable = true; mode = "standard"; rootKeys = [ "ssh-ed25519 A" ]; }; }'
     )
     users = config["users"]["users"]
     assert users["root"]["hashedPasswordFile"] == "/run/odbox-vault/root-password-hash"
@@ -122,8 +133,8 @@ def test_cloud_login_needs_a_key_and_refuses_passwords():
     config = evaluate("{ odbox.login.enable = true; }")
     failing = [a["message"] for a in config["assertions"] if not a["assertion"]]
     assert failing == [
-        "odbox.login in cloud mode needs at least one SSH key (rootKeys or adminKeys), "
-        "or nobody can log in"
+        "odbox.login needs at least one SSH key (rootKeys or adminKeys), "
+        "or nobody can log in when the passwords are locked"
     ]
     config = evaluate('{ odbox.login = { enable = true; adminKeys = [ "ssh-ed25519 AAAA x" ]; }; }')
     assert config["services"]["openssh"]["settings"]["PasswordAuthentication"] is False

@@ -61,7 +61,7 @@ in
       afterBackup = mkOption {
         type = types.bool;
         default = true;
-        description = "Prune after each backup with the keep.* counts. Pruning reads the kept manifests: an encrypted repository needs identityFile for it.";
+        description = "Prune after each backup with the keep.* counts. Pruning reads the kept manifests, so it runs only when identityFile is set.";
       };
       daily = mkOption {
         type = types.ints.unsigned;

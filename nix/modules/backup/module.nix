@@ -14,10 +14,16 @@ let
   } // lib.optionalAttrs (cfg.identityFile != null) {
     ODBOX_BACKUP_IDENTITY = cfg.identityFile;
   };
-  prune = "${bin} prune --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
+  prune = "${bin} prune --wait 3600 --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
+  # Pruning reads the kept manifests: without an identity an encrypted repository
+  # cannot be pruned on the box, and a failing prune would mark every backup failed.
+  pruneAfter = cfg.keep.afterBackup && cfg.identityFile != null;
   unit = description: extra: lib.recursiveUpdate {
     inherit description environment;
-    after = [ "postgresql.service" "network-online.target" ] ++ lib.optional cfg.mountBackupDisk "backup.mount";
+    after = [ "postgresql.service" "postgresql.target" "network-online.target" ]
+      ++ lib.optional cfg.mountBackupDisk "backup.mount";
+    # nofail lets the box boot without the disk; a backup must then fail, not fill /.
+    unitConfig = lib.optionalAttrs cfg.mountBackupDisk { RequiresMountsFor = "/backup"; };
     wants = [ "network-online.target" ];
     path = [ config.systemd.package ];
     serviceConfig = {
@@ -42,6 +48,11 @@ in
           assertion = !cfg.offsite.enable || cfg.offsite.repo != "";
           message = "odbox.backup.offsite.enable needs odbox.backup.offsite.repo";
         }
+        {
+          # copy reads each object of the source to encode it for the destination
+          assertion = !cfg.offsite.enable || cfg.identityFile != null;
+          message = "odbox.backup.offsite.enable needs odbox.backup.identityFile to read the local repository";
+        }
       ];
       environment.systemPackages = [ cfg.package ];
 
@@ -57,11 +68,11 @@ in
       systemd.services.odbox-backup-hot = unit "Odoo Box hot backup (Odoo keeps running)" {
         # --wait: a hot and a cold run that meet take turns instead of failing with exit 4.
         serviceConfig.ExecStart = "${bin} run --hot --wait 3600";
-        serviceConfig.ExecStartPost = lib.mkIf cfg.keep.afterBackup prune;
+        serviceConfig.ExecStartPost = lib.mkIf pruneAfter prune;
       };
       systemd.services.odbox-backup-cold = unit "Odoo Box cold backup (Odoo stopped, then started again)" {
         serviceConfig.ExecStart = "${bin} run --cold --wait 3600";
-        serviceConfig.ExecStartPost = lib.mkIf cfg.keep.afterBackup prune;
+        serviceConfig.ExecStartPost = lib.mkIf pruneAfter prune;
       };
       # Never started by a timer or at boot: `systemctl start odbox-backup-restore@latest`
       # (or @SNAPSHOT-ID). It restores into a new database and folder, verifies, and
@@ -81,7 +92,8 @@ in
     })
     (lib.mkIf cfg.offsite.enable {
       systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" {
-        serviceConfig.ExecStart = "${bin} copy --to ${cfg.offsite.repo} --wait 3600";
+        # `all`: every snapshot the offsite repository lacks (the others are skipped).
+        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600";
         serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
       };
       systemd.timers.odbox-backup-offsite = timer cfg.offsite.at;

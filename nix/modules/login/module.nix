@@ -15,14 +15,16 @@ in
         extraGroups = [ "wheel" ];
         openssh.authorizedKeys.keys = cfg.adminKeys;
       };
-      services.openssh.settings = {
+      # Below a plain definition: a machine can still say PermitRootLogin = "no".
+      services.openssh.settings = lib.mapAttrs (_: lib.mkOverride 900) {
         PasswordAuthentication = standard;
         PermitRootLogin = if standard then "yes" else "prohibit-password";
       };
       assertions = [
         {
-          assertion = standard || cfg.rootKeys != [ ] || cfg.adminKeys != [ ];
-          message = "odbox.login in cloud mode needs at least one SSH key (rootKeys or adminKeys), or nobody can log in";
+          # In standard mode too: if the vault cannot be decrypted, the passwords are locked.
+          assertion = cfg.rootKeys != [ ] || cfg.adminKeys != [ ];
+          message = "odbox.login needs at least one SSH key (rootKeys or adminKeys), or nobody can log in when the passwords are locked";
         }
         {
           assertion = !standard || config.odbox.vault.enable;

@@ -25,7 +25,8 @@ let
       path = mkOption {
         type = types.str;
         default = "/run/odbox-vault/${name}";
-        description = "Where the decrypted secret is (read-only: set by the module; /run is RAM).";
+        readOnly = true;
+        description = "Where the decrypted secret is (set by the module, on a ramfs).";
       };
     };
   });
@@ -35,7 +36,7 @@ in
     enable = mkOption {
       type = types.bool;
       default = false;
-      description = "Decrypt the vault's secrets at activation into /run/odbox-vault (RAM, never on disk), each with its own owner and mode.";
+      description = "Decrypt the vault's secrets at activation into /run/odbox-vault (a ramfs: never on disk, not even in swap), each with its own owner and mode.";
     };
     backend = mkOption {
       type = types.enum [ "age" "agenix" "snakeoil" ];

@@ -1,4 +1,4 @@
-{ config, lib, options, ... }:
+{ config, lib, options, pkgs, ... }:
 let
   cfg = config.odbox.vault;
   root = "/run/odbox-vault";
@@ -16,8 +16,12 @@ let
   # its mode, then rename: a secret is either whole or absent, never half-written.
   install = s:
     if cfg.backend == "snakeoil" then ''
-      install -m ${s.mode} ${q "${cfg.snakeoil}/${lib.removeSuffix ".age" s.file}"} ${q "${s.path}.tmp"}
-      mv -f ${q "${s.path}.tmp"} ${q s.path}
+      if install -m ${s.mode} ${q "${cfg.snakeoil}/${lib.removeSuffix ".age" s.file}"} ${q "${s.path}.tmp"}; then
+        mv -f ${q "${s.path}.tmp"} ${q s.path}
+      else
+        echo "odbox-vault: the snakeoil secrets have no ${s.file}" >&2
+        failed=1
+      fi
     '' else ''
       if ! ${vaultgen} decrypt --identity ${q cfg.identity} --out ${q s.path} --mode ${s.mode} ${q "${source}/${s.file}"}; then
         echo "odbox-vault: cannot decrypt ${s.file} with ${cfg.identity}" >&2
@@ -47,7 +51,11 @@ in
       system.activationScripts.odbox-vault-decrypt = {
         deps = [ "specialfs" ];
         text = ''
-          install -d -m 0751 ${root}
+          # ramfs, as agenix does: unlike tmpfs it is never swapped out to disk.
+          mkdir -p ${root}
+          if ! ${pkgs.util-linux}/bin/mountpoint -q ${root}; then
+            ${pkgs.util-linux}/bin/mount -t ramfs none ${root} -o nodev,nosuid,mode=0751
+          fi
           failed=0
           ${lib.concatMapStrings install secrets}
           if [ "$failed" != 0 ]; then
@@ -58,7 +66,9 @@ in
       system.activationScripts.odbox-vault-owners = {
         deps = [ "users" "groups" "odbox-vault-decrypt" ];
         text = lib.concatMapStrings (s: ''
-          [ -e ${q s.path} ] && chown ${q "${s.owner}:${s.group}"} ${q s.path}
+          if [ -e ${q s.path} ]; then
+            chown ${q "${s.owner}:${s.group}"} ${q s.path} || echo "odbox-vault: no owner ${s.owner}:${s.group} for ${s.name}" >&2
+          fi
         '') secrets;
       };
       system.activationScripts.users.deps = [ "odbox-vault-decrypt" ];

@@ -6,6 +6,8 @@ AWS_REGION, AWS_ENDPOINT_URL), as the AWS CLI does.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from odbox_common.errors import ToolError, UsageError
@@ -80,12 +82,19 @@ def errors() -> tuple[type[BaseException], ...]:
     return (ClientError, BotoCoreError)
 
 
-def call(what: str, fn: Any, **kwargs: Any) -> Any:
-    """`fn(**kwargs)`, with a failure raised as AwsError saying `what` was being done."""
+@contextlib.contextmanager
+def failing(what: str) -> Iterator[None]:
+    """An AWS failure inside the block is raised as AwsError saying `what` was being done."""
     try:
-        return fn(**kwargs)
+        yield
     except errors() as e:
         raise AwsError(f"{what}: {describe(e)}") from e
+
+
+def call(what: str, fn: Any, **kwargs: Any) -> Any:
+    """`fn(**kwargs)`, with a failure raised as AwsError saying `what` was being done."""
+    with failing(what):
+        return fn(**kwargs)
 
 
 def tags(box: str, name: str, extra: dict[str, str] | None = None) -> list[dict[str, str]]:

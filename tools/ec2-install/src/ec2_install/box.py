@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +30,7 @@ from ec2_install.spec import (
     SshKey,
 )
 from odbox_common.errors import ToolError, UsageError
+from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 RUNNING_TIMEOUT = 600.0
@@ -331,41 +330,6 @@ def _quietly(say: Callable[[str], None], line: str) -> None:
         say(line)
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Ignore Ctrl-C, SIGTERM and SIGHUP until the block ends (a rollback must finish)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed SSH session) stop `up` like Ctrl-C, so it rolls back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 @dataclass(frozen=True)
 class UpResult:
     created: bool
@@ -374,7 +338,6 @@ class UpResult:
     architecture: str
     image_id: str
     public_ip: str
-    made: list[str]
     notes: list[str]
 
 
@@ -438,7 +401,7 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     ledger = Ledger()
     step = "checking the key pair"
     try:
-        with signals_interrupt():
+        with interrupts_as_exceptions():
             key_name = _ensure_key_pair(ec2, want, found, ledger)
             step = "setting up the security group"
             group_id = _ensure_group(ec2, want, found, ledger, phases)
@@ -490,7 +453,7 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     return UpResult(
         created, instance["InstanceId"], instance["InstanceType"],
         str(instance.get("Architecture") or want.architecture), instance["ImageId"], public_ip,
-        ledger.items, notes,
+        notes,
     )  # fmt: skip
 
 
@@ -782,7 +745,7 @@ def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
 # ----------------------------------------------------------------------------- down
 
 
-def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> list[str]:
+def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> None:
     """Terminate, wait until gone; then delete its kept (backup) volumes if asked."""
     instance = _describe_instance(ec2, instance_id)
     kept = [
@@ -797,12 +760,9 @@ def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> list
         return i is None or i["State"]["Name"] == "terminated"
 
     _poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
-    deleted = []
     if delete_kept_volumes:
         for volume_id in kept:
             _delete_volume(ec2, volume_id)
-            deleted.append(volume_id)
-    return deleted
 
 
 def _delete_when_free(what: str, delete: Callable[[], Any], gone: str, busy: str) -> None:
@@ -869,7 +829,7 @@ def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> 
         removed.append(f"Elastic IP {a['PublicIp']}")
     if found.instance is not None:
         instance_id = found.instance["InstanceId"]
-        with phases.phase("terminate", instance_id), _as_aws_error(f"terminating {instance_id}"):
+        with phases.phase("terminate", instance_id), aws.failing(f"terminating {instance_id}"):
             _terminate(ec2, instance_id, delete_kept_volumes=False)
         removed.append(f"instance {instance_id}")
     for v in find(ec2, found.name).volumes if found.instance is not None else found.volumes:
@@ -880,22 +840,14 @@ def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> 
                 "`down --delete-backup-volume` removes it"
             )
             continue
-        with _as_aws_error(f"deleting volume {v['VolumeId']}"):
+        with aws.failing(f"deleting volume {v['VolumeId']}"):
             _delete_volume(ec2, v["VolumeId"])
         removed.append(f"{role or 'untagged'} volume {v['VolumeId']}")
     if found.group is not None:
-        with _as_aws_error(f"deleting security group {found.group['GroupId']}"):
+        with aws.failing(f"deleting security group {found.group['GroupId']}"):
             _delete_group(ec2, found.group["GroupId"])
         removed.append(f"security group {found.group['GroupId']}")
     if found.key_pair is not None and aws.tag_dict(found.key_pair).get(TAG_TOOL) == TOOL:
         aws.call("deleting the key pair", ec2.delete_key_pair, KeyName=found.key_pair["KeyName"])
         removed.append(f"key pair {found.key_pair['KeyName']}")
     return removed
-
-
-@contextlib.contextmanager
-def _as_aws_error(what: str) -> Iterator[None]:
-    try:
-        yield
-    except aws.errors() as e:
-        raise aws.AwsError(f"{what}: {aws.describe(e)}") from e

@@ -16,14 +16,11 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 
 from __future__ import annotations
 
-import contextlib
 import io
 import secrets
-import signal
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +29,7 @@ from k8s_migrate.sinks import Facts, Sink
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
 from odbox_common.console import human_size
 from odbox_common.errors import ToolError, UsageError
+from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 
 # The file list goes to tar on stdin, ended by a line no file name can be: a v4 exec
 # cannot close stdin, so `-T -` alone would wait for ever there.
@@ -227,38 +225,6 @@ def _size(n: int | None) -> str:
     return "unknown" if n is None else human_size(n)
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def _signals(handler: Any) -> Iterator[None]:
-    """Ctrl-C, SIGTERM (systemd) and SIGHUP (a closed terminal, a lost ssh) all handled by
-    `handler` (main thread only: elsewhere signals cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = [signal.signal(number, handler) for number in SIGNALS]
-    try:
-        yield
-    finally:
-        for number, old in zip(SIGNALS, before, strict=True):
-            signal.signal(number, old)
-
-
-def _stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _interrupts_as_exceptions() -> contextlib.AbstractContextManager[None]:
-    """Each of them stops the pull like Ctrl-C, so the cleanup runs."""
-    return _signals(_stop)
-
-
-def _uninterrupted() -> contextlib.AbstractContextManager[None]:
-    """The cleanup (and the commit) runs to its end: signals meanwhile are ignored."""
-    return _signals(signal.SIG_IGN)
-
-
 @dataclass
 class Pulled:
     summary: str
@@ -286,7 +252,7 @@ def pull(
     scaled = False
     result = Pulled("")
     ok = False
-    with _interrupts_as_exceptions():
+    with interrupts_as_exceptions():
         try:
             if found.replicas:
                 say(f"scaling deployment {ns}/{target.deployment} from {found.replicas} to 0")
@@ -312,17 +278,17 @@ def pull(
             cluster.wait_running(ns, helper, target.timeout)
             _filestore(cluster, target, helper, sink, progress, result)
             progress.phase("writing the snapshot")
-            with _uninterrupted():  # once the manifest is written, the pull has succeeded
+            with uninterrupted():  # once the manifest is written, the pull has succeeded
                 result.summary = sink.commit(
                     facts, origin=f"{cluster.context}/{ns}/{target.deployment}"
                 )
                 ok = True
         except BaseException:
-            with _uninterrupted():
+            with uninterrupted():
                 sink.abort()
             raise  # KeyboardInterrupt too: the runner says "interrupted" and exits 130
         finally:
-            with _uninterrupted():
+            with uninterrupted():
                 result.cleanup = _cleanup(
                     cluster,
                     target,

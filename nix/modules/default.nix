@@ -8,5 +8,7 @@
     ./backup
     ./vault
     ./login
+    ./service-stack
+    ./local-ca
   ];
 }

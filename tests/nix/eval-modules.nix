@@ -2,7 +2,7 @@
 # committed): evaluate our modules with the real lib.evalModules, every module
 # enabled, over a stand-in for the NixOS options they set, and return what
 # they configured. tests/nix/test_eval.py runs it when NIXPKGS_LIB is set.
-{ nixpkgsLib, config ? { } }:
+{ nixpkgsLib, config ? { }, inlineFiles ? false }:
 let
   lib = import nixpkgsLib;
   # The NixOS options our modules set, as free-form attributes; and packages as names.
@@ -26,7 +26,16 @@ let
       services.openssh = set;
       services.postgresql.identMap = lines';
       services.postgresql.authentication = lines';
-      services.postgresql.package = value;
+      services.postgresql.package = lib.mkOption { type = anything; default = "/nix/store/00000000000000000000000000000000-postgresql"; };
+      services.postgresql.enable = lib.mkOption { type = bool; default = false; };
+      services.postgresql.enableTCPIP = value;
+      services.postgresql.settings = set;
+      services.nginx = set;
+      services.step-ca = set;
+      security.acme = set;
+      environment.etc = set;
+      systemd.tmpfiles.rules = list;
+      users.groups = set;
       systemd.package = value;
       systemd.services = set;
       systemd.timers = set;
@@ -37,17 +46,23 @@ let
       system.activationScripts = set;
     };
   };
+  store = name: "/nix/store/00000000000000000000000000000000-${name}";
   pkgs = lib.genAttrs [
-    "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql"
+    "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql" "postgresql_16"
     "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec" "util-linux"
-  ] (name: "/nix/store/00000000000000000000000000000000-${name}");
+    "odoo" "odoo17" "odoo-addons" "pgadmin4" "findutils" "openssl" "step-cli"
+  ] store // {
+    # Generated files: a store path, or with inlineFiles their text in «name: …»
+    # where the path would be, for the tests to read.
+    writeText = name: text: if inlineFiles then "«${name}:\n${text}»" else store name;
+    writeShellScript = name: text: if inlineFiles then "«${name}:\n${text}»" else store name;
+  };
   evaluated = lib.evalModules {
     modules = [
       nixos
       ../../nix/modules
       {
         _module.args.pkgs = pkgs;
-        services.postgresql.package = "/nix/store/00000000000000000000000000000000-postgresql";
         systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
       }
       config

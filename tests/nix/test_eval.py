@@ -25,8 +25,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def evaluate(config: str) -> dict[str, Any]:
-    expression = f"import {HERE / 'eval-modules.nix'} {{ nixpkgsLib = {LIB}; config = {config}; }}"
+def evaluate(config: str, inline_files: bool = False) -> dict[str, Any]:
+    """The configuration the modules make; with inline_files, generated files appear as their
+    text («name: …») where their store path would be."""
+    inline = "true" if inline_files else "false"
+    expression = (
+        f"import {HERE / 'eval-modules.nix'} "
+        f"{{ nixpkgsLib = {LIB}; config = {config}; inlineFiles = {inline}; }}"
+    )
     result = subprocess.run(
         [_nix("nix-instantiate"), "--eval", "--strict", "--json", "--expr", expression],
         capture_output=True, text=True, env=NIX_ENV,
@@ -151,3 +157,148 @@ def test_snakeoil_copies_the_cleartext_test_secrets_and_warns():
                      r"\S*/run/odbox-vault/odoo-admin.tmp", text)  # fmt: skip
     assert "vaultgen" not in text
     assert any("snakeoil" in w for w in config["warnings"])
+
+
+STACK = (
+    '{ odbox.vault = { enable = true; backend = "snakeoil"; }; odbox.server-base.enable = true; '
+    "odbox.backup.enable = true; %s }"
+)
+
+
+def failing(config: dict[str, Any]) -> list[str]:
+    return [a["message"] for a in config["assertions"] if not a["assertion"]]
+
+
+def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_only():
+    config = evaluate(STACK % "", inline_files=True)
+    assert failing(config) == []
+    services = config["systemd"]["services"]
+    odoo = services["odoo"]["serviceConfig"]
+    assert odoo["User"] == "odoo" and odoo["ExecStart"].endswith(
+        "/bin/odoo --config /run/odoo/odoo.conf"
+    )
+    assert services["odoo"]["requires"] == ["odbox-dbinit.service"]
+    configure, initialize = odoo["ExecStartPre"]
+    conf = re.search(r"«odoo.conf:\n(.*?)»", configure, re.S)
+    assert conf, configure
+    options = dict(line.split(" = ", 1) for line in conf.group(1).splitlines()[1:])
+    assert options["proxy_mode"] == "True" and options["list_db"] == "False"
+    assert options["workers"] == "2" and options["gevent_port"] == "8072"
+    assert options["db_host"] == "/run/postgresql" and options["db_password"] == "False"
+    assert options["dbfilter"] == "^odoo$" and options["http_interface"] == "127.0.0.1"
+    assert options["addons_path"].endswith("-odoo-addons")
+    # the admin password: from the vault at start, never in the store
+    assert "admin_passwd" not in conf.group(1)
+    assert "/run/odbox-vault/odoo-admin-password" in configure
+    assert "printf 'admin_passwd = %s\\n'" in configure
+    assert "--init base --stop-after-init --no-http" in initialize
+    secrets = config["odbox"]["vault"]["secrets"]
+    assert secrets["odoo-admin-password"]["owner"] == "odoo"
+    assert secrets["tls-key"]["file"] == "certs/localhost-key.pem.age"
+    assert secrets["pgadmin-password"]["owner"] == "pgadmin"
+
+    dbinit = services["odbox-dbinit"]
+    assert dbinit["serviceConfig"]["User"] == "postgres"
+    assert dbinit["serviceConfig"]["ExecStart"].endswith("/bin/dbinit setup --lock-timeout 300")
+    assert (
+        dbinit["partOf"] == ["postgresql.service"]
+        and dbinit["environment"]["ODBOX_ODOO_DB"] == "odoo"
+    )
+    pgadmin = services["pgadmin"]
+    assert pgadmin["serviceConfig"]["ExecStartPre"].endswith("/bin/pgadmin4-cli")
+    assert "dbinit pgadmin-boot --pgadmin-cli" in pgadmin["serviceConfig"]["ExecStartPre"]
+    assert pgadmin["environment"]["ODBOX_PGADMIN_EMAIL"] == "admin@localhost"
+    assert config["systemd"]["timers"]["odoo-session-reaper"]["timerConfig"]["OnCalendar"] == [
+        "*-*-* 03:30:00"
+    ]
+    assert "-mmin +10080 -delete" in services["odoo-session-reaper"]["serviceConfig"]["ExecStart"]
+
+    postgres = config["services"]["postgresql"]
+    assert postgres["enable"] is True and postgres["enableTCPIP"] is False
+    assert postgres["settings"]["listen_addresses"] == ""
+    assert "host all all 0.0.0.0/0 reject" in postgres["authentication"]
+    # the backup module's root -> postgres map comes before the stack's plain peer line
+    auth = postgres["authentication"]
+    assert auth.index("map=odbox-backup") < auth.index("local all all peer")
+
+    nginx = config["services"]["nginx"]
+    assert nginx["clientMaxBodySize"] == "128m"
+    host = nginx["virtualHosts"]["localhost"]
+    assert host["forceSSL"] is True and host["enableACME"] is False
+    assert host["sslCertificateKey"] == "/run/odbox-vault/tls-key"
+    assert 'Strict-Transport-Security "max-age=63072000" always' in host["extraConfig"]
+    assert host["locations"]["/"]["proxyPass"] == "http://127.0.0.1:8069"
+    assert host["locations"]["/websocket"] == {
+        "proxyPass": "http://127.0.0.1:8072",
+        "proxyWebsockets": True,
+        "extraConfig": "proxy_read_timeout 3600s;",
+    }
+    assert "X-Script-Name /pgadmin4" in host["locations"]["/pgadmin4/"]["extraConfig"]
+    # psql of the server's own version for the admins, and dbinit for `dbinit check`
+    packages = config["environment"]["systemPackages"]
+    assert any(p.endswith("-postgresql_16") for p in packages)
+    assert not any(p.endswith("-postgresql") for p in packages)
+    assert any(p.endswith("-dbinit") for p in packages)
+    # the backups stop and start this Odoo
+    assert services["odbox-backup-cold"]["environment"]["ODBOX_ODOO_SERVICE"] == "odoo.service"
+
+
+def test_bootstrap_mode_is_the_stack_without_odoo():
+    config = evaluate(STACK % "odbox.service-stack.bootstrap-mode = true;")
+    assert failing(config) == []
+    services = config["systemd"]["services"]
+    assert "odoo" not in services and "odoo-session-reaper" not in config["systemd"]["timers"]
+    assert {"odbox-dbinit", "pgadmin"} <= services.keys()
+    assert "odoo-admin-password" not in config["odbox"]["vault"]["secrets"]
+    root = config["services"]["nginx"]["virtualHosts"]["localhost"]["locations"]
+    assert root["/"]["return"].startswith('503 "Odoo Box is in bootstrap mode')
+    assert "/websocket" not in root
+    # nothing to stop or start around a cold backup or a restore
+    assert "ODBOX_ODOO_SERVICE" not in services["odbox-backup-cold"]["environment"]
+    assert config["users"]["users"]["odoo"]["isSystemUser"] is True  # owns the restored filestore
+
+
+def test_autocerts_from_the_local_ca():
+    config = evaluate(
+        STACK % 'odbox.service-stack = { autocerts = true; domain = "odoo.test"; }; '
+        "odbox.local-ca.enable = true;",
+        inline_files=True,
+    )
+    assert failing(config) == [] and config["warnings"] == [
+        "odbox.vault uses the snakeoil secrets: openly published test secrets, for the dev VM only"
+    ]
+    host = config["services"]["nginx"]["virtualHosts"]["odoo.test"]
+    assert host["enableACME"] is True and "sslCertificate" not in host
+    secrets = config["odbox"]["vault"]["secrets"]
+    assert "tls-key" not in secrets and secrets["local-ca-root-key"]["mode"] == "0400"
+    acme = config["security"]["acme"]
+    assert acme["defaults"]["server"] == "https://localhost:8443/acme/acme/directory"
+    assert (
+        "LEGO_CA_CERTIFICATES=/run/odbox-vault/local-ca-root-certificate"
+        in (acme["defaults"]["environmentFile"])
+    )
+    step = config["services"]["step-ca"]
+    assert step["address"] == "127.0.0.1" and step["port"] == 8443
+    assert step["settings"]["authority"]["provisioners"] == [{"type": "ACME", "name": "acme"}]
+    assert step["settings"]["authority"]["claims"]["defaultTLSCertDuration"] == "24h"
+    intermediate = config["systemd"]["services"]["odbox-local-ca-intermediate"]
+    script = intermediate["serviceConfig"]["ExecStart"]
+    assert "certificate create" in script and "--profile intermediate-ca" in script
+    assert intermediate["requiredBy"] == ["step-ca.service"]
+    assert config["systemd"]["services"]["step-ca"]["before"][0] == "acme-odoo.test.service"
+    # the CA's port stays closed: the firewall is server-base's 22, 80, 443
+    assert config["networking"]["firewall"]["allowedTCPPorts"] == [22, 80, 443]
+
+
+def test_the_service_stack_refuses_what_would_leak_or_cannot_work():
+    config = evaluate(
+        "{ odbox.service-stack = { enable = true; autocerts = true; "
+        'odoo.settings.admin_passwd = "x"; }; }'
+    )
+    assert failing(config) == [
+        "odbox.service-stack reads the Odoo admin password, PgAdmin's password and the TLS "
+        "certificate from the vault: enable odbox.vault",
+        "odbox.service-stack.autocerts needs odbox.service-stack.acme.email",
+        "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix "
+        "store; the module reads it from the vault",
+    ]

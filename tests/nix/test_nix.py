@@ -211,6 +211,14 @@ def _nix_blocks(text: str) -> list[str]:
 
 def test_every_nix_example_in_the_module_docs_parses_and_names_real_options():
     known = {name for tree in _interfaces().values() for name, _ in _options(tree)}
+    # an attribute set of plain values (odoo.settings) takes any name below it
+    known |= {
+        f"{name}.<name>"
+        for tree in _interfaces().values()
+        for name, option in _options(tree)
+        if option.get("type", {}).get("name", "").startswith("attrs of")
+        and not option["type"].get("inner", {}).get("options")
+    }
     docs = sorted((ROOT / "nix" / "modules").glob("*/docs.md"))
     assert docs
     problems = []

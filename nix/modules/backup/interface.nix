@@ -43,7 +43,7 @@ in
     odooService = mkOption {
       type = types.str;
       default = "odoo.service";
-      description = "The unit a cold backup and a restore stop, and start again even when they fail.";
+      description = "The unit a cold backup and a restore stop, and start again even when they fail; empty for none (service-stack's bootstrap-mode has no Odoo).";
     };
     dsn = mkOption {
       type = types.str;

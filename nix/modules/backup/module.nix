@@ -10,6 +10,7 @@ let
     ODBOX_FILESTORE = cfg.filestore;
     ODBOX_DSN = cfg.dsn;
     ODBOX_PG_BIN = "${config.services.postgresql.package}/bin";
+  } // lib.optionalAttrs (cfg.odooService != "") {
     ODBOX_ODOO_SERVICE = cfg.odooService;
   } // lib.optionalAttrs (cfg.identityFile != null) {
     ODBOX_BACKUP_IDENTITY = cfg.identityFile;

@@ -20,7 +20,8 @@ in
       tmux
       tree
       age
-      postgresql
+      # psql and pg_dump of the server's own version where the box runs one
+      (if config.services.postgresql.enable then config.services.postgresql.package else postgresql)
     ] ++ cfg.extraPackages;
   };
 }

@@ -7,7 +7,7 @@ in
     enable = mkOption {
       type = types.bool;
       default = false;
-      description = "An Odoo Box server: os-base, SSH, and a firewall that lets in only 22, 80 and 443.";
+      description = "An Odoo Box server: os-base, the service stack (unless odbox.service-stack.enable = false), SSH, and a firewall that lets in only 22, 80 and 443.";
     };
   };
 }

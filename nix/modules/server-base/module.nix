@@ -5,6 +5,7 @@ in
 {
   config = lib.mkIf cfg.enable {
     odbox.os-base.enable = true;
+    odbox.service-stack.enable = lib.mkDefault true;
     services.openssh = {
       enable = true;
       openFirewall = false; # the firewall below names every open port

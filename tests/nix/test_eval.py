@@ -7,16 +7,14 @@ checks (parse, options, tool calls) are what runs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nix.test_nix import HERE, NIX_ENV, _nix
+from tests.nix.test_nix import HERE, evaluate_json
 
 LIB = os.environ.get("NIXPKGS_LIB")
 pytestmark = pytest.mark.skipif(
@@ -33,12 +31,7 @@ def evaluate(config: str, inline_files: bool = False) -> dict[str, Any]:
         f"import {HERE / 'eval-modules.nix'} "
         f"{{ nixpkgsLib = {LIB}; config = {config}; inlineFiles = {inline}; }}"
     )
-    result = subprocess.run(
-        [_nix("nix-instantiate"), "--eval", "--strict", "--json", "--expr", expression],
-        capture_output=True, text=True, env=NIX_ENV,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout))
+    return dict(evaluate_json(expression))
 
 
 def test_nothing_is_configured_until_enabled():
@@ -191,7 +184,7 @@ def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_on
     assert "admin_passwd" not in conf.group(1)
     assert "/run/odbox-vault/odoo-admin-password" in configure
     assert "printf 'admin_passwd = %s\\n'" in configure
-    assert "--init base --stop-after-init --no-http" in initialize
+    assert "--init base,odbox_health --stop-after-init --no-http" in initialize
     secrets = config["odbox"]["vault"]["secrets"]
     assert secrets["odoo-admin-password"]["owner"] == "odoo"
     assert secrets["tls-key"]["file"] == "certs/localhost-key.pem.age"

@@ -55,15 +55,19 @@ def _interfaces() -> dict[str, Any]:
     return _evaluate(paths)
 
 
-def _evaluate(paths: list[Path]) -> dict[str, Any]:
-    listed = " ".join(map(str, paths))
-    expression = f"import {HERE / 'eval-interfaces.nix'} {{ paths = [ {listed} ]; }}"
+def evaluate_json(expression: str) -> Any:
+    """The value of a Nix expression, evaluated in full with Debian's nix-instantiate."""
     result = subprocess.run(
         [_nix("nix-instantiate"), "--eval", "--strict", "--json", "--expr", expression],
         capture_output=True, text=True, env=NIX_ENV,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout))
+    return json.loads(result.stdout)
+
+
+def _evaluate(paths: list[Path]) -> dict[str, Any]:
+    listed = " ".join(map(str, paths))
+    return dict(evaluate_json(f"import {HERE / 'eval-interfaces.nix'} {{ paths = [ {listed} ]; }}"))
 
 
 def _options(tree: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -277,3 +281,23 @@ def test_the_docs_reader_sees_a_misspelt_option():
     assert not _known("odbox.backup.enabel", known)
     assert _known("odbox.vault.secrets.anything.file", known)
     assert not _known("odbox.vault.secrets.anything.fiel", known)
+
+
+# ----------------------------------------------------------------------------- flake
+
+
+def test_the_flake_has_every_machine_ec2_install_switches_to_and_its_boot_variant():
+    from ec2_install.spec import NODES
+
+    shape = evaluate_json(f"import {HERE / 'flake-shape.nix'}")
+    assert set(shape["outputs"]) == {
+        "overlays", "nixosModules", "packages", "apps", "devShells",
+        "nixosConfigurations", "checks",
+    }  # fmt: skip
+    machines = set(shape["nixosConfigurations"])
+    assert machines == {name + boot for name in ("devm", *NODES.values()) for boot in ("", "-boot")}
+    assert shape["nixosModule"] == str(ROOT / "nix" / "modules")
+    # every input is pinned by the lock, not by an invented hash in the URL
+    assert all(url.startswith("github:") and "?" not in url for url in shape["inputs"].values())
+    for node in ("devm-aarch64", *NODES.values()):
+        assert (ROOT / "nix" / "nodes" / node / "default.nix").exists()

@@ -88,7 +88,12 @@ in
       initialize = mkOption {
         type = types.bool;
         default = true;
-        description = "On a start that finds the database empty, install Odoo's base module first (no demo data), as `odoo -i base` would.";
+        description = "On a start that finds the database empty, install initialModules first (no demo data), as `odoo -i base` would.";
+      };
+      initialModules = mkOption {
+        type = types.listOf (types.strMatching "[a-z0-9_]+");
+        default = [ "base" "odbox_health" ];
+        description = "The modules installed when the database is initialized (see initialize); odbox_health is in pkgs.odoo-addons.";
       };
       settings = mkOption {
         type = with types; attrsOf (oneOf [ str int bool ]);

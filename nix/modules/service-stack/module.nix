@@ -55,6 +55,7 @@ let
     { cat ${odooConf}; printf 'admin_passwd = %s\n' "$password"; } > ${runtimeConf}.tmp
     mv -f ${runtimeConf}.tmp ${runtimeConf}
   '';
+  modules = lib.concatStringsSep "," odoo.initialModules;
   # A new box has an empty database (dbinit made it): install base once, as
   # `odoo -i base` would; a database restored from a backup is left alone.
   odooInitialize = pkgs.writeShellScript "odoo-initialize" ''
@@ -62,8 +63,8 @@ let
     found=$(${pg}/bin/psql -h ${socket} -d ${lib.escapeShellArg odoo.db} -tAX \
       -c "SELECT to_regclass('public.ir_module_module') IS NOT NULL")
     if [ "$found" != t ]; then
-      echo "odoo: database ${odoo.db} is empty: installing base (no demo data)"
-      ${odoo.package}/bin/odoo --config ${runtimeConf} --init base --stop-after-init --no-http
+      echo "odoo: database ${odoo.db} is empty: installing ${modules} (no demo data)"
+      ${odoo.package}/bin/odoo --config ${runtimeConf} --init ${modules} --stop-after-init --no-http
     fi
   '';
   hardening = {

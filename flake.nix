@@ -1,0 +1,110 @@
+{
+  description = "Odoo Box: a company's Odoo on one NixOS machine, and the tools that look after it";
+
+  # No flake.lock is committed yet: it pins each input by its NAR hash, which only
+  # a machine that can fetch the inputs can compute (ours cannot reach GitHub).
+  # The first `nix flake lock` writes it; commit it then.
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+    pyproject-nix = {
+      url = "github:pyproject-nix/pyproject.nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    uv2nix = {
+      url = "github:pyproject-nix/uv2nix";
+      inputs.pyproject-nix.follows = "pyproject-nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    pyproject-build-systems = {
+      url = "github:pyproject-nix/build-system-pkgs";
+      inputs.pyproject-nix.follows = "pyproject-nix";
+      inputs.uv2nix.follows = "uv2nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs = { self, nixpkgs, pyproject-nix, uv2nix, pyproject-build-systems }:
+    let
+      inherit (nixpkgs) lib;
+      linux = [ "x86_64-linux" "aarch64-linux" ];
+      darwin = [ "aarch64-darwin" "x86_64-darwin" ];
+      overlay = import ./nix/pkgs {
+        inherit pyproject-nix uv2nix pyproject-build-systems;
+        workspaceRoot = ./.;
+      };
+      pkgsFor = system: import nixpkgs { inherit system; overlays = [ overlay ]; };
+      forSystems = systems: f: lib.genAttrs systems (system: f (pkgsFor system));
+      # dbinit runs on the box; the others also on a sysadmin's Mac.
+      tools = pkgs:
+        [ "vaultgen" "odbox-backup" "k8s-migrate" "ec2-install" ]
+        ++ lib.optional pkgs.stdenv.hostPlatform.isLinux "dbinit";
+
+      node = dir: extra: lib.nixosSystem {
+        modules = [
+          self.nixosModules.default
+          { nixpkgs.overlays = [ overlay ]; }
+          ./nix/nodes/${dir}
+        ] ++ extra;
+      };
+      # The -boot variants: the whole stack but Odoo, to load the data first.
+      withBoot = name: dir: {
+        ${name} = node dir [ ];
+        "${name}-boot" = node dir [ { odbox.service-stack.bootstrap-mode = true; } ];
+      };
+    in
+    {
+      overlays.default = overlay;
+      nixosModules.default = ./nix/modules;
+
+      packages = forSystems (linux ++ darwin) (pkgs:
+        lib.genAttrs (tools pkgs) (name: pkgs.${name}) // {
+          admin-tools = pkgs.odbox-admin-tools;
+          dev-tools = pkgs.odbox-dev-tools;
+        } // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+          inherit (pkgs) odoo-addons snakeoil-sec;
+        });
+
+      apps = forSystems (linux ++ darwin) (pkgs:
+        lib.genAttrs (tools pkgs) (name: {
+          type = "app";
+          program = "${pkgs.${name}}/bin/${name}";
+          meta.description = "Odoo Box's ${name}";
+        }));
+
+      # `nix develop -c just test`: the tools, and everything the tests run. The
+      # tests' Python environment is uv's, from uv.lock (`just setup`), with
+      # nixpkgs' Python and no interpreter download.
+      devShells = forSystems (linux ++ darwin) (pkgs: {
+        default = pkgs.mkShell {
+          packages = with pkgs; [
+            python312 uv just git perl
+            age openssl openssh libxcrypt
+            postgresql_16 zstd restic shellcheck nix
+          ] ++ lib.optionals stdenv.hostPlatform.isLinux [ util-linux e2fsprogs shadow ]
+            ++ map (name: pkgs.${name}) (tools pkgs);
+          env = {
+            UV_PYTHON = pkgs.python312.interpreter;
+            UV_PYTHON_DOWNLOADS = "never";
+            VAULTGEN_LIBCRYPT = "${pkgs.libxcrypt}/lib/${
+              if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
+          };
+          # PyPI's manylinux wheels (psycopg-binary, cryptography, …) expect libstdc++ and zlib
+          # where a FHS system keeps them.
+          shellHook = lib.optionalString pkgs.stdenv.hostPlatform.isLinux ''
+            export LD_LIBRARY_PATH=${lib.makeLibraryPath [ pkgs.stdenv.cc.cc.lib pkgs.zlib ]}''${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+          '';
+        };
+      });
+
+      nixosConfigurations =
+        withBoot "devm" "devm-aarch64"
+        // withBoot "ec2-aarch64" "ec2-aarch64"
+        // withBoot "ec2-x86_64" "ec2-x86_64";
+
+      checks = forSystems linux (pkgs: {
+        stack = import ./nix/checks/stack.nix { inherit pkgs; module = self.nixosModules.default; };
+      } // lib.genAttrs (tools pkgs) (name: pkgs.${name}) // {
+        inherit (pkgs) odoo-addons snakeoil-sec;
+      });
+    };
+}

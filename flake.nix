@@ -79,7 +79,7 @@
           packages = with pkgs; [
             python312 uv just git perl
             age openssl openssh libxcrypt
-            postgresql_16 zstd restic shellcheck nix
+            postgresql zstd restic shellcheck nix
           ] ++ lib.optionals stdenv.hostPlatform.isLinux [ util-linux e2fsprogs shadow ]
             ++ map (name: pkgs.${name}) (tools pkgs);
           env = {

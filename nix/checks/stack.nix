@@ -35,7 +35,7 @@ pkgs.testers.nixosTest {
     box.wait_for_unit("odbox-dbinit.service")
     box.succeed("sudo -u postgres dbinit check")
     # Postgres: no TCP at all
-    box.fail("${pkgs.postgresql_16}/bin/pg_isready -h 127.0.0.1")
+    box.fail("pg_isready -h 127.0.0.1")
 
     # Odoo installs base and odbox_health at its first start, then answers behind Nginx.
     box.wait_for_unit("odoo.service", timeout=1200)

@@ -26,7 +26,8 @@ let
       services.openssh = set;
       services.postgresql.identMap = lines';
       services.postgresql.authentication = lines';
-      services.postgresql.package = lib.mkOption { type = anything; default = "/nix/store/00000000000000000000000000000000-postgresql"; };
+      # nixpkgs' own choice, as a mkDefault of its module: by stateVersion
+      services.postgresql.package = lib.mkOption { type = anything; default = "/nix/store/00000000000000000000000000000000-postgresql_17"; };
       services.postgresql.enable = lib.mkOption { type = bool; default = false; };
       services.postgresql.enableTCPIP = value;
       services.postgresql.settings = set;

@@ -221,6 +221,7 @@ def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_on
     assert host["sslCertificateKey"] == "/run/odbox-vault/tls-key"
     assert 'Strict-Transport-Security "max-age=63072000" always' in host["extraConfig"]
     assert host["locations"]["/"]["proxyPass"] == "http://127.0.0.1:8069"
+    assert "deny all;" in host["locations"]["= /odbox/health"]["extraConfig"]
     assert host["locations"]["/websocket"] == {
         "proxyPass": "http://127.0.0.1:8072",
         "proxyWebsockets": True,
@@ -229,7 +230,7 @@ def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_on
     assert "X-Script-Name /pgadmin4" in host["locations"]["/pgadmin4/"]["extraConfig"]
     # psql of the server's own version for the admins, and dbinit for `dbinit check`
     packages = config["environment"]["systemPackages"]
-    assert any(p.endswith("-postgresql_16") for p in packages)
+    assert any(p.endswith("-postgresql_17") for p in packages)
     assert not any(p.endswith("-postgresql") for p in packages)
     assert any(p.endswith("-dbinit") for p in packages)
     # the backups stop and start this Odoo
@@ -273,7 +274,8 @@ def test_autocerts_from_the_local_ca():
     step = config["services"]["step-ca"]
     assert step["address"] == "127.0.0.1" and step["port"] == 8443
     assert step["settings"]["authority"]["provisioners"] == [{"type": "ACME", "name": "acme"}]
-    assert step["settings"]["authority"]["claims"]["defaultTLSCertDuration"] == "24h"
+    assert step["settings"]["authority"]["claims"]["defaultTLSCertDuration"] == "72h"
+    assert intermediate_group(config) == "step-ca"
     intermediate = config["systemd"]["services"]["odbox-local-ca-intermediate"]
     script = intermediate["serviceConfig"]["ExecStart"]
     assert "certificate create" in script and "--profile intermediate-ca" in script
@@ -295,3 +297,9 @@ def test_the_service_stack_refuses_what_would_leak_or_cannot_work():
         "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix "
         "store; the module reads it from the vault",
     ]
+
+
+def intermediate_group(config: dict[str, Any]) -> str:
+    return str(
+        config["systemd"]["services"]["odbox-local-ca-intermediate"]["serviceConfig"]["Group"]
+    )

@@ -170,6 +170,40 @@ def test_the_leaf_verifies_against_the_vault_ca_with_openssl(vault):
     assert out.strip().endswith(": OK")
 
 
+def _openssl_ca(tmp: Path, name: str, issuer: tuple[Path, Path], ca: bool) -> tuple[Path, Path]:
+    """A key and a certificate made and signed by openssl, under `issuer` (cert, key)."""
+    key, csr, cert, ext = (tmp / f"{name}{s}" for s in ("-key.pem", ".csr", "-cert.pem", ".ext"))
+    ext.write_text(
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+        if ca
+        else "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\n"
+    )
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-subj", f"/CN={name}", "-out", csr)  # fmt: skip
+    openssl("x509", "-req", "-in", csr, "-CA", issuer[0], "-CAkey", issuer[1],
+            "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", cert)  # fmt: skip
+    return cert, key
+
+
+def test_the_ca_allows_one_intermediate_as_the_local_ca_uses_and_no_second(vault, tmp_path):
+    certs = vault / "certs"
+    root = (certs / "vault-ca-cert.pem", certs / "vault-ca-key.pem")
+    step = _openssl_ca(tmp_path, "step-ca", root, ca=True)
+    leaf = _openssl_ca(tmp_path, "leaf", step, ca=False)
+    out = openssl("verify", "-CAfile", root[0], "-untrusted", step[0], leaf[0])
+    assert out.strip().endswith(": OK")
+    # a CA below the intermediate is beyond the path length: openssl refuses the chain
+    second = _openssl_ca(tmp_path, "second", step, ca=True)
+    deep = _openssl_ca(tmp_path, "deep", second, ca=False)
+    chain = tmp_path / "chain.pem"
+    chain.write_text(step[0].read_text() + second[0].read_text())
+    refused = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(root[0]), "-untrusted", str(chain), str(deep[0])],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "path length" in (refused.stdout + refused.stderr)
+
+
 def test_the_leaf_is_a_tls_server_certificate_for_its_cn_valid_at_most_825_days(vault):
     leaf = vault / "certs/localhost-cert.pem"
     text = openssl("x509", "-in", leaf, "-noout", "-text")

@@ -16,8 +16,8 @@ in
     };
     certificateDuration = mkOption {
       type = types.strMatching "[0-9]+(m|h)";
-      default = "24h";
-      description = "Lifetime of the certificates it issues; short, so that renewal happens (and can be watched) within a day.";
+      default = "72h";
+      description = "Lifetime of the certificates it issues; short, so that NixOS's daily renewal renews each one (and can be watched) well before it expires.";
     };
     package = mkOption {
       type = types.package;

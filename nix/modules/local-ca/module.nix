@@ -50,6 +50,8 @@ in
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
+        # root:step-ca 0750: step-ca (its own user) enters it to read its key
+        Group = "step-ca";
         StateDirectory = "odbox-local-ca";
         StateDirectoryMode = "0750";
         ExecStart = intermediate;

@@ -121,7 +121,8 @@ in
       # own name, or a map such as the backup module's root -> postgres).
       services.postgresql = {
         enable = true;
-        package = lib.mkDefault pkgs.postgresql_16;
+        # The major version is nixpkgs' choice for the machine's stateVersion (set
+        # services.postgresql.package to pin it): a new major needs a dump and restore.
         enableTCPIP = false;
         settings.listen_addresses = lib.mkForce "";
         authentication = ''
@@ -187,7 +188,17 @@ in
           extraConfig = ''
             add_header Strict-Transport-Security "max-age=63072000" always;
           '';
-          locations = {
+          locations = lib.optionalAttrs runOdoo {
+            # odbox_health tells the database name and versions: for checks on the box only.
+            "= /odbox/health" = {
+              proxyPass = upstream odoo.httpPort;
+              extraConfig = ''
+                allow 127.0.0.1;
+                allow ::1;
+                deny all;
+              '';
+            };
+          } // {
             "/" = if runOdoo then {
               proxyPass = upstream odoo.httpPort;
               extraConfig = ''

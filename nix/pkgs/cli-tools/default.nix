@@ -6,7 +6,7 @@
     name = "odbox-admin-tools";
     paths = with pkgs; [
       age curl htop jq lsof ripgrep tmux tree
-      postgresql_16 zstd
+      postgresql zstd
       odbox.dbinit odbox.odbox-backup odbox.vaultgen
     ];
     meta.description = "Tools to look after an Odoo Box server";
@@ -16,7 +16,7 @@
     paths = with pkgs; [
       git just uv
       age openssl openssh
-      postgresql_16 zstd restic
+      postgresql zstd restic
       awscli2 kubectl
       nixfmt-rfc-style shellcheck
       odbox.vaultgen odbox.dbinit odbox.odbox-backup odbox.k8s-migrate odbox.ec2-install

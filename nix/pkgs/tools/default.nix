@@ -12,7 +12,7 @@ let
     }));
   python = pkgs.python312;
   pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope
-    (lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay sdists ]);
+    (lib.composeManyExtensions [ pyproject-build-systems.overlays.wheel overlay sdists ]);
   util = pkgs.callPackages pyproject-nix.build.util { };
   # One tool: its own venv (only its dependencies), reduced to its command.
   tool = name: wrapArgs:
@@ -35,8 +35,8 @@ in
   vaultgen = tool "vaultgen" "--set-default VAULTGEN_LIBCRYPT ${pkgs.libxcrypt}/lib/${
     if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
   dbinit = tool "dbinit" "";
-  # pg_dump and pg_restore where the machine has none (the box sets ODBOX_PG_BIN to its server's).
-  odbox-backup = tool "odbox-backup" "--suffix PATH : ${lib.makeBinPath [ pkgs.postgresql_16 ]}";
+  # pg_dump and pg_restore where the machine has none: nixpkgs' default PostgreSQL, as new as the servers it reads or newer (the box sets ODBOX_PG_BIN to its own server's).
+  odbox-backup = tool "odbox-backup" "--suffix PATH : ${lib.makeBinPath [ pkgs.postgresql ]}";
   k8s-migrate = tool "k8s-migrate" "";
   ec2-install = tool "ec2-install" "";
   # Everything of the workspace, dev and test dependencies included.

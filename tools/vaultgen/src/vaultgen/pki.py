@@ -134,7 +134,8 @@ def make_ca_cert(ca_key_pem: bytes) -> bytes:
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         _builder(CA_SUBJECT, CA_SUBJECT, key.public_key(), CA_DAYS)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # One CA may sit below it: the intermediate that odbox.local-ca's step-ca signs with.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(
             _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True
         )

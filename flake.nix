@@ -85,8 +85,7 @@
           env = {
             UV_PYTHON = pkgs.python312.interpreter;
             UV_PYTHON_DOWNLOADS = "never";
-            VAULTGEN_LIBCRYPT = "${pkgs.libxcrypt}/lib/${
-              if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
+            VAULTGEN_LIBCRYPT = pkgs.odbox-libcrypt;
           };
           # PyPI's manylinux wheels (psycopg-binary, cryptography, …) expect libstdc++ and zlib
           # where a FHS system keeps them.

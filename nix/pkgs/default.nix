@@ -13,6 +13,7 @@ in
 {
   inherit (tools) vaultgen dbinit odbox-backup k8s-migrate ec2-install;
   odbox-python-env = tools.venv;
+  odbox-libcrypt = tools.libcrypt;
   odoo-addons = final.callPackage ./odoo-addons { };
   snakeoil-sec = final.callPackage ./snakeoil-sec { };
   odbox-admin-tools = cli.admin;

@@ -4,9 +4,7 @@
 let
   lib = import ./stub-lib.nix;
   # Package defaults name packages; only their names matter here.
-  pkgs = builtins.listToAttrs (map (name: { inherit name; value = { _type = "package"; inherit name; }; }) [
-    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec" "odoo" "odoo17" "odoo-addons" "pgadmin4" "step-cli"
-  ]);
+  pkgs = builtins.listToAttrs (map (name: { inherit name; value = { _type = "package"; inherit name; }; }) (import ./stub-packages.nix));
   load = path:
     let
       module = import path;

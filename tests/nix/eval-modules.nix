@@ -48,11 +48,7 @@ let
     };
   };
   store = name: "/nix/store/00000000000000000000000000000000-${name}";
-  pkgs = lib.genAttrs [
-    "age" "curl" "emacs-nox" "htop" "jq" "lsof" "ripgrep" "tmux" "tree" "postgresql" "postgresql_16"
-    "dbinit" "ec2-install" "k8s-migrate" "odbox-backup" "vaultgen" "snakeoil-sec" "util-linux"
-    "odoo" "odoo17" "odoo-addons" "pgadmin4" "findutils" "openssl" "step-cli"
-  ] store // {
+  pkgs = lib.genAttrs (import ./stub-packages.nix) store // {
     # Generated files: a store path, or with inlineFiles their text in «name: …»
     # where the path would be, for the tests to read.
     writeText = name: text: if inlineFiles then "«${name}:\n${text}»" else store name;

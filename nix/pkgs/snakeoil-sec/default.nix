@@ -15,7 +15,7 @@ runCommand "snakeoil-sec" { nativeBuildInputs = [ vaultgen ]; } ''
     vaultgen decrypt --identity age.key --out "$clear" --mode 0444 "$file"
   done
   # and what is public or needed in the clear: the SSH public key, the vault's own identity
-  install -m 0444 manifest.json ssh/id_ed25519.pub age.key -t "$out"
-  mv "$out/id_ed25519.pub" "$out/ssh/"
+  install -m 0444 manifest.json age.key -t "$out"
+  install -m 0444 ssh/id_ed25519.pub -t "$out/ssh"
   echo "INSECURE: published test secrets for the Odoo Box dev VM, never for a real machine" > $out/README
 ''

@@ -14,6 +14,8 @@ let
   pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope
     (lib.composeManyExtensions [ pyproject-build-systems.overlays.wheel overlay sdists ]);
   util = pkgs.callPackages pyproject-nix.build.util { };
+  libcrypt = "${pkgs.libxcrypt}/lib/${
+    if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
   # One tool: its own venv (only its dependencies), reduced to its command.
   tool = name: wrapArgs:
     let
@@ -32,8 +34,7 @@ let
 in
 {
   # crypt(3) hashes through libxcrypt, found by path (ctypes cannot search the Nix store).
-  vaultgen = tool "vaultgen" "--set-default VAULTGEN_LIBCRYPT ${pkgs.libxcrypt}/lib/${
-    if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
+  vaultgen = tool "vaultgen" "--set-default VAULTGEN_LIBCRYPT ${libcrypt}";
   dbinit = tool "dbinit" "";
   # pg_dump and pg_restore where the machine has none: nixpkgs' default PostgreSQL, as new as the servers it reads or newer (the box sets ODBOX_PG_BIN to its own server's).
   odbox-backup = tool "odbox-backup" "--suffix PATH : ${lib.makeBinPath [ pkgs.postgresql ]}";
@@ -41,5 +42,6 @@ in
   ec2-install = tool "ec2-install" "";
   # Everything of the workspace, dev and test dependencies included.
   venv = pythonSet.mkVirtualEnv "odoo-box-env" workspace.deps.all;
-  inherit pythonSet;
+  # for the dev shell, where the tests run vaultgen from uv's environment
+  inherit libcrypt pythonSet;
 }

@@ -10,7 +10,10 @@ What is emulated
   with the right status and body.
 - core/v1 namespaces (get, list), persistentvolumeclaims (get, list), pods (get, list, watch,
   create with the apiserver's minimal validation, delete with a grace period) and pods/exec;
-  apps/v1 deployments (get, list, watch) and their `scale` subresource (get; patch as strategic
+  apps/v1 deployments (get, list, watch; patch of `metadata.labels`, `metadata.annotations` and
+  `spec.replicas`, validated as the apiserver does: qualified-name keys, string values, 256 KiB
+  of annotations, 63-character label values, a `metadata.resourceVersion` precondition, name
+  and uid unchanged) and their `scale` subresource (get; patch as strategic
   merge, JSON merge or JSON patch, applied to the Scale exactly as serialized, so a JSON patch
   `replace` of `/spec/replicas` fails at 0 replicas because the field is then omitted, as on a
   real cluster).
@@ -26,7 +29,8 @@ What is emulated
   Pending, then Running after `pod_start_delay`, unless a PVC they mount does not exist (then
   they stay Pending and Unschedulable, as on a real cluster).
 - Exec over WebSocket (`v5.channel.k8s.io` preferred, `v4.channel.k8s.io`, and the old
-  `channel.k8s.io`): binary frames with a one-byte channel (0 stdin, 1 stdout, 2 stderr,
+  `channel.k8s.io`; `exec_protocols` narrows them, e.g. to v4 as a server before 1.30):
+  binary frames with a one-byte channel (0 stdin, 1 stdout, 2 stderr,
   3 error/status, 4 resize, 255 close in v5), stdout and stderr sent in frames of at most
   32 KiB, each sent before more is read from the process (so memory stays flat however much it
   writes), the exit status as a `Status` on channel 3, then a normal WebSocket close.
@@ -37,7 +41,8 @@ What is emulated
   A volume is a PVC (its local folder comes from `add_pvc`) or a hostPath (a local folder),
   `subPath` included. A command that cannot start gets the runtime's InternalError Status; one
   killed by a signal exits 128+signal; when its pod goes away, the processes in it are killed.
-- Faults a test sets at any time: `drop_exec`, `fail_exec`, `keep_pending`, `forbid`.
+- Faults a test sets at any time: `drop_exec`, `fail_exec`, `close_exec`, `keep_pending`,
+  `forbid` (from the first request or after some are let through).
 - A log of every request (`requests`), exec and watch included, and of every exec with the
   bytes it moved and how it ended (`exec_log`).
 
@@ -45,7 +50,9 @@ What is not
 - Protobuf, YAML and CBOR bodies, server-side apply, PUT, pagination (`limit` is ignored and
   everything comes in one page), dryRun, field managers, finalizers, bookmarks, 410 Gone
   (the whole history is kept), DELETED events for objects that stop matching a selector.
-- Any other resource or verb; RBAC beyond `forbid`; admission; a scheduler beyond the PVC
+- Any other resource or verb; a deployment patch that changes anything but labels,
+  annotations and replicas (no rollouts: 422); strategic merge directives (`$patch`);
+  RBAC beyond `forbid`; admission; a scheduler beyond the PVC
   check; read-only mounts (the flag is kept in the spec, nothing enforces it).
 - exec with a TTY, terminal resizes (read and ignored), SPDY, attach, logs, port-forward.
   Output is not rewritten back: a command that prints a mounted path prints the local one.
@@ -128,7 +135,7 @@ class ExecCall:
     command: tuple[str, ...]
 
 
-ExecOutcome = Literal["exited", "dropped", "client left", "not started"]
+ExecOutcome = Literal["exited", "dropped", "closed", "client left", "not started"]
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,9 @@ class ExecRecord:
     Byte counts are payload bytes (without the channel byte): stdout and stderr as sent to the
     client (a `fail_exec` stderr message included), stdin as received from it. `exit_code` is
     the one the client was told (a `fail_exec` code, 128+signal for a killed process); None when
-    no exit status was sent: the connection was dropped, the client left first, or the command
-    could not start (its Status is an InternalError).
+    no exit status was sent: the connection was dropped, closed without it (`close_exec`), the
+    client left first, or the command could not start (its Status is an InternalError).
+    `protocol` is the subprotocol negotiated.
     """
 
     namespace: str
@@ -151,12 +159,14 @@ class ExecRecord:
     stdin_bytes: int
     exit_code: int | None
     outcome: ExecOutcome
+    protocol: str = V5
 
 
 @dataclass
 class _ExecCounts:
-    """The running byte counts of one exec (event loop only)."""
+    """The running byte counts of one exec (event loop only), and its protocol."""
 
+    protocol: str
     stdout: int = 0
     stderr: int = 0
     stdin: int = 0
@@ -171,6 +181,7 @@ class _ExecFault:
     stderr: bytes
     times: int | None
     reset: bool = False  # a drop with a TCP RST instead of a FIN
+    close: bool = False  # a normal WebSocket close, without the status
 
 
 @dataclass(eq=False)
@@ -223,6 +234,92 @@ def _invalid(kind: str, name: str, causes: list[Obj]) -> _ApiError:
 
 def _required(field: str) -> Obj:
     return {"reason": "FieldValueRequired", "message": "Required value", "field": field}
+
+
+_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_TOTAL_ANNOTATIONS = 256 * 1024
+
+
+def _qualified_name_errors(key: str) -> list[str]:
+    """apimachinery's IsQualifiedName: `[prefix/]name`, prefix a DNS subdomain."""
+    prefix, slash, name = key.rpartition("/")
+    errors = []
+    if slash and not prefix:
+        errors.append("prefix part must be non-empty")
+    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        errors.append(
+            "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+            "characters, '-' or '.', and must start and end with an alphanumeric character"
+        )
+    if not name:
+        errors.append("name part must be non-empty")
+    elif len(name) > 63:
+        errors.append("name part must be no more than 63 characters")
+    elif not _NAME_PART.fullmatch(name):
+        errors.append(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+            "start and end with an alphanumeric character"
+        )
+    return errors
+
+
+def _validate_meta_maps(kind: str, name: str, meta: Obj) -> None:
+    """Labels and annotations as the apiserver checks them: string maps (else the body does
+    not decode: 400), qualified-name keys, label values, the annotations' total size (422)."""
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            bad = next((v for v in value.values() if not isinstance(v, str)), value) if (
+                isinstance(value, dict)) else value  # fmt: skip
+            raise _ApiError(
+                400,
+                "BadRequest",
+                f"json: cannot unmarshal {_go_type(bad)} into Go struct field "
+                f"ObjectMeta.metadata.{field} of type "
+                + ("string" if isinstance(value, dict) else "map[string]string"),
+            )
+    causes: list[Obj] = []
+    for field in ("labels", "annotations"):
+        for key, value in (meta.get(field) or {}).items():
+            for error in _qualified_name_errors(key):
+                causes.append(_invalid_value(f"metadata.{field}", key, error))
+            if field == "labels" and value and (len(value) > 63 or not _NAME_PART.fullmatch(value)):
+                causes.append(_invalid_value(
+                    "metadata.labels", value, "a valid label must be an empty string or consist "
+                    "of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                    "alphanumeric character (at most 63 characters)",
+                ))  # fmt: skip
+    total = sum(len(k) + len(v) for k, v in (meta.get("annotations") or {}).items())
+    if total > _TOTAL_ANNOTATIONS:
+        causes.append({
+            "reason": "FieldValueTooLong",
+            "message": f"Too long: must have at most {_TOTAL_ANNOTATIONS} bytes",
+            "field": "metadata.annotations",
+        })  # fmt: skip
+    if causes:
+        raise _invalid(kind, name, causes)
+
+
+def _invalid_value(field: str, value: Any, detail: str) -> Obj:
+    return {
+        "reason": "FieldValueInvalid",
+        "message": f"Invalid value: {json.dumps(value)}: {detail}",
+        "field": field,
+    }
+
+
+def _go_type(value: Any) -> str:
+    """How encoding/json names a JSON value it cannot put into a Go field."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "string"
 
 
 def _truthy(value: str | None) -> bool:
@@ -354,6 +451,24 @@ def _json_patch(document: Obj, operations: Any) -> Obj:
         elif kind != "test":
             raise _ApiError(422, "Invalid", f"unexpected jsonpatch operation {kind!r}")
     return doc
+
+
+def _apply_patch(content_type: str, document: Obj, patch: Any) -> Any:
+    """A PATCH body applied as its content type says (a strategic merge patch of maps, all
+    that is patched here, is a JSON merge patch); the document is not changed."""
+    if content_type == "application/json-patch+json":
+        return _json_patch(document, patch)
+    if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        if not isinstance(patch, dict):
+            raise _ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        return _merge_patch(copy.deepcopy(document), patch)
+    raise _ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types "
+        f"include: application/json-patch+json, application/merge-patch+json, "
+        f"application/strategic-merge-patch+json (not {content_type})",
+    )
 
 
 def rewrite_argv(argv: Sequence[str], mounts: Mapping[str, Path]) -> list[str]:
@@ -527,6 +642,9 @@ class K8sEmulator:
         self.token = secrets.token_urlsafe(24)
         self.pod_start_delay = 0.2  # seconds from Pending to Running
         self.pod_stop_delay = 0.3  # seconds from deletionTimestamp to gone
+        # The exec subprotocols the server speaks, by preference: (V4, V1) is a server before
+        # Kubernetes 1.30, which answers a client offering v5 and v4 with v4.
+        self.exec_protocols: tuple[str, ...] = (V5, V4, V1)
         self._dir = Path(tempfile.mkdtemp(prefix="k8s-emulator-"))
         self.kubeconfig = self._dir / "kubeconfig"
         self._cwd = self._dir / "cwd"  # the working directory of exec'd processes
@@ -549,7 +667,7 @@ class K8sEmulator:
         self._requests: list[Request] = []
         self._exec_log: list[ExecRecord] = []
         self._exec_faults: list[_ExecFault] = []
-        self._forbidden: set[tuple[str, str]] = set()
+        self._forbidden: dict[tuple[str, str], int] = {}  # -> requests still let through
         self._keep_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()  # handlers of requests under way
         self._reapers: set[asyncio.Task[None]] = set()
@@ -612,6 +730,7 @@ class K8sEmulator:
         app.router.add_get(f"{core}/pods/{{name}}/exec", self._exec)
         app.router.add_get(f"{apps}/{{resource:deployments}}", self._list)
         app.router.add_get(f"{apps}/{{resource:deployments}}/{{name}}", self._get)
+        app.router.add_patch(f"{apps}/deployments/{{name}}", self._patch_deployment)
         app.router.add_get(f"{apps}/deployments/{{name}}/scale", self._get_scale)
         app.router.add_patch(f"{apps}/deployments/{{name}}/scale", self._patch_scale)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -726,19 +845,25 @@ class K8sEmulator:
         mounts: Mapping[str, MountSource] | None = None,
         phase: str = "Running",
         image: str = "busybox:1.36",
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         """A pod outside any controller (e.g. a StatefulSet's `postgres-0`), in `phase`.
 
         `env` is the environment of the processes exec'd in it (e.g. PGHOST, PGPORT, PGUSER
         of the test's PostgreSQL), added to the test's own; it is not shown in the pod spec.
+        The environment's PATH, when given, decides which programs an exec finds (a fake
+        `pg_dump`, say).
         """
 
         def add() -> None:
             self._ensure_namespace(namespace)
+            meta = _metadata(name, namespace, labels)
+            if annotations:
+                meta["annotations"] = dict(annotations)
             pod: Obj = {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": _metadata(name, namespace, labels),
+                "metadata": meta,
                 "spec": _pod_spec(containers, image, mounts or {}),
                 "status": {"phase": phase, "qosClass": "BestEffort"},
             }
@@ -765,6 +890,10 @@ class K8sEmulator:
         return self._on_loop(
             lambda: int(self._objects["deployments"][(namespace, deployment)]["spec"]["replicas"])
         )
+
+    def deployment(self, namespace: str, name: str) -> Obj:
+        """A deployment as the API shows it now."""
+        return self._on_loop(lambda: copy.deepcopy(self._objects["deployments"][(namespace, name)]))
 
     @property
     def requests(self) -> list[Request]:
@@ -830,6 +959,22 @@ class K8sEmulator:
         fault = _ExecFault(match, after_bytes, exit_code, stderr, times)
         self._on_loop(lambda: self._exec_faults.append(fault))
 
+    def close_exec(
+        self,
+        match: Callable[[ExecCall], bool],
+        after_bytes: int | None = None,
+        times: int | None = None,
+    ) -> None:
+        """End matching execs with a normal WebSocket close (a close frame, then the TCP FIN)
+        but no status on channel 3, as a proxy that ends the stream cleanly might.
+
+        Without `after_bytes` the command runs to its end and every byte is sent: only the
+        status is missing. With it, the process is killed after that many stdout bytes.
+        `times` as in `drop_exec`.
+        """
+        fault = _ExecFault(match, after_bytes, None, b"", times, close=True)
+        self._on_loop(lambda: self._exec_faults.append(fault))
+
     def keep_pending(self, enabled: bool = True) -> None:
         """Pods scheduled while this is set stay Pending forever (Unschedulable: no CPU)."""
 
@@ -838,13 +983,18 @@ class K8sEmulator:
 
         self._on_loop(set_flag)
 
-    def forbid(self, verb: str, resource: str) -> None:
-        """Answer 403 Forbidden to `verb` on `resource`, e.g. ("patch", "deployments/scale").
+    def forbid(self, verb: str, resource: str, after: int = 0) -> None:
+        """Answer 403 Forbidden to `verb` on `resource`, e.g. ("patch", "deployments/scale"),
+        once `after` such requests have been let through (a permission that goes away midway).
 
         Verbs as RBAC names them: get, list, watch, create, patch, delete; an exec is
         ("create", "pods/exec").
         """
-        self._on_loop(lambda: self._forbidden.add((verb, resource)))
+
+        def add() -> None:
+            self._forbidden[(verb, resource)] = after
+
+        self._on_loop(add)
 
     def clear_faults(self) -> None:
         def clear() -> None:
@@ -894,7 +1044,11 @@ class K8sEmulator:
         return f"10.244.{self._ips // 250}.{self._ips % 250 + 2}"
 
     def _authorize(self, verb: str, resource: str, namespace: str | None, name: str | None) -> None:
-        if (verb, resource) not in self._forbidden:
+        allowed = self._forbidden.get((verb, resource))
+        if allowed is None:
+            return
+        if allowed > 0:
+            self._forbidden[(verb, resource)] = allowed - 1
             return
         base, group = resource.split("/")[0], _group(resource)
         subject = f'{base}.{group} "{name}"' if group else f'{base} "{name}"'
@@ -1223,6 +1377,75 @@ class K8sEmulator:
         self._authorize("get", "deployments/scale", namespace, name)
         return web.json_response(self._scale_of(self._find("deployments", namespace, name)))
 
+    async def _patch_deployment(self, request: web.Request) -> web.StreamResponse:
+        """A patch of a deployment's labels, annotations or replicas (see the module's doc)."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        self._authorize("patch", "deployments", namespace, name)
+        deployment = self._find("deployments", namespace, name)
+        try:
+            patch = json.loads(await request.read())
+        except ValueError as error:
+            raise _ApiError(400, "BadRequest", f"the patch is not JSON: {error}") from None
+        patched = _apply_patch(request.content_type, deployment, patch)
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise _ApiError(400, "BadRequest", "the patched object is not a Deployment")
+        meta, before = patched["metadata"], deployment["metadata"]
+        if meta.get("name") != name or meta.get("namespace", namespace) != namespace:
+            raise _ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta.get('name')}) does not match the name on the "
+                f"URL ({name})",
+            )
+        if meta.get("uid") != before["uid"]:
+            raise _ApiError(
+                409,
+                "Conflict",
+                f"Precondition failed: UID in precondition: {meta.get('uid')}, UID in object "
+                f"meta: {before['uid']}",
+            )
+        if meta.get("resourceVersion") != before["resourceVersion"]:
+            raise _ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on deployments.apps "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                {"name": name, "group": "apps", "kind": "deployments"},
+            )
+        _validate_meta_maps("Deployment", name, meta)
+        replicas = (patched.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise _invalid("Deployment", name, [_invalid_value(
+                "spec.replicas", replicas, "must be greater than or equal to 0",
+            )])  # fmt: skip
+        same = {k: v for k, v in patched.items() if k not in ("metadata", "spec")}
+        if (
+            same != {k: v for k, v in deployment.items() if k not in ("metadata", "spec")}
+            or (
+                {k: v for k, v in patched["spec"].items() if k != "replicas"}
+                != {k: v for k, v in deployment["spec"].items() if k != "replicas"}
+            )
+            or {k: v for k, v in meta.items() if k not in ("labels", "annotations")}
+            != {k: v for k, v in before.items() if k not in ("labels", "annotations")}
+        ):
+            raise _invalid("Deployment", name, [{
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: the emulator patches only metadata.labels, "
+                "metadata.annotations and spec.replicas",
+                "field": "spec",
+            }])  # fmt: skip
+        for key in ("labels", "annotations"):
+            if meta.get(key):
+                before[key] = meta[key]
+            else:
+                before.pop(key, None)
+        if replicas != deployment["spec"]["replicas"]:
+            deployment["spec"]["replicas"] = replicas
+            before["generation"] += 1
+        self._commit("deployments", deployment, "MODIFIED")
+        self._reconcile(deployment)
+        return web.json_response(deployment)
+
     async def _patch_scale(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         self._authorize("patch", "deployments/scale", namespace, name)
@@ -1231,22 +1454,7 @@ class K8sEmulator:
             patch = json.loads(await request.read())
         except ValueError as error:
             raise _ApiError(400, "BadRequest", f"the patch is not JSON: {error}") from None
-        scale = self._scale_of(deployment)
-        if request.content_type == "application/json-patch+json":
-            scale = _json_patch(scale, patch)
-        elif request.content_type in (
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-        ):
-            scale = _merge_patch(scale, patch)
-        else:
-            raise _ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types "
-                f"include: application/json-patch+json, application/merge-patch+json, "
-                f"application/strategic-merge-patch+json (not {request.content_type})",
-            )
+        scale = _apply_patch(request.content_type, self._scale_of(deployment), patch)
         spec = (scale.get("spec") or {}) if isinstance(scale, dict) else None
         replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
@@ -1309,13 +1517,13 @@ class K8sEmulator:
                 400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr"
             )
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        selected = next((p for p in (V5, V4, V1) if p in offered), None)
+        selected = next((p for p in self.exec_protocols if p in offered), None)
         if selected is None and any(offered):
             raise _ApiError(
                 400,
                 "BadRequest",
                 f"unable to upgrade connection: requested protocol(s) are not supported: "
-                f"{offered}; supports [{V5} {V4} {V1}]",
+                f"{offered}; supports [{' '.join(self.exec_protocols)}]",
             )
         ws = web.WebSocketResponse(protocols=(selected,) if selected else ())
         if not ws.can_prepare(request).ok:
@@ -1323,7 +1531,7 @@ class K8sEmulator:
         protocol = selected or V1  # no protocol offered: the original one
         call = ExecCall(namespace, name, container["name"], tuple(command))
         fault = self._take_exec_fault(call)
-        counts = _ExecCounts()
+        counts = _ExecCounts(protocol)
         try:
             # Started before the upgrade: once the client has its 101, the pod owns the process.
             process = await self._spawn(pod, container, call, streams)
@@ -1405,6 +1613,11 @@ class K8sEmulator:
         if not output.done():
             return  # the client closed the connection
         output.result()
+        if fault is not None and fault.close:
+            await process.wait()
+            self._log_exec(call, counts, None, "closed")
+            await ws.close()  # a close frame, no Status before it
+            return
         if fault is not None and fault.exit_code is None:
             await self._drop(request, call, counts, client, reset=fault.reset)
             return
@@ -1456,7 +1669,7 @@ class K8sEmulator:
         counts.logged = True
         record = ExecRecord(
             call.namespace, call.pod, call.container, call.command,
-            counts.stdout, counts.stderr, counts.stdin, exit_code, outcome,
+            counts.stdout, counts.stderr, counts.stdin, exit_code, outcome, counts.protocol,
         )  # fmt: skip
         self._exec_log.append(record)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from tests.odoo_data import Shape
 K8S_MIGRATE = Path(sys.executable).with_name("k8s-migrate")
 ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
 NS = "shop"
+ANNOTATION = "k8s-migrate.odbox/replicas"
+PULLING = "k8s-migrate.odbox/pulling"
 
 
 def is_tar(call: ExecCall) -> bool:
@@ -69,6 +73,35 @@ class Shop:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return odoo_state(db_dsn(self.postgres, db), folder)
+
+    def pg_env(self) -> dict[str, str]:
+        return {k: v for k, v in self.postgres.env.items() if k.startswith("PG")}
+
+    def add_db_pod(self, name: str, containers: list[str], annotations: dict[str, str]) -> None:
+        """Another pod of the test PostgreSQL, with these containers and annotations."""
+        self.k8s.add_pod(NS, name, {"app": "postgres"}, containers=containers,
+                         env=self.pg_env(), image="postgres:15",
+                         annotations=annotations)  # fmt: skip
+
+    def add_fake_dump_pod(self, name: str, python: str) -> None:
+        """A database pod whose `pg_dump` runs the Python code `python` instead (except
+        `pg_dump --version`); psql is the real one, against the test PostgreSQL."""
+        bin_dir = self.tmp / f"bin-{name}"
+        bin_dir.mkdir()
+        real = shutil.which("pg_dump")
+        assert real is not None
+        (bin_dir / "pg_dump").write_text(
+            "#!/bin/sh\n"
+            f'for a; do [ "$a" = --version ] && exec {shlex.quote(real)} --version; done\n'
+            f"exec {shlex.quote(sys.executable)} -c {shlex.quote(python)}\n"
+        )
+        (bin_dir / "pg_dump").chmod(0o755)
+        env = {**self.pg_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+        self.k8s.add_pod(NS, name, {"app": "postgres"}, containers=["postgres"], env=env,
+                         image="postgres:15")  # fmt: skip
+
+    def annotations(self) -> dict[str, str]:
+        return dict(self.k8s.deployment(NS, "odoo")["metadata"].get("annotations") or {})
 
     def helpers_left(self) -> list[str]:
         return [p["metadata"]["name"] for p in self.k8s.pods(NS)

@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from kubernetes.stream.ws_client import WSClient
 
-from tests.k8s_migrate.emulator import K8sEmulator, rewrite_argv
+from tests.k8s_migrate.emulator import V4, K8sEmulator, rewrite_argv
 
 NS = "prod"
 ODOO = {"app.kubernetes.io/name": "odoo"}
@@ -302,6 +302,60 @@ def test_scale_down_and_up_with_every_patch_content_type(
     assert caught.value.status == 422
 
 
+def test_patching_a_deployments_annotations(
+    k8s: K8sEmulator, odoo: Path, apps: client.AppsV1Api
+) -> None:
+    """As `kubectl annotate` does it, with each patch type; validated as the apiserver does."""
+    key = "k8s-migrate.odbox/replicas"
+    patched = apps.patch_namespaced_deployment(
+        "odoo", NS, {"metadata": {"annotations": {key: "2"}}}
+    )
+    assert patched.metadata.annotations[key] == "2"
+    assert patched.metadata.annotations["deployment.kubernetes.io/revision"] == "1"  # merged
+    assert apps.read_namespaced_deployment("odoo", NS).metadata.annotations[key] == "2"
+    apps.patch_namespaced_deployment("odoo", NS, {"metadata": {"annotations": {key: None}}})
+    assert key not in apps.read_namespaced_deployment("odoo", NS).metadata.annotations
+    apps.patch_namespaced_deployment(
+        "odoo", NS, [{"op": "add", "path": "/metadata/annotations/a~1b", "value": "x"}]
+    )
+    apps.patch_namespaced_deployment(
+        "odoo", NS, {"metadata": {"labels": {"tier": "web"}, "annotations": {"a/b": None}}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    now = apps.read_namespaced_deployment("odoo", NS)
+    assert now.metadata.labels["tier"] == "web" and "a/b" not in now.metadata.annotations
+    assert now.metadata.generation == 1 and now.spec.replicas == 2  # metadata only
+    types = [r.content_type for r in k8s.requests if r.method == "PATCH"]
+    assert types == ["application/strategic-merge-patch+json"] * 2 + [
+        "application/json-patch+json", "application/merge-patch+json",
+    ]  # fmt: skip
+
+    def fails(body: Any) -> tuple[int, str, str]:
+        with pytest.raises(ApiException) as caught:
+            apps.patch_namespaced_deployment("odoo", NS, body)
+        status = status_of(caught.value)
+        return caught.value.status, status["reason"], status["message"]
+
+    code, reason, message = fails({"metadata": {"annotations": {"bad key!": "x"}}})
+    assert (code, reason) == (422, "Invalid") and "metadata.annotations: Invalid value" in message
+    assert fails({"metadata": {"annotations": {"Example.com/x": "x"}}})[0] == 422  # prefix
+    assert fails({"metadata": {"annotations": {"n": 2}}})[:2] == (400, "BadRequest")
+    assert fails({"metadata": {"annotations": {"big": "x" * (256 << 10)}}})[0] == 422
+    assert fails({"metadata": {"labels": {"tier": "-web"}}})[0] == 422
+    code, reason, message = fails({"metadata": {"resourceVersion": "1", "annotations": {}}})
+    assert (code, reason) == (409, "Conflict") and "has been modified" in message
+    assert fails({"metadata": {"name": "other"}})[:2] == (400, "BadRequest")
+    assert fails({"spec": {"paused": True}})[:2] == (422, "Invalid")  # no rollouts here
+    assert fails([{"op": "replace", "path": "/metadata/annotations/none", "value": "x"}])[0] == 422
+    assert apps.read_namespaced_deployment("odoo", NS).metadata.labels["tier"] == "web"
+
+    k8s.forbid("patch", "deployments", after=1)  # one more goes through, then 403
+    apps.patch_namespaced_deployment("odoo", NS, {"metadata": {"annotations": {key: "3"}}})
+    assert fails({"metadata": {"annotations": {key: None}}})[:2] == (403, "Forbidden")
+    assert apps.patch_namespaced_deployment_scale("odoo", NS, {"spec": {"replicas": 1}})
+    assert k8s.deployment(NS, "odoo")["metadata"]["annotations"][key] == "3"
+
+
 def test_deleting_a_deployment_pod_gets_it_replaced(
     k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
 ) -> None:
@@ -437,6 +491,32 @@ def test_exec_negotiates_v4_when_the_client_offers_only_v4(
     assert resp.subprotocol == "v4.channel.k8s.io"
     assert output(resp) == (b"abc", b"")
     assert resp.returncode == 7
+
+
+def test_a_server_before_1_30_answers_v5_and_v4_with_v4(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.exec_protocols = (V4,)
+    resp = run(core, "postgres-0", ["sh", "-c", "printf abc; exit 3"])  # offers v5 and v4
+    assert resp.subprotocol == V4
+    assert output(resp) == (b"abc", b"") and resp.returncode == 3
+    assert k8s.exec_log[-1].protocol == V4
+    v5_only = {"sec-websocket-protocol": "v5.channel.k8s.io"}
+    reason = refused(lambda: run(core, "postgres-0", ["true"], _headers=v5_only))
+    assert reason.startswith("Handshake status 400")
+
+
+def test_close_exec_ends_cleanly_without_a_status(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.close_exec(lambda e: e.command[0] == "head", times=1)
+    resp = run(core, "postgres-0", ["head", "-c", "100000", "/dev/zero"])
+    out, err = output(resp)  # a close frame: no error, every byte
+    assert (out, err) == (bytes(100_000), b"") and 3 not in resp._channels
+    record = k8s.exec_log[-1]
+    assert (record.stdout_bytes, record.exit_code, record.outcome) == (100_000, None, "closed")
+    resp = run(core, "postgres-0", ["head", "-c", "10", "/dev/zero"])  # times=1: done
+    assert output(resp) == (bytes(10), b"") and resp.returncode == 0
 
 
 def test_exec_frames_on_the_wire(k8s: K8sEmulator, odoo: Path) -> None:

@@ -14,11 +14,10 @@ import typer
 
 from k8s_migrate import __version__
 from odbox_common import console, runner
-from odbox_common.errors import ExitCode, ToolError, UsageError
+from odbox_common.errors import ExitCode, ToolError
 
 if TYPE_CHECKING:
     from k8s_migrate.pull import Target
-    from k8s_migrate.sinks import Sink
 
 app = runner.typer_app(
     "k8s-migrate",
@@ -27,19 +26,24 @@ app = runner.typer_app(
         "(--repo) or an Odoo zip (--odoo-zip): Odoo is scaled to 0, pg_dump runs in the "
         "database pod, a helper pod tars the filestore from the PVC; both stream, verified, "
         "and the cluster is put back whatever fails.\n\n"
-        "Exit codes: 0 ok, 1 failed, 2 usage, 4 another run holds the repository's lock."
+        "Exit codes: 0 ok, 1 failed, 2 usage, 4 another run holds the repository's lock, "
+        "130 interrupted (Ctrl-C, SIGTERM, SIGHUP; the cluster was put back)."
     ),
 )
 
-Namespace = Annotated[str, typer.Option("--namespace", "-n", help="The namespace of Odoo.")]
+Namespace = Annotated[
+    str, typer.Option("--namespace", "-n", metavar="NS", help="The namespace of Odoo.")
+]
 Deployment = Annotated[
     str, typer.Option("--odoo-deployment", metavar="NAME", help="Odoo's deployment.")
 ]
 DbPod = Annotated[str, typer.Option("--db-pod", metavar="POD", help="The PostgreSQL pod.")]
 DbContainer = Annotated[
     str | None,
-    typer.Option("--db-container", metavar="NAME", help="Its container (default: the first)."),
-]
+    typer.Option("--db-container", metavar="NAME",
+                 help="Its container (default: the one its kubectl.kubernetes.io/"
+                 "default-container annotation names, else the first)."),
+]  # fmt: skip
 DbName = Annotated[str, typer.Option("--db-name", metavar="DB", help="Odoo's database.")]
 DbUser = Annotated[
     str | None,
@@ -107,12 +111,6 @@ def _target(namespace: str, deployment: str, db_pod: str, db_container: str | No
     return target
 
 
-def _output(repo: str | None, odoo_zip: Path | None) -> str:
-    if (repo is None) == (odoo_zip is None):
-        raise UsageError("give one of --repo REPO and --odoo-zip OUT")
-    return f"a snapshot in {repo}" if repo is not None else str(odoo_zip)
-
-
 @app.command()
 def plan(
     namespace: Namespace,
@@ -126,7 +124,9 @@ def plan(
     helper_image: HelperImage = None,
     repo: Repo = None,
     odoo_zip: OdooZip = None,
-    scale_back: Annotated[bool, typer.Option("--scale-back")] = False,
+    scale_back: Annotated[
+        bool, typer.Option("--scale-back", help="Plan to scale Odoo back up after the pull.")
+    ] = False,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
     timeout: Timeout = 300,
@@ -136,10 +136,12 @@ def plan(
     """Show each step of a pull, with the sizes found; change nothing (reads only)."""
     from k8s_migrate.kube import Cluster
     from k8s_migrate.pull import describe_plan
+    from k8s_migrate.sinks import Output
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
-    sink_text = _output(repo, odoo_zip)
+    with Output.open(repo, odoo_zip) as output:  # checked as a pull checks it, then closed
+        sink_text = output.describe()
     cluster = Cluster.connect(kubeconfig, context)
     steps = describe_plan(cluster, target, sink_text, scale_back)
     if json:
@@ -178,44 +180,25 @@ def pull(
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
     from k8s_migrate.kube import Cluster
     from k8s_migrate.pull import pull as do_pull
+    from k8s_migrate.sinks import Output
     from odbox_backup.progress import progress_for
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
-    _output(repo, odoo_zip)
-    cluster = Cluster.connect(kubeconfig, context)
-    key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
-
-    def run(sink: Sink) -> None:
-        with progress_for() as progress:
+    with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
+        cluster = Cluster.connect(kubeconfig, context)
+        key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
+        with output.sink(key, wait=wait, warn=console.warn) as sink, progress_for() as progress:
             done = do_pull(cluster, target, sink, progress, scale_back=scale_back, say=console.say)
-        console.say(done.summary)
-        console.say(
-            f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar; "
-            f"{done.reused_files} of {done.files} files were already in the repository"
-            if done.reused_files
-            else f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar"
-        )
-        if done.cleanup:
-            raise ToolError("the pull worked but the cleanup did not: see the lines above")
-
-    if odoo_zip is not None:
-        from k8s_migrate.sinks import ZipSink
-
-        run(ZipSink(odoo_zip))
-        return
-    assert repo is not None
-    from k8s_migrate.sinks import RepoSink
-    from odbox_backup import locks
-    from odbox_backup.repository import Repository
-    from odbox_backup.store import open_store
-
-    repository = Repository.open(open_store(repo))
-    with locks.exclusive(repository.store, "k8s-migrate pull", repository.config.id,
-                         wait=wait) as stale:  # fmt: skip
-        for lock in stale:
-            console.warn(f"removed a stale lock: {lock.describe()}")
-        run(RepoSink(repository, key))
+    console.say(done.summary)
+    console.say(
+        f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar; "
+        f"{done.reused_files} of {done.files} files were already in the repository"
+        if done.reused_files
+        else f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar"
+    )
+    if done.cleanup:
+        raise ToolError("the pull worked, but " + "; ".join(done.cleanup))
 
 
 def run_cli(argv: list[str]) -> int:

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,9 @@ HELPER_LABELS = {
     "app.kubernetes.io/name": "k8s-migrate",
     "app.kubernetes.io/managed-by": "k8s-migrate",
 }
+# On a helper pod: the deployment whose pull made it (a later pull removes only its own).
+HELPER_FOR = "k8s-migrate.odbox/deployment"
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 
 class KubeError(ToolError):
@@ -43,7 +47,16 @@ class StreamCut(KubeError):
 
 
 class CommandFailed(KubeError):
-    """A command in a pod exited with a non-zero status."""
+    """A command in a pod exited with a non-zero status (`code`, when the server said it)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def refused(error: BaseException) -> bool:
+    """The API server answered a 4xx: the same request will not do better."""
+    return getattr(error.__cause__, "status", 0) in range(400, 500)
 
 
 def _api_reason(e: Any) -> str:
@@ -78,6 +91,10 @@ class Cluster:
             )
         except (ConfigException, OSError) as e:
             raise UsageError(f"cannot use the kubeconfig: {e}") from e
+        except UsageError:
+            raise
+        except Exception as e:
+            raise _kubeconfig_error(e, kubeconfig) from e
         return cls(api_client, name, str(api_client.configuration.host))
 
     @functools.cached_property
@@ -129,6 +146,18 @@ class Cluster:
         )
         return int(scale.spec.replicas or 0)
 
+    def annotate(self, namespace: str, deployment: str, annotations: dict[str, str | None]) -> None:
+        """Set annotations of the deployment (None: remove it): a strategic merge patch of its
+        metadata only."""
+        text = ", ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in annotations.items())
+        self.call(
+            f"annotate deployment {namespace}/{deployment} {text}",
+            self.apps.patch_namespaced_deployment,
+            deployment,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+        )
+
     def scale(self, namespace: str, deployment: str, replicas: int) -> None:
         self.call(
             f"scale deployment {namespace}/{deployment} to {replicas}",
@@ -168,8 +197,29 @@ class Cluster:
 
     # ------------------------------------------------------------ helper pod
 
+    def helper_pods(self, namespace: str, deployment: str) -> list[str]:
+        """Helper pods that a pull of `deployment` made and did not delete (it was killed)."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(HELPER_LABELS.items()))
+        pods = self.call(
+            f"list the helper pods in namespace {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        return sorted(
+            p.metadata.name
+            for p in pods.items
+            if (p.metadata.annotations or {}).get(HELPER_FOR) == deployment
+        )
+
     def start_helper(
-        self, namespace: str, name: str, image: str, pvc: str, like: Any = None
+        self,
+        namespace: str,
+        name: str,
+        image: str,
+        pvc: str,
+        like: Any = None,
+        deployment: str = "",
     ) -> None:
         """The helper pod; `like` (Odoo's pod template spec) lends it what lets Odoo's own
         pods pull their image and land on their nodes: pull secrets, node selector,
@@ -177,7 +227,11 @@ class Cluster:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "labels": dict(HELPER_LABELS)},
+            "metadata": {
+                "name": name,
+                "labels": dict(HELPER_LABELS),
+                "annotations": {HELPER_FOR: deployment},
+            },
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 0,
@@ -273,13 +327,15 @@ class Cluster:
         *,
         stdin: bool = False,
         idle_timeout: float = 300,
+        what: str | None = None,
     ) -> ExecStream:
-        """Start `command` in the pod; its stdout as a stream (see ExecStream)."""
+        """Start `command` in the pod; its stdout as a stream (see ExecStream). `what` names
+        it in errors (default: `run COMMAND in pod NS/POD`)."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import ws_client
 
-        what = f"run {command[0]} in pod {namespace}/{pod}"
+        what = what or f"run {command[0]} in pod {namespace}/{pod}"
         own = client.ApiClient(self.api_client.configuration)
         own.request = functools.partial(
             ws_client.websocket_call, own.configuration, binary=True, capture_all=False
@@ -320,9 +376,10 @@ class Cluster:
         container: str | None,
         command: Sequence[str],
         limit: int = 1 << 20,
+        what: str | None = None,
     ) -> bytes:
         """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails."""
-        with self.exec(namespace, pod, container, command) as stream:
+        with self.exec(namespace, pod, container, command, what=what) as stream:
             out = bytearray()
             # read() allocates what it is asked for: ask for 64 KiB, never for `limit`
             while len(out) <= limit and (data := stream.read(min(1 << 16, limit + 1 - len(out)))):
@@ -450,7 +507,8 @@ class ExecStream(io.RawIOBase):
         lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
         said = f": {lines[-1].strip()}" if lines else ""
         if code is not None:
-            raise CommandFailed(f"{self.what} failed with exit status {code}{said}")
+            number = int(code) if str(code).isdigit() else None
+            raise CommandFailed(f"{self.what} failed with exit status {code}{said}", number)
         raise CommandFailed(f"{self.what} failed: {status.get('message') or status}{said}")
 
     def close(self) -> None:
@@ -468,6 +526,34 @@ class ExecStream(io.RawIOBase):
                 if self.ws.sock is not None:
                     self.ws.sock.shutdown()
         super().close()
+
+
+def _kubeconfig_error(e: Exception, kubeconfig: Path | None) -> Exception:
+    """A file that is not YAML (PyYAML's errors: the client lets them through), or YAML that
+    is not a kubeconfig's mapping (the client trips on it): one usage line naming the file.
+    Anything else is not the file's fault and stays as it is."""
+    if type(e).__module__.split(".")[0] == "yaml":  # not imported: the client's dependency
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        name = _kubeconfig_name(kubeconfig, mark)
+        return UsageError(f"cannot use the kubeconfig {name}: it is not valid YAML ({why}{where})")
+    if isinstance(e, TypeError | AttributeError | KeyError | IndexError):
+        name = _kubeconfig_name(kubeconfig, None)
+        return UsageError(f"cannot use the kubeconfig {name}: it is not a kubeconfig ({e})")
+    return e
+
+
+def _kubeconfig_name(kubeconfig: Path | None, mark: Any) -> str:
+    """The file the client read: --kubeconfig, else the one YAML named, else $KUBECONFIG's
+    first, else ~/.kube/config."""
+    if kubeconfig is not None:
+        return str(kubeconfig)
+    name = getattr(mark, "name", "") or ""
+    if name and not name.startswith("<"):
+        return str(name)
+    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return env or str(Path.home() / ".kube" / "config")
 
 
 def lines(data: bytes) -> Iterator[str]:

@@ -2,16 +2,26 @@
 
 Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 1. preflight: the deployment, its scale, the PVC it mounts, the database pod and
-   its container, `pg_dump` and `psql` there, the database;
-2. scale the Odoo deployment to 0 and wait until its pods are gone;
-3. `pg_dump` in the database pod, its output streamed into the sink (an
-   odbox-backup repository's objects, or the zip's `dump.sql`);
-4. a helper pod that mounts the PVC read-only; the filestore's file list, then
-   a `tar` of the files not already in the repository, streamed and unpacked
-   file by file into the sink (no tarball anywhere);
+   its container, `pg_dump` and `psql` there, the database, and the filestore's
+   folder (from a running Odoo pod; with none running, in the helper pod before
+   the dump); helper pods a killed pull left behind;
+2. those helper pods are deleted; the deployment's replica count is noted in its
+   annotation `k8s-migrate.odbox/replicas`, with `k8s-migrate.odbox/pulling` (so a
+   pull killed with SIGKILL loses nothing: the next one finds both, and puts that
+   count back as the killed one would have), then it is scaled to 0 and its pods
+   waited for;
+3. a helper pod that mounts the PVC read-only starts while `pg_dump` runs in the
+   database pod, its output streamed into the sink (an odbox-backup repository's
+   objects, or the zip's `dump.sql`);
+4. in the helper pod, the filestore's file list, then a `tar` of the files not
+   already in the repository, streamed and unpacked file by file into the sink
+   (no tarball anywhere);
 5. the snapshot's manifest (or the zip's `manifest.json`) last;
 6. whatever happened: the helper pod is deleted, and the deployment is scaled
-   back to its replica count unless the pull succeeded without --scale-back.
+   back to its replica count (and the annotations removed) unless the pull
+   succeeded without --scale-back; then Odoo stays at 0, deliberately, and
+   `k8s-migrate.odbox/replicas` keeps the count (for a later --scale-back, or a
+   human): a later pull that fails leaves it at 0, as it found it.
 """
 
 from __future__ import annotations
@@ -24,21 +34,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_migrate.kube import Cluster, CommandFailed, KubeError, lines
+from k8s_migrate.kube import Cluster, CommandFailed, KubeError, StreamCut, lines, refused
 from k8s_migrate.sinks import Facts, Sink
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
 from odbox_common.console import human_size
-from odbox_common.errors import ToolError, UsageError
+from odbox_common.errors import ExitCode, ToolError, UsageError
 from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 
+# The deployment's replica count, noted on it before it is scaled to 0: a pull killed
+# where it cannot clean up (SIGKILL, a lost laptop) leaves it for the next pull and humans.
+ANNOTATION = "k8s-migrate.odbox/replicas"
+PULLING = "k8s-migrate.odbox/pulling"  # with it: the pull that scaled it down is under way
+NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
+CHECK_SCRIPT = '[ -d "$1" ] || exit 66'
+LIST_SCRIPT = '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; du -s -k . && find . -type f'
 # The file list goes to tar on stdin, ended by a line no file name can be: a v4 exec
 # cannot close stdin, so `-T -` alone would wait for ever there.
 TAR_SCRIPT = (
-    'cd -- "$1" || exit 1; '
+    '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; '
     'while IFS= read -r f; do [ "$f" = "$2" ] && break; printf "%s\\n" "$f"; done '
     "| tar -cf - -T -"
 )
-LIST_SCRIPT = 'cd -- "$1" || exit 1; du -s -k . && find . -type f'
 
 
 CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
@@ -46,6 +62,14 @@ CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
 
 class PullFailed(ToolError):
     """The pull stopped; the cluster was put back as it was."""
+
+
+class CleanupFailed(ToolError):
+    """The pull stopped (or worked), and putting the cluster back failed too."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -73,13 +97,19 @@ class Target:
 class Found:
     """What preflight found."""
 
-    replicas: int
+    replicas: int  # the deployment's count: its scale, or at 0 what ANNOTATION says
+    current: int  # its scale now
     odoo_pods: list[str]
     odoo_container: str
     mount: str  # where the Odoo container mounts the PVC
     image: str  # the helper pod's image
+    db_container: str
     pg_dump: str
     db_bytes: int
+    leftovers: list[str] = field(default_factory=list)  # helper pods of a killed pull
+    remembered: str | None = None  # the line saying the count came from ANNOTATION
+    stopped: bool = False  # at 0 by a pull that was stopped (PULLING), not left there on purpose
+    filestore_checked: bool = False  # its folder was seen from a running Odoo pod
     filestore_bytes: int | None = None  # known when an Odoo pod runs (plan) or after listing
     filestore_files: int | None = None
     steps: list[str] = field(default_factory=list)
@@ -92,9 +122,36 @@ def _psql(target: Target, sql: str) -> list[str]:
     return command
 
 
+def _no_folder(target: Target) -> UsageError:
+    return UsageError(f"no folder {target.filestore} in PVC {target.pvc}; check --filestore-path")
+
+
+def _annotated_count(annotations: dict[str, str] | None) -> int:
+    value = (annotations or {}).get(ANNOTATION, "")
+    return int(value) if value.isdigit() else 0
+
+
+def _db_container(target: Target, pod: Any) -> str:
+    """--db-container, else the pod's `kubectl.kubernetes.io/default-container` (as kubectl
+    picks it), else its first container."""
+    from k8s_migrate.kube import DEFAULT_CONTAINER
+
+    names = [c.name for c in pod.spec.containers]
+    if target.db_container:
+        if target.db_container not in names:
+            raise UsageError(
+                f"pod {target.db_pod} has no container {target.db_container} "
+                f"(it has {', '.join(names)})"
+            )
+        return target.db_container
+    default = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER)
+    return str(default) if default in names else str(names[0])
+
+
 def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Found:
     """Check that everything exists, read-only; with `sizes_from_odoo`, the filestore's size
-    from a running Odoo pod (plan; a pull measures it in the helper pod)."""
+    from a running Odoo pod (plan; a pull only checks its folder there, and measures it in
+    the helper pod)."""
     ns = target.namespace
     if cluster.exists(f"read namespace {ns}", cluster.core.read_namespace, ns) is None:
         raise UsageError(f"there is no namespace {ns} in context {cluster.context}")
@@ -106,7 +163,19 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
     )
     if deployment is None:
         raise UsageError(f"there is no deployment {target.deployment} in namespace {ns}")
-    replicas = cluster.replicas(ns, target.deployment)
+    current = cluster.replicas(ns, target.deployment)
+    replicas, remembered, stopped = current, None, False
+    annotations = deployment.metadata.annotations or {}
+    if current == 0 and (noted := _annotated_count(annotations)):
+        replicas, stopped = noted, PULLING in annotations
+        remembered = (
+            f"deployment {ns}/{target.deployment} is at 0, left there by a pull that was "
+            f"stopped; its annotation {ANNOTATION} says {noted}: {noted} is taken as its "
+            "replica count"
+            if stopped
+            else f"deployment {ns}/{target.deployment} is at 0, as an earlier pull left it; "
+            f"its annotation {ANNOTATION} says {noted}"
+        )
     if (
         cluster.exists(
             f"read PVC {ns}/{target.pvc}",
@@ -137,23 +206,18 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
     )
     if pod is None:
         raise UsageError(f"there is no pod {target.db_pod} in namespace {ns}")
-    names = [c.name for c in pod.spec.containers]
-    if target.db_container and target.db_container not in names:
-        raise UsageError(
-            f"pod {target.db_pod} has no container {target.db_container} "
-            f"(it has {', '.join(names)})"
-        )
+    db_container = _db_container(target, pod)
     if (pod.status.phase if pod.status else None) != "Running":
         raise UsageError(f"pod {target.db_pod} is not running ({pod.status.phase})")
     try:
-        version = cluster.run(ns, target.db_pod, target.db_container, ["pg_dump", "--version"])
+        version = cluster.run(ns, target.db_pod, db_container, ["pg_dump", "--version"])
     except CommandFailed as e:
         raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
     try:
         size = cluster.run(
             ns,
             target.db_pod,
-            target.db_container,
+            db_container,
             _psql(target, "SELECT pg_database_size(current_database())"),
         )
     except CommandFailed as e:
@@ -162,34 +226,44 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
         ) from e
     found = Found(
         replicas=replicas,
+        current=current,
         odoo_pods=[p.metadata.name for p in pods],
         odoo_container=container.name,
         mount=mount.mount_path,
         image=target.helper_image or container.image,
+        db_container=db_container,
         pg_dump=version.decode(errors="replace").strip(),
         db_bytes=int(size.strip() or 0),
+        leftovers=cluster.helper_pods(ns, target.deployment),
+        remembered=remembered,
+        stopped=stopped,
     )
     running = [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
-    if sizes_from_odoo and running:
-        sub = (mount.sub_path or "").strip("/")
-        rel = target.filestore
-        if sub and not (rel == sub or rel.startswith(sub + "/")):
+    sub = (mount.sub_path or "").strip("/")
+    rel = target.filestore
+    if running and sub and not (rel == sub or rel.startswith(sub + "/")):
+        if sizes_from_odoo:
             found.steps.append(f"(the Odoo container mounts only {sub}/ of the PVC)")
-        else:
-            inside = rel[len(sub) :].lstrip("/") if sub else rel
-            folder = f"{mount.mount_path.rstrip('/')}/{inside}"
-            try:
-                out = cluster.run(
-                    ns,
-                    running[0],
-                    container.name,
-                    ["sh", "-c", LIST_SCRIPT, "sh", folder],
-                    limit=1 << 30,
-                )
-            except CommandFailed as e:
-                raise PullFailed(
-                    f"cannot read the filestore {folder} in pod {running[0]}: {e}"
-                ) from e
+    elif running:
+        inside = rel[len(sub) :].lstrip("/") if sub else rel
+        folder = f"{mount.mount_path.rstrip('/')}/{inside}"
+        script = LIST_SCRIPT if sizes_from_odoo else CHECK_SCRIPT  # a pull measures it later
+        try:
+            out = cluster.run(
+                ns,
+                running[0],
+                container.name,
+                ["sh", "-c", script, "sh", folder],
+                limit=1 << 30,
+                what=f"the {'file list' if sizes_from_odoo else 'check'} of {folder} in pod "
+                f"{ns}/{running[0]}",
+            )
+        except CommandFailed as e:
+            if e.code == NO_FOLDER:
+                raise _no_folder(target) from e
+            raise PullFailed(f"cannot read the filestore {folder} in pod {running[0]}: {e}") from e
+        found.filestore_checked = True
+        if sizes_from_odoo:
             listing = list(lines(out))
             found.filestore_bytes = int(listing[0].split()[0]) * 1024 if listing else 0
             found.filestore_files = len(listing) - 1
@@ -198,27 +272,46 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
 
 def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> list[str]:
     """What a pull would do, each step with the sizes found."""
-    ns = target.namespace
+    ns, name, n = target.namespace, target.deployment, found.replicas
     fs = (
         f"{found.filestore_files} files, {_size(found.filestore_bytes)}"
         if found.filestore_bytes is not None
         else "size known once the helper pod runs"
     )
     pg_user = f" -U {target.db_user}" if target.db_user else ""
-    return [
-        f"scale deployment {ns}/{target.deployment} from {found.replicas} to 0 and wait until "
-        f"its pods are gone ({', '.join(found.odoo_pods) or 'none running'})",
-        f"run `pg_dump{pg_user} {target.db_name}` in pod {target.db_pod} "
-        f"({found.pg_dump}; database {_size(found.db_bytes)}) into {sink_text}",
+    done: list[str] = []
+    if found.leftovers:
+        done.append(
+            f"delete the helper pods left by a pull that was killed: {', '.join(found.leftovers)}"
+        )
+    if found.current:
+        done.append(
+            f"scale deployment {ns}/{name} from {n} to 0 (noting {n} in its annotation "
+            f"{ANNOTATION} first) and wait until its pods are gone "
+            f"({', '.join(found.odoo_pods) or 'none running'})"
+        )
+    elif found.remembered:
+        done.append(found.remembered.replace(" is at 0,", " is already at 0,", 1))
+    else:
+        done.append(f"deployment {ns}/{name} is at 0 replicas: nothing to scale")
+    done += [
         f"start a helper pod (image {found.image}) with PVC {target.pvc} mounted read-only",
+        f"run `pg_dump{pg_user} {target.db_name}` in pod {target.db_pod} "
+        f"(container {found.db_container}; {found.pg_dump}; database {_size(found.db_bytes)}) "
+        f"into {sink_text}",
         f"stream a tar of {target.filestore}/ ({fs}) into {sink_text}",
-        "delete the helper pod; "
-        + (
-            f"scale {target.deployment} back to {found.replicas}"
-            if scale_back
-            else f"leave {target.deployment} at 0 (--scale-back restores {found.replicas})"
-        ),
     ]
+    if not n:
+        done.append("delete the helper pod")
+    elif scale_back:
+        done.append(f"delete the helper pod; scale {name} back to {n} and remove the annotation")
+    else:
+        done.append(
+            f"delete the helper pod; leave {name} at 0 with its annotation "
+            f"{ANNOTATION}={n} (--scale-back restores {n})"
+            + ("" if found.current or found.stopped else "; if the pull fails, it stays at 0")
+        )
+    return done
 
 
 def _size(n: int | None) -> str:
@@ -232,7 +325,17 @@ class Pulled:
     tar_bytes: int = 0
     files: int = 0
     reused_files: int = 0
+    stored_files: int = 0  # files that arrived in this run
     cleanup: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Changed:
+    """What a pull changed so far, for its cleanup."""
+
+    helper: str | None = None
+    annotated: bool = False  # ANNOTATION and PULLING set by this pull (or the stopped one)
+    scaled: bool = False  # to 0 by this pull (or by the stopped one it takes over from)
 
 
 def pull(
@@ -244,95 +347,170 @@ def pull(
     scale_back: bool = False,
     say: Any = print,
 ) -> Pulled:
-    """Run every step; the cluster is put back whatever fails (see the module's doc)."""
-    ns = target.namespace
+    """Run every step; the cluster is put back whatever fails (see the module's doc).
+
+    A cleanup that fails too is in the error raised (CleanupFailed), with the kubectl
+    command that finishes it; after a pull that worked, in `Pulled.cleanup`."""
     found = preflight(cluster, target, sizes_from_odoo=False)
-    helper = f"k8s-migrate-{secrets.token_hex(4)}"
-    helper_started = False
-    scaled = False
+    changed = _Changed()
     result = Pulled("")
     ok = False
+    error: BaseException | None = None
     with interrupts_as_exceptions():
         try:
-            if found.replicas:
-                say(f"scaling deployment {ns}/{target.deployment} from {found.replicas} to 0")
-                scaled = True
-                cluster.scale(ns, target.deployment, 0)
-            deployment = cluster.call(
-                f"read deployment {ns}/{target.deployment}",
-                cluster.apps.read_namespaced_deployment,
-                target.deployment,
-                ns,
-            )
-            cluster.wait_until(
-                f"the pods of {target.deployment} to go",
-                lambda: not cluster.pods_of(ns, deployment),
-                target.timeout,
-            )
-            facts = _facts(cluster, target)
-            result.dump_bytes = _dump(cluster, target, sink, found, progress)
-            say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
-            helper_started = True
-            cluster.start_helper(ns, helper, found.image, target.pvc,
-                                 like=deployment.spec.template.spec)  # fmt: skip
-            cluster.wait_running(ns, helper, target.timeout)
-            _filestore(cluster, target, helper, sink, progress, result)
-            progress.phase("writing the snapshot")
+            facts = _steps(cluster, target, sink, progress, found, changed, result, say)
+            origin = f"{cluster.context}/{target.namespace}/{target.deployment}"
             with uninterrupted():  # once the manifest is written, the pull has succeeded
-                result.summary = sink.commit(
-                    facts, origin=f"{cluster.context}/{ns}/{target.deployment}"
-                )
+                result.summary = sink.commit(facts, origin=origin)
                 ok = True
-        except BaseException:
+        except BaseException as e:
+            error = e
             with uninterrupted():
                 sink.abort()
             raise  # KeyboardInterrupt too: the runner says "interrupted" and exits 130
         finally:
+            put_back, unannotate = _afterwards(found, changed, ok, scale_back)
             with uninterrupted():
                 result.cleanup = _cleanup(
-                    cluster,
-                    target,
-                    helper if helper_started else None,
-                    found.replicas if scaled and (not ok or scale_back) else None,
-                    say,
+                    cluster, target, changed.helper, put_back, unannotate, say
                 )
+            if result.cleanup and error is not None:
+                raise _with_cleanup(error, result.cleanup) from error
     return result
 
 
+def _afterwards(
+    found: Found, changed: _Changed, ok: bool, scale_back: bool
+) -> tuple[int | None, list[str]]:
+    """The count to scale back to (None: leave it), and the annotations to remove then.
+
+    After a failure Odoo goes back to its count if this pull (or the stopped one it takes
+    over from) scaled it down; one an earlier pull left at 0 on purpose stays at 0. After
+    success, only --scale-back brings it up; otherwise the count stays noted, and only
+    PULLING goes."""
+    n = found.replicas
+    if changed.scaled:
+        if not ok or scale_back:
+            return n, [ANNOTATION, PULLING]
+        return None, [PULLING]
+    if ok and scale_back and found.remembered:
+        return n, [ANNOTATION]
+    return None, [ANNOTATION, PULLING] if changed.annotated else []  # scale-down refused
+
+
+def _steps(
+    cluster: Cluster,
+    target: Target,
+    sink: Sink,
+    progress: Progress,
+    found: Found,
+    changed: _Changed,
+    result: Pulled,
+    say: Any,
+) -> Facts:
+    """Steps 2 to 4 of the module's doc; what the manifest says of the database."""
+    ns, name = target.namespace, target.deployment
+    if found.leftovers:
+        for pod in found.leftovers:
+            cluster.delete_pod(ns, pod)
+        say(f"deleted helper pods left by a pull that was killed: {', '.join(found.leftovers)}")
+    if found.remembered:
+        say(found.remembered)
+        changed.annotated = changed.scaled = found.stopped  # put back as it would have
+    elif found.current:
+        cluster.annotate(ns, name, {ANNOTATION: str(found.current), PULLING: "true"})
+        changed.annotated = True
+        say(f"scaling deployment {ns}/{name} from {found.current} to 0")
+        changed.scaled = True
+        try:
+            cluster.scale(ns, name, 0)
+        except KubeError as e:
+            changed.scaled = not refused(e)  # refused: still at its count
+            raise
+    deployment = cluster.call(
+        f"read deployment {ns}/{name}", cluster.apps.read_namespaced_deployment, name, ns
+    )
+    cluster.wait_until(
+        f"the pods of {name} to go", lambda: not cluster.pods_of(ns, deployment), target.timeout
+    )
+    helper = f"k8s-migrate-{secrets.token_hex(4)}"
+    say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
+    changed.helper = helper
+    cluster.start_helper(ns, helper, found.image, target.pvc,
+                         like=deployment.spec.template.spec, deployment=name)  # fmt: skip
+    listing = None
+    if not found.filestore_checked:  # no Odoo pod showed the folder: the helper checks it first
+        cluster.wait_running(ns, helper, target.timeout)
+        listing = _list(cluster, target, helper)
+    facts = _facts(cluster, target, found)
+    result.dump_bytes = _dump(cluster, target, sink, found, progress)
+    if listing is None:  # the helper pod started while pg_dump ran
+        cluster.wait_running(ns, helper, target.timeout)
+        listing = _list(cluster, target, helper)
+    _filestore(cluster, target, helper, sink, progress, result, listing)
+    progress.phase("writing the snapshot")
+    return facts
+
+
+def _with_cleanup(error: BaseException, problems: list[str]) -> CleanupFailed:
+    """The one error line: what stopped the pull, then what is left to put back by hand."""
+    left = "; ".join(problems)
+    if isinstance(error, KeyboardInterrupt):
+        return CleanupFailed(
+            f"interrupted; no snapshot was written, but {left}", ExitCode.INTERRUPTED
+        )
+    text = str(error) if isinstance(error, ToolError) else f"{type(error).__name__}: {error}"
+    code = error.exit_code if isinstance(error, ToolError) else ExitCode.FAILED
+    return CleanupFailed(f"{text}; and {left}", code)
+
+
 def _cleanup(
-    cluster: Cluster, target: Target, helper: str | None, replicas: int | None, say: Any
+    cluster: Cluster,
+    target: Target,
+    helper: str | None,
+    replicas: int | None,
+    unannotate: list[str],
+    say: Any,
 ) -> list[str]:
-    """Delete the helper pod and scale back; each failure is said, and both are tried."""
-    ns = target.namespace
+    """Delete the helper pod, scale back, then remove the annotations `unannotate`; each
+    failure is one phrase with the command that finishes the job, and every step is tried."""
+    ns, name = target.namespace, target.deployment
     problems = []
     if helper is not None:
         try:
             cluster.delete_pod(ns, helper)
             say(f"deleted helper pod {ns}/{helper}")
         except Exception as e:  # reported; the scale-back must still run
-            problems.append(f"{e}: delete it with `kubectl -n {ns} delete pod {helper}`")
+            problems.append(
+                f"the helper pod {ns}/{helper} was NOT deleted ({e}): "
+                f"run `kubectl -n {ns} delete pod {helper}`"
+            )
     if replicas is not None:
         for attempt in range(CLEANUP_TRIES):  # the blip that failed the pull may pass
             try:
-                cluster.scale(ns, target.deployment, replicas)
-                say(f"scaled deployment {ns}/{target.deployment} back to {replicas}")
+                cluster.scale(ns, name, replicas)
+                say(f"scaled deployment {ns}/{name} back to {replicas}")
                 break
-            except Exception as e:  # reported below, with the command that fixes it
-                refused = getattr(e.__cause__, "status", 0) in range(400, 500)  # no use retrying
-                if attempt + 1 < CLEANUP_TRIES and not refused:
+            except Exception as e:  # reported once, with the command that fixes it
+                if attempt + 1 < CLEANUP_TRIES and not refused(e):
                     time.sleep(2**attempt)
                     continue
                 problems.append(
-                    f"{e}: run `kubectl -n {ns} scale deployment {target.deployment} "
-                    f"--replicas={replicas}`"
+                    f"deployment {ns}/{name} was NOT put back to {replicas} replicas ({e}): "
+                    f"run `kubectl -n {ns} scale deployment {name} --replicas={replicas}`"
                 )
-    for problem in problems:
-        say(f"cleanup failed: {problem}")
+                unannotate = []  # the count stays noted for the next pull
+                break
+    if unannotate:
+        try:
+            cluster.annotate(ns, name, dict.fromkeys(unannotate))
+        except Exception as e:  # harmless: a deployment above 0 is taken at its own count
+            say(f"left the annotations {', '.join(unannotate)} on deployment {ns}/{name} ({e})")
     return problems
 
 
-def _facts(cluster: Cluster, target: Target) -> Facts:
-    ns, pod, container = target.namespace, target.db_pod, target.db_container
+def _facts(cluster: Cluster, target: Target, found: Found) -> Facts:
+    ns, pod, container = target.namespace, target.db_pod, found.db_container
     version = int(cluster.run(ns, pod, container, _psql(target, "SHOW server_version_num")).strip())
     sql = (
         "SELECT name || '=' || coalesce(latest_version, '') FROM ir_module_module "
@@ -354,24 +532,42 @@ def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: 
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     progress.phase(f"pg_dump {target.db_name} in pod {target.db_pod}", found.db_bytes or None)
-    with cluster.exec(target.namespace, target.db_pod, target.db_container, command) as stream:
+    with cluster.exec(target.namespace, target.db_pod, found.db_container, command) as stream:
         sink.add_dump(_Counting(stream, progress))
         stream.finish()
         return stream.received
 
 
+def _list(cluster: Cluster, target: Target, helper: str) -> list[str]:
+    """The filestore's size in KiB (`du`), then its files, from the helper pod."""
+    ns = target.namespace
+    try:
+        out = cluster.run(
+            ns,
+            helper,
+            "helper",
+            ["sh", "-c", LIST_SCRIPT, "sh", f"/pvc/{target.filestore}"],
+            limit=1 << 30,
+            what=f"the file list of {target.filestore}/ in helper pod {ns}/{helper}",
+        )
+    except CommandFailed as e:
+        if e.code == NO_FOLDER:
+            raise _no_folder(target) from e
+        raise
+    return list(lines(out))
+
+
 def _filestore(
-    cluster: Cluster, target: Target, helper: str, sink: Sink, progress: Progress, result: Pulled
+    cluster: Cluster,
+    target: Target,
+    helper: str,
+    sink: Sink,
+    progress: Progress,
+    result: Pulled,
+    listing: list[str],
 ) -> None:
     ns = target.namespace
     folder = f"/pvc/{target.filestore}"
-    listing = list(
-        lines(
-            cluster.run(
-                ns, helper, "helper", ["sh", "-c", LIST_SCRIPT, "sh", folder], limit=1 << 30
-            )
-        )
-    )
     total = int(listing[0].split()[0]) * 1024 if listing else 0
     names = [line[2:] if line.startswith("./") else line for line in listing[1:]]
     wanted = [name for name in names if not sink.reuse(name)]
@@ -384,8 +580,9 @@ def _filestore(
     if not wanted:
         return
     end = f"--end-{secrets.token_hex(8)}--"
+    what = f"the tar of {target.filestore}/ in helper pod {ns}/{helper}"
     stream = cluster.exec(
-        ns, helper, "helper", ["sh", "-c", TAR_SCRIPT, "sh", folder, end], stdin=True
+        ns, helper, "helper", ["sh", "-c", TAR_SCRIPT, "sh", folder, end], stdin=True, what=what
     )
     with stream:
         feeder_error: list[BaseException] = []
@@ -419,12 +616,18 @@ def _filestore(
                     assert content is not None
                     sink.add_file(name, member.size, _Counting(content, progress))
                     remaining.discard(name)
+                    result.stored_files += 1
+        except StreamCut as e:
+            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
         except tarfile.TarError as e:
             raise PullFailed(
-                f"the tar stream from pod {helper} is damaged or cut short after "
-                f"{stream.received} bytes: {e}"
+                f"{what} is damaged or cut short after {stream.received} bytes: "
+                f"{e}{sink.resume_note(result.stored_files)}"
             ) from e
-        stream.finish()
+        try:
+            stream.finish()
+        except StreamCut as e:
+            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
         feeder.join(timeout=5)
         if feeder_error and not isinstance(feeder_error[0], KubeError):
             raise feeder_error[0]
@@ -456,5 +659,6 @@ class _Counting:
 
 
 def describe_plan(cluster: Cluster, target: Target, sink_text: str, scale_back: bool) -> list[str]:
+    """The steps of `pull` with the sizes found; only GET requests."""
     found = preflight(cluster, target, sizes_from_odoo=True)
     return [*steps(target, found, sink_text, scale_back), *found.steps]

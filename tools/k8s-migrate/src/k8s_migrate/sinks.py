@@ -26,8 +26,10 @@ import secrets
 import socket
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 from odbox_backup.backup import (
@@ -70,6 +72,10 @@ class Sink(abc.ABC):
     def reuse(self, path: str) -> bool:
         """Whether `path` is already here (then tar is not asked for it)."""
         return False
+
+    def resume_note(self, stored: int) -> str:
+        """For the error line of a cut tar: what a re-run would reuse (`stored` files came)."""
+        return ""
 
     @abc.abstractmethod
     def add_file(self, path: str, size: int, stream: Any) -> None: ...
@@ -152,6 +158,12 @@ class RepoSink(Sink):
         self.counters.bytes += int(entry["size"])
         self.reused += 1
         return True
+
+    def resume_note(self, stored: int) -> str:
+        return (
+            f"; the {stored} files that arrived are kept, and the same pull run again "
+            "resumes from there"
+        )
 
     def add_file(self, path: str, size: int, stream: Any) -> None:
         objects = store_file(self.repo, stream, size, self.counters, Progress())
@@ -240,6 +252,7 @@ class ZipSink(Sink):
     dump_options: list[str] = field(default_factory=lambda: ["--format=plain", "--no-owner"])
 
     def __post_init__(self) -> None:
+        """The checks and the temporary file, made now: before the cluster is touched."""
         if self.out.exists():
             raise UsageError(
                 f"{self.out} exists; nothing was done (remove it or pick another name)"
@@ -247,7 +260,10 @@ class ZipSink(Sink):
         if not self.out.parent.is_dir():
             raise UsageError(f"{self.out.parent} is not a folder")
         self.tmp = self.out.with_name(f".{self.out.name}.tmp-{secrets.token_hex(4)}")
-        self.zip: zipfile.ZipFile | None = None  # made when the dump starts
+        try:
+            self.zip = zipfile.ZipFile(self.tmp, "x", zipfile.ZIP_DEFLATED, compresslevel=1)
+        except OSError as e:
+            raise UsageError(f"cannot write {self.out}: {e.strerror or e}; nothing was done") from e
         self.dump_size = 0
         self.count = 0
         self.bytes = 0
@@ -267,7 +283,6 @@ class ZipSink(Sink):
 
     def add_dump(self, stream: Any) -> None:
         try:
-            self.zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
             with self.zip.open("dump.sql", "w", force_zip64=True) as sink:
                 self.dump_size = self._copy(stream, sink)
         except OSError as e:
@@ -276,7 +291,6 @@ class ZipSink(Sink):
     def add_file(self, path: str, size: int, stream: Any) -> None:
         info = zipfile.ZipInfo(f"filestore/{path}", time.gmtime()[:6])
         info.compress_type = zipfile.ZIP_DEFLATED
-        assert self.zip is not None
         try:
             with self.zip.open(info, "w", force_zip64=size > (1 << 30)) as sink:
                 got = self._copy(stream, sink, size)
@@ -292,7 +306,6 @@ class ZipSink(Sink):
             "database": {"name": facts.db_name, "pg_version": facts.pg_version},
             "odoo": {"version": facts.odoo_version, "modules": facts.modules},
         }
-        assert self.zip is not None
         try:
             self.zip.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
             self.zip.close()
@@ -309,7 +322,65 @@ class ZipSink(Sink):
         )
 
     def abort(self) -> None:
-        if self.zip is not None:
-            with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile):
-                self.zip.close()
+        """The temporary file goes (after a commit it has been renamed: nothing to do)."""
+        with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile):
+            self.zip.close()
         self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Output:
+    """Where a pull writes (--repo or --odoo-zip), checked before the cluster is touched:
+    the repository opened, or the zip's temporary file made. `plan` opens it the same way
+    (and closes it at once); whatever fails, closing leaves nothing half-written."""
+
+    repository: Repository | None = None
+    zip: ZipSink | None = None
+
+    @classmethod
+    def open(cls, repo: str | None, odoo_zip: Path | None) -> Output:
+        if (repo is None) == (odoo_zip is None):
+            raise UsageError("give one of --repo REPO and --odoo-zip OUT")
+        if odoo_zip is not None:
+            return cls(zip=ZipSink(odoo_zip))
+        from odbox_backup.store import open_store
+
+        assert repo is not None
+        return cls(repository=Repository.open(open_store(repo)))
+
+    def describe(self) -> str:
+        if self.zip is not None:
+            return self.zip.describe()
+        assert self.repository is not None
+        return f"a snapshot in {self.repository.store.url}"
+
+    @contextlib.contextmanager
+    def sink(self, source_key: str, *, wait: float, warn: Callable[[str], None]) -> Iterator[Sink]:
+        """The sink; for a repository, its lock is held meanwhile (`wait`: for the lock)."""
+        if self.zip is not None:
+            yield self.zip
+            return
+        from odbox_backup import locks
+
+        assert self.repository is not None
+        store, repo_id = self.repository.store, self.repository.config.id
+        with locks.exclusive(store, "k8s-migrate pull", repo_id, wait=wait) as stale:
+            for lock in stale:
+                warn(f"removed a stale lock: {lock.describe()}")
+            yield RepoSink(self.repository, source_key)
+
+    def close(self) -> None:
+        """The zip's temporary file goes, unless the pull renamed it into place."""
+        if self.zip is not None:
+            self.zip.abort()
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -895,6 +895,19 @@ class K8sEmulator:
         """A deployment as the API shows it now."""
         return self._on_loop(lambda: copy.deepcopy(self._objects["deployments"][(namespace, name)]))
 
+    def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set (None: remove) annotations of a deployment, as `kubectl annotate` would: a new
+        resourceVersion, as any change of it."""
+
+        def change() -> None:
+            deployment = self._objects["deployments"][(namespace, name)]
+            meta = deployment["metadata"]
+            merged = {**meta.get("annotations", {}), **annotations}
+            meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
+            self._commit("deployments", deployment, "MODIFIED")
+
+        self._on_loop(change)
+
     @property
     def requests(self) -> list[Request]:
         """Every request received so far, in order."""

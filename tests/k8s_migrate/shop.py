@@ -61,6 +61,17 @@ class Shop:
     def pull(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.migrate("pull", *self.args("--repo", str(self.repo), *extra))
 
+    def pull_until(self, args: list[str], started: Path) -> subprocess.Popen[str]:
+        """`pull ARGS` running in the background, once it has made `started` (a fake command
+        in a pod touches it)."""
+        child = subprocess.Popen([str(K8S_MIGRATE), "pull", *args], env=self.env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        return child
+
     def snapshots(self) -> list[str]:
         folder = self.repo / "snapshots"
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -85,7 +96,8 @@ class Shop:
 
     def add_fake_dump_pod(self, name: str, python: str) -> None:
         """A database pod whose `pg_dump` runs the Python code `python` instead (except
-        `pg_dump --version`); psql is the real one, against the test PostgreSQL."""
+        `pg_dump --version`; its arguments in sys.argv[1:]); psql is the real one, against
+        the test PostgreSQL."""
         bin_dir = self.tmp / f"bin-{name}"
         bin_dir.mkdir()
         real = shutil.which("pg_dump")
@@ -93,7 +105,7 @@ class Shop:
         (bin_dir / "pg_dump").write_text(
             "#!/bin/sh\n"
             f'for a; do [ "$a" = --version ] && exec {shlex.quote(real)} --version; done\n'
-            f"exec {shlex.quote(sys.executable)} -c {shlex.quote(python)}\n"
+            f'exec {shlex.quote(sys.executable)} -c {shlex.quote(python)} "$@"\n'
         )
         (bin_dir / "pg_dump").chmod(0o755)
         env = {**self.pg_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

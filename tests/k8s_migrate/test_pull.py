@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -248,7 +249,7 @@ def test_a_refused_scale_back_is_said_once_with_the_command(shop: Shop) -> None:
     assert len(scales) == 2  # down, and one refused try back up
     assert shop.helpers_left() == [] and shop.k8s.replicas(NS, "odoo") == 0
     assert shop.annotations()[ANNOTATION] == "2"  # kept: the next pull puts it back
-    assert shop.annotations()[PULLING] == "true"
+    assert shop.annotations()[PULLING] == "stopped"  # no owner: any host takes over
 
     # A pull that works but cannot delete its helper pod: the snapshot stays, exit 1.
     shop.k8s.clear_faults()
@@ -292,12 +293,7 @@ def test_ctrl_c_during_the_dump_stream_puts_the_cluster_back(shop: Shop) -> None
     ))  # fmt: skip
     args = shop.args("--repo", str(shop.repo))
     args[args.index("--db-pod") + 1] = "slow-0"
-    child = subprocess.Popen([str(K8S_MIGRATE), "pull", *args], env=shop.env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
-        time.sleep(0.05)
+    child = shop.pull_until(args, started)
     time.sleep(0.3)  # its first megabyte on the way
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
@@ -326,8 +322,10 @@ def test_a_pull_killed_with_sigkill_is_put_back_by_the_next_one(shop: Shop) -> N
     child.wait()
     (left,) = shop.helpers_left()
     assert shop.k8s.replicas(NS, "odoo") == 0
-    assert {k: v for k, v in shop.annotations().items() if k.startswith("k8s-migrate")} == {
-        ANNOTATION: "2", PULLING: "true"}  # fmt: skip
+    annotations = shop.annotations()
+    assert annotations[ANNOTATION] == "2"
+    owner = json.loads(annotations[PULLING])  # the lease names the killed pull
+    assert owner["pid"] == child.pid and owner["host"] == socket.gethostname()
     shop.k8s.clear_faults()
 
     plan = shop.migrate("plan", *shop.args("--repo", str(shop.repo)))
@@ -345,6 +343,9 @@ def test_a_pull_killed_with_sigkill_is_put_back_by_the_next_one(shop: Shop) -> N
         "error: no folder filestore/nope in PVC odoo-data; check --filestore-path"
     )
     assert f"deleted helper pods left by a pull that was killed: {left}" in done.stdout
+    assert f"(pid {child.pid} on this host since " in done.stdout and "gone: taking over" in (
+        done.stdout
+    )
     assert f"{ANNOTATION} says 2: 2 is taken as its replica count" in done.stdout
     assert not any(is_dump(ExecCall(r.namespace, r.pod, r.container, r.command))
                    for r in shop.k8s.exec_log[before:])  # fmt: skip
@@ -399,8 +400,14 @@ def test_a_bad_output_fails_before_the_cluster_is_touched(shop: Shop) -> None:
         ("pull", ["--odoo-zip", "/proc/out.zip"], 2, "cannot write /proc/out.zip: "),
         ("plan", ["--odoo-zip", "/proc/out.zip"], 2, "cannot write /proc/out.zip: "),
         ("plan", ["--odoo-zip", "nodir/out.zip"], 2, "nodir is not a folder"),
-        ("pull", ["--repo", "nonexistent"], 1, "no repository at nonexistent"),
-        ("plan", ["--repo", "nonexistent"], 1, "no repository at nonexistent"),
+        ("pull", ["--repo", "nonexistent"], 2, "no repository at nonexistent"),
+        ("plan", ["--repo", "nonexistent"], 2, "no repository at nonexistent"),
+        (
+            "pull",
+            ["--odoo-zip", "/tmp"],
+            2,
+            "/tmp is a folder: give the zip's file name, e.g. /tmp/odoo.zip",
+        ),
     ]
     for command, output, code, said in cases:
         done = shop.migrate(command, *shop.args(*output), cwd=shop.tmp)
@@ -447,8 +454,8 @@ def test_a_server_that_speaks_only_v4_works(shop: Shop) -> None:
 
 
 def test_help_names_every_exit_code_and_option(shop: Shop) -> None:
-    top = shop.migrate("--help").stdout
-    assert "130 interrupted" in top
+    top = " ".join(shop.migrate("--help").stdout.split())  # as the terminal's width wraps it
+    assert "130 interrupted" in top and "2 usage (" in top
     plan = shop.migrate("plan", "--help").stdout
     assert "-n, --namespace NS" in plan and "<str>" not in plan
     assert re.search(r"--scale-back +\S", plan), plan
@@ -492,6 +499,13 @@ def test_a_second_pull_reuses_the_files_that_arrived(shop: Shop) -> None:
     kept = re.search(r"(\d+) of (\d+) files were already in the repository", second.stdout)
     assert kept and 0 < int(kept[1]) < int(kept[2]), second.stdout
     assert tars[1].stdout_bytes < total, (tars[1].stdout_bytes, total)
+    # The tar's line gives the size still to send, not the whole filestore's.
+    said = re.search(r"tar of filestore/\S+ in helper pod: (\d+) files? \((\d+) already in "
+                     r"the repository\) \(([\d.]+ \w+)\)", second.stdout)  # fmt: skip
+    assert said and int(said[2]) == int(kept[1]), second.stdout
+    kib = int(subprocess.run(["du", "-s", "-k", "."], cwd=shop.filestore, capture_output=True,
+                             text=True, check=True).stdout.split()[0])  # fmt: skip
+    assert said[3] != human_size(kib * 1024), (said[3], second.stdout)
     assert shop.restore(f"{shop.db}_restored", shop.tmp / "restored") == odoo_state(
         shop.dsn, shop.filestore
     )
@@ -517,9 +531,15 @@ def test_bad_input_is_one_line(shop: Shop) -> None:
     assert done.returncode == 2 and "--repo" in one_error_line(done)
     bad_db = shop.args("--repo", str(shop.repo))
     bad_db[bad_db.index("--db-name") + 1] = "missing_db"
-    done = shop.migrate("pull", *bad_db)
-    assert done.returncode == 1 and "missing_db" in one_error_line(done)
-    assert shop.k8s.replicas(NS, "odoo") == 2
+    bad_user = shop.args("--repo", str(shop.repo), "--db-user", "nobody")
+    for args, said in [
+        (bad_db, 'database "missing_db" does not exist in pod shop/postgres-0 (check --db-name)'),
+        (bad_user, 'role "nobody" does not exist in pod shop/postgres-0 (check --db-user)'),
+    ]:
+        done = shop.migrate("pull", *args)
+        assert done.returncode == 2, done.stderr
+        assert one_error_line(done).endswith(f"error: {said}")
+    assert shop.k8s.replicas(NS, "odoo") == 2 and shop.annotations().get(PULLING) is None
 
 
 def test_a_terminal_gets_progress_bars_for_the_dump_and_the_filestore(shop: Shop) -> None:

@@ -26,8 +26,11 @@ app = runner.typer_app(
         "(--repo) or an Odoo zip (--odoo-zip): Odoo is scaled to 0, pg_dump runs in the "
         "database pod, a helper pod tars the filestore from the PVC; both stream, verified, "
         "and the cluster is put back whatever fails.\n\n"
-        "Exit codes: 0 ok, 1 failed, 2 usage, 4 another run holds the repository's lock, "
-        "130 interrupted (Ctrl-C, SIGTERM, SIGHUP; the cluster was put back)."
+        "Exit codes: 0 ok, 1 failed while running, 2 usage (to fix on the command line or "
+        "in your files: a wrong name, an output that is a folder or not writable, a "
+        "repository not initialised), 4 another pull of the deployment or zip, or another "
+        "run holding the repository's lock, is under way, 130 interrupted (Ctrl-C, SIGTERM, "
+        "SIGHUP)."
     ),
 )
 
@@ -56,7 +59,8 @@ Pvc = Annotated[
 FilestorePath = Annotated[
     str | None,
     typer.Option("--filestore-path", metavar="PATH",
-                 help="The filestore's folder inside the PVC (default: filestore/DB)."),
+                 help="The filestore's folder inside the PVC (default: filestore/DB), or "
+                 "its absolute path in the Odoo pod (under the PVC's mount path)."),
 ]  # fmt: skip
 HelperImage = Annotated[
     str | None,
@@ -140,10 +144,10 @@ def plan(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
-    with Output.open(repo, odoo_zip) as output:  # checked as a pull checks it, then closed
-        sink_text = output.describe()
+    with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
+        sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
-    steps = describe_plan(cluster, target, sink_text, scale_back)
+    steps = [*notes, *describe_plan(cluster, target, sink_text, scale_back)]
     if json:
         console.print_json({"context": cluster.context, "server": cluster.server, "steps": steps})
         return
@@ -180,13 +184,18 @@ def pull(
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
     from k8s_migrate.kube import Cluster
     from k8s_migrate.pull import pull as do_pull
+    from k8s_migrate.pull import resolve_filestore
     from k8s_migrate.sinks import Output
     from odbox_backup.progress import progress_for
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
+        for note in output.notes:
+            console.say(note)
         cluster = Cluster.connect(kubeconfig, context)
+        if resolved := resolve_filestore(cluster, target):  # the journal's key needs the path
+            console.say(resolved)
         key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
         with output.sink(key, wait=wait, warn=console.warn) as sink, progress_for() as progress:
             done = do_pull(cluster, target, sink, progress, scale_back=scale_back, say=console.say)
@@ -207,7 +216,7 @@ def run_cli(argv: list[str]) -> int:
         return int(ExitCode.USAGE)
     return runner.run(
         app, argv, prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG",
-        interrupted="interrupted; the cluster was put back, no snapshot was written",
+        interrupted="interrupted before anything was changed; no snapshot was written",
     )  # fmt: skip
 
 

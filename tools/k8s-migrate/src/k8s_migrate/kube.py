@@ -54,6 +54,11 @@ class CommandFailed(KubeError):
         self.code = code
 
 
+def conflict(error: BaseException) -> bool:
+    """The API server answered 409: the object changed since it was read."""
+    return getattr(error.__cause__, "status", 0) == 409
+
+
 def refused(error: BaseException) -> bool:
     """The API server answered a 4xx: the same request will not do better."""
     return getattr(error.__cause__, "status", 0) in range(400, 500)
@@ -90,7 +95,7 @@ class Cluster:
                 config_file=str(kubeconfig) if kubeconfig else None, context=context
             )
         except (ConfigException, OSError) as e:
-            raise UsageError(f"cannot use the kubeconfig: {e}") from e
+            raise _kubeconfig_missing(e, kubeconfig) from e
         except UsageError:
             raise
         except Exception as e:
@@ -118,11 +123,21 @@ class Cluster:
         try:
             return fn(*args, **kwargs)
         except ApiException as e:
-            raise KubeError(f"cannot {what}: {_api_reason(e)}") from e
+            raise KubeError(f"cannot {what}: {_api_reason(e)}{self._unauthorized(e)}") from e
         except (HTTPError, OSError) as e:
             raise KubeError(
-                f"cannot {what}: the API server at {self.server} is unreachable ({e})"
+                f"cannot reach the API server at {self.server}: {_unreachable(e)} "
+                "(check --context / the kubeconfig's server)"
             ) from e
+
+    def _unauthorized(self, e: Any) -> str:
+        """For a 401: whose credentials were refused."""
+        if getattr(e, "status", 0) != 401:
+            return ""
+        return (
+            f"; the kubeconfig's credentials for context {self.context} were refused "
+            "(expired token?)"
+        )
 
     def exists(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """The object, or None on 404."""
@@ -146,16 +161,26 @@ class Cluster:
         )
         return int(scale.spec.replicas or 0)
 
-    def annotate(self, namespace: str, deployment: str, annotations: dict[str, str | None]) -> None:
+    def annotate(
+        self,
+        namespace: str,
+        deployment: str,
+        annotations: dict[str, str | None],
+        resource_version: str | None = None,
+    ) -> None:
         """Set annotations of the deployment (None: remove it): a strategic merge patch of its
-        metadata only."""
+        metadata only; with `resource_version`, only if the deployment is still at that
+        version (else a 409 Conflict: see `conflict`)."""
         text = ", ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in annotations.items())
+        metadata: dict[str, Any] = {"annotations": annotations}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
         self.call(
             f"annotate deployment {namespace}/{deployment} {text}",
             self.apps.patch_namespaced_deployment,
             deployment,
             namespace,
-            {"metadata": {"annotations": annotations}},
+            {"metadata": metadata},
         )
 
     def scale(self, namespace: str, deployment: str, replicas: int) -> None:
@@ -366,6 +391,9 @@ class Cluster:
             if len(reason) > 2:
                 with contextlib.suppress(ValueError):
                     line += ": " + str(json.loads(reason[2]).get("message", ""))
+            if line.startswith("401"):
+                line += f"; the kubeconfig's credentials for context {self.context} were refused"
+                line += " (expired token?)"
             raise KubeError(f"cannot {what}: {line}") from e
         return ExecStream(ws, what, idle_timeout)
 
@@ -526,6 +554,58 @@ class ExecStream(io.RawIOBase):
                 if self.ws.sock is not None:
                     self.ws.sock.shutdown()
         super().close()
+
+
+def _unreachable(e: BaseException) -> str:
+    """Why a connection failed, in a few words (not urllib3's pool and retry text)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [e]
+    while todo:  # the error, its urllib3 `reason`, and what caused each
+        item = todo.pop()
+        if isinstance(item, BaseException) and item not in seen:
+            seen.append(item)
+            todo += [getattr(item, "reason", None), item.__cause__, item.__context__]
+    for item in seen:
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, socket.gaierror):
+            return "its host name does not resolve"
+        if isinstance(item, TimeoutError):
+            return "no answer (timed out)"
+        if isinstance(item, ConnectionResetError):
+            return "the connection was reset"
+    text = " ".join(str(item) for item in seen)
+    for needle, said in (
+        ("refused", "connection refused"),
+        ("timed out", "no answer (timed out)"),
+        ("name resolution", "its host name does not resolve"),
+        ("not known", "its host name does not resolve"),
+        ("SSL", "the TLS handshake failed"),
+    ):
+        if needle in text:
+            return said
+    return type(e).__name__
+
+
+def _kubeconfig_missing(e: Exception, kubeconfig: Path | None) -> UsageError:
+    """A kubeconfig the client could not read: which file(s) it tried, and how to pick one."""
+    if kubeconfig is not None:
+        tried, origin = [str(kubeconfig)], "--kubeconfig"
+    elif os.environ.get("KUBECONFIG", "").strip():
+        tried = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+        origin = "$KUBECONFIG"
+    else:
+        tried, origin = [str(Path.home() / ".kube" / "config")], "the default"
+    missing = [p for p in tried if not Path(p).expanduser().is_file()]
+    files = ", ".join(tried)
+    if missing == tried:
+        what = f"no kubeconfig at {files} ({origin})"
+    else:
+        why = str(e).removeprefix("Invalid kube-config file. ").strip() or type(e).__name__
+        what = f"{files} ({origin}): {why}"
+    return UsageError(
+        f"cannot use the kubeconfig: {what}; pick one with --kubeconfig FILE or $KUBECONFIG"
+    )
 
 
 def _kubeconfig_error(e: Exception, kubeconfig: Path | None) -> Exception:

@@ -5,11 +5,13 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
    its container, `pg_dump` and `psql` there, the database, and the filestore's
    folder (from a running Odoo pod; with none running, in the helper pod before
    the dump); helper pods a killed pull left behind;
-2. those helper pods are deleted; the deployment's replica count is noted in its
-   annotation `k8s-migrate.odbox/replicas`, with `k8s-migrate.odbox/pulling` (so a
-   pull killed with SIGKILL loses nothing: the next one finds both, and puts that
-   count back as the killed one would have), then it is scaled to 0 and its pods
-   waited for;
+2. the lease: `k8s-migrate.odbox/pulling` set to this pull (host, pid; see lease.py),
+   with the deployment's replica count in `k8s-migrate.odbox/replicas`, in one PATCH
+   at the resourceVersion preflight read (another pull under way, or one that took
+   the lease meanwhile: exit 4, nothing changed); then helper pods a killed pull left
+   are deleted (so a pull killed with SIGKILL loses nothing: the next one finds both
+   annotations, its owner gone, and puts that count back as the killed one would
+   have), the deployment is scaled to 0 and its pods waited for;
 3. a helper pod that mounts the PVC read-only starts while `pg_dump` runs in the
    database pod, its output streamed into the sink (an odbox-backup repository's
    objects, or the zip's `dump.sql`);
@@ -27,6 +29,7 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import tarfile
 import threading
@@ -34,8 +37,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_migrate.kube import Cluster, CommandFailed, KubeError, StreamCut, lines, refused
-from k8s_migrate.sinks import Facts, Sink
+from k8s_migrate.kube import (
+    Cluster,
+    CommandFailed,
+    KubeError,
+    StreamCut,
+    conflict,
+    lines,
+    refused,
+)
+from k8s_migrate.lease import PULLING, STOPPED, Owner, held
+from k8s_migrate.sinks import Facts, Sink, plural
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
 from odbox_common.console import human_size
 from odbox_common.errors import ExitCode, ToolError, UsageError
@@ -44,7 +56,7 @@ from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 # The deployment's replica count, noted on it before it is scaled to 0: a pull killed
 # where it cannot clean up (SIGKILL, a lost laptop) leaves it for the next pull and humans.
 ANNOTATION = "k8s-migrate.odbox/replicas"
-PULLING = "k8s-migrate.odbox/pulling"  # with it: the pull that scaled it down is under way
+LEASE_TRIES = 5  # a 409 on taking the lease, with nobody else's lease: read it again, retry
 NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
 CHECK_SCRIPT = '[ -d "$1" ] || exit 66'
 LIST_SCRIPT = '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; du -s -k . && find . -type f'
@@ -62,6 +74,12 @@ CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
 
 class PullFailed(ToolError):
     """The pull stopped; the cluster was put back as it was."""
+
+
+class Interrupted(ToolError):
+    """Ctrl-C, SIGTERM or SIGHUP; the line says whether the cluster was touched."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class CleanupFailed(ToolError):
@@ -87,6 +105,8 @@ class Target:
 
     @property
     def filestore(self) -> str:
+        """The folder inside the PVC (an absolute --filestore-path is made relative to the
+        PVC by `resolve_filestore`, which needs the deployment's mount path)."""
         path = (self.filestore_path or f"filestore/{self.db_name}").strip("/")
         if not path or ".." in path.split("/"):
             raise UsageError(f"--filestore-path {self.filestore_path!r} is not a path in the PVC")
@@ -107,6 +127,10 @@ class Found:
     pg_dump: str
     db_bytes: int
     leftovers: list[str] = field(default_factory=list)  # helper pods of a killed pull
+    resource_version: str | None = None  # the deployment's, as read: the lease is taken at it
+    lease: str | None = None  # the PULLING annotation's value, as read
+    owner: Owner | None = None  # its owner, if alive (then a pull refuses; plan says so)
+    dead_owner: Owner | None = None  # its owner, gone (this host): a pull takes over
     remembered: str | None = None  # the line saying the count came from ANNOTATION
     stopped: bool = False  # at 0 by a pull that was stopped (PULLING), not left there on purpose
     filestore_checked: bool = False  # its folder was seen from a running Odoo pod
@@ -120,6 +144,19 @@ def _psql(target: Target, sql: str) -> list[str]:
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     return command
+
+
+FATAL = re.compile(r'FATAL:\s+((?:database|role) "[^"]*" does not exist)')
+
+
+def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
+    """A database or role that does not exist is the command line's fault: one usage line
+    with the server's reason; anything else stays a failure with psql's own words."""
+    where = f"pod {target.namespace}/{target.db_pod}"
+    if match := FATAL.search(str(e)):
+        option = "--db-name" if match[1].startswith("database") else "--db-user"
+        return UsageError(f"{match[1]} in {where} (check {option})")
+    return PullFailed(f"cannot read database {target.db_name} in {where}: {e}")
 
 
 def _no_folder(target: Target) -> UsageError:
@@ -148,10 +185,7 @@ def _db_container(target: Target, pod: Any) -> str:
     return str(default) if default in names else str(names[0])
 
 
-def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Found:
-    """Check that everything exists, read-only; with `sizes_from_odoo`, the filestore's size
-    from a running Odoo pod (plan; a pull only checks its folder there, and measures it in
-    the helper pod)."""
+def _read_deployment(cluster: Cluster, target: Target) -> Any:
     ns = target.namespace
     if cluster.exists(f"read namespace {ns}", cluster.core.read_namespace, ns) is None:
         raise UsageError(f"there is no namespace {ns} in context {cluster.context}")
@@ -163,13 +197,76 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
     )
     if deployment is None:
         raise UsageError(f"there is no deployment {target.deployment} in namespace {ns}")
+    return deployment
+
+
+def _pvc_mount(target: Target, deployment: Any) -> tuple[Any, Any]:
+    """The container of the deployment that mounts the PVC, and that mount."""
+    spec = deployment.spec.template.spec
+    volumes = {
+        v.name
+        for v in spec.volumes or []
+        if v.persistent_volume_claim and v.persistent_volume_claim.claim_name == target.pvc
+    }
+    mounted = [(c, m) for c in spec.containers for m in c.volume_mounts or [] if m.name in volumes]
+    if not mounted:
+        raise UsageError(
+            f"deployment {target.deployment} does not mount PVC {target.pvc}: "
+            "give the PVC that holds Odoo's data (its filestore)"
+        )
+    return mounted[0]
+
+
+def resolve_filestore(cluster: Cluster, target: Target, deployment: Any = None) -> str | None:
+    """An absolute --filestore-path under the Odoo container's mount path of the PVC becomes
+    the path inside the PVC (the line saying so is returned); any other absolute path is a
+    usage error. A relative one stays as it is (None)."""
+    path = target.filestore_path
+    if not path or not path.startswith("/"):
+        return None
+    if deployment is None:
+        deployment = _read_deployment(cluster, target)
+    _, mount = _pvc_mount(target, deployment)
+    base = mount.mount_path.rstrip("/")
+    clean = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    if not clean.startswith(base + "/") or ".." in clean.split("/"):
+        raise UsageError(
+            f"--filestore-path is a path inside the PVC (e.g. filestore/{target.db_name}), "
+            f"or under the Odoo pod's mount path {base}"
+        )
+    inside = "/".join(p for p in ((mount.sub_path or "").strip("/"), clean[len(base) + 1 :]) if p)
+    target.filestore_path = inside
+    return (
+        f"--filestore-path {path} is under the Odoo pod's mount path {base} of PVC "
+        f"{target.pvc}: taken as {inside} inside the PVC"
+    )
+
+
+def preflight(
+    cluster: Cluster, target: Target, *, sizes_from_odoo: bool, refuse_live: bool = False
+) -> Found:
+    """Check that everything exists, read-only; with `sizes_from_odoo`, the filestore's size
+    from a running Odoo pod (plan; a pull only checks its folder there, and measures it in
+    the helper pod). With `refuse_live` (a pull), another live pull's lease stops it at
+    once (exit 4); plan notes it."""
+    ns = target.namespace
+    deployment = _read_deployment(cluster, target)
+    annotations = deployment.metadata.annotations or {}
+    lease = annotations.get(PULLING)
+    owner = Owner.parse(lease)
+    live = owner if owner is not None and owner.alive() else None
+    if live is not None and refuse_live:
+        raise held(ns, target.deployment, live)
+    notes = [note] if (note := resolve_filestore(cluster, target, deployment)) else []
     current = cluster.replicas(ns, target.deployment)
     replicas, remembered, stopped = current, None, False
-    annotations = deployment.metadata.annotations or {}
     if current == 0 and (noted := _annotated_count(annotations)):
-        replicas, stopped = noted, PULLING in annotations
+        replicas, stopped = noted, lease is not None
         remembered = (
-            f"deployment {ns}/{target.deployment} is at 0, left there by a pull that was "
+            f"deployment {ns}/{target.deployment} is at 0, scaled down by that pull; its "
+            f"annotation {ANNOTATION} says {noted}"
+            if live is not None
+            else f"deployment {ns}/{target.deployment} is at 0, left there by a pull that was "
             f"stopped; its annotation {ANNOTATION} says {noted}: {noted} is taken as its "
             "replica count"
             if stopped
@@ -186,19 +283,7 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
         is None
     ):
         raise UsageError(f"there is no persistentvolumeclaim {target.pvc} in namespace {ns}")
-    spec = deployment.spec.template.spec
-    volumes = {
-        v.name
-        for v in spec.volumes or []
-        if v.persistent_volume_claim and v.persistent_volume_claim.claim_name == target.pvc
-    }
-    mounted = [(c, m) for c in spec.containers for m in c.volume_mounts or [] if m.name in volumes]
-    if not mounted:
-        raise UsageError(
-            f"deployment {target.deployment} does not mount PVC {target.pvc}: "
-            "give the PVC that holds Odoo's data (its filestore)"
-        )
-    container, mount = mounted[0]
+    container, mount = _pvc_mount(target, deployment)
     pods = [p for p in cluster.pods_of(ns, deployment) if not p.metadata.deletion_timestamp]
 
     pod = cluster.exists(
@@ -221,9 +306,7 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
             _psql(target, "SELECT pg_database_size(current_database())"),
         )
     except CommandFailed as e:
-        raise PullFailed(
-            f"cannot read database {target.db_name} in pod {target.db_pod}: {e}"
-        ) from e
+        raise _psql_failed(target, e) from e
     found = Found(
         replicas=replicas,
         current=current,
@@ -234,9 +317,15 @@ def preflight(cluster: Cluster, target: Target, *, sizes_from_odoo: bool) -> Fou
         db_container=db_container,
         pg_dump=version.decode(errors="replace").strip(),
         db_bytes=int(size.strip() or 0),
-        leftovers=cluster.helper_pods(ns, target.deployment),
+        # a live pull's helper pods are its own: only a dead (or removed) lease leaves any
+        leftovers=[] if live is not None else cluster.helper_pods(ns, target.deployment),
+        resource_version=deployment.metadata.resource_version,
+        lease=lease,
+        owner=live,
+        dead_owner=owner if live is None else None,
         remembered=remembered,
         stopped=stopped,
+        steps=notes,
     )
     running = [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
     sub = (mount.sub_path or "").strip("/")
@@ -280,6 +369,11 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
     )
     pg_user = f" -U {target.db_user}" if target.db_user else ""
     done: list[str] = []
+    if found.owner is not None:
+        done.append(
+            f"note: {held(ns, name, found.owner)}; a pull now stops here (exit 4) and "
+            "changes nothing"
+        )
     if found.leftovers:
         done.append(
             f"delete the helper pods left by a pull that was killed: {', '.join(found.leftovers)}"
@@ -333,8 +427,9 @@ class Pulled:
 class _Changed:
     """What a pull changed so far, for its cleanup."""
 
+    leased: bool = False  # PULLING holds this pull's name: nothing was changed before
     helper: str | None = None
-    annotated: bool = False  # ANNOTATION and PULLING set by this pull (or the stopped one)
+    annotated: bool = False  # ANNOTATION set by this pull (or the stopped one)
     scaled: bool = False  # to 0 by this pull (or by the stopped one it takes over from)
 
 
@@ -351,13 +446,33 @@ def pull(
 
     A cleanup that fails too is in the error raised (CleanupFailed), with the kubectl
     command that finishes it; after a pull that worked, in `Pulled.cleanup`."""
-    found = preflight(cluster, target, sizes_from_odoo=False)
     changed = _Changed()
+    try:
+        return _pull(cluster, target, sink, progress, changed, scale_back, say)
+    except KeyboardInterrupt as e:
+        if not changed.leased:
+            raise Interrupted(
+                "interrupted before anything was changed; no snapshot was written"
+            ) from e
+        raise Interrupted("interrupted; the cluster was put back, no snapshot was written") from e
+
+
+def _pull(
+    cluster: Cluster,
+    target: Target,
+    sink: Sink,
+    progress: Progress,
+    changed: _Changed,
+    scale_back: bool,
+    say: Any,
+) -> Pulled:
     result = Pulled("")
     ok = False
     error: BaseException | None = None
+    found: Found | None = None
     with interrupts_as_exceptions():
         try:
+            found = preflight(cluster, target, sizes_from_odoo=False, refuse_live=True)
             facts = _steps(cluster, target, sink, progress, found, changed, result, say)
             origin = f"{cluster.context}/{target.namespace}/{target.deployment}"
             with uninterrupted():  # once the manifest is written, the pull has succeeded
@@ -367,15 +482,16 @@ def pull(
             error = e
             with uninterrupted():
                 sink.abort()
-            raise  # KeyboardInterrupt too: the runner says "interrupted" and exits 130
+            raise  # KeyboardInterrupt too: `pull` says what was put back, and exits 130
         finally:
-            put_back, unannotate = _afterwards(found, changed, ok, scale_back)
-            with uninterrupted():
-                result.cleanup = _cleanup(
-                    cluster, target, changed.helper, put_back, unannotate, say
-                )
-            if result.cleanup and error is not None:
-                raise _with_cleanup(error, result.cleanup) from error
+            if found is not None and changed.leased:  # else nothing was changed
+                put_back, unannotate = _afterwards(found, changed, ok, scale_back)
+                with uninterrupted():
+                    result.cleanup = _cleanup(
+                        cluster, target, changed.helper, put_back, unannotate, say
+                    )
+                if result.cleanup and error is not None:
+                    raise _with_cleanup(error, result.cleanup) from error
     return result
 
 
@@ -387,15 +503,15 @@ def _afterwards(
     After a failure Odoo goes back to its count if this pull (or the stopped one it takes
     over from) scaled it down; one an earlier pull left at 0 on purpose stays at 0. After
     success, only --scale-back brings it up; otherwise the count stays noted, and only
-    PULLING goes."""
+    PULLING (this pull's lease) goes."""
     n = found.replicas
     if changed.scaled:
         if not ok or scale_back:
             return n, [ANNOTATION, PULLING]
         return None, [PULLING]
     if ok and scale_back and found.remembered:
-        return n, [ANNOTATION]
-    return None, [ANNOTATION, PULLING] if changed.annotated else []  # scale-down refused
+        return n, [ANNOTATION, PULLING]
+    return None, [ANNOTATION, PULLING] if changed.annotated else [PULLING]  # scale-down refused
 
 
 def _steps(
@@ -410,6 +526,7 @@ def _steps(
 ) -> Facts:
     """Steps 2 to 4 of the module's doc; what the manifest says of the database."""
     ns, name = target.namespace, target.deployment
+    _take_lease(cluster, target, found, changed, say)
     if found.leftovers:
         for pod in found.leftovers:
             cluster.delete_pod(ns, pod)
@@ -418,8 +535,7 @@ def _steps(
         say(found.remembered)
         changed.annotated = changed.scaled = found.stopped  # put back as it would have
     elif found.current:
-        cluster.annotate(ns, name, {ANNOTATION: str(found.current), PULLING: "true"})
-        changed.annotated = True
+        changed.annotated = True  # with the lease
         say(f"scaling deployment {ns}/{name} from {found.current} to 0")
         changed.scaled = True
         try:
@@ -448,8 +564,53 @@ def _steps(
         cluster.wait_running(ns, helper, target.timeout)
         listing = _list(cluster, target, helper)
     _filestore(cluster, target, helper, sink, progress, result, listing)
-    progress.phase("writing the snapshot")
+    progress.phase(sink.finishing)
     return facts
+
+
+def _take_lease(
+    cluster: Cluster, target: Target, found: Found, changed: _Changed, say: Any
+) -> None:
+    """PULLING set to this pull (with ANNOTATION, if Odoo is to be scaled down), at the
+    deployment's resourceVersion as preflight read it: a 409 means it changed since. If
+    another pull took the lease meanwhile, exit 4 (nothing changed); else (the controller
+    updated its status, say) read it again and retry."""
+    ns, name = target.namespace, target.deployment
+    annotations: dict[str, str | None] = {PULLING: Owner.me().text()}
+    if found.current and not found.remembered:
+        annotations[ANNOTATION] = str(found.current)
+    version = found.resource_version
+    for _ in range(LEASE_TRIES):
+        try:
+            cluster.annotate(ns, name, annotations, resource_version=version)
+        except KubeError as e:
+            if not conflict(e):
+                raise
+        else:
+            changed.leased = True
+            if found.dead_owner is not None:
+                here = " on this host" if found.dead_owner.here() else ""
+                say(
+                    f"the pull that held deployment {ns}/{name} (pid {found.dead_owner.pid}"
+                    f"{here} since {found.dead_owner.since}) is gone: taking over"
+                )
+            return
+        deployment = cluster.call(
+            f"read deployment {ns}/{name}", cluster.apps.read_namespaced_deployment, name, ns
+        )
+        lease = (deployment.metadata.annotations or {}).get(PULLING)
+        if lease != found.lease:
+            raise held(ns, name, Owner.parse(lease))
+        if (deployment.spec.replicas or 0) != found.current:
+            raise PullFailed(
+                f"deployment {ns}/{name} was scaled to {deployment.spec.replicas} meanwhile; "
+                "nothing was changed: run the pull again"
+            )
+        version = deployment.metadata.resource_version
+    raise PullFailed(
+        f"deployment {ns}/{name} kept changing while this pull took its annotation {PULLING}; "
+        "nothing was changed: run the pull again"
+    )
 
 
 def _with_cleanup(error: BaseException, problems: list[str]) -> CleanupFailed:
@@ -485,6 +646,7 @@ def _cleanup(
                 f"the helper pod {ns}/{helper} was NOT deleted ({e}): "
                 f"run `kubectl -n {ns} delete pod {helper}`"
             )
+    changes: dict[str, str | None] = dict.fromkeys(unannotate)
     if replicas is not None:
         for attempt in range(CLEANUP_TRIES):  # the blip that failed the pull may pass
             try:
@@ -499,13 +661,15 @@ def _cleanup(
                     f"deployment {ns}/{name} was NOT put back to {replicas} replicas ({e}): "
                     f"run `kubectl -n {ns} scale deployment {name} --replicas={replicas}`"
                 )
-                unannotate = []  # the count stays noted for the next pull
+                # The count stays noted for the next pull, and the lease says no pull owns
+                # it now: the next one (on any host) takes over and puts the count back.
+                changes = {PULLING: STOPPED} if PULLING in unannotate else {}
                 break
-    if unannotate:
+    if changes:
         try:
-            cluster.annotate(ns, name, dict.fromkeys(unannotate))
+            cluster.annotate(ns, name, changes)
         except Exception as e:  # harmless: a deployment above 0 is taken at its own count
-            say(f"left the annotations {', '.join(unannotate)} on deployment {ns}/{name} ({e})")
+            say(f"left the annotations {', '.join(changes)} on deployment {ns}/{name} ({e})")
     return problems
 
 
@@ -572,10 +736,12 @@ def _filestore(
     names = [line[2:] if line.startswith("./") else line for line in listing[1:]]
     wanted = [name for name in names if not sink.reuse(name)]
     result.files, result.reused_files = len(names), len(names) - len(wanted)
+    # du's total (blocks) less what is reused: about what tar sends
+    to_send = max(total - sink.reused_bytes, 0) if wanted else 0
     progress.phase(
-        f"tar of {target.filestore}/ in helper pod: {len(wanted)} files"
+        f"tar of {target.filestore}/ in helper pod: {plural(len(wanted), 'file')}"
         + (f" ({result.reused_files} already in the repository)" if result.reused_files else ""),
-        total or None,
+        to_send or None,
     )
     if not wanted:
         return

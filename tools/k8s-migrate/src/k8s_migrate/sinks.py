@@ -19,6 +19,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+import errno
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -42,9 +45,11 @@ from odbox_backup.backup import (
 )
 from odbox_backup.odoozip import odoo_manifest
 from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
-from odbox_common.errors import ToolError, UsageError
+from odbox_common.console import human_size
+from odbox_common.errors import LockHeldError, ToolError, UsageError
 from odbox_common.files import fsync_dir
 
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 JOURNAL_EVERY = 2.0  # seconds between flushes of objects and journal lines
 
 
@@ -60,8 +65,14 @@ class Facts:
     odoo_version: str | None
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 class Sink(abc.ABC):
     dump_options: list[str]
+    finishing = "writing the snapshot"  # the last phase's name
+    reused_bytes = 0  # the bytes of the files `reuse` found here
 
     @abc.abstractmethod
     def describe(self) -> str: ...
@@ -114,6 +125,7 @@ class RepoSink(Sink):
         self.pending: list[str] = []
         self.flushed_at = time.monotonic()
         self.reused = 0
+        self.reused_bytes = 0
 
     def describe(self) -> str:
         return f"a snapshot in {self.repo.store.url}"
@@ -157,6 +169,7 @@ class RepoSink(Sink):
         self.counters.objects += len(entry["objects"])
         self.counters.bytes += int(entry["size"])
         self.reused += 1
+        self.reused_bytes += int(entry["size"])
         return True
 
     def resume_note(self, stored: int) -> str:
@@ -220,9 +233,10 @@ class RepoSink(Sink):
         t = self.counters
         return (
             f"snapshot {manifest['id']} in {self.repo.store.url}: database "
-            f"{facts.db_name} ({self.database['size']} bytes), {files['count']} files "
-            f"({files['bytes']} bytes, {self.reused} already there); {t.new_objects} new "
-            f"objects, {t.new_bytes} new bytes"
+            f"{facts.db_name} ({plural(self.database['size'], 'byte')}), "
+            f"{plural(files['count'], 'file')} ({plural(files['bytes'], 'byte')}, "
+            f"{self.reused} already there); {plural(t.new_objects, 'new object')}, "
+            f"{plural(t.new_bytes, 'new byte')}"
         )
 
     def _rewrite_journal(self, files: list[str]) -> None:
@@ -246,27 +260,75 @@ class RepoSink(Sink):
 @dataclass
 class ZipSink(Sink):
     """An Odoo zip (`dump.sql`, `filestore/`, `manifest.json`), as Odoo's database manager
-    restores it; written under a temporary name and renamed at the end."""
+    restores it; written under a temporary name and renamed at the end.
+
+    The temporary file (`.NAME.tmp-XXXXXXXX` next to the zip) is held with an exclusive
+    flock while it is written: one that can be locked is a killed run's leftover, and is
+    deleted (`tidy`; plan only says so); one that cannot is another pull's, writing now."""
 
     out: Path
+    tidy: bool = True
     dump_options: list[str] = field(default_factory=lambda: ["--format=plain", "--no-owner"])
+    finishing = "writing the zip"
 
     def __post_init__(self) -> None:
         """The checks and the temporary file, made now: before the cluster is touched."""
+        if self.out.is_dir():
+            raise UsageError(
+                f"{self.out} is a folder: give the zip's file name, e.g. {self.out / 'odoo.zip'}"
+            )
         if self.out.exists():
             raise UsageError(
                 f"{self.out} exists; nothing was done (remove it or pick another name)"
             )
         if not self.out.parent.is_dir():
             raise UsageError(f"{self.out.parent} is not a folder")
-        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            self.zip = zipfile.ZipFile(self.tmp, "x", zipfile.ZIP_DEFLATED, compresslevel=1)
-        except OSError as e:
-            raise UsageError(f"cannot write {self.out}: {e.strerror or e}; nothing was done") from e
+        self.notes: list[str] = []
+        self._leftovers()
+        for _ in range(5):
+            self.tmp = self.out.with_name(f".{self.out.name}.tmp-{secrets.token_hex(4)}")
+            try:
+                self.file = self.tmp.open("xb")
+            except OSError as e:
+                raise UsageError(
+                    f"cannot write {self.out}: {e.strerror or e}; nothing was done"
+                ) from e
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+            if os.fstat(self.file.fileno()).st_nlink:
+                break  # else another run took it for a leftover between open and flock
+            self.file.close()
+        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
         self.dump_size = 0
         self.count = 0
         self.bytes = 0
+
+    def _leftovers(self) -> None:
+        """The temporary files of earlier runs next to the zip: a killed run's (not locked)
+        is deleted, with a note; another pull's, writing now (locked), stops this one."""
+        pattern = f".{glob.escape(self.out.name)}.tmp-*"
+        for path in sorted(self.out.parent.glob(pattern)):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # gone meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LockHeldError(
+                        f"another pull is writing {self.out} (its temporary file {path} is "
+                        "in use); nothing was done: wait for it, or pick another name"
+                    ) from None
+                size = human_size(os.fstat(fd).st_size)
+                if self.tidy:
+                    path.unlink(missing_ok=True)
+                    self.notes.append(f"deleted {path} ({size}), left by a pull that was killed")
+                else:
+                    self.notes.append(
+                        f"{path} ({size}) was left by a pull that was killed: a pull deletes it"
+                    )
+            finally:
+                os.close(fd)
 
     def describe(self) -> str:
         return str(self.out)
@@ -309,23 +371,27 @@ class ZipSink(Sink):
         try:
             self.zip.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
             self.zip.close()
-            with self.tmp.open("rb") as f:
-                os.fsync(f.fileno())
+            self.file.flush()
+            os.fsync(self.file.fileno())
             self.tmp.rename(self.out)
+            self.file.close()  # the lock goes with it
             fsync_dir(self.out.parent)
         except OSError as e:
             self.abort()
             raise SinkError(f"cannot write {self.out}: {e.strerror or e}; nothing was left") from e
         return (
-            f"{self.out}: dump.sql of {facts.db_name} ({self.dump_size} bytes), "
-            f"{self.count} files ({self.bytes} bytes)"
+            f"{self.out}: dump.sql of {facts.db_name} ({plural(self.dump_size, 'byte')}), "
+            f"{plural(self.count, 'file')} ({plural(self.bytes, 'byte')})"
         )
 
     def abort(self) -> None:
         """The temporary file goes (after a commit it has been renamed: nothing to do)."""
         with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile):
             self.zip.close()
-        self.tmp.unlink(missing_ok=True)
+        if not self.file.closed:  # still ours (locked): it goes before the lock does
+            self.tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.file.close()
 
 
 @dataclass
@@ -338,15 +404,27 @@ class Output:
     zip: ZipSink | None = None
 
     @classmethod
-    def open(cls, repo: str | None, odoo_zip: Path | None) -> Output:
+    def open(cls, repo: str | None, odoo_zip: Path | None, *, tidy: bool = True) -> Output:
+        """`tidy`: delete a killed pull's temporary zip (plan only notes it)."""
         if (repo is None) == (odoo_zip is None):
             raise UsageError("give one of --repo REPO and --odoo-zip OUT")
         if odoo_zip is not None:
-            return cls(zip=ZipSink(odoo_zip))
-        from odbox_backup.store import open_store
+            return cls(zip=ZipSink(odoo_zip, tidy=tidy))
+        from odbox_backup.repository import RepositoryError
+        from odbox_backup.store import NotFound, open_store
 
         assert repo is not None
-        return cls(repository=Repository.open(open_store(repo)))
+        try:
+            return cls(repository=Repository.open(open_store(repo)))
+        except RepositoryError as e:
+            if isinstance(e.__cause__, NotFound):  # not initialised: the command line's fault
+                raise UsageError(str(e)) from e
+            raise
+
+    @property
+    def notes(self) -> list[str]:
+        """What opening it found and did (a killed pull's temporary zip)."""
+        return self.zip.notes if self.zip is not None else []
 
     def describe(self) -> str:
         if self.zip is not None:
@@ -361,10 +439,20 @@ class Output:
             yield self.zip
             return
         from odbox_backup import locks
+        from odbox_backup.store import StoreError
 
         assert self.repository is not None
         store, repo_id = self.repository.store, self.repository.config.id
-        with locks.exclusive(store, "k8s-migrate pull", repo_id, wait=wait) as stale:
+        with contextlib.ExitStack() as held:
+            try:
+                stale = held.enter_context(
+                    locks.exclusive(store, "k8s-migrate pull", repo_id, wait=wait)
+                )
+            except StoreError as e:  # a repository that is not writable: pick another
+                cause = e.__cause__
+                if isinstance(cause, OSError) and cause.errno in NOT_WRITABLE:
+                    raise UsageError(f"{e}; nothing was done") from e
+                raise
             for lock in stale:
                 warn(f"removed a stale lock: {lock.describe()}")
             yield RepoSink(self.repository, source_key)

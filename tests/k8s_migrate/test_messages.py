@@ -1,0 +1,102 @@
+"""The one line a failure prints: what was wrong, where, and what to do; and its exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+from tests.helpers import one_error_line
+from tests.k8s_migrate.shop import K8S_MIGRATE, NS, Shop
+
+
+def test_a_missing_kubeconfig_names_the_files_tried(shop: Shop) -> None:
+    missing = shop.tmp / "nope.yaml"
+    done = shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--kubeconfig",
+                                           str(missing)))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert one_error_line(done).endswith(
+        f"cannot use the kubeconfig: no kubeconfig at {missing} (--kubeconfig); "
+        "pick one with --kubeconfig FILE or $KUBECONFIG"
+    )
+    env = {k: v for k, v in shop.env.items() if k != "KUBECONFIG"} | {"HOME": str(shop.tmp)}
+    done = subprocess.run([str(K8S_MIGRATE), "plan", *shop.args("--repo", str(shop.repo))],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"no kubeconfig at {shop.tmp}/.kube/config (the default); pick one with " in (
+        one_error_line(done)
+    )
+
+
+def test_an_unreachable_server_and_refused_credentials_are_one_plain_line(shop: Shop) -> None:
+    config = json.loads(shop.k8s.kubeconfig.read_text())
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    unreachable = shop.tmp / "unreachable.json"
+    unreachable.write_text(json.dumps(config))
+    done = shop.migrate("pull", *shop.args("--repo", str(shop.repo), "--kubeconfig",
+                                           str(unreachable)))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert one_error_line(done).endswith(
+        f"error: cannot reach the API server at http://127.0.0.1:{port}: connection refused "
+        "(check --context / the kubeconfig's server)"
+    )
+    config = json.loads(shop.k8s.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "expired"
+    expired = shop.tmp / "expired.json"
+    expired.write_text(json.dumps(config))
+    done = shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--kubeconfig",
+                                           str(expired)))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    line = one_error_line(done)
+    assert "401 Unauthorized" in line
+    assert line.endswith("the kubeconfig's credentials for context test were refused "
+                         "(expired token?)")  # fmt: skip
+
+
+def test_an_absolute_filestore_path_under_the_mount_path_is_taken_inside_the_pvc(
+    shop: Shop,
+) -> None:
+    done = shop.pull("--filestore-path", f"/var/lib/odoo/filestore/{shop.db}/", "--scale-back")
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"--filestore-path /var/lib/odoo/filestore/{shop.db}/ is under the Odoo pod's mount "
+        f"path /var/lib/odoo of PVC odoo-data: taken as filestore/{shop.db} inside the PVC"
+    ) in done.stdout
+    assert f"tar of filestore/{shop.db}/ in helper pod" in done.stdout
+    before = len(shop.k8s.requests)
+    for command in ("plan", "pull"):
+        done = shop.migrate(command, *shop.args("--repo", str(shop.repo), "--filestore-path",
+                                                f"/srv/filestore/{shop.db}"))  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert one_error_line(done).endswith(
+            f"error: --filestore-path is a path inside the PVC (e.g. filestore/{shop.db}), or "
+            "under the Odoo pod's mount path /var/lib/odoo"
+        )
+    assert {r.method for r in shop.k8s.requests[before:]} == {"GET"}
+
+
+def test_interrupted_during_preflight_says_nothing_was_changed(shop: Shop) -> None:
+    """psql in the database pod hangs (preflight asks it for the database's size)."""
+    started = shop.tmp / "psql-started"
+    bin_dir = shop.tmp / "bin-hang"
+    bin_dir.mkdir()
+    (bin_dir / "psql").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    (bin_dir / "psql").chmod(0o755)
+    shop.k8s.add_pod(NS, "hang-0", {"app": "postgres"}, containers=["postgres"],
+                     env={**shop.pg_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+                     image="postgres:15")  # fmt: skip
+    args = shop.args("--repo", str(shop.repo))
+    args[args.index("--db-pod") + 1] = "hang-0"
+    child = shop.pull_until(args, started)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, out + err
+    line = one_error_line(subprocess.CompletedProcess(child.args, 130, out, err))
+    assert line.endswith("error: interrupted before anything was changed; no snapshot was written")
+    assert {r.method for r in shop.k8s.requests} == {"GET"}
+    assert shop.k8s.replicas(NS, "odoo") == 2

@@ -587,3 +587,19 @@ def test_memory_does_not_grow_with_the_data(shop: Shop) -> None:
     del big
     large = _peak_rss(shop, "pull", *shop.args("--repo", str(shop.repo)))
     assert large < small + (40 << 20), (small >> 20, large >> 20)
+
+
+def test_memory_per_file_is_a_few_hundred_bytes(shop: Shop, tmp_path: Path) -> None:
+    """15,000 more files cost at most 450 bytes each (their manifest entries and names):
+    nothing is kept of a file once it is stored (tarfile would keep every TarInfo)."""
+    few = _peak_rss(shop, "pull", *shop.args("--repo", str(shop.repo), "--scale-back"))
+    for i in range(15_000):
+        content = b"%d\n" % i
+        name = hashlib.sha1(content).hexdigest()  # noqa: S324 (Odoo's file names)
+        (shop.filestore / name[:2]).mkdir(exist_ok=True)
+        (shop.filestore / name[:2] / name).write_bytes(content)
+    other = tmp_path / "other"
+    subprocess.run([str(ODBOX_BACKUP), "init", "--repo", str(other)],
+                   env=shop.env, check=True, capture_output=True)  # fmt: skip
+    many = _peak_rss(shop, "pull", *shop.args("--repo", str(other), "--scale-back"))
+    assert many - few < 15_000 * 450, ((few >> 10), (many >> 10))

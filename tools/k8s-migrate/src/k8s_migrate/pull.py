@@ -734,6 +734,7 @@ def _filestore(
     folder = f"/pvc/{target.filestore}"
     total = int(listing[0].split()[0]) * 1024 if listing else 0
     names = [line[2:] if line.startswith("./") else line for line in listing[1:]]
+    listing.clear()  # the names are all that is needed of it now
     wanted = [name for name in names if not sink.reuse(name)]
     result.files, result.reused_files = len(names), len(names) - len(wanted)
     # du's total (blocks) less what is reused: about what tar sends
@@ -773,6 +774,7 @@ def _filestore(
         try:
             with tarfile.open(fileobj=buffered, mode="r|") as tar:
                 for member in tar:
+                    tar.members.clear()  # a stream's TarFile keeps every TarInfo otherwise
                     if not member.isreg():
                         continue
                     name = member.name[2:] if member.name.startswith("./") else member.name

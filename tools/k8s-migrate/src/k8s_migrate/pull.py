@@ -774,7 +774,8 @@ def _filestore(
         try:
             with tarfile.open(fileobj=buffered, mode="r|") as tar:
                 for member in tar:
-                    tar.members.clear()  # a stream's TarFile keeps every TarInfo otherwise
+                    # a stream's TarFile keeps every TarInfo (undocumented `members`)
+                    tar.members.clear()  # type: ignore[attr-defined]
                     if not member.isreg():
                         continue
                     name = member.name[2:] if member.name.startswith("./") else member.name

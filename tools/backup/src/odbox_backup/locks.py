@@ -17,6 +17,7 @@ from typing import Any
 
 from odbox_backup.store import TMP_MARK, LocalStore, NotFound, Store
 from odbox_common.errors import LockHeldError
+from odbox_common.processes import running
 
 STALE_AFTER = dt.timedelta(hours=24)
 REFRESH_EVERY = 300.0
@@ -36,21 +37,11 @@ class LockInfo:
         return f"`{self.command}` on {self.host} (pid {self.pid}) since {self.time:%Y-%m-%d %H:%M}Z"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(lock: LockInfo, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)
     if now - lock.time > STALE_AFTER:
         return True
-    return lock.host == socket.gethostname() and not _alive(lock.pid)
+    return lock.host == socket.gethostname() and not running(lock.pid)
 
 
 def read_locks(store: Store) -> list[LockInfo]:
@@ -94,7 +85,7 @@ def remove_leftovers(store: Store) -> list[str]:
                 dead = (
                     match is not None
                     and match["host"] == socket.gethostname()
-                    and not _alive(int(match["pid"]))
+                    and not running(int(match["pid"]))
                 )
                 if not dead and age <= STALE_AFTER:
                     continue

@@ -12,7 +12,6 @@ pull.py); so does any value this version cannot read.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -20,6 +19,7 @@ import socket
 from dataclasses import dataclass
 
 from odbox_common.errors import LockHeldError
+from odbox_common.processes import running, start_ticks
 
 PULLING = "k8s-migrate.odbox/pulling"
 STOPPED = "stopped"  # no owner: the pull that scaled Odoo down ended without putting it back
@@ -40,7 +40,7 @@ class Owner:
     def me(cls) -> Owner:
         pid = os.getpid()
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        return cls(socket.gethostname(), pid, _start_ticks(pid), now)
+        return cls(socket.gethostname(), pid, start_ticks(pid), now)
 
     @classmethod
     def parse(cls, value: str | None) -> Owner | None:
@@ -72,32 +72,7 @@ class Owner:
         when the lease says."""
         if not self.here():
             return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # someone else's process: it runs
-        state = _proc_stat(self.pid)
-        if state is None:
-            return True  # no /proc: the pid runs, that is all we know
-        if state[0] in ("Z", "X"):
-            return False  # killed, not yet reaped
-        return self.start is None or state[1] == self.start
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """The process's state letter and start time (clock ticks since boot)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
-    return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    state = _proc_stat(pid)
-    return state[1] if state else None
+        return running(self.pid, self.start)
 
 
 def held(namespace: str, deployment: str, owner: Owner | None) -> LeaseHeld:

@@ -262,9 +262,10 @@ class ZipSink(Sink):
     """An Odoo zip (`dump.sql`, `filestore/`, `manifest.json`), as Odoo's database manager
     restores it; written under a temporary name and renamed at the end.
 
-    The temporary file (`.NAME.tmp-XXXXXXXX` next to the zip) is held with an exclusive
-    flock while it is written: one that can be locked is a killed run's leftover, and is
-    deleted (`tidy`; plan only says so); one that cannot is another pull's, writing now."""
+    The temporary file (`.NAME.tmp-` and 8 random hex digits, next to the zip) is held
+    with an exclusive flock while it is written: one that can be locked is a killed run's
+    leftover, and is deleted (`tidy`; plan only says so); one that cannot is another
+    pull's, writing now."""
 
     out: Path
     tidy: bool = True

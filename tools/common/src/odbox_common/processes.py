@@ -1,0 +1,40 @@
+"""Whether a process on this host still runs: what a lock or a lease that names its owner
+by pid asks before it calls the owner dead."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """The process's state letter and start time (clock ticks since boot), from /proc."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot; None without /proc): with the pid, it names
+    one process, even after the pid is used again."""
+    state = _proc_stat(pid)
+    return state[1] if state else None
+
+
+def running(pid: int, start: int | None = None) -> bool:
+    """`pid` runs here (a zombie, killed but not yet reaped, does not), and, when `start` is
+    given, it is the process that started then."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it runs
+    state = _proc_stat(pid)
+    if state is None:
+        return True  # no /proc: the pid runs, that is all we know
+    if state[0] in ("Z", "X"):
+        return False
+    return start is None or state[1] == start

@@ -123,16 +123,18 @@ class Cluster:
         try:
             return fn(*args, **kwargs)
         except ApiException as e:
-            raise KubeError(f"cannot {what}: {_api_reason(e)}{self._unauthorized(e)}") from e
+            raise KubeError(
+                f"cannot {what}: {_api_reason(e)}{self._unauthorized(getattr(e, 'status', 0))}"
+            ) from e
         except (HTTPError, OSError) as e:
             raise KubeError(
                 f"cannot reach the API server at {self.server}: {_unreachable(e)} "
                 "(check --context / the kubeconfig's server)"
             ) from e
 
-    def _unauthorized(self, e: Any) -> str:
+    def _unauthorized(self, status: int) -> str:
         """For a 401: whose credentials were refused."""
-        if getattr(e, "status", 0) != 401:
+        if status != 401:
             return ""
         return (
             f"; the kubeconfig's credentials for context {self.context} were refused "
@@ -151,15 +153,6 @@ class Cluster:
             raise
 
     # ------------------------------------------------------------ deployments
-
-    def replicas(self, namespace: str, deployment: str) -> int:
-        scale = self.call(
-            f"read the scale of deployment {namespace}/{deployment}",
-            self.apps.read_namespaced_deployment_scale,
-            deployment,
-            namespace,
-        )
-        return int(scale.spec.replicas or 0)
 
     def annotate(
         self,
@@ -391,9 +384,7 @@ class Cluster:
             if len(reason) > 2:
                 with contextlib.suppress(ValueError):
                     line += ": " + str(json.loads(reason[2]).get("message", ""))
-            if line.startswith("401"):
-                line += f"; the kubeconfig's credentials for context {self.context} were refused"
-                line += " (expired token?)"
+            line += self._unauthorized(401 if line.startswith("401") else 0)
             raise KubeError(f"cannot {what}: {line}") from e
         return ExecStream(ws, what, idle_timeout)
 
@@ -587,15 +578,19 @@ def _unreachable(e: BaseException) -> str:
     return type(e).__name__
 
 
+def _kubeconfig_files(kubeconfig: Path | None) -> tuple[list[str], str]:
+    """The files the client reads, in its order (--kubeconfig, else $KUBECONFIG's list, else
+    ~/.kube/config), and which of those it is."""
+    if kubeconfig is not None:
+        return [str(kubeconfig)], "--kubeconfig"
+    if os.environ.get("KUBECONFIG", "").strip():
+        return [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p], "$KUBECONFIG"
+    return [str(Path.home() / ".kube" / "config")], "the default"
+
+
 def _kubeconfig_missing(e: Exception, kubeconfig: Path | None) -> UsageError:
     """A kubeconfig the client could not read: which file(s) it tried, and how to pick one."""
-    if kubeconfig is not None:
-        tried, origin = [str(kubeconfig)], "--kubeconfig"
-    elif os.environ.get("KUBECONFIG", "").strip():
-        tried = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
-        origin = "$KUBECONFIG"
-    else:
-        tried, origin = [str(Path.home() / ".kube" / "config")], "the default"
+    tried, origin = _kubeconfig_files(kubeconfig)
     missing = [p for p in tried if not Path(p).expanduser().is_file()]
     files = ", ".join(tried)
     if missing == tried:
@@ -625,15 +620,12 @@ def _kubeconfig_error(e: Exception, kubeconfig: Path | None) -> Exception:
 
 
 def _kubeconfig_name(kubeconfig: Path | None, mark: Any) -> str:
-    """The file the client read: --kubeconfig, else the one YAML named, else $KUBECONFIG's
-    first, else ~/.kube/config."""
-    if kubeconfig is not None:
-        return str(kubeconfig)
+    """The file the client read: --kubeconfig, else the one YAML named, else the first the
+    client tries."""
     name = getattr(mark, "name", "") or ""
-    if name and not name.startswith("<"):
+    if kubeconfig is None and name and not name.startswith("<"):
         return str(name)
-    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return env or str(Path.home() / ".kube" / "config")
+    return _kubeconfig_files(kubeconfig)[0][0]
 
 
 def lines(data: bytes) -> Iterator[str]:

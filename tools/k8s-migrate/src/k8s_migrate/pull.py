@@ -258,7 +258,7 @@ def preflight(
     if live is not None and refuse_live:
         raise held(ns, target.deployment, live)
     notes = [note] if (note := resolve_filestore(cluster, target, deployment)) else []
-    current = cluster.replicas(ns, target.deployment)
+    current = int(deployment.spec.replicas or 0)  # the scale subresource's value
     replicas, remembered, stopped = current, None, False
     if current == 0 and (noted := _annotated_count(annotations)):
         replicas, stopped = noted, lease is not None

@@ -52,6 +52,13 @@ def show(env: dict[str, str], repo: str, snapshot: str, *extra: str) -> dict[str
     return json.loads(backup_ok(env, "show", "--repo", repo, snapshot, "--json", *extra))  # type: ignore[no-any-return]
 
 
+def verify_json(env: dict[str, str], repo: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    """`odbox-backup verify --json`: its exit status (0, or 3 for problems) and report."""
+    result = backup(env, "verify", "--repo", repo, "--json", *extra)
+    assert result.returncode in (0, 3), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
 def store_for(repo: str, moto: MotoServer | None) -> Store:
     if repo.startswith("s3://"):
         assert moto is not None
@@ -92,3 +99,16 @@ def odoo_state(dsn: str, filestore: Path) -> tuple[dict[str, str], dict[str, str
 
     with psycopg.connect(dsn) as conn:
         return table_checksums(conn), filestore_digest(filestore)
+
+
+def key_holding(store: Store, name: str) -> str:
+    """The repository key that holds object `name`: `objects/…` when it is stored alone,
+    else the pack its index places it in (FORMAT.md, "Packs")."""
+    alone = f"objects/{name[:2]}/{name}"
+    if store.exists(alone):
+        return alone
+    for key in store.list("index"):
+        index = json.loads(store.get(key))
+        if any(blob[0] == name for blob in index["blobs"]):
+            return f"packs/{index['pack'][:2]}/{index['pack']}"
+    raise AssertionError(f"object {name[:12]}… is in no pack and not alone")

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, open_repo, show, store_for
+from tests.backup.helpers import backup, backup_ok, key_holding, open_repo, show, store_for
 from tests.odoo_data import add_attachments
 
 
@@ -61,7 +61,8 @@ def test_an_encrypted_box_skips_unchanged_files_and_an_unchanged_database(
 
     # The cache is never trusted for content: an object it names that is gone is stored again.
     victim = manifest["filestore"]["files"][0]["objects"][0]
-    store_for(backend, moto_for(backend, request)).delete(f"objects/{victim[:2]}/{victim}")
+    store = store_for(backend, moto_for(backend, request))
+    store.delete(key_holding(store, victim))
     backup_ok(env, *run)
     assert victim in open_repo(backend, moto_for(backend, request)).known_objects()
     verify = backup(env, "verify", "--repo", backend, "latest", "--read-data", *identity)

@@ -40,11 +40,11 @@ def test_another_format_version_is_refused(backend, env, request):
     backup_ok(env, "init", "--repo", backend)
     store = store_for(backend, moto_for(backend, request))
     config = json.loads(store.get("config.json"))
-    store.put("config.json", json.dumps({**config, "version": 2}).encode())
+    store.put("config.json", json.dumps({**config, "version": 3}).encode())
     result = backup(env, "list", "--repo", backend)
     assert result.returncode == 1
-    assert "is a version 2 repository; this odbox-backup reads version 1 only" in one_error_line(
-        result
+    assert "is a version 3 repository; this odbox-backup reads versions 1 and 2 only" in (
+        one_error_line(result)
     )
 
 

@@ -31,14 +31,39 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
     backup_ok(env, "run", "--repo", str(repo), "--db", "odoo_format", "--filestore", str(filestore))
 
     config = json.loads((repo / "config.json").read_text())
-    assert config["format"] == "odbox-backup" and config["version"] == 1
+    assert config["format"] == "odbox-backup" and config["version"] == 2
+    assert config["packing"] == {"below": 1 << 20, "target": 8 << 20}
     assert re.fullmatch(r"[0-9a-f]{32}", config["id"]) and config["recipients"] == [recipient]
     assert config["compression"] == "zstd" and config["chunking"]["algorithm"] == "fastcdc2020"
 
     objects = sorted(p for p in (repo / "objects").rglob("*") if p.is_file())
+    alone = {p.name for p in objects}
+    stored = {}
     for path in objects:
         assert path.parent.name == path.name[:2] and re.fullmatch(r"[0-9a-f]{64}", path.name)
-        assert hashlib.sha256(_open(path, key)).hexdigest() == path.name
+        stored[path.name] = _open(path, key)
+        assert hashlib.sha256(stored[path.name]).hexdigest() == path.name
+
+    # Packs: `age -d | zstd -d` gives their objects concatenated; the plain index says where
+    # each object's zstd frame is in the decrypted pack.
+    packs = sorted(p for p in (repo / "packs").rglob("*") if p.is_file())
+    assert packs and {p.name for p in (repo / "index").iterdir()} == {p.name for p in packs}
+    for path in packs:
+        assert path.parent.name == path.name[:2] and re.fullmatch(r"[0-9a-f]{64}", path.name)
+        index = json.loads((repo / "index" / path.name).read_text())
+        assert index["pack"] == path.name
+        frames = subprocess.run(["age", "-d", "-i", str(key), str(path)], capture_output=True,
+                                check=True).stdout  # fmt: skip
+        contents = []
+        for name, offset, length in index["blobs"]:
+            frame = frames[offset : offset + length]
+            content = subprocess.run(["zstd", "-d", "-c"], input=frame, capture_output=True,
+                                     check=True).stdout  # fmt: skip
+            assert hashlib.sha256(content).hexdigest() == name and len(content) < 1 << 20
+            stored[name] = content
+            contents.append(content)
+        assert sum(length for _, _, length in index["blobs"]) == len(frames)
+        assert _open(path, key) == b"".join(contents)
 
     [snapshot] = list((repo / "snapshots").iterdir())
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", snapshot.name)
@@ -47,11 +72,14 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
     assert set(manifest) >= {"time", "host", "mode", "source", "database", "odoo", "filestore",
                              "totals"}  # fmt: skip
     named = set(manifest["database"]["objects"])
+    named_by_dump = set(named)
     for entry in manifest["filestore"]["files"]:
-        content = b"".join(_open(repo / "objects" / n[:2] / n, key) for n in entry["objects"])
+        content = b"".join(stored[n] for n in entry["objects"])
         assert content == (filestore / entry["path"]).read_bytes()
         assert len(content) == entry["size"]
         named |= set(entry["objects"])
-    assert named == {p.name for p in objects}  # nothing stored that the snapshot does not name
+        if entry["size"] < 1 << 20:  # a small file is packed (alone only if a dump has it too)
+            assert entry["objects"][0] not in alone or entry["objects"][0] in named_by_dump
+    assert named == set(stored)  # nothing stored that the snapshot does not name
     assert any(len(f["objects"]) > 1 for f in manifest["filestore"]["files"])  # large files cut
     assert list((repo / "locks").iterdir()) == []

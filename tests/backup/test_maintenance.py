@@ -8,39 +8,46 @@ import random
 import psycopg
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, backup_run, open_repo, show, store_for
+from tests.backup.helpers import (
+    backup,
+    backup_ok,
+    backup_run,
+    key_holding,
+    open_repo,
+    show,
+    store_for,
+    verify_json,
+)
 from tests.helpers import one_error_line
-from tests.odoo_data import add_attachments, filestore_digest, table_checksums
-
-
-def _verify(env, repo, *extra):
-    result = backup(env, "verify", "--repo", repo, "--json", *extra)
-    assert result.returncode in (0, 3), result.stderr
-    return result.returncode, json.loads(result.stdout)
+from tests.odoo_data import add_attachments, filestore_digest, store_file, table_checksums
 
 
 def test_verify_finds_missing_and_damaged_objects(odoo, backend, env, request):
+    store_file(odoo[2], random.Random(3).randbytes(2 << 20))  # a large file: stored alone
     backup_ok(env, "init", "--repo", backend)
     backup_run(env, backend, odoo)
     backup_run(env, backend, odoo)
-    code, report = _verify(env, backend, "--read-data")
+    code, report = verify_json(env, backend, "--read-data")
     assert code == 0 and report["ok"] and len(report["snapshots"]) == 2
     assert report["objects"]["read"] == report["objects"]["referenced"] > 0
     assert "verify ok: 2 snapshots" in backup_ok(env, "verify", "--repo", backend)
 
     manifest = show(env, backend, "latest")
     files = sorted(manifest["filestore"]["files"], key=lambda f: f["size"])
-    damaged, missing = files[-1]["objects"][0], files[-2]["objects"][0]
+    # A small file, in a pack, and the large file, alone: two keys.
+    damaged, missing = files[2]["objects"][0], files[-1]["objects"][0]
     store = store_for(backend, moto_for(backend, request))
-    blob = bytearray(store.get(f"objects/{damaged[:2]}/{damaged}"))
+    damaged_key, missing_key = key_holding(store, damaged), key_holding(store, missing)
+    assert damaged_key != missing_key
+    blob = bytearray(store.get(damaged_key))
     blob[len(blob) // 2] ^= 0x01
-    store.put(f"objects/{damaged[:2]}/{damaged}", bytes(blob))
-    store.delete(f"objects/{missing[:2]}/{missing}")
+    store.put(damaged_key, bytes(blob))
+    store.delete(missing_key)
 
-    code, report = _verify(env, backend)  # presence only: the damage is not seen, the gap is
+    code, report = verify_json(env, backend)  # presence only: the damage is not seen, the gap is
     assert code == 3 and not report["ok"]
     assert all("1 objects are missing" in " ".join(s["problems"]) for s in report["snapshots"])
-    code, report = _verify(env, backend, "--read-data", manifest["id"])
+    code, report = verify_json(env, backend, "--read-data", manifest["id"])
     assert code == 3 and [s["id"] for s in report["snapshots"]] == [manifest["id"]]
     problems = " ".join(report["problems"])
     assert "missing" in problems and "damaged" in problems
@@ -75,7 +82,7 @@ def test_prune_forgets_by_policy_and_deletes_only_unused_objects(odoo, backend, 
     kept = set(repo.objects_of(repo.read_snapshot(ids[2])))
     assert repo.known_objects() == kept  # every unused object went, every used one stayed
     assert len(before - kept) == dry["objects_deleted"]
-    code, report = _verify(env, backend, "--read-data")
+    code, report = verify_json(env, backend, "--read-data")
     assert code == 0, report["problems"]
 
     result = backup(env, "prune", "--repo", backend)

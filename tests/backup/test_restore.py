@@ -9,7 +9,16 @@ import psycopg
 import pytest
 
 from tests.backup.conftest import moto_for
-from tests.backup.helpers import backup, backup_ok, backup_run, db_dsn, odoo_state, show, store_for
+from tests.backup.helpers import (
+    backup,
+    backup_ok,
+    backup_run,
+    db_dsn,
+    key_holding,
+    odoo_state,
+    show,
+    store_for,
+)
 from tests.helpers import one_error_line
 from tests.odoo_data import add_attachments
 
@@ -58,7 +67,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
     manifest = show(env, backend, "latest")
     victim = max(manifest["filestore"]["files"], key=lambda f: f["size"])["objects"][0]
     store = store_for(backend, moto_for(backend, request))
-    key = f"objects/{victim[:2]}/{victim}"
+    key = key_holding(store, victim)
     if damage == "corrupt":
         blob = bytearray(store.get(key))
         blob[len(blob) // 2] ^= 0xFF

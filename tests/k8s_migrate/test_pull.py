@@ -89,7 +89,8 @@ def test_pull_into_a_repository_restores_every_row_and_file(shop: Shop) -> None:
     # a transfer cannot slip through), and the sweeps did see the repository's own writes.
     assert gap < 0.5, gap
     written = {path for path, writing in opened if writing}
-    own = tuple(f"{shop.repo}/{folder}/" for folder in ("objects", "locks", "snapshots"))
+    own = tuple(f"{shop.repo}/{folder}/"
+                for folder in ("objects", "packs", "index", "locks", "snapshots"))  # fmt: skip
     assert any(path.startswith(own) for path in written), opened
     outside = {path for path in written if not path.startswith((*own, f"{journal}/"))}
     assert outside == set(), outside

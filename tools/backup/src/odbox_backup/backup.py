@@ -264,7 +264,7 @@ def store_file(
             if not more:
                 raise BackupFailed(f"a file ended after {len(data)} of its {size} bytes")
             data += more
-        name, new = repo.put_object(data)
+        name, new = repo.put_object(data, small_file=True)
         counters.add(len(data), new)
         progress.advance(len(data))
         return [name]
@@ -283,7 +283,7 @@ def _store_local(repo: Repository, f: IO[bytes], size: int, max_whole: int, coun
     if size > max_whole:
         return _store_stream(repo, f, counters, progress), counters.bytes - before
     data = f.read()
-    name, new = repo.put_object(data)
+    name, new = repo.put_object(data, small_file=True)
     counters.add(len(data), new)
     progress.advance(len(data))
     return [name], len(data)

@@ -407,6 +407,7 @@ def prune(
                           for d in result.decisions],
             "forgotten": result.forgotten,
             "objects_deleted": result.objects_deleted,
+            "packs_rewritten": result.packs_rewritten,
         })  # fmt: skip
         return
     console.table(f"{policy.describe()}{' (dry run)' if dry_run else ''}",
@@ -415,6 +416,11 @@ def prune(
     console.say(
         f"{verb} {len(result.forgotten)} of {len(result.decisions)} snapshots and "
         f"{'would delete' if dry_run else 'deleted'} {result.objects_deleted} unused objects"
+        + (
+            f" ({'would rewrite' if dry_run else 'rewrote'} {result.packs_rewritten} packs)"
+            if result.packs_rewritten
+            else ""
+        )
     )
 
 

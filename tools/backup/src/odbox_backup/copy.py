@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from odbox_backup.backup import Progress
-from odbox_backup.repository import Repository
+from odbox_backup.repository import Repository, file_entries
 
 
 @dataclass
@@ -32,12 +32,14 @@ def copy_snapshot(
         return Copied(snapshot_id, True, 0, 0)
     manifest = source.read_snapshot(snapshot_id)
     known = destination.known_objects()
-    wanted = [n for n in dict.fromkeys(source.objects_of(manifest)) if n not in known]
+    wanted = sorted({n for n in source.objects_of(manifest) if n not in known},
+                    key=source.read_order)  # fmt: skip
+    whole_files = {e["objects"][0] for e in file_entries(manifest) if len(e["objects"]) == 1}
     progress.phase(f"copying snapshot {snapshot_id}: {len(wanted)} objects to send")
     sent = 0
     for name in wanted:
         content = source.get_object(name)
-        destination.put_object(content)
+        destination.put_object(content, small_file=name in whole_files)
         sent += len(content)
         progress.advance(len(content))
     destination.write_snapshot({**manifest, "source": "copy"})

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from odbox_backup.backup import Counters, Progress, find_pg_tool
-from odbox_backup.repository import Repository, file_entries
+from odbox_backup.backup import BackupFailed, Counters, Progress, find_pg_tool, store_file
+from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
@@ -158,7 +158,7 @@ def export_zip(
                 _write_dump_sql(repo, manifest, sink, pg_bin, progress)
             fs = manifest["filestore"]
             progress.phase(f"writing filestore/: {fs['count']} files", fs["bytes"])
-            for entry in file_entries(manifest):
+            for entry in repo.files_in_read_order(manifest):
                 info = zipfile.ZipInfo(f"filestore/{entry['path']}", time.gmtime()[:6])
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with zf.open(info, "w", force_zip64=entry["size"] > (1 << 30)) as sink:
@@ -344,7 +344,12 @@ def import_backup(
             total = 0
             for rel, size in source.files():
                 with source.open_file(rel) as stream:
-                    objects, got = _store(repo, stream, counters, progress)
+                    before = counters.bytes
+                    try:
+                        objects = store_file(repo, stream, size, counters, progress)
+                    except BackupFailed as e:
+                        raise OdooZipError(f"{rel} in {source.name}: {e}") from e
+                    got = counters.bytes - before + len(stream.read(1))
                 if got != size:
                     raise OdooZipError(f"{rel} in {source.name} gave {got} bytes, not {size}")
                 files.append({"path": rel, "size": size, "objects": objects})

@@ -19,8 +19,10 @@ rather than read as "keep nothing".
 
 Deleting, under the repository's lock: first every manifest of the
 snapshots kept is read (if one cannot be, nothing is deleted); then the
-forgotten manifests are deleted; then every object no kept snapshot names.
-Killed part-way, a manifest is either there with all its objects or gone.
+forgotten manifests are deleted; then every object no kept snapshot names. A
+pack that holds unused objects is rewritten: its used objects go into new packs,
+which are flushed to disk before the old pack is deleted. Killed part-way, a
+manifest is either there with all its objects or gone.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, snapshot_time
+from odbox_backup.repository import Repository, RepositoryError, snapshot_time
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -118,6 +120,7 @@ class PruneResult:
     objects_deleted: int
     objects_kept: int
     dry_run: bool
+    packs_rewritten: int = 0
 
 
 def prune(
@@ -137,16 +140,36 @@ def prune(
     for manifest in manifests:
         referenced.update(repo.objects_of(manifest))
     unreferenced = sorted(repo.known_objects() - referenced)
+    if repo.damaged_indexes:
+        raise RepositoryError(
+            f"{repo.damaged_indexes[0]} is damaged: a prune would lose the objects of its pack; "
+            "nothing was deleted (see `odbox-backup verify`)"
+        )
+    packs = repo.packs()
+    rewrite = sorted(p for p, names in packs.items() if not referenced.issuperset(names))
+    alone = [name for name in unreferenced if repo.location(name) is None]
     if dry_run:
-        return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), True)
+        return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), True,
+                           len(rewrite))  # fmt: skip
     for snapshot_id in forgotten:
         repo.store.delete(f"snapshots/{snapshot_id}")
     if forgotten:
         report(f"forgot {len(forgotten)} snapshots; deleting {len(unreferenced)} unused objects")
-    for name in unreferenced:
+    # A pack with unused objects: its used ones go into new packs, on disk before the old
+    # pack is deleted (killed in between, some objects are stored twice until the next prune).
+    live = {name for p in rewrite for name in packs[p] if name in referenced}
+    repo.repack(sorted(live))
+    repo.flush_pack()
+    repo.store.flush()
+    for pack_id in rewrite:
+        repo.delete_pack(pack_id)
+    for pack_id in repo.orphan_packs:
+        repo.store.delete(repo.pack_key(pack_id))
+    for name in alone:
         repo.store.delete(repo.object_key(name))
         repo.known_objects().discard(name)
-    return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), False)
+    return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), False,
+                       len(rewrite))  # fmt: skip
 
 
 def explain(decisions: Sequence[Decision]) -> list[list[str]]:

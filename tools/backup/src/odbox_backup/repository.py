@@ -3,6 +3,12 @@
 Objects and manifests are `zstd(content)`, then age-encrypted to the
 repository's recipients when it has any. An object's name is the SHA-256 of
 its content, checked on every read.
+
+Version 2 stores a small file's content in a pack with many others: one age
+file and one write for hundreds of files, where version 1 made an age header
+(a new X25519 key, as age requires of every file) and a file in the repository
+for each. Each pack has a plain index (names, offsets, lengths) that a box
+without the key can read to know what is stored.
 """
 
 from __future__ import annotations
@@ -23,11 +29,18 @@ from odbox_backup.store import LocalStore, NotFound, Store
 from odbox_common.errors import ToolError, UsageError
 
 FORMAT = "odbox-backup"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # a version 1 repository (no packs) is read, and written as version 1
 CONFIG = "config.json"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ZSTD_LEVEL = 3
 CHUNKING = {"algorithm": "fastcdc2020", "min": 256 << 10, "avg": 1 << 20, "max": 4 << 20}
+# Whole files under `below` bytes go into packs, closed at `target` bytes of zstd frames
+# (restic's default pack is 16 MiB; half that keeps a restore's memory low: it holds one).
+PACKING = {"below": 1 << 20, "target": 8 << 20}
+# A pack is also closed at this many objects: its index and the writer's list of what it
+# holds stay small however tiny the files (a writer's choice, not in config.json).
+PACK_OBJECTS = 1024
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 OBJECT_NAME = re.compile(r"[0-9a-f]{64}")
 
@@ -47,6 +60,8 @@ class Config:
     recipients: tuple[str, ...]
     chunking: dict[str, Any]
     compression_level: int = ZSTD_LEVEL
+    version: int = VERSION
+    packing: dict[str, int] | None = None  # None in version 1: every content is an object
 
     @property
     def encrypted(self) -> bool:
@@ -55,13 +70,14 @@ class Config:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "id": self.id,
             "created": self.created,
             "compression": "zstd",
             "compression_level": self.compression_level,
             "chunking": self.chunking,
             "recipients": list(self.recipients),
+            **({"packing": self.packing} if self.packing is not None else {}),
         }
 
 
@@ -167,6 +183,22 @@ def json_pieces(value: Any, batch: int = 2000) -> Iterator[str]:
         yield json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def parse_index(data: bytes, pack_id: str) -> list[tuple[str, int, int]]:
+    """An `index/<pack ID>` file's blobs: (name, offset, length) in the decrypted pack."""
+    document = json.loads(data)
+    if not isinstance(document, dict) or document.get("pack") != pack_id:
+        raise ValueError(f"index {pack_id[:12]}… is not that pack's")
+    blobs = []
+    for item in document["blobs"]:
+        name, offset, length = item
+        if (not isinstance(name, str) or not OBJECT_NAME.fullmatch(name)
+                or type(offset) is not int or type(length) is not int
+                or offset < 0 or length <= 0):  # fmt: skip
+            raise ValueError(f"index {pack_id[:12]}… holds a bad entry")
+        blobs.append((name, offset, length))
+    return blobs
+
+
 def new_snapshot_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -186,6 +218,19 @@ class Repository:
         self._known: set[str] | None = None
         self._unsynced: set[str] | None = None
         self._listing = threading.Lock()  # the dump and the filestore threads both ask
+        # Packs (version 2): where each packed blob is, each pack's blobs, the pack being
+        # filled, and the last pack read (sorted reads read each pack once).
+        # Read only when an object is read: a run, which only writes, never holds them.
+        self._where: dict[str, tuple[str, int, int]] | None = None
+        self._packs: dict[str, list[str]] = {}
+        self.orphan_packs: list[str] = []  # packs without an index: a killed run's
+        self.damaged_indexes: list[str] = []
+        self._filling = threading.Lock()
+        self._frames: list[bytes] = []
+        self._blobs: list[tuple[str, int, int]] = []
+        self._filled = 0
+        self._reading = threading.Lock()
+        self._last_pack: tuple[str, bytes | RepositoryError] | None = None
 
     # ------------------------------------------------------------ opening
 
@@ -203,6 +248,7 @@ class Repository:
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             recipients=tuple(r.strip() for r in recipients if r.strip()),
             chunking=dict(CHUNKING),
+            packing=dict(PACKING),
         )
         store.put(CONFIG, (json.dumps(config.to_json(), indent=2) + "\n").encode())
         return cls(store, config)
@@ -222,10 +268,10 @@ class Repository:
         except (ValueError, AttributeError) as e:
             raise RepositoryError(f"{store.url}/{CONFIG} is damaged or foreign: {e}") from e
         version = document.get("version")
-        if version != VERSION:
+        if version not in READS:
             raise RepositoryError(
                 f"{store.url} is a version {version} repository; this odbox-backup reads "
-                f"version {VERSION} only"
+                f"versions {' and '.join(map(str, READS))} only"
             )
         try:
             config = Config(
@@ -234,6 +280,15 @@ class Repository:
                 recipients=tuple(document.get("recipients", [])),
                 chunking=dict(document["chunking"]),
                 compression_level=int(document.get("compression_level", ZSTD_LEVEL)),
+                version=int(version),
+                packing=(
+                    {
+                        "below": int(document["packing"]["below"]),
+                        "target": int(document["packing"]["target"]),
+                    }
+                    if version >= 2
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RepositoryError(f"{store.url}/{CONFIG} lacks a field: {e}") from e
@@ -242,11 +297,14 @@ class Repository:
     # ------------------------------------------------------------ encoding
 
     def encode(self, content: bytes) -> bytes:
+        return self._seal(self._compress(content))
+
+    def _compress(self, content: bytes) -> bytes:
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
             level = self.config.compression_level
             compressor = self._local.compressor = zstandard.ZstdCompressor(level=level)
-        return self._seal(compressor.compress(content))
+        return bytes(compressor.compress(content))
 
     def encode_json(self, document: Any) -> bytes:
         """`encode(json)` without the whole JSON text in memory: it is compressed as it is
@@ -274,6 +332,9 @@ class Repository:
         return bytes(pyrage.encrypt(frame, self._recipients))
 
     def decode(self, blob: bytes, what: str) -> bytes:
+        return self._decompress(self._unseal(blob, what), what)
+
+    def _unseal(self, blob: bytes, what: str) -> bytes:
         if blob.startswith(AGE_MAGIC):
             if not self.identities:
                 raise RepositoryError(
@@ -291,6 +352,9 @@ class Repository:
                 ) from e
         elif self._recipients:
             raise CorruptObject(f"{what} should be encrypted but is not: the repository is damaged")
+        return blob
+
+    def _decompress(self, blob: bytes | memoryview, what: str) -> bytes:
         try:
             decompressor = getattr(self._local, "decompressor", None)
             if decompressor is None:
@@ -307,8 +371,17 @@ class Repository:
     def object_key(name: str) -> str:
         return f"objects/{name[:2]}/{name}"
 
+    @staticmethod
+    def pack_key(pack_id: str) -> str:
+        return f"packs/{pack_id[:2]}/{pack_id}"
+
+    @staticmethod
+    def index_key(pack_id: str) -> str:
+        return f"index/{pack_id}"
+
     def known_objects(self) -> set[str]:
-        """Names of every stored object (listed once, then kept up to date by `put_object`)."""
+        """Names of every stored object, alone or in a pack (listed once, then kept up to
+        date by `put_object`)."""
         if self._known is None:
             self._list_objects()
         assert self._known is not None
@@ -316,18 +389,20 @@ class Repository:
 
     def unsynced_objects(self) -> set[str]:
         """Objects that may not be on disk: in a local repository, those written after the
-        newest manifest. Objects are written without an fsync each, and every writer flushes
-        them all before its manifest (FORMAT.md, "Atomic writes"); so an object newer than
-        every manifest was written by a run that died first and, after a power cut, could be
-        empty. It is not trusted for dedup: a run that needs it writes it again."""
+        newest manifest (alone, or in a pack whose index is that new). Objects are written
+        without an fsync each, and every writer flushes them all before its manifest
+        (FORMAT.md, "Atomic writes"); so an object newer than every manifest was written by
+        a run that died first and, after a power cut, could be empty. It is not trusted for
+        dedup: a run that needs it writes it again."""
         if self._unsynced is None:
             self._list_objects()
         assert self._unsynced is not None
         return self._unsynced
 
     def _list_objects(self) -> None:
-        """One listing for both sets; no per-object record beyond its name (a repository
-        holds an object per filestore file: hundreds of thousands)."""
+        """One listing for both sets; no per-object record beyond its name, and for a packed
+        one its place (a repository holds an object per filestore file: hundreds of
+        thousands)."""
         with self._listing:
             if self._known is None:
                 self._known, self._unsynced = self._listed()
@@ -335,43 +410,206 @@ class Repository:
     def _listed(self) -> tuple[set[str], set[str]]:
         known: set[str] = set()
         unsynced: set[str] = set()
+        local = isinstance(self.store, LocalStore)
+        newest = -1
         if isinstance(self.store, LocalStore):
             newest = max((mtime for _, mtime in self.store.mtimes("snapshots")), default=-1)
-            for key, mtime in self.store.mtimes("objects"):
-                name = key.rsplit("/", 1)[1]
-                if OBJECT_NAME.fullmatch(name):
-                    known.add(name)
-                    if mtime > newest:
-                        unsynced.add(name)
+            listing: Iterable[tuple[str, int]] = self.store.mtimes("objects")
         else:
-            for key in self.store.list("objects"):
-                name = key.rsplit("/", 1)[1]
-                if OBJECT_NAME.fullmatch(name):
-                    known.add(name)
+            listing = ((key, 0) for key in self.store.list("objects"))
+        for key, mtime in listing:
+            name = key.rsplit("/", 1)[1]
+            if OBJECT_NAME.fullmatch(name):
+                known.add(name)
+                if local and mtime > newest:
+                    unsynced.add(name)
+        if self.config.packing is not None:
+            self._read_indexes(known, unsynced, newest if local else None)
         return known, unsynced
 
-    def put_object(self, content: bytes) -> tuple[str, bool]:
-        """Store `content` unless it is there; its name, and whether it was new."""
+    def _read_indexes(
+        self,
+        known: set[str],
+        unsynced: set[str],
+        newest: int | None,
+        where: dict[str, tuple[str, int, int]] | None = None,
+        packs_out: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Every pack's index: its blobs become known (and unsynced when the index is newer
+        than every manifest), and with `where`, their places. A pack without an index is a
+        killed run's leftover, an index without its pack names nothing stored."""
+        packs = {k.rsplit("/", 1)[1] for k in self.store.list("packs")}
+        packs = {p for p in packs if OBJECT_NAME.fullmatch(p)}
+        if isinstance(self.store, LocalStore):
+            # Oldest first, so the newest index of an object wins: a run that found an
+            # unsynced pack after a power cut stored its objects again, in a newer pack.
+            listing: Iterable[tuple[str, int]] = sorted(
+                self.store.mtimes("index"), key=lambda item: item[1]
+            )
+        else:
+            listing = ((key, 0) for key in self.store.list("index"))
+        indexed: set[str] = set()
+        damaged: list[str] = []
+        for key, mtime in listing:
+            pack_id = key.rsplit("/", 1)[1]
+            if not OBJECT_NAME.fullmatch(pack_id) or pack_id not in packs:
+                continue
+            indexed.add(pack_id)
+            try:
+                blobs = parse_index(self.store.get(key), pack_id)
+            except (ValueError, NotFound):
+                damaged.append(key)
+                continue
+            fresh = newest is not None and mtime > newest
+            for name, offset, length in blobs:
+                known.add(name)
+                if fresh:
+                    unsynced.add(name)
+                if where is not None:
+                    where[name] = (pack_id, offset, length)
+            if packs_out is not None:
+                packs_out[pack_id] = [name for name, _, _ in blobs]
+        self.orphan_packs = sorted(packs - indexed)
+        self.damaged_indexes = damaged
+
+    def _locate(self) -> dict[str, tuple[str, int, int]]:
+        """Where each packed object is (the indexes read again, once, on the first read)."""
+        if self._where is None:
+            self.known_objects()
+            with self._listing:
+                if self._where is None:
+                    where: dict[str, tuple[str, int, int]] = {}
+                    packs: dict[str, list[str]] = {}
+                    if self.config.packing is not None:
+                        self._read_indexes(set(), set(), None, where, packs)
+                    self._packs, self._where = packs, where
+        return self._where
+
+    def packs(self) -> dict[str, list[str]]:
+        """Each indexed pack's blob names, in pack order."""
+        self._locate()
+        return self._packs
+
+    def location(self, name: str) -> tuple[str, int] | None:
+        """(pack ID, offset) of a packed object, None for one stored alone."""
+        where = self._locate().get(name)
+        return (where[0], where[1]) if where else None
+
+    def read_order(self, name: str) -> tuple[str, int, str]:
+        """A sort key that reads objects alone first, then each pack once, front to back."""
+        where = self.location(name)
+        return (where[0], where[1], name) if where else ("", 0, name)
+
+    def put_object(self, content: bytes, *, small_file: bool = False) -> tuple[str, bool]:
+        """Store `content` unless it is there; its name, and whether it was new. A
+        `small_file` (a whole file's content) under `packing.below` bytes goes into a pack."""
         name = hashlib.sha256(content).hexdigest()
         known = self.known_objects()
         unsynced = self.unsynced_objects()
         if name in known and name not in unsynced:
             return name, False
-        self.store.put(self.object_key(name), self.encode(content), sync=False)
+        packing = self.config.packing
+        if small_file and packing is not None and len(content) < packing["below"]:
+            self._add_to_pack(name, self._compress(content))
+        else:
+            self.store.put(self.object_key(name), self.encode(content), sync=False)
         known.add(name)
         unsynced.discard(name)
         return name, True
 
+    def repack(self, names: Sequence[str]) -> None:
+        """Write these packed objects into new packs (prune's, for packs partly unused);
+        `flush_pack` and `Store.flush` before the old packs are deleted."""
+        for name in sorted(names, key=self.read_order):
+            self._add_to_pack(name, self._compress(self.get_object(name)))
+
+    def _add_to_pack(self, name: str, frame: bytes) -> None:
+        assert self.config.packing is not None
+        with self._filling:
+            self._blobs.append((name, self._filled, len(frame)))
+            self._frames.append(frame)
+            self._filled += len(frame)
+            if self._filled < self.config.packing["target"] and len(self._blobs) < PACK_OBJECTS:
+                return
+            frames, blobs = self._take_pack()
+        self._write_pack(frames, blobs)
+
+    def _take_pack(self) -> tuple[list[bytes], list[tuple[str, int, int]]]:
+        frames, blobs = self._frames, self._blobs
+        self._frames, self._blobs, self._filled = [], [], 0
+        return frames, blobs
+
+    def flush_pack(self) -> None:
+        """Write the pack being filled, if any (before a manifest that names its objects)."""
+        with self._filling:
+            frames, blobs = self._take_pack()
+        if blobs:
+            self._write_pack(frames, blobs)
+
+    def _write_pack(self, frames: list[bytes], blobs: list[tuple[str, int, int]]) -> None:
+        """The pack, then its index: a pack without one is a leftover nobody reads."""
+        pack_id = secrets.token_hex(32)
+        data = self._seal(b"".join(frames))
+        frames.clear()
+        self.store.put(self.pack_key(pack_id), data, sync=False)
+        del data
+        index = {"pack": pack_id, "blobs": [[n, o, length] for n, o, length in blobs]}
+        self.store.put(self.index_key(pack_id), json.dumps(index).encode(), sync=False)
+        with self._listing:
+            if self._where is not None:  # else read from the indexes when first needed
+                for name, offset, length in blobs:
+                    self._where[name] = (pack_id, offset, length)
+                self._packs[pack_id] = [name for name, _, _ in blobs]
+
+    def delete_pack(self, pack_id: str) -> None:
+        """Its index first: killed in between, the pack is a leftover the next prune deletes.
+        Its objects are no longer known unless stored elsewhere (as `repack` does first)."""
+        where = self._locate()
+        self.store.delete(self.index_key(pack_id))
+        self.store.delete(self.pack_key(pack_id))
+        with self._listing:
+            for name in self._packs.pop(pack_id, []):
+                if where.get(name, ("",))[0] == pack_id:
+                    del where[name]
+                    if self._known is not None:
+                        self._known.discard(name)
+
     def get_object(self, name: str) -> bytes:
         what = f"object {name[:12]}…"
-        try:
-            blob = self.store.get(self.object_key(name))
-        except NotFound as e:
-            raise CorruptObject(f"{what} is missing from {self.store.url}") from e
-        content = self.decode(blob, what)
+        where = self._locate().get(name)
+        if where is not None:
+            pack_id, offset, length = where
+            data = self._pack_content(pack_id)
+            content = self._decompress(memoryview(data)[offset : offset + length], what)
+        else:
+            try:
+                blob = self.store.get(self.object_key(name))
+            except NotFound as e:
+                raise CorruptObject(f"{what} is missing from {self.store.url}") from e
+            content = self.decode(blob, what)
         if hashlib.sha256(content).hexdigest() != name:
             raise CorruptObject(f"{what} is damaged: its content does not match its name")
         return content
+
+    def _pack_content(self, pack_id: str) -> bytes:
+        """A pack's zstd frames, decrypted; the last pack read is kept (and so is why it
+        could not be read, so a damaged pack is not read again for each of its objects)."""
+        with self._reading:
+            last = self._last_pack
+            if last is None or last[0] != pack_id:
+                self._last_pack = None  # one pack in memory at a time
+                what = f"pack {pack_id[:12]}…"
+                value: bytes | RepositoryError
+                try:
+                    value = self._unseal(self.store.get(self.pack_key(pack_id)), what)
+                except NotFound:
+                    value = CorruptObject(f"{what} is missing from {self.store.url}")
+                except RepositoryError as e:
+                    value = e
+                last = self._last_pack = (pack_id, value)
+        if isinstance(last[1], RepositoryError):
+            raise last[1]
+        return last[1]
 
     def chunker(self) -> Any:
         from pyfastcdc import FastCDC
@@ -400,6 +638,7 @@ class Repository:
     def write_snapshot(self, manifest: dict[str, Any]) -> None:
         snapshot_id = str(manifest["id"])
         blob = self.encode_json(manifest)
+        self.flush_pack()
         self.store.flush()  # every object the manifest names is on disk before it is
         self.store.put(f"snapshots/{snapshot_id}", blob)
 
@@ -451,6 +690,22 @@ class Repository:
                 f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)"
             )
         raise UsageError(f"{ref} matches {len(matches)} snapshots: give more of the ID")
+
+    def files_in_read_order(self, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """A manifest's `filestore.files` entries, those of one packed object last and
+        sorted by pack and offset: each pack is read once. Memory: a small tuple per file."""
+        files = manifest["filestore"]["files"]
+        later: list[tuple[str, int, int]] = []
+        for i, entry in enumerate(file_entries(manifest)):
+            where = self.location(entry["objects"][0]) if len(entry["objects"]) == 1 else None
+            if where is None:
+                yield entry
+            else:
+                later.append((where[0], where[1], i))
+        later.sort()
+        for _, _, i in later:
+            item = files[i]
+            yield json.loads(item) if isinstance(item, str) else item
 
     def objects_of(self, manifest: dict[str, Any]) -> Iterator[str]:
         yield from manifest["database"]["objects"]

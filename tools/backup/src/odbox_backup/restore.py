@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from odbox_backup.backup import Progress, find_pg_tool
-from odbox_backup.repository import CorruptObject, Repository, file_entries
+from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService
 from odbox_common.errors import ToolError
 from odbox_common.files import fsync_dir, sync_filesystem
@@ -225,7 +225,7 @@ def _write_files(
 ) -> tuple[int, int]:
     folder.mkdir(mode=0o750)
     count = total = 0
-    for entry in file_entries(manifest):
+    for entry in repo.files_in_read_order(manifest):
         if cancel is not None and cancel.is_set():
             raise RestoreFailed("the restore of the database failed; the files were not finished")
         rel = Path(entry["path"])

@@ -1,7 +1,8 @@
 """`odbox-backup verify`: is every snapshot whole, and (with --read-data) is every byte right?
 
 Without `--read-data` it reads every manifest and checks that each object it
-names is in the repository (one listing, no object is downloaded). With
+names is in the repository (one listing and the packs' indexes, no object is
+downloaded); a damaged index is a problem too. With
 `--read-data` it also reads every object the snapshots name, once each,
 checks its content against its name, and checks that the sizes add up to
 each file's and each dump's size. Problems are collected, not raised: the
@@ -40,14 +41,18 @@ class VerifyReport:
     bytes_read: int = 0
     objects_unreferenced: int = 0
     leftovers: int = 0
+    orphan_packs: int = 0
+    damaged_indexes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.snapshots)
+        return all(s.ok for s in self.snapshots) and not self.damaged_indexes
 
     @property
     def problems(self) -> list[str]:
-        return [f"snapshot {s.id}: {p}" for s in self.snapshots for p in s.problems]
+        damaged = [f"{key} is damaged: the objects of its pack cannot be found"
+                   for key in self.damaged_indexes]  # fmt: skip
+        return damaged + [f"snapshot {s.id}: {p}" for s in self.snapshots for p in s.problems]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,7 @@ class VerifyReport:
                 "unreferenced": self.objects_unreferenced,
             },
             "temp_files": self.leftovers,
+            "orphan_packs": self.orphan_packs,
             "problems": self.problems,
         }
 
@@ -93,6 +99,8 @@ def verify(
         manifests.append((entry, manifest))
     report.objects_referenced = len(referenced)
     report.objects_unreferenced = len(known - referenced)
+    report.orphan_packs = len(repo.orphan_packs)
+    report.damaged_indexes = list(repo.damaged_indexes)
     if isinstance(repo.store, LocalStore):
         report.leftovers = sum(1 for _ in repo.store.temp_files())
     if not read_data:
@@ -100,7 +108,7 @@ def verify(
 
     sizes: dict[str, int] = {}
     bad: dict[str, str] = {}
-    for name in sorted(referenced & known):
+    for name in sorted(referenced & known, key=repo.read_order):  # each pack read once
         try:
             content = repo.get_object(name)
         except RepositoryError as e:

@@ -1,0 +1,174 @@
+"""Packs (FORMAT.md, "Packs"): small files share one file, prune rewrites packs it half
+empties, a killed prune loses nothing, a damaged index is reported and stops prune, and a
+version 1 repository (no packs) is still read and written as version 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psycopg
+
+from odbox_backup.repository import Repository
+from tests.backup.conftest import moto_for
+from tests.backup.helpers import (
+    ODBOX_BACKUP,
+    backup,
+    backup_ok,
+    backup_run,
+    open_repo,
+    show,
+    store_for,
+    verify_json,
+)
+from tests.helpers import one_error_line
+
+
+def _drop_half_the_small_files(dsn, filestore) -> list[str]:
+    """Delete every other attachment under 1 MiB, row and file, as Odoo's garbage collector
+    would; the files deleted."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT id, store_fname FROM ir_attachment WHERE file_size BETWEEN 1 AND 1048575"
+            " ORDER BY id"
+        ).fetchall()
+        gone = rows[::2]
+        conn.execute("DELETE FROM ir_attachment WHERE id = ANY(%s)", [[r[0] for r in gone]])
+        conn.commit()
+    for _, fname in gone:
+        (filestore / fname).unlink()
+    return [str(fname) for _, fname in gone]
+
+
+def _keys(store, prefix):
+    return {key.rsplit("/", 1)[1] for key in store.list(prefix)}
+
+
+def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backend, env, request):
+    _, dsn, filestore = odoo
+    backup_ok(env, "init", "--repo", backend)
+    backup_run(env, backend, odoo)
+    store = store_for(backend, moto_for(backend, request))
+    first_packs = _keys(store, "packs")
+    small = [f for f in show(env, backend, "latest")["filestore"]["files"]
+             if 0 < f["size"] < 1 << 20]  # fmt: skip
+    assert len(first_packs) == 1 and len(small) > 5  # every small file in the one pack
+    assert not any(store.exists(f"objects/{f['objects'][0][:2]}/{f['objects'][0]}")
+                   for f in small)  # fmt: skip
+
+    gone = _drop_half_the_small_files(dsn, filestore)
+    backup_run(env, backend, odoo)
+    repo = open_repo(backend, moto_for(backend, request))
+    ids = repo.snapshot_ids()
+    before = set(repo.known_objects())
+
+    dry = json.loads(backup_ok(env, "prune", "--repo", backend, "--keep-last", "1", "--dry-run",
+                               "--json"))  # fmt: skip
+    assert dry["packs_rewritten"] == 1 and dry["objects_deleted"] >= len(gone)
+    assert (
+        _keys(store, "packs") == first_packs
+        and open_repo(backend, moto_for(backend, request)).known_objects() == before
+    )
+
+    out = backup_ok(env, "prune", "--repo", backend, "--keep-last", "1")
+    assert "rewrote 1 packs" in out
+    repo = open_repo(backend, moto_for(backend, request))
+    assert repo.snapshot_ids() == ids[1:]
+    kept = set(repo.objects_of(repo.read_snapshot(ids[1])))
+    assert repo.known_objects() == kept  # the deleted files' objects went with the old pack
+    packs = _keys(store, "packs")
+    assert packs and not packs & first_packs and _keys(store, "index") == packs
+    code, report = verify_json(env, backend, "--read-data")
+    assert code == 0 and report["objects"]["unreferenced"] == 0, report["problems"]
+
+
+def test_a_killed_prune_loses_nothing(odoo, env, tmp_path):
+    _, dsn, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_run(env, repo, odoo)
+    _drop_half_the_small_files(dsn, filestore)
+    backup_run(env, repo, odoo)
+    kept = show(env, repo, "latest")
+    prune = [str(ODBOX_BACKUP), "prune", "--repo", repo, "--keep-last", "1"]
+    store = store_for(repo, None)
+    initial = set(store.list(""))
+    delay, kills, mid_work = 0.02, 0, 0
+    while True:  # kill it ever later until one prune finishes on its own
+        child = subprocess.Popen(prune, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)  # fmt: skip
+        try:
+            child.wait(delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            kills += 1
+            mid_work += set(store.list("")) - {k for k in store.list("locks")} != initial
+            code, report = verify_json(env, repo, "--read-data")
+            assert code == 0, report["problems"]  # every snapshot listed is whole
+            delay += 0.01
+            continue
+        assert child.returncode == 0, child.stderr.read()
+        break
+    assert kills >= 3 and mid_work >= 1  # some kills came after it had changed something
+    assert _keys(store, "index") == _keys(store, "packs")  # the leftovers are gone
+    assert [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", repo, "--json"))] == [
+        kept["id"]
+    ]
+    code, report = verify_json(env, repo, "--read-data")
+    assert code == 0 and report["objects"]["unreferenced"] == 0 and report["orphan_packs"] == 0
+
+
+def test_a_damaged_index_is_reported_and_stops_prune(odoo, backend, env, request):
+    backup_ok(env, "init", "--repo", backend)
+    backup_run(env, backend, odoo)
+    backup_run(env, backend, odoo)
+    store = store_for(backend, moto_for(backend, request))
+    [index] = list(store.list("index"))
+    store.put(index, b'{"pack": "not this one"')
+
+    code, report = verify_json(env, backend)
+    assert code == 3 and any(index in p and "damaged" in p for p in report["problems"])
+    result = backup(env, "prune", "--repo", backend, "--keep-last", "1")
+    assert result.returncode == 1 and "nothing was deleted" in one_error_line(result)
+    assert len(open_repo(backend, moto_for(backend, request)).snapshot_ids()) == 2
+    # A run does not trust what it cannot read: the small files go into a new pack.
+    backup_run(env, backend, odoo)
+    assert len(list(store.list("packs"))) == 2
+    result = backup(env, "verify", "--repo", backend, "latest", "--read-data")
+    assert result.returncode == 3 and "damaged" in result.stdout + result.stderr
+
+
+def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, env, tmp_path):
+    repo = tmp_path / "repo"
+    backup_ok(env, "init", "--repo", str(repo))
+    backup_run(env, str(repo), odoo)
+    orphan = repo / "packs" / "cd" / ("cd" * 32)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(os.urandom(1000))
+    code, report = verify_json(env, str(repo))
+    assert code == 0 and report["orphan_packs"] == 1
+    backup_ok(env, "prune", "--repo", str(repo), "--keep-last", "1")
+    assert not orphan.exists()
+
+
+def test_a_version_1_repository_is_read_and_written_as_version_1(odoo, env, tmp_path):
+    repo = tmp_path / "repo"
+    backup_ok(env, "init", "--repo", str(repo))
+    config = json.loads((repo / "config.json").read_text())
+    del config["packing"]
+    (repo / "config.json").write_text(json.dumps({**config, "version": 1}))
+    backup_run(env, str(repo), odoo)
+    time.sleep(1)
+    backup_run(env, str(repo), odoo)
+    assert not (repo / "packs").exists() and not (repo / "index").exists()
+    assert json.loads((repo / "config.json").read_text())["version"] == 1
+    opened = Repository.open(store_for(str(repo), None))
+    manifest = opened.read_snapshot(opened.snapshot_ids()[-1])
+    for name in opened.objects_of(manifest):
+        assert (repo / "objects" / name[:2] / name).is_file()
+    code, report = verify_json(env, str(repo), "--read-data")
+    assert code == 0 and report["objects"]["read"] == report["objects"]["referenced"]

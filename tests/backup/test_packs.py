@@ -151,6 +151,7 @@ def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, env, tmp_path):
     orphan.write_bytes(os.urandom(1000))
     code, report = verify_json(env, str(repo))
     assert code == 0 and report["orphan_packs"] == 1
+    assert "1 packs a killed run left" in backup_ok(env, "verify", "--repo", str(repo))
     backup_ok(env, "prune", "--repo", str(repo), "--keep-last", "1")
     assert not orphan.exists()
 

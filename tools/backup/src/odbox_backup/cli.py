@@ -362,7 +362,9 @@ def verify(
         console.say(
             f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
             f"({what}; {report.objects_unreferenced} unused objects, "
-            f"{report.leftovers} temp files)"
+            f"{report.leftovers} temp files"
+            + (f", {report.orphan_packs} packs a killed run left" if report.orphan_packs else "")
+            + ")"
         )
     if not report.ok:
         raise typer.Exit(int(ExitCode.PROBLEMS))

@@ -47,7 +47,9 @@ PATHS = {name: os.environ.get(name) for name in ("UV2NIX", "PYPROJECT_NIX", "NIX
 
 
 @pytest.mark.skipif(
-    not all(PATHS.values()), reason="set UV2NIX, PYPROJECT_NIX and NIXPKGS_LIB to fetched copies"
+    not all(PATHS.values()),
+    reason="needs uv2nix, pyproject.nix and nixpkgs lib, which are fetched, never committed, "
+    "and CI cannot reach GitHub: set UV2NIX, PYPROJECT_NIX and NIXPKGS_LIB to local copies",
 )
 def test_uv2nix_loads_the_workspace_with_every_tool():
     expression = (

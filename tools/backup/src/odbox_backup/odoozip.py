@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from odbox_backup.backup import BackupFailed, Counters, Progress, find_pg_tool, store_file
+from odbox_backup.backup import (
+    BackupFailed,
+    Counters,
+    Progress,
+    find_pg_tool,
+    store_dump,
+    store_file,
+)
 from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_common.errors import ToolError, UsageError
@@ -298,22 +305,6 @@ class _FolderSource(_Source):
                     yield path.relative_to(base).as_posix(), path.stat().st_size
 
 
-def _store(repo: Repository, stream: IO[bytes], counters: Counters, progress: Progress,
-           whole: Any = None) -> tuple[list[str], int]:  # fmt: skip
-    names: list[str] = []
-    size = 0
-    for chunk in repo.chunker().cut_stream(stream):
-        data = bytes(chunk.data)
-        if whole is not None:
-            whole.update(data)
-        name, new = repo.put_object(data)
-        counters.add(len(data), new)
-        names.append(name)
-        size += len(data)
-        progress.advance(len(data))
-    return names, size
-
-
 def import_backup(
     repo: Repository,
     path: Path,
@@ -334,11 +325,10 @@ def import_backup(
         odoo = source.manifest() or {}
         member, fmt = source.dump()
         counters = Counters()
-        whole = hashlib.sha256()
         progress.phase(f"importing {member} from {source.name}")
         try:
             with source.open(member) as stream:
-                dump_objects, dump_size = _store(repo, stream, counters, progress, whole)
+                dump = store_dump(repo, stream, counters, progress)
             progress.phase(f"importing the filestore from {source.name}")
             files = []
             total = 0
@@ -375,9 +365,7 @@ def import_backup(
             "name": db_name or str(odoo.get("db_name") or path.stem),
             "pg_version": str(odoo.get("pg_version") or "unknown"),
             "format": fmt,
-            "size": dump_size,
-            "sha256": whole.hexdigest(),
-            "objects": dump_objects,
+            **dump,
         },
         "odoo": {
             "version": str(version) if version else None,

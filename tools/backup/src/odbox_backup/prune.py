@@ -139,7 +139,7 @@ def prune(
     referenced: set[str] = set()
     for manifest in manifests:
         referenced.update(repo.objects_of(manifest))
-    unreferenced = sorted(repo.known_objects() - referenced)
+    unreferenced = sorted(repo.known_objects(with_places=True) - referenced)
     if repo.damaged_indexes:
         raise RepositoryError(
             f"{repo.damaged_indexes[0]} is damaged: a prune would lose the objects of its pack; "
@@ -159,8 +159,7 @@ def prune(
     # pack is deleted (killed in between, some objects are stored twice until the next prune).
     live = {name for p in rewrite for name in packs[p] if name in referenced}
     repo.repack(sorted(live))
-    repo.flush_pack()
-    repo.store.flush()
+    repo.flush()
     for pack_id in rewrite:
         repo.delete_pack(pack_id)
     for pack_id in repo.orphan_packs:

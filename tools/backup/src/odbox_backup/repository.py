@@ -379,11 +379,12 @@ class Repository:
     def index_key(pack_id: str) -> str:
         return f"index/{pack_id}"
 
-    def known_objects(self) -> set[str]:
+    def known_objects(self, *, with_places: bool = False) -> set[str]:
         """Names of every stored object, alone or in a pack (listed once, then kept up to
-        date by `put_object`)."""
-        if self._known is None:
-            self._list_objects()
+        date by `put_object`). `with_places`: also where each packed one is, in the same
+        pass, for a reader (a run, which only writes, does without that memory)."""
+        if self._known is None or (with_places and self._where is None):
+            self._list_objects(with_places)
         assert self._known is not None
         return self._known
 
@@ -395,36 +396,48 @@ class Repository:
         a run that died first and, after a power cut, could be empty. It is not trusted for
         dedup: a run that needs it writes it again."""
         if self._unsynced is None:
-            self._list_objects()
+            self._list_objects(False)
         assert self._unsynced is not None
         return self._unsynced
 
-    def _list_objects(self) -> None:
-        """One listing for both sets; no per-object record beyond its name, and for a packed
-        one its place (a repository holds an object per filestore file: hundreds of
-        thousands)."""
+    def _list_objects(self, with_places: bool) -> None:
+        """One listing for both sets; no per-object record beyond its name, and with
+        `with_places` a packed one's place (a repository holds an object per filestore
+        file: hundreds of thousands). Places asked for after a listing without them read
+        the indexes again."""
         with self._listing:
+            where: dict[str, tuple[str, int, int]] | None = {} if with_places else None
+            packs: dict[str, list[str]] = {}
             if self._known is None:
-                self._known, self._unsynced = self._listed()
+                self._known, self._unsynced = self._listed(where, packs)
+            elif where is not None and self._where is None and self.config.packing is not None:
+                self._read_indexes(set(), set(), None, where, packs)
+            if where is not None and self._where is None:
+                self._where, self._packs = where, packs
 
-    def _listed(self) -> tuple[set[str], set[str]]:
+    def _mtimes(self, prefix: str) -> Iterable[tuple[str, int]]:
+        """(key, modification time in ns) under `prefix`; 0 on S3, whose writes need no
+        "unsynced" rule (a PUT is durable when it returns)."""
+        if isinstance(self.store, LocalStore):
+            return self.store.mtimes(prefix)
+        return ((key, 0) for key in self.store.list(prefix))
+
+    def _listed(
+        self, where: dict[str, tuple[str, int, int]] | None, packs: dict[str, list[str]]
+    ) -> tuple[set[str], set[str]]:
         known: set[str] = set()
         unsynced: set[str] = set()
-        local = isinstance(self.store, LocalStore)
-        newest = -1
+        newest = None
         if isinstance(self.store, LocalStore):
             newest = max((mtime for _, mtime in self.store.mtimes("snapshots")), default=-1)
-            listing: Iterable[tuple[str, int]] = self.store.mtimes("objects")
-        else:
-            listing = ((key, 0) for key in self.store.list("objects"))
-        for key, mtime in listing:
+        for key, mtime in self._mtimes("objects"):
             name = key.rsplit("/", 1)[1]
             if OBJECT_NAME.fullmatch(name):
                 known.add(name)
-                if local and mtime > newest:
+                if newest is not None and mtime > newest:
                     unsynced.add(name)
         if self.config.packing is not None:
-            self._read_indexes(known, unsynced, newest if local else None)
+            self._read_indexes(known, unsynced, newest, where, packs)
         return known, unsynced
 
     def _read_indexes(
@@ -432,22 +445,17 @@ class Repository:
         known: set[str],
         unsynced: set[str],
         newest: int | None,
-        where: dict[str, tuple[str, int, int]] | None = None,
-        packs_out: dict[str, list[str]] | None = None,
+        where: dict[str, tuple[str, int, int]] | None,
+        packs_out: dict[str, list[str]],
     ) -> None:
         """Every pack's index: its blobs become known (and unsynced when the index is newer
         than every manifest), and with `where`, their places. A pack without an index is a
         killed run's leftover, an index without its pack names nothing stored."""
         packs = {k.rsplit("/", 1)[1] for k in self.store.list("packs")}
         packs = {p for p in packs if OBJECT_NAME.fullmatch(p)}
-        if isinstance(self.store, LocalStore):
-            # Oldest first, so the newest index of an object wins: a run that found an
-            # unsynced pack after a power cut stored its objects again, in a newer pack.
-            listing: Iterable[tuple[str, int]] = sorted(
-                self.store.mtimes("index"), key=lambda item: item[1]
-            )
-        else:
-            listing = ((key, 0) for key in self.store.list("index"))
+        # Oldest first, so the newest index of an object wins: a run that found an unsynced
+        # pack after a power cut stored its objects again, in a newer pack.
+        listing = sorted(self._mtimes("index"), key=lambda item: item[1])
         indexed: set[str] = set()
         damaged: list[str] = []
         for key, mtime in listing:
@@ -467,22 +475,15 @@ class Repository:
                     unsynced.add(name)
                 if where is not None:
                     where[name] = (pack_id, offset, length)
-            if packs_out is not None:
+            if where is not None:
                 packs_out[pack_id] = [name for name, _, _ in blobs]
         self.orphan_packs = sorted(packs - indexed)
         self.damaged_indexes = damaged
 
     def _locate(self) -> dict[str, tuple[str, int, int]]:
-        """Where each packed object is (the indexes read again, once, on the first read)."""
-        if self._where is None:
-            self.known_objects()
-            with self._listing:
-                if self._where is None:
-                    where: dict[str, tuple[str, int, int]] = {}
-                    packs: dict[str, list[str]] = {}
-                    if self.config.packing is not None:
-                        self._read_indexes(set(), set(), None, where, packs)
-                    self._packs, self._where = packs, where
+        """Where each packed object is."""
+        self.known_objects(with_places=True)
+        assert self._where is not None
         return self._where
 
     def packs(self) -> dict[str, list[str]]:
@@ -519,7 +520,7 @@ class Repository:
 
     def repack(self, names: Sequence[str]) -> None:
         """Write these packed objects into new packs (prune's, for packs partly unused);
-        `flush_pack` and `Store.flush` before the old packs are deleted."""
+        `flush` before the old packs are deleted."""
         for name in sorted(names, key=self.read_order):
             self._add_to_pack(name, self._compress(self.get_object(name)))
 
@@ -539,12 +540,14 @@ class Repository:
         self._frames, self._blobs, self._filled = [], [], 0
         return frames, blobs
 
-    def flush_pack(self) -> None:
-        """Write the pack being filled, if any (before a manifest that names its objects)."""
+    def flush(self) -> None:
+        """Write the pack being filled, if any, then make every write so far durable (before
+        a manifest, or a journal line, that names what was written)."""
         with self._filling:
             frames, blobs = self._take_pack()
         if blobs:
             self._write_pack(frames, blobs)
+        self.store.flush()
 
     def _write_pack(self, frames: list[bytes], blobs: list[tuple[str, int, int]]) -> None:
         """The pack, then its index: a pack without one is a leftover nobody reads."""
@@ -638,8 +641,7 @@ class Repository:
     def write_snapshot(self, manifest: dict[str, Any]) -> None:
         snapshot_id = str(manifest["id"])
         blob = self.encode_json(manifest)
-        self.flush_pack()
-        self.store.flush()  # every object the manifest names is on disk before it is
+        self.flush()  # every object the manifest names is on disk before it is
         self.store.put(f"snapshots/{snapshot_id}", blob)
 
     def read_snapshot(self, snapshot_id: str, *, compact: bool = True) -> dict[str, Any]:

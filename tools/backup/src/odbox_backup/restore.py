@@ -87,7 +87,7 @@ def _exists(conn: Any, db: str) -> tuple[bool, str | None]:
 
 
 def check_objects(repo: Repository, manifest: dict[str, Any]) -> None:
-    known = repo.known_objects()
+    known = repo.known_objects(with_places=True)
     missing = [n for n in repo.objects_of(manifest) if n not in known]
     if missing:
         raise RestoreFailed(

@@ -80,7 +80,7 @@ def verify(
     progress: Callable[[int], None] = lambda _: None,
 ) -> VerifyReport:
     report = VerifyReport(repo.store.url, read_data)
-    known = repo.known_objects()
+    known = repo.known_objects(with_places=True)
     manifests: list[tuple[SnapshotReport, dict[str, Any]]] = []
     referenced: set[str] = set()
     for snapshot_id in snapshot_ids:

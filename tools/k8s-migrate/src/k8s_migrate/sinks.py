@@ -191,8 +191,7 @@ class RepoSink(Sink):
         object a power cut could have lost)."""
         if not self.pending:
             return
-        self.repo.flush_pack()  # the small files' pack so far, and its index
-        self.repo.store.flush()
+        self.repo.flush()  # with the small files' pack so far, and its index
         try:
             self.journal_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             with self.journal.open("a+") as f:

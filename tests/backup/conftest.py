@@ -50,6 +50,12 @@ def env(postgres: PostgresCluster, backend: str, request: pytest.FixtureRequest)
 
 
 @pytest.fixture
+def local_env(postgres: PostgresCluster) -> dict[str, str]:
+    """`env` for a test that only needs a folder repository: it runs once, not per backend."""
+    return env_for(postgres, None)
+
+
+@pytest.fixture
 def odoo(
     postgres: PostgresCluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, str, Path]]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg
 
@@ -85,40 +87,66 @@ def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backen
     assert code == 0 and report["objects"]["unreferenced"] == 0, report["problems"]
 
 
-def test_a_killed_prune_loses_nothing(odoo, env, tmp_path):
-    _, dsn, filestore = odoo
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    _drop_half_the_small_files(dsn, filestore)
-    backup_run(env, repo, odoo)
-    kept = show(env, repo, "latest")
-    prune = [str(ODBOX_BACKUP), "prune", "--repo", repo, "--keep-last", "1"]
-    store = store_for(repo, None)
-    initial = set(store.list(""))
-    delay, kills, mid_work = 0.02, 0, 0
-    while True:  # kill it ever later until one prune finishes on its own
-        child = subprocess.Popen(prune, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)  # fmt: skip
+def _listing(root: Path) -> set[str]:
+    """Every file under `root` but the locks: what a prune changes."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")
+            if p.is_file() and p.parts[len(root.parts)] != "locks"}  # fmt: skip
+
+
+def _prune_killed_after_changes(env, repo: Path, changes: int) -> bool:
+    """Run `prune --keep-last 1` and SIGKILL it as soon as the repository has changed
+    `changes` times (polled, so several writes may count as one); False if it finished first."""
+    seen = _listing(repo)
+    child = subprocess.Popen([str(ODBOX_BACKUP), "prune", "--repo", str(repo), "--keep-last", "1"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)  # fmt: skip
+    changed = 0
+    while child.poll() is None:
         try:
-            child.wait(delay)
-        except subprocess.TimeoutExpired:
+            now = _listing(repo)
+        except FileNotFoundError:  # a file went between listing and stat: a change
+            now = set()
+        if now != seen:
+            changed, seen = changed + 1, now
+        if changed >= changes:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+            return True
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    return False
+
+
+def test_a_killed_prune_loses_nothing(odoo, local_env, tmp_path):
+    """Kill a prune right after its 1st, 2nd, 3rd… change to the repository, each time on
+    what the last killed one left, until one finishes; every kill leaves a whole repository.
+    A prune on a small repository changes it within a few ms, so the kills follow the files,
+    not a clock, and a try whose first change came too late to kill starts again on a copy."""
+    env = local_env
+    pristine = tmp_path / "pristine"
+    backup_ok(env, "init", "--repo", str(pristine))
+    backup_run(env, str(pristine), odoo)
+    _, dsn, filestore = odoo
+    _drop_half_the_small_files(dsn, filestore)
+    backup_run(env, str(pristine), odoo)
+    kept = show(env, str(pristine), "latest")
+    repo = tmp_path / "repo"
+    for _ in range(10):
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.copytree(pristine, repo)
+        kills = 0
+        while _prune_killed_after_changes(env, repo, kills + 1):
             kills += 1
-            mid_work += set(store.list("")) - {k for k in store.list("locks")} != initial
-            code, report = verify_json(env, repo, "--read-data")
+            code, report = verify_json(env, str(repo), "--read-data")
             assert code == 0, report["problems"]  # every snapshot listed is whole
-            delay += 0.01
-            continue
-        assert child.returncode == 0, child.stderr.read()
-        break
-    assert kills >= 3 and mid_work >= 1  # some kills came after it had changed something
+        if kills >= 2:
+            break
+    assert kills >= 2  # killed after its first change, and after its second
+    store = store_for(str(repo), None)
     assert _keys(store, "index") == _keys(store, "packs")  # the leftovers are gone
-    assert [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", repo, "--json"))] == [
+    assert [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", str(repo), "--json"))] == [
         kept["id"]
     ]
-    code, report = verify_json(env, repo, "--read-data")
+    code, report = verify_json(env, str(repo), "--read-data")
     assert code == 0 and report["objects"]["unreferenced"] == 0 and report["orphan_packs"] == 0
 
 
@@ -142,7 +170,8 @@ def test_a_damaged_index_is_reported_and_stops_prune(odoo, backend, env, request
     assert result.returncode == 3 and "damaged" in result.stdout + result.stderr
 
 
-def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, env, tmp_path):
+def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, local_env, tmp_path):
+    env = local_env
     repo = tmp_path / "repo"
     backup_ok(env, "init", "--repo", str(repo))
     backup_run(env, str(repo), odoo)
@@ -156,7 +185,8 @@ def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, env, tmp_path):
     assert not orphan.exists()
 
 
-def test_a_version_1_repository_is_read_and_written_as_version_1(odoo, env, tmp_path):
+def test_a_version_1_repository_is_read_and_written_as_version_1(odoo, local_env, tmp_path):
+    env = local_env
     repo = tmp_path / "repo"
     backup_ok(env, "init", "--repo", str(repo))
     config = json.loads((repo / "config.json").read_text())

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from odbox_backup import cache
 from odbox_backup.backup import Source, run_backup
-from odbox_backup.repository import JSONTexts, Repository, entry_text, file_entries, json_pieces
+from odbox_backup.repository import (
+    CorruptObject,
+    JSONTexts,
+    Repository,
+    entry_text,
+    file_entries,
+    json_pieces,
+)
+from odbox_backup.restore import check_objects, restore_filestore
 from odbox_backup.store import LocalStore
 
 FILES = 20_000
@@ -24,6 +32,11 @@ FILES = 20_000
 # for a full run (the entry's text, the object's name in the listing, the path while sorting)
 # and 150 for an unchanged one; a dict per entry alone would be about 480.
 BYTES_PER_FILE = 600
+# A restore's, measured the same way: about 510 bytes (the entry's text, the packed object's
+# name, its place, its slots in the set of names, which has 4 slots a name below 50,000
+# names and 2 above, and in the table of places). A tuple per place, a str subclass per
+# entry, a sort key per file or pathlib's table of interned names each adds 50 to 100.
+RESTORE_BYTES_PER_FILE = 560
 
 
 def test_json_pieces_is_json_dumps_in_pieces():
@@ -91,3 +104,53 @@ def test_a_run_holds_a_few_hundred_bytes_a_file(odoo, tmp_path):
     large = _peaks(odoo, tmp_path / "large", FILES)
     per_file = [(b - a) / (FILES - FILES // 5) for a, b in zip(small[:2], large[:2], strict=True)]
     assert max(per_file) < BYTES_PER_FILE, per_file
+
+
+def _restore_peak(odoo, folder: Path, count: int) -> int:
+    """Peak traced memory of a restore's filestore half (every object checked, then every
+    file written in pack order) over `count` files."""
+    name, dsn, _ = odoo
+    filestore = folder / "filestore"
+    _filestore(filestore, count)
+    repo = Repository.init(LocalStore(folder / "repo"))
+    snapshot = run_backup(Repository.open(repo.store), Source(dsn, name, filestore))
+
+    def restore() -> tuple[int, int]:
+        reader = Repository.open(repo.store)
+        manifest = reader.read_snapshot(snapshot["id"])
+        check_objects(reader, manifest)
+        return restore_filestore(reader, manifest, folder / "restored")
+
+    (files, _), peak = _peak(restore)
+    assert files == count
+    restored = folder / "restored"
+    for f in file_entries(snapshot):
+        assert (restored / f["path"]).read_bytes() == (filestore / f["path"]).read_bytes()
+    return int(peak)
+
+
+def test_a_restore_holds_a_few_hundred_bytes_a_file(odoo, tmp_path):
+    small = _restore_peak(odoo, tmp_path / "small", FILES // 5)
+    large = _restore_peak(odoo, tmp_path / "large", FILES)
+    per_file = (large - small) / (FILES - FILES // 5)
+    assert per_file < RESTORE_BYTES_PER_FILE, per_file
+
+
+def test_a_file_entry_that_is_not_an_object_is_damage(tmp_path):
+    repo = Repository.init(LocalStore(tmp_path / "repo"))
+    good = {"path": "ab/cd", "size": 1, "objects": ["0" * 64]}
+    for files, extra in (
+        (["not an entry"], {}),
+        ([{"path": "ab/cd", "size": 1}], {}),
+        # as many entry-shaped objects elsewhere as strings in the list: still caught
+        ([good, "not an entry"], {"elsewhere": good}),
+    ):
+        snapshot_id = repo.next_snapshot_id()
+        repo.write_snapshot({"id": snapshot_id, "database": {"objects": []},
+                             "filestore": {"files": files}, **extra})  # fmt: skip
+        try:
+            repo.read_snapshot(snapshot_id)
+        except CorruptObject as e:
+            assert "is damaged" in str(e) and "filestore.files" in str(e)
+        else:
+            raise AssertionError(f"{files} was read as entries")

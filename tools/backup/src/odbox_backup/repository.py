@@ -13,6 +13,7 @@ without the key can read to know what is stored.
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import hashlib
 import json
@@ -135,16 +136,23 @@ def entry_text(path: str, size: int, objects: Sequence[str]) -> str:
                       separators=(",", ":"))  # fmt: skip
 
 
-class _Entry(str):
-    """The JSON text of a `filestore.files` entry, as `read_snapshot` made it."""
-
-    __slots__ = ()
+_ENTRY_START = '{"path":'
 
 
-def _compact_entry(document: dict[str, Any]) -> Any:
-    if document.keys() == {"path", "size", "objects"}:
-        return _Entry(entry_text(document["path"], document["size"], document["objects"]))
-    return document
+class _Compacter:
+    """`json.loads`'s object hook for a manifest: each `filestore.files` entry becomes its
+    JSON text, a plain `str` (a subclass of str, to mark them, costs a second allocation:
+    48 bytes more per file). A file entry that was a string in the JSON, not an object, is
+    still caught: `made` counts the texts made, and each starts as `entry_text` starts."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __call__(self, document: dict[str, Any]) -> Any:
+        if document.keys() == {"path", "size", "objects"}:
+            self.made += 1
+            return entry_text(document["path"], document["size"], document["objects"])
+        return document
 
 
 def file_entries(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -193,10 +201,25 @@ def parse_index(data: bytes, pack_id: str) -> list[tuple[str, int, int]]:
         name, offset, length = item
         if (not isinstance(name, str) or not OBJECT_NAME.fullmatch(name)
                 or type(offset) is not int or type(length) is not int
-                or offset < 0 or length <= 0):  # fmt: skip
+                or not 0 <= offset <= _MASK or not 0 < length <= _MASK):  # fmt: skip
             raise ValueError(f"index {pack_id[:12]}… holds a bad entry")
         blobs.append((name, offset, length))
     return blobs
+
+
+# A packed object's place, as one int: pack number (an index into the packs read), offset
+# and length. Offsets and lengths below 2**36 (64 GiB): `parse_index` refuses larger ones.
+_FIELD = 36
+_PACK_SHIFT = 2 * _FIELD
+_MASK = (1 << _FIELD) - 1
+
+
+def _place(pack_no: int, offset: int, length: int) -> int:
+    return pack_no << _PACK_SHIFT | offset << _FIELD | length
+
+
+def _unplace(place: int) -> tuple[int, int, int]:
+    return place >> _PACK_SHIFT, place >> _FIELD & _MASK, place & _MASK
 
 
 def new_snapshot_id(now: dt.datetime | None = None) -> str:
@@ -218,11 +241,14 @@ class Repository:
         self._known: set[str] | None = None
         self._unsynced: set[str] | None = None
         self._listing = threading.Lock()  # the dump and the filestore threads both ask
-        # Packs (version 2): where each packed blob is, each pack's blobs, the pack being
-        # filled, and the last pack read (sorted reads read each pack once).
-        # Read only when an object is read: a run, which only writes, never holds them.
-        self._where: dict[str, tuple[str, int, int]] | None = None
-        self._packs: dict[str, list[str]] = {}
+        # Packs (version 2): where each packed blob is (one int, `_place`), each pack's
+        # blobs (built for prune only), the pack being filled, and the last pack read
+        # (sorted reads read each pack once). Read only when an object is read: a run, which
+        # only writes, never holds them. A restore of 200,000 files holds a place for each.
+        self._where: dict[str, int] | None = None
+        self._pack_ids: list[str] = []
+        self._pack_nos: dict[str, int] = {}
+        self._packs: dict[str, list[str]] | None = None
         self.orphan_packs: list[str] = []  # packs without an index: a killed run's
         self.damaged_indexes: list[str] = []
         self._filling = threading.Lock()
@@ -406,14 +432,13 @@ class Repository:
         file: hundreds of thousands). Places asked for after a listing without them read
         the indexes again."""
         with self._listing:
-            where: dict[str, tuple[str, int, int]] | None = {} if with_places else None
-            packs: dict[str, list[str]] = {}
+            where: dict[str, int] | None = {} if with_places else None
             if self._known is None:
-                self._known, self._unsynced = self._listed(where, packs)
+                self._known, self._unsynced = self._listed(where)
             elif where is not None and self._where is None and self.config.packing is not None:
-                self._read_indexes(set(), set(), None, where, packs)
+                self._read_indexes(set(), set(), None, where)
             if where is not None and self._where is None:
-                self._where, self._packs = where, packs
+                self._where = where
 
     def _mtimes(self, prefix: str) -> Iterable[tuple[str, int]]:
         """(key, modification time in ns) under `prefix`; 0 on S3, whose writes need no
@@ -422,9 +447,7 @@ class Repository:
             return self.store.mtimes(prefix)
         return ((key, 0) for key in self.store.list(prefix))
 
-    def _listed(
-        self, where: dict[str, tuple[str, int, int]] | None, packs: dict[str, list[str]]
-    ) -> tuple[set[str], set[str]]:
+    def _listed(self, where: dict[str, int] | None) -> tuple[set[str], set[str]]:
         known: set[str] = set()
         unsynced: set[str] = set()
         newest = None
@@ -437,7 +460,7 @@ class Repository:
                 if newest is not None and mtime > newest:
                     unsynced.add(name)
         if self.config.packing is not None:
-            self._read_indexes(known, unsynced, newest, where, packs)
+            self._read_indexes(known, unsynced, newest, where)
         return known, unsynced
 
     def _read_indexes(
@@ -445,8 +468,7 @@ class Repository:
         known: set[str],
         unsynced: set[str],
         newest: int | None,
-        where: dict[str, tuple[str, int, int]] | None,
-        packs_out: dict[str, list[str]],
+        where: dict[str, int] | None,
     ) -> None:
         """Every pack's index: its blobs become known (and unsynced when the index is newer
         than every manifest), and with `where`, their places. A pack without an index is a
@@ -469,37 +491,53 @@ class Repository:
                 damaged.append(key)
                 continue
             fresh = newest is not None and mtime > newest
+            pack_no = self._pack_no(pack_id) if where is not None else 0
             for name, offset, length in blobs:
                 known.add(name)
                 if fresh:
                     unsynced.add(name)
                 if where is not None:
-                    where[name] = (pack_id, offset, length)
-            if where is not None:
-                packs_out[pack_id] = [name for name, _, _ in blobs]
+                    where[name] = _place(pack_no, offset, length)
         self.orphan_packs = sorted(packs - indexed)
         self.damaged_indexes = damaged
 
-    def _locate(self) -> dict[str, tuple[str, int, int]]:
-        """Where each packed object is."""
+    def _pack_no(self, pack_id: str) -> int:
+        """A small number for a pack ID, for `_place` (the caller holds `_listing`)."""
+        number = self._pack_nos.get(pack_id)
+        if number is None:
+            number = self._pack_nos[pack_id] = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+        return number
+
+    def _locate(self) -> dict[str, int]:
+        """Where each packed object is, as `_place` makes it."""
         self.known_objects(with_places=True)
         assert self._where is not None
         return self._where
 
     def packs(self) -> dict[str, list[str]]:
-        """Each indexed pack's blob names, in pack order."""
-        self._locate()
-        return self._packs
+        """Each indexed pack's blob names, in pack order (built when first asked: prune)."""
+        where = self._locate()
+        with self._listing:
+            if self._packs is None:
+                packs: dict[str, list[str]] = {}
+                for name in sorted(where, key=where.__getitem__):
+                    packs.setdefault(self._pack_ids[where[name] >> _PACK_SHIFT], []).append(name)
+                self._packs = packs
+            return self._packs
 
     def location(self, name: str) -> tuple[str, int] | None:
         """(pack ID, offset) of a packed object, None for one stored alone."""
-        where = self._locate().get(name)
-        return (where[0], where[1]) if where else None
+        place = self._locate().get(name)
+        if place is None:
+            return None
+        pack_no, offset, _ = _unplace(place)
+        return self._pack_ids[pack_no], offset
 
-    def read_order(self, name: str) -> tuple[str, int, str]:
-        """A sort key that reads objects alone first, then each pack once, front to back."""
-        where = self.location(name)
-        return (where[0], where[1], name) if where else ("", 0, name)
+    def read_order(self, name: str) -> int:
+        """A sort key that reads objects alone first, then each pack once, front to back
+        (one int per name: sorting 200,000 names for `verify --read-data` stays small)."""
+        return self._locate().get(name, -1)
 
     def put_object(self, content: bytes, *, small_file: bool = False) -> tuple[str, bool]:
         """Store `content` unless it is there; its name, and whether it was new. A
@@ -560,29 +598,36 @@ class Repository:
         self.store.put(self.index_key(pack_id), json.dumps(index).encode(), sync=False)
         with self._listing:
             if self._where is not None:  # else read from the indexes when first needed
+                pack_no = self._pack_no(pack_id)
                 for name, offset, length in blobs:
-                    self._where[name] = (pack_id, offset, length)
+                    self._where[name] = _place(pack_no, offset, length)
+            if self._packs is not None:
                 self._packs[pack_id] = [name for name, _, _ in blobs]
 
     def delete_pack(self, pack_id: str) -> None:
         """Its index first: killed in between, the pack is a leftover the next prune deletes.
         Its objects are no longer known unless stored elsewhere (as `repack` does first)."""
         where = self._locate()
+        names = self.packs().get(pack_id, [])
         self.store.delete(self.index_key(pack_id))
         self.store.delete(self.pack_key(pack_id))
         with self._listing:
-            for name in self._packs.pop(pack_id, []):
-                if where.get(name, ("",))[0] == pack_id:
+            assert self._packs is not None
+            del self._packs[pack_id]
+            pack_no = self._pack_nos.get(pack_id)
+            for name in names:
+                place = where.get(name)
+                if place is not None and place >> _PACK_SHIFT == pack_no:
                     del where[name]
                     if self._known is not None:
                         self._known.discard(name)
 
     def get_object(self, name: str) -> bytes:
         what = f"object {name[:12]}…"
-        where = self._locate().get(name)
-        if where is not None:
-            pack_id, offset, length = where
-            data = self._pack_content(pack_id)
+        place = self._locate().get(name)
+        if place is not None:
+            pack_no, offset, length = _unplace(place)
+            data = self._pack_content(self._pack_ids[pack_no])
             content = self._decompress(memoryview(data)[offset : offset + length], what)
         else:
             try:
@@ -664,13 +709,16 @@ class Repository:
             del blob
             text = data.decode()
             del data
-            manifest = json.loads(text, object_hook=_compact_entry if compact else None)
+            compacter = _Compacter()
+            manifest = json.loads(text, object_hook=compacter if compact else None)
             del text
             if not isinstance(manifest, dict) or manifest.get("id") != snapshot_id:
                 raise ValueError("its id does not match its name")
             if compact:
                 files = manifest["filestore"]["files"]
-                if not all(isinstance(f, _Entry) for f in files):
+                if compacter.made < len(files) or not all(
+                    type(f) is str and f.startswith(_ENTRY_START) for f in files
+                ):
                     raise ValueError("an entry of filestore.files lacks path, size or objects")
                 manifest["filestore"]["files"] = JSONTexts(files)
         except (ValueError, KeyError, TypeError) as e:
@@ -695,19 +743,21 @@ class Repository:
 
     def files_in_read_order(self, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """A manifest's `filestore.files` entries, those of one packed object last and
-        sorted by pack and offset: each pack is read once. Memory: a small tuple per file."""
+        grouped by pack: each pack is read once (and is whole in memory while its files are
+        written, so their order within it does not matter). Memory: 4 bytes per file."""
         files = manifest["filestore"]["files"]
-        later: list[tuple[str, int, int]] = []
+        where = self._locate()
+        later: dict[int, array.array[int]] = {}
         for i, entry in enumerate(file_entries(manifest)):
-            where = self.location(entry["objects"][0]) if len(entry["objects"]) == 1 else None
-            if where is None:
+            place = where.get(entry["objects"][0]) if len(entry["objects"]) == 1 else None
+            if place is None:
                 yield entry
             else:
-                later.append((where[0], where[1], i))
-        later.sort()
-        for _, _, i in later:
-            item = files[i]
-            yield json.loads(item) if isinstance(item, str) else item
+                later.setdefault(place >> _PACK_SHIFT, array.array("I")).append(i)
+        for pack_no in sorted(later):
+            for i in later.pop(pack_no):
+                item = files[i]
+                yield json.loads(item) if isinstance(item, str) else item
 
     def objects_of(self, manifest: dict[str, Any]) -> Iterator[str]:
         yield from manifest["database"]["objects"]

@@ -8,6 +8,8 @@ import subprocess
 
 import psycopg
 
+from odbox_backup.backup import PathsOf
+from odbox_backup.repository import JSONTexts, entry_text
 from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
     backup,
@@ -120,3 +122,11 @@ def test_an_encrypted_repository_holds_no_cleartext(odoo, backend, env, request,
     assert "cannot decrypt snapshot" in one_error_line(result)
     manifest = show(env, backend, "latest", "--identity", str(tmp_path / "key.txt"))
     assert manifest["database"]["name"] == name
+
+
+def test_the_second_pass_skips_exactly_the_paths_the_first_read():
+    paths = ["ab/cd", "ab/cde", "ab/c", "b/é", 'q/"x"', "zz/1"]
+    texts = JSONTexts(sorted(entry_text(p, 1, ["0" * 64]) for p in paths[:-1]))
+    first = PathsOf(texts, but={"ab/c"})
+    assert [p in first for p in paths] == [True, True, False, True, True, False]
+    assert "ab/cd/" not in first and "ab/" not in first and "" not in first and 7 not in first

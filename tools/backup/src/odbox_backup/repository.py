@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import datetime as dt
 import hashlib
+import io
 import json
 import re
 import secrets
@@ -335,27 +336,34 @@ class Repository:
     def encode_json(self, document: Any) -> bytes:
         """`encode(json)` without the whole JSON text in memory: it is compressed as it is
         made (a manifest names an object per filestore file: tens of MB of JSON at 200,000)."""
+        compressed = io.BytesIO()  # one buffer, not a list of parts and their join
         compressor = zstandard.ZstdCompressor(level=self.config.compression_level)
         writer = compressor.compressobj()
-        parts = []
         pending: list[str] = []
         size = 0
         for piece in json_pieces(document):
             pending.append(piece)
             size += len(piece)
             if size >= 1 << 20:
-                parts.append(writer.compress("".join(pending).encode()))
+                compressed.write(writer.compress("".join(pending).encode()))
                 pending, size = [], 0
-        parts.append(writer.compress("".join(pending).encode()))
-        parts.append(writer.flush())
-        return self._seal(b"".join(parts))
+        compressed.write(writer.compress("".join(pending).encode()))
+        compressed.write(writer.flush())
+        frame = compressed.getvalue()  # the buffer itself, not a copy, once it is the only one
+        del compressed
+        return self._seal(frame)
 
     def _seal(self, frame: bytes) -> bytes:
+        """`frame` encrypted to the recipients. `pyrage.encrypt_io` into a buffer, not
+        `pyrage.encrypt`: that holds the output twice (Rust's, then Python's copy), which
+        for an 8 MiB pack or a 12 MB manifest set the peak memory of a run."""
         if not self._recipients:
             return frame
         import pyrage
 
-        return bytes(pyrage.encrypt(frame, self._recipients))
+        sealed = io.BytesIO()
+        pyrage.encrypt_io(io.BytesIO(frame), sealed, self._recipients)
+        return sealed.getvalue()
 
     def decode(self, blob: bytes, what: str) -> bytes:
         return self._decompress(self._unseal(blob, what), what)
@@ -369,9 +377,11 @@ class Repository:
                 )
             import pyrage
 
+            plain = io.BytesIO()  # `decrypt_io`, as `_seal` uses `encrypt_io`: one copy out
             try:
-                blob = bytes(pyrage.decrypt(blob, self.identities))
-            except Exception as e:
+                pyrage.decrypt_io(io.BytesIO(blob), plain, self.identities)
+                blob = plain.getvalue()
+            except Exception as e:  # DecryptError; OSError for a damaged stream
                 raise RepositoryError(
                     f"cannot decrypt {what}: the identity is not one of the repository's "
                     f"recipients, or the file is damaged ({e})"
@@ -590,8 +600,10 @@ class Repository:
     def _write_pack(self, frames: list[bytes], blobs: list[tuple[str, int, int]]) -> None:
         """The pack, then its index: a pack without one is a leftover nobody reads."""
         pack_id = secrets.token_hex(32)
-        data = self._seal(b"".join(frames))
-        frames.clear()
+        joined = b"".join(frames)
+        frames.clear()  # before the encryption: two copies of the pack at a time, not three
+        data = self._seal(joined)
+        del joined
         self.store.put(self.pack_key(pack_id), data, sync=False)
         del data
         index = {"pack": pack_id, "blobs": [[n, o, length] for n, o, length in blobs]}

@@ -91,6 +91,44 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
     assert leftovers == "" and sorted(p.name for p in filestore.parent.iterdir()) == ["filestore"]
 
 
+def test_a_snapshot_of_a_box_that_lacked_an_attachment_restores_only_when_allowed(
+    postgres, odoo, local_env, tmp_path
+):
+    """Odoo shows an attachment whose file is gone as empty; a snapshot of such a box has
+    the row and not the file. The restore refuses it before the swap, saying why and what
+    to pass, and with --allow-missing-attachments restores the box as it was."""
+    env = local_env
+    name, dsn, filestore = odoo
+    with psycopg.connect(dsn) as conn:
+        [(gone,)] = conn.execute(
+            "SELECT store_fname FROM ir_attachment WHERE store_fname IS NOT NULL"
+            " ORDER BY id LIMIT 1"
+        ).fetchall()
+    (filestore / gone).unlink()  # the row stays
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_run(env, repo, odoo)
+    at_backup = odoo_state(dsn, filestore)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE res_partner SET city = 'after the backup'")
+        conn.commit()
+    before = odoo_state(dsn, filestore)
+    log, service = _service(tmp_path)
+    restore = ["restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore),
+               *service]  # fmt: skip
+
+    result = backup(env, *restore)
+    line = one_error_line(result)
+    assert result.returncode == 1 and "names 1 attachments" in line and gone in line
+    assert "nothing was swapped" in line and "--allow-missing-attachments" in line
+    assert odoo_state(dsn, filestore) == before and not log.exists()
+    assert not list(filestore.parent.glob("*.restore-*"))
+
+    out = backup_ok(env, *restore, "--allow-missing-attachments")
+    assert "attachments verified (1 missing)" in out and "warning" in out
+    assert odoo_state(dsn, filestore) == at_backup
+
+
 def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
     odoo, env, backend, tmp_path
 ):

@@ -297,6 +297,14 @@ def restore(
     odoo_stop: OdooStop = None,
     odoo_start: OdooStart = None,
     identity: Identity = None,
+    allow_missing_attachments: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-attachments",
+            help="Swap in a restore whose database names attachments the snapshot lacks "
+            "(the live filestore lacked them when it was taken); default: refuse.",
+        ),
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Restore into a new database and folder, verify, then swap them in (Odoo stopped).
@@ -316,10 +324,13 @@ def restore(
     maintenance = make_conninfo(dsn or "", dbname="postgres")
     with progress_for() as progress:
         target = Target(maintenance, db, filestore, owner, pg_bin)
-        done = do_restore(repository, snapshot_id, target, service, progress)
+        done = do_restore(repository, snapshot_id, target, service, progress,
+                          allow_missing_attachments=allow_missing_attachments)  # fmt: skip
+    missing = f" ({done.attachments_missing} missing)" if done.attachments_missing else ""
     console.say(
         f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "
-        f"{done.files} files, {_size(done.bytes)}, {done.attachments_checked} attachments verified"
+        f"{done.files} files, {_size(done.bytes)}, {done.attachments_checked} attachments "
+        f"verified{missing}"
     )
     if done.previous_db or done.previous_filestore:
         console.say(

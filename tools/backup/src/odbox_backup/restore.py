@@ -64,6 +64,7 @@ class Restored:
     files: int
     bytes: int
     attachments_checked: int
+    attachments_missing: int = 0
 
 
 def _connect(conninfo: str, dbname: str | None = None) -> Any:
@@ -268,13 +269,21 @@ def match_owner(folder: Path, like: Path) -> None:
             os.lchown(os.path.join(parent, name), st.st_uid, st.st_gid)  # noqa: PTH118
 
 
-def verify_attachments(conninfo: str, db: str, folder: Path) -> int:
-    """Every store_fname the restored database names is a file in the restored folder."""
+@dataclass
+class Attachments:
+    checked: int
+    missing: int = 0
+    first_missing: str = ""
+
+
+def verify_attachments(conninfo: str, db: str, folder: Path) -> Attachments:
+    """How many store_fname the restored database names, and how many of them are not a file
+    in the restored folder."""
     count, missing, first = 0, 0, ""
     with _connect(conninfo, db) as conn:
         has = conn.execute("SELECT to_regclass('ir_attachment')").fetchone()
         if not has or not has[0]:
-            return 0
+            return Attachments(0)
         # A server-side cursor, a batch at a time: a list of every name (200,000 on a big
         # box) came on top of the manifest and the object places, and set the peak memory.
         with conn.transaction(), conn.cursor("attachments") as cursor:
@@ -287,12 +296,7 @@ def verify_attachments(conninfo: str, db: str, folder: Path) -> int:
                 if not os.path.isfile(os.path.join(folder, fname)):  # noqa: PTH113, PTH118
                     missing += 1
                     first = first or str(fname)
-    if missing:
-        raise RestoreFailed(
-            f"the restored database names {missing} attachments the snapshot's filestore "
-            f"lacks (first: {first}); nothing was swapped"
-        )
-    return count
+    return Attachments(count, missing, first)
 
 
 def _drop_database(conn: Any, db: str) -> None:
@@ -336,7 +340,14 @@ def restore(
     target: Target,
     service: OdooService,
     progress: Progress | None = None,
+    *,
+    allow_missing_attachments: bool = False,
 ) -> Restored:
+    """Restore `snapshot_id` next to the live database and filestore, verify it, then swap.
+    A restored database that names attachments the snapshot's filestore lacks stops the
+    restore before the swap, unless `allow_missing_attachments`: a snapshot of a box whose
+    filestore already lacked them (Odoo shows such an attachment as empty) or where Odoo's
+    garbage collector deleted one during the backup is still that box as it was."""
     progress = progress or Progress()
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
@@ -376,9 +387,22 @@ def restore(
             copy_database_acl(target.conninfo, target.db, new_db)
         if target.filestore.exists():
             match_owner(new_folder, target.filestore)
-        checked = verify_attachments(target.conninfo, new_db, new_folder)
+        attachments = verify_attachments(target.conninfo, new_db, new_folder)
+        lacking = (
+            f"the restored database names {attachments.missing} attachments the snapshot's "
+            f"filestore lacks (first: {attachments.first_missing})"
+        )
+        if attachments.missing and not allow_missing_attachments:
+            raise RestoreFailed(
+                f"{lacking}; nothing was swapped. If the live filestore lacked them too when "
+                "the snapshot was taken, --allow-missing-attachments restores it as it was"
+            )
+        if attachments.missing:
+            progress.phase(f"warning: {lacking}; restored as it was (--allow-missing-attachments)")
         progress.phase(
-            f"verified: every object's SHA-256, {files} files, {checked} attachments all present"
+            f"verified: every object's SHA-256, {files} files, "
+            f"{attachments.checked - attachments.missing} of {attachments.checked} "
+            "attachments present"
         )
     previous_db, previous_folder = _previous_names(target, live_exists)
     with service.stopped(), _connect(target.conninfo) as conn:
@@ -394,7 +418,7 @@ def restore(
             _undo_swap(conn, target, new_db, new_folder, previous_db, previous_folder)
             raise
     return Restored(snapshot_id, target.db, target.filestore, previous_db, previous_folder,
-                    files, size, checked)  # fmt: skip
+                    files, size, attachments.checked, attachments.missing)  # fmt: skip
 
 
 def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path | None]:

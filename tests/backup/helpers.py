@@ -72,6 +72,17 @@ def open_repo(repo: str, moto: MotoServer | None, identity: Path | None = None) 
     return Repository.open(store_for(repo, moto), identities)
 
 
+def dry_prune(
+    env: dict[str, str], repo: str, moto: MotoServer | None
+) -> tuple[dict[str, Any], list[str], set[str]]:
+    """`prune --keep-last 1 --dry-run --json`'s report, and the snapshot IDs and objects
+    the repository held before it."""
+    before = open_repo(repo, moto)
+    ids, objects = before.snapshot_ids(), set(before.known_objects())
+    out = backup_ok(env, "prune", "--repo", repo, "--keep-last", "1", "--dry-run", "--json")
+    return json.loads(out), ids, objects
+
+
 def make_odoo(postgres: PostgresCluster, name: str, filestore: Path, shape: Any, seed: int) -> str:
     """A new database `name` with Odoo-shaped data and its filestore; its DSN."""
     import psycopg

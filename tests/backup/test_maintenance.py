@@ -12,6 +12,7 @@ from tests.backup.helpers import (
     backup,
     backup_ok,
     backup_run,
+    dry_prune,
     key_holding,
     open_repo,
     show,
@@ -65,12 +66,7 @@ def test_prune_forgets_by_policy_and_deletes_only_unused_objects(odoo, backend, 
             add_attachments(conn, filestore, 2, rng)
             conn.commit()
         backup_run(env, backend, odoo)
-    repo = open_repo(backend, moto_for(backend, request))
-    ids = repo.snapshot_ids()
-    before = set(repo.known_objects())
-
-    dry = json.loads(backup_ok(env, "prune", "--repo", backend, "--keep-last", "1", "--dry-run",
-                               "--json"))  # fmt: skip
+    dry, ids, before = dry_prune(env, backend, moto_for(backend, request))
     assert sorted(dry["forgotten"]) == ids[:2] and dry["objects_deleted"] > 0
     after_dry = open_repo(backend, moto_for(backend, request))
     assert after_dry.snapshot_ids() == ids and after_dry.known_objects() == before

@@ -21,6 +21,7 @@ from tests.backup.helpers import (
     backup,
     backup_ok,
     backup_run,
+    dry_prune,
     open_repo,
     show,
     store_for,
@@ -63,12 +64,7 @@ def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backen
 
     gone = _drop_half_the_small_files(dsn, filestore)
     backup_run(env, backend, odoo)
-    repo = open_repo(backend, moto_for(backend, request))
-    ids = repo.snapshot_ids()
-    before = set(repo.known_objects())
-
-    dry = json.loads(backup_ok(env, "prune", "--repo", backend, "--keep-last", "1", "--dry-run",
-                               "--json"))  # fmt: skip
+    dry, ids, before = dry_prune(env, backend, moto_for(backend, request))
     assert dry["packs_rewritten"] == 1 and dry["objects_deleted"] >= len(gone)
     assert (
         _keys(store, "packs") == first_packs

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from odbox_backup.repository import JSONTexts, Repository, entry_text
+from odbox_backup.repository import ENTRY_START, JSONTexts, Repository, entry_text
 from odbox_common.errors import ToolError
 
 ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")
@@ -306,9 +306,9 @@ def _store_stream(
 def entry_path(text: str) -> str:
     """The `path` of a `filestore.files` entry given as its JSON text, as `entry_text` writes
     it (path first; a JSON string cannot hold a bare `"`, so the first `,"size":` ends it)."""
-    if not text.startswith('{"path":"'):
+    if not text.startswith(ENTRY_START + '"'):
         raise ValueError(f"not an entry of filestore.files: {text[:40]!r}")
-    raw = text[8 : text.index(',"size":')]
+    raw = text[len(ENTRY_START) : text.index(',"size":')]
     return str(json.loads(raw)) if "\\" in raw else raw[1:-1]
 
 
@@ -323,7 +323,7 @@ class PathsOf:
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str) or path in self.but:
             return False
-        probe = '{"path":' + json.dumps(path)  # how `entry_text` starts
+        probe = ENTRY_START + json.dumps(path)  # how `entry_text` starts for this path
         i = bisect.bisect_left(self.texts, probe)
         return i < len(self.texts) and self.texts[i].startswith(probe + ",")
 

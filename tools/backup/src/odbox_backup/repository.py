@@ -129,15 +129,15 @@ class JSONTexts(list[str]):
     bytes instead of 480 for each of hundreds of thousands of files)."""
 
 
+ENTRY_START = '{"path":'  # how every `entry_text` starts: the path comes first
+
+
 def entry_text(path: str, size: int, objects: Sequence[str]) -> str:
     """The JSON text of one `filestore.files` entry, path first: `{"path":…,"size":…,
     "objects":[…]}`. Path first, so texts sort as their paths do (for any name without
     characters JSON escapes, or below `"`: every name Odoo makes) and need no sort key."""
     return json.dumps({"path": path, "size": size, "objects": list(objects)},
                       separators=(",", ":"))  # fmt: skip
-
-
-_ENTRY_START = '{"path":'
 
 
 class _Compacter:
@@ -729,7 +729,7 @@ class Repository:
             if compact:
                 files = manifest["filestore"]["files"]
                 if compacter.made < len(files) or not all(
-                    type(f) is str and f.startswith(_ENTRY_START) for f in files
+                    type(f) is str and f.startswith(ENTRY_START) for f in files
                 ):
                     raise ValueError("an entry of filestore.files lacks path, size or objects")
                 manifest["filestore"]["files"] = JSONTexts(files)

@@ -388,16 +388,16 @@ def restore(
         if target.filestore.exists():
             match_owner(new_folder, target.filestore)
         attachments = verify_attachments(target.conninfo, new_db, new_folder)
-        lacking = (
-            f"the restored database names {attachments.missing} attachments the snapshot's "
-            f"filestore lacks (first: {attachments.first_missing})"
-        )
-        if attachments.missing and not allow_missing_attachments:
-            raise RestoreFailed(
-                f"{lacking}; nothing was swapped. If the live filestore lacked them too when "
-                "the snapshot was taken, --allow-missing-attachments restores it as it was"
-            )
         if attachments.missing:
+            lacking = (
+                f"the restored database names {attachments.missing} attachments the "
+                f"snapshot's filestore lacks (first: {attachments.first_missing})"
+            )
+            if not allow_missing_attachments:
+                raise RestoreFailed(
+                    f"{lacking}; nothing was swapped. If the live filestore lacked them too "
+                    "when the snapshot was taken, --allow-missing-attachments restores it as it was"
+                )
             progress.phase(f"warning: {lacking}; restored as it was (--allow-missing-attachments)")
         progress.phase(
             f"verified: every object's SHA-256, {files} files, "

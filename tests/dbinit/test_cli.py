@@ -109,7 +109,7 @@ def test_a_role_that_may_not_connect_is_told_to_use_a_superuser():
 
     with start_postgres_cluster() as fresh:
         dbinit_ok(fresh, "setup")
-        result = dbinit(None, "check", dsn=fresh.dsn.replace("user=postgres", "user=odoo"))
+        result = dbinit(None, "check", dsn=fresh.dsn.replace("user=postgres", "user=pgadmin"))
         assert result.returncode == 1
         line = one_error_line(result)
         assert 'permission denied for database "postgres"' in line

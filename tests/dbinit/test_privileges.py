@@ -51,7 +51,11 @@ def refused(conn: psycopg.Connection, sql: str) -> bool:
 def test_odoo_owns_its_database_and_nothing_else(box):
     assert can_connect(box, "odoo", "odoo")
     assert not can_connect(box, "odoo", "pgadmin")
-    assert not can_connect(box, "odoo", "postgres")
+    with connect_as(box, "odoo", "postgres") as odoo:  # Odoo's start, db listing and bus
+        odoo.execute("LISTEN imbus; NOTIFY imbus, 'x'")
+        odoo.execute("SELECT datname FROM pg_database")
+        assert refused(odoo, "CREATE TEMP TABLE scratch (x int)")
+        assert refused(odoo, "CREATE SCHEMA sneaky")
     with connect_as(box, "odoo", "odoo") as odoo:
         odoo.execute("CREATE TABLE odoo_made (x int)")
         odoo.execute("ALTER TABLE odoo_made ADD COLUMN y int")

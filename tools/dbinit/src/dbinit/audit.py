@@ -268,7 +268,7 @@ class Audit:
         wanted = {
             names.odoo_db: {names.admin, names.odoo, names.pgadmin},
             names.pgadmin_db: {names.admin, names.pgadmin},
-            "postgres": {names.admin},
+            "postgres": {names.admin, names.odoo},  # Odoo's start, db listing and bus
         }
         for db in [*names.databases, "postgres"]:
             if db not in databases and db != "postgres":
@@ -305,6 +305,12 @@ class Audit:
             " FROM pg_database WHERE datname = 'template1'",
         ):
             self.report.drift.append("PUBLIC can connect to database template1")
+        if roles[names.odoo].exists:
+            for privilege in ("CREATE", "TEMPORARY"):
+                if self._scalar(
+                    conn, "SELECT has_database_privilege(%s, 'postgres', %s)", names.odoo, privilege
+                ):
+                    self.report.drift.append(f"{names.odoo} holds {privilege} on database postgres")
 
     @staticmethod
     def _scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:

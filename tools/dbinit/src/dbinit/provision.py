@@ -12,7 +12,8 @@ all, so a boot with nothing to change only reads.
    their roles.
 3. database privileges: CONNECT and TEMPORARY revoked from PUBLIC on every
    database of ours and on `postgres` and `template1`; pgadmin may CONNECT to
-   the Odoo database and nothing more.
+   the Odoo database and nothing more; odoo may CONNECT to `postgres` (Odoo's
+   server start, database listing and bus connect there) and nothing more.
 4. inside the Odoo database: the extensions Odoo wants; the handyman may read
    and write every table and sequence, now and (default privileges) later;
    nobody but odoo may CREATE in its schemas, TRUNCATE, or hold REFERENCES or
@@ -342,6 +343,12 @@ def plan_database_privileges(
             fix = acl.diff(actual, required, exact=True)
         elif names.with_pgadmin and db == names.pgadmin_db:
             fix = acl.diff(actual, acl.to(owner, *DATABASE_ALL), exact=True)
+        elif db == "postgres" and owner != names.odoo:
+            # Odoo's server start, its database listing (dbfilter) and its bus (NOTIFY imbus)
+            # connect to `postgres`: odoo may CONNECT there, and nothing more.
+            forbidden = [(r, "*") for r in [PUBLIC, *managed_roles] if r not in (owner, names.odoo)]
+            forbidden += [(names.odoo, p) for p in DATABASE_ALL if p != "CONNECT"]
+            fix = acl.diff(actual, acl.to(names.odoo, "CONNECT"), forbidden=forbidden)
         else:
             forbidden = [(r, "*") for r in [PUBLIC, *managed_roles] if r != owner]
             fix = acl.diff(actual, set(), forbidden=forbidden)

@@ -14,59 +14,17 @@ let
   pgadminEmail = if cfg.pgadmin.email != null then cfg.pgadmin.email else "admin@${cfg.domain}";
   adminRole = if config.odbox.login.enable then config.odbox.login.adminUser else "admin";
 
-  # odoo.conf without admin_passwd: that line is added at each start from the
-  # vault, into a file only the odoo user can read (/run/odoo, a tmpfs).
-  ini = v: if v == true then "True" else if v == false then "False" else toString v;
-  odooOptions = {
-    db_host = socket; # a socket directory: libpq connects over the Unix socket, peer auth
-    db_user = "odoo";
-    db_password = false;
-    db_name = odoo.db;
-    dbfilter = "^${lib.escapeRegex odoo.db}$";
-    list_db = false;
-    proxy_mode = true;
-    http_interface = "127.0.0.1";
-    http_port = odoo.httpPort;
-    gevent_port = odoo.geventPort;
-    workers = odoo.workers;
-    max_cron_threads = odoo.maxCronThreads;
-    data_dir = dataDir;
-    addons_path = lib.concatMapStringsSep "," toString odoo.addons;
-    unaccent = true; # dbinit creates the extension
-    without_demo = "all";
-    logfile = false; # stderr, so the journal
-  } // odoo.settings;
-  odooConf = pkgs.writeText "odoo.conf" (
-    "[options]\n" + lib.concatStrings (lib.mapAttrsToList (k: v: "${k} = ${ini v}\n") odooOptions)
-  );
-  odooConfigure = pkgs.writeShellScript "odoo-configure" ''
-    set -euo pipefail
-    umask 077
-    secret=${lib.escapeShellArg vault.odoo-admin-password.path}
-    if [ ! -r "$secret" ]; then
-      echo "odoo: cannot read the admin password $secret: was the vault decrypted (odbox-vault in the activation log)?" >&2
-      exit 1
-    fi
-    password=$(head -n 1 "$secret")
-    if [ -z "$password" ]; then
-      echo "odoo: the admin password in $secret is empty" >&2
-      exit 1
-    fi
-    { cat ${odooConf}; printf 'admin_passwd = %s\n' "$password"; } > ${runtimeConf}.tmp
-    mv -f ${runtimeConf}.tmp ${runtimeConf}
-  '';
-  modules = lib.concatStringsSep "," odoo.initialModules;
-  # A new box has an empty database (dbinit made it): install base once, as
-  # `odoo -i base` would; a database restored from a backup is left alone.
-  odooInitialize = pkgs.writeShellScript "odoo-initialize" ''
-    set -euo pipefail
-    found=$(${pg}/bin/psql -h ${socket} -d ${lib.escapeShellArg odoo.db} -tAX \
-      -c "SELECT to_regclass('public.ir_module_module') IS NOT NULL")
-    if [ "$found" != t ]; then
-      echo "odoo: database ${odoo.db} is empty: installing ${modules} (no demo data)"
-      ${odoo.package}/bin/odoo --config ${runtimeConf} --init ${modules} --stop-after-init --no-http
-    fi
-  '';
+  # odoo.conf and the start scripts: one source with the tests (tests/box), see ./odoo.nix.
+  odooUnit = import ./odoo.nix {
+    inherit (odoo) db httpPort geventPort workers maxCronThreads addons settings initialModules;
+    inherit socket dataDir runtimeConf;
+    adminPasswordFile = vault.odoo-admin-password.path;
+    psql = "${pg}/bin/psql";
+    odoo = "${odoo.package}/bin/odoo";
+  };
+  odooConf = pkgs.writeText "odoo.conf" odooUnit.conf;
+  odooConfigure = pkgs.writeShellScript "odoo-configure" (odooUnit.configure odooConf);
+  odooInitialize = pkgs.writeShellScript "odoo-initialize" odooUnit.initialize;
   hardening = {
     NoNewPrivileges = true;
     PrivateTmp = true;
@@ -257,7 +215,7 @@ in
           StateDirectoryMode = "0750";
           WorkingDirectory = home;
           ExecStartPre = [ odooConfigure ] ++ lib.optional odoo.initialize odooInitialize;
-          ExecStart = "${odoo.package}/bin/odoo --config ${runtimeConf}";
+          ExecStart = odooUnit.start;
           Restart = "on-failure";
           RestartSec = 5;
           TimeoutStartSec = "20min"; # installing base on a new box

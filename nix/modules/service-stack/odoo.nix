@@ -42,6 +42,9 @@ let
     max_cron_threads = maxCronThreads;
     data_dir = dataDir;
     addons_path = builtins.concatStringsSep "," (map toString addons);
+    # odbox_health server-wide: /odbox/health answers (503, "no database selected") when Odoo
+    # has no database, and on a restored database that never installed it.
+    server_wide_modules = "base,web,odbox_health";
     unaccent = true; # dbinit creates the extension
     without_demo = "all";
     logfile = false; # stderr, so the journal

@@ -22,6 +22,15 @@ def check_filestore(path):
 class OdboxHealth(http.Controller):
     @http.route("/odbox/health", type="http", auth="none", methods=["GET"], save_session=False)
     def health(self):
+        if not request.db:  # loaded server-wide: Odoo found no database (or may not list them)
+            body = {
+                "status": "fail",
+                "checks": {
+                    "database": {"status": "fail", "error": "no database selected"},
+                    "filestore": {"status": "fail", "error": "no database selected"},
+                },
+            }
+            return request.make_json_response(body, status=503)
         checks = {}
         try:
             cr = request.env.cr
@@ -31,10 +40,7 @@ class OdboxHealth(http.Controller):
         except Exception as e:  # the answer is the report, not a traceback
             message = str(e).strip().splitlines()
             checks["database"] = {"status": "fail", "error": message[0] if message else repr(e)}
-        if request.db:
-            checks["filestore"] = check_filestore(config.filestore(request.db))
-        else:
-            checks["filestore"] = {"status": "fail", "error": "no database selected"}
+        checks["filestore"] = check_filestore(config.filestore(request.db))
         ok = all(c["status"] == "pass" for c in checks.values())
         body = {"status": "pass" if ok else "fail", "checks": checks}
         return request.make_json_response(body, status=200 if ok else 503)

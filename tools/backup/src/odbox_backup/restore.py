@@ -257,16 +257,63 @@ def _write_files(
     return count, total
 
 
-def match_owner(folder: Path, like: Path) -> None:
-    """Run as root (a restore unit often is), give the restored files the live folder's owner
-    and group, so Odoo can still write its filestore after the swap."""
-    if os.geteuid() != 0:
-        return
+def adopt(folder: Path, like: Path) -> None:
+    """Give the restored folder `like`'s owner, group and mode: `like` is the live folder, or,
+    on a new box with no live folder yet, its parent (the odoo user's data folder), so Odoo
+    can read and write its filestore after the swap. Folders take `like`'s mode, files the
+    same without x; the owner always keeps read and write (and x on folders). Owners change
+    only when run as root; modes always."""
     st = like.stat()
-    os.lchown(folder, st.st_uid, st.st_gid)
-    for parent, dirs, files in os.walk(folder):  # one folder at a time, not a list of them all
-        for name in dirs + files:
-            os.lchown(os.path.join(parent, name), st.st_uid, st.st_gid)  # noqa: PTH118
+    chown = os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid())
+    dir_mode = (st.st_mode & 0o2777) | 0o700
+    file_mode = (st.st_mode & 0o666) | 0o600
+    for parent, _, files in os.walk(folder):  # one folder at a time, not a list of them all
+        for name in files:
+            path = os.path.join(parent, name)  # noqa: PTH118
+            if chown:
+                os.lchown(path, st.st_uid, st.st_gid)
+            os.chmod(path, file_mode)  # noqa: PTH101
+        if chown:
+            os.lchown(parent, st.st_uid, st.st_gid)
+        os.chmod(parent, dir_mode)  # noqa: PTH101
+
+
+def unreadable(folder: Path) -> tuple[int, str]:
+    """How many files and folders under `folder` (itself included) its owner could not use
+    as Odoo does (read a file; list, enter and add to a folder), and the first of them.
+    Decided from the owner's uid and groups and each entry's mode bits, as the kernel
+    decides (ACLs aside): it is what a restore run as root cannot see by trying."""
+    import pwd
+    import stat
+
+    owner = folder.stat()
+    if owner.st_uid == 0:
+        return 0, ""
+    try:
+        user = pwd.getpwuid(owner.st_uid)
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    except KeyError:
+        groups = {owner.st_gid}
+
+    def may(st: os.stat_result, need: int) -> bool:  # need: 4 read, 2 write, 1 enter
+        if st.st_uid == owner.st_uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid in groups:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & need == need
+
+    count, first = 0, ""
+    for parent, _, files in os.walk(folder):
+        if not may(os.lstat(parent), 7):
+            count, first = count + 1, first or parent
+        for name in files:
+            path = os.path.join(parent, name)  # noqa: PTH118
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or not may(st, 4):
+                count, first = count + 1, first or path
+    return count, first
 
 
 @dataclass
@@ -385,8 +432,13 @@ def restore(
             files, size = files_done.result()
         if live_exists:
             copy_database_acl(target.conninfo, target.db, new_db)
-        if target.filestore.exists():
-            match_owner(new_folder, target.filestore)
+        adopt(new_folder, target.filestore if target.filestore.exists() else new_folder.parent)
+        bad, first_bad = unreadable(new_folder)
+        if bad:
+            raise RestoreFailed(
+                f"the owner of {new_folder} (uid {new_folder.stat().st_uid}) could not read "
+                f"{bad} of its files and folders (first: {first_bad}); nothing was swapped"
+            )
         attachments = verify_attachments(target.conninfo, new_db, new_folder)
         if attachments.missing:
             lacking = (

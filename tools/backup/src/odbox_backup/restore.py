@@ -30,7 +30,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -525,23 +525,35 @@ class Previous:
 
     databases: list[str]
     folders: list[Path]
+    # the sessions open on a database to drop ("pid 123 of odoo (psql)"): ended by the drop
+    sessions: dict[str, list[str]] = field(default_factory=dict)
+    # `_restore_` databases a restore is writing now, with their sessions: left alone
+    in_use: dict[str, list[str]] = field(default_factory=dict)
 
 
 def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
     """The `<db>_before_<time>` databases and `<folder>.before-<time>` folders restores kept,
-    and the `_restore_`/`.restore-` ones a killed restore left."""
+    and the `_restore_`/`.restore-` ones a killed restore left. A kept copy is not live: a
+    session open on it (a psql left open, a report) does not keep it; a `_restore_` database
+    with a session is one a restore is writing now, and it and its folder are left alone."""
     db_pattern = re.compile(rf"{re.escape(db)}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
     folder_pattern = re.compile(
         rf"{re.escape(filestore.name)}\.(before-{STAMP}|restore-[0-9a-f]{{8}})"
     )
     with _connect(conninfo) as conn:
         names = [str(r[0]) for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1")]
-        busy = {str(r[0]) for r in conn.execute(
-            "SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL"
-        )}  # fmt: skip
-    # A restore running now has its new database open: leave it and its folder alone.
-    running = {n.rsplit("_", 1)[1] for n in busy if "_restore_" in n}
-    databases = [n for n in names if db_pattern.fullmatch(n) and n not in busy]
+        sessions: dict[str, list[str]] = {}
+        for datname, pid, user, app in conn.execute(
+            "SELECT datname, pid, usename, application_name FROM pg_stat_activity"
+            " WHERE datname IS NOT NULL AND pid <> pg_backend_pid() ORDER BY pid"
+        ):
+            sessions.setdefault(str(datname), []).append(
+                f"pid {pid} of {user}" + (f" ({app})" if app else "")
+            )
+    ours = [n for n in names if db_pattern.fullmatch(n)]
+    in_use = {n: sessions[n] for n in ours if "_restore_" in n and n in sessions}
+    databases = [n for n in ours if n not in in_use]
+    running = {n.rsplit("_", 1)[1] for n in in_use}
     folders = (
         sorted(
             p for p in filestore.parent.iterdir()
@@ -550,7 +562,8 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
         if filestore.parent.is_dir()
         else []
     )  # fmt: skip
-    return Previous(databases, folders)
+    held = {n: sessions[n] for n in databases if n in sessions}
+    return Previous(databases, folders, held, in_use)
 
 
 def drop_previous(conninfo: str, previous: Previous) -> None:

@@ -2,12 +2,18 @@
 
 1. Every object the snapshot names must be in the repository: checked before
    anything is created.
-2. The dump streams, object by object (each checked against its name), into
-   `pg_restore --single-transaction --no-owner --role=OWNER` on a new database
-   `<db>_restore_<id>`; the files go to a new folder next to the live one.
+2. The dump streams, object by object (each checked against its name), into a new
+   database `<db>_restore_<id>`, loaded in a session of its owner role (never a
+   superuser's: a dump from another server is untrusted): a custom dump by
+   `pg_restore --single-transaction --no-owner --no-privileges`, a plain SQL one (an
+   imported Odoo zip) by odbox_backup.sqlload, never psql. The source's grants are left
+   out; the live database's default privileges are copied first, so the box's apply.
+   The files go to a new folder next to the live one, given the live folder's owner and
+   mode (on a new box, its parent's).
 3. Verify: every object's SHA-256 (as it is read), the dump's and every
    file's size, and that every attachment the restored database names
-   (`ir_attachment.store_fname`) is in the restored filestore.
+   (`ir_attachment.store_fname`) is in the restored filestore, and that the folder's
+   owner can read every file.
 4. Only then, with Odoo stopped (the stop command), the live database is
    renamed `<db>_before_<time>` and the live folder `<folder>.before-<time>`,
    and the restored ones take their names. Odoo is started again whatever
@@ -113,6 +119,67 @@ def _stream_dump(
     return size
 
 
+def without_password(conninfo: str, **changes: str) -> tuple[str, dict[str, str]]:
+    """`conninfo` (with `changes`) for a child's argv, and the environment that carries its
+    password (PGPASSWORD): /proc/PID/cmdline is readable by every user of the box."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()} | changes
+    password = params.pop("password", None)
+    return make_conninfo(**params), ({"PGPASSWORD": password} if password else {})
+
+
+# Where a snapshot came from: a dump this tool made itself from this box's database (or a
+# copy of one) is trusted as that box's; anything else (an Odoo zip, another cluster's dump
+# pulled by k8s-migrate) came from another server.
+TRUSTED_SOURCES = ("run", "copy")
+
+
+@dataclass
+class Session:
+    """How a child reaches the new database as its owner."""
+
+    conninfo: str  # without its password
+    env: dict[str, str]
+    run_as: dict[str, Any]  # subprocess's user/group, when it must run as the owner's OS user
+    role: str | None = None  # pg_restore --role, when the session is the maintenance one
+
+
+def owner_session(target: Target, owner: str, new_db: str, trusted: bool) -> Session:
+    """A session of the owner role on the new database, so what the dump says runs with the
+    owner's rights only: over the maintenance DSN with the owner's name; else, run as root,
+    as the OS user of the owner's name (peer authentication: odoo is odoo); else, for a
+    trusted dump only, the maintenance session with SET ROLE, as before."""
+    import pwd
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    conninfo, _ = without_password(target.conninfo, user=owner, dbname=new_db)
+    env: dict[str, str] = {}  # the maintenance role's password is not the owner's
+    try:
+        psycopg.connect(conninfo, connect_timeout=10).close()
+        return Session(conninfo, env, {})
+    except psycopg.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    account = None
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            account = pwd.getpwnam(owner)
+    if account is not None:
+        return Session(conninfo, env, {"user": account.pw_uid, "group": account.pw_gid,
+                                       "extra_groups": [], "cwd": "/"})  # fmt: skip
+    if trusted:
+        conninfo, env = without_password(target.conninfo, dbname=new_db)
+        return Session(conninfo, env, {}, role=owner)
+    user = conninfo_to_dict(target.conninfo).get("user") or "the DSN's user"
+    raise RestoreFailed(
+        f"cannot connect as the owner role {owner} ({reason}): a dump from another server is "
+        f"loaded as its owner, never as {user}; run the restore as root on the box (it then "
+        f"connects as the OS user {owner}), or give a --dsn that role can use; nothing was changed"
+    )
+
+
 def restore_database(
     repo: Repository,
     manifest: dict[str, Any],
@@ -120,9 +187,14 @@ def restore_database(
     new_db: str,
     owner: str,
     progress: Progress | None = None,
+    live: str | None = None,
 ) -> None:
+    """Load the dump into the new (empty) database as its owner: plain SQL through
+    odbox_backup.sqlload (no psql), a custom dump through pg_restore --no-privileges
+    --no-owner. The source's grants and owners are left out; the box's apply."""
+    import sys
+
     from psycopg import sql
-    from psycopg.conninfo import make_conninfo
 
     with _connect(target.conninfo) as conn:
         conn.execute(
@@ -130,29 +202,26 @@ def restore_database(
                 sql.Identifier(new_db), sql.Identifier(owner)
             )
         )
+    if live:
+        copy_default_privileges(target.conninfo, live, new_db)
     database = manifest["database"]
-    if database["format"] == "sql":
-        command = [
-            find_pg_tool("psql", target.pg_bin),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-d",
-            make_conninfo(target.conninfo, dbname=new_db),
-        ]
+    plain = database["format"] == "sql"
+    trusted = manifest.get("source", "run") in TRUSTED_SOURCES and not plain
+    session = owner_session(target, owner, new_db, trusted)
+    env = dict(os.environ) | session.env
+    if plain:
+        command = [sys.executable, "-m", "odbox_backup.sqlload"]
+        env["ODBOX_SQLLOAD_CONNINFO"] = session.conninfo
     else:
         command = [find_pg_tool("pg_restore", target.pg_bin), "--single-transaction",
-                   "--exit-on-error", "--no-owner", f"--role={owner}",
-                   f"--dbname={make_conninfo(target.conninfo, dbname=new_db)}"]  # fmt: skip
+                   "--exit-on-error", "--no-owner", "--no-privileges",
+                   f"--dbname={session.conninfo}"]  # fmt: skip
+        if session.role:
+            command.append(f"--role={session.role}")
     child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)  # fmt: skip
+                             stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
     assert child.stdin is not None and child.stderr is not None
     try:
-        if database["format"] == "sql":  # plain SQL has no --role: own what it makes as owner
-            quoted = owner.replace('"', '""')
-            child.stdin.write(f'SET ROLE "{quoted}";\n'.encode())
         size = _stream_dump(repo, manifest, child.stdin, progress)
         child.stdin.close()
     except BrokenPipeError:
@@ -164,15 +233,53 @@ def restore_database(
     stderr = child.stderr.read().decode(errors="replace")
     if child.wait() != 0:
         lines = [line for line in stderr.splitlines() if line.strip()]
-        raise RestoreFailed(
-            f"{command[0].rsplit('/', 1)[-1]} into {new_db} failed: "
-            f"{lines[-1] if lines else 'no message'}"
-        )
+        what = "loading the SQL dump" if plain else "pg_restore"
+        last = lines[-1].removeprefix("error: ") if lines else "no message"
+        raise RestoreFailed(f"{what} into {new_db} failed: {last}; nothing was swapped")
     if size != database["size"]:
         raise CorruptObject(
             f"the dump of snapshot {manifest['id']} came back with {size} bytes, "
             f"not {database['size']}"
         )
+
+
+def copy_default_privileges(conninfo: str, live: str, new: str) -> None:
+    """Give the new database the live one's default privileges (dbinit's `ALTER DEFAULT
+    PRIVILEGES FOR ROLE odoo GRANT … TO odoo_handyman`), before the dump is loaded: what
+    the owner creates then gets the box's grants, not the source's."""
+    from psycopg import sql
+
+    kinds = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
+    with _connect(conninfo, live) as conn:
+        rows = conn.execute(
+            "SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace::regnamespace::text,"
+            " d.defaclnamespace, d.defaclobjtype, a.grantee, pg_get_userbyid(a.grantee),"
+            " a.privilege_type, a.is_grantable"
+            " FROM pg_default_acl d, aclexplode(d.defaclacl) a"
+            " ORDER BY 1, 2, 4"
+        ).fetchall()
+    if not rows:
+        return
+    with _connect(conninfo, new) as conn:
+        schemas = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
+        reset = set()
+        for role, schema, nsp_oid, kind, grantee, grantee_name, privilege, grantable in rows:
+            if (nsp_oid != 0 and schema.strip('"') not in schemas) or kind not in kinds:
+                continue
+            prefix = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} ").format(
+                sql.Identifier(role),
+                sql.SQL(" IN SCHEMA {}").format(sql.Identifier(schema.strip('"')))
+                if nsp_oid != 0 else sql.SQL(""),
+            )  # fmt: skip
+            objects = sql.SQL(kinds[kind])
+            if (role, schema, kind) not in reset:  # the live entry replaces the built-in one
+                reset.add((role, schema, kind))
+                conn.execute(prefix + sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}").format(
+                    objects, sql.Identifier(role)))  # fmt: skip
+            who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(grantee_name)
+            conn.execute(prefix + sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege), objects, who,
+                sql.SQL(" WITH GRANT OPTION" if grantable else "")))  # fmt: skip
 
 
 def copy_database_acl(conninfo: str, live: str, new: str) -> None:
@@ -423,7 +530,8 @@ def restore(
             files_done = pool.submit(restore_filestore, repo, manifest, new_folder, progress,
                                      cancel)  # fmt: skip
             try:
-                restore_database(repo, manifest, target, new_db, owner, progress)
+                restore_database(repo, manifest, target, new_db, owner, progress,
+                                 target.db if live_exists else None)  # fmt: skip
             except BaseException:
                 cancel.set()
                 raise

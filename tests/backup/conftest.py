@@ -70,3 +70,11 @@ def odoo(
     made = postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")
     for db in made.splitlines():
         postgres.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture
+def owner_role(postgres: PostgresCluster) -> str:
+    """An unprivileged login role to own restored databases, as `odoo` does on the box."""
+    if not postgres.psql("SELECT 1 FROM pg_roles WHERE rolname = 'odoo_owner'"):
+        postgres.psql("CREATE ROLE odoo_owner LOGIN")
+    return "odoo_owner"

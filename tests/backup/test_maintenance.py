@@ -145,3 +145,21 @@ def test_drop_previous_removes_what_restores_kept(postgres, odoo, env, tmp_path)
     assert sorted(p.name for p in filestore.parent.iterdir()) == ["filestore"]
     again = backup_ok(env, "drop-previous", "--db", name, "--filestore", str(filestore))
     assert "nothing to drop" in again
+
+
+def test_drop_previous_ends_the_sessions_open_on_a_kept_database(postgres, odoo, env, tmp_path):
+    """A psql left open on a kept copy made drop-previous say "nothing to drop", exit 0."""
+    name, dsn, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_run(env, repo, odoo)
+    backup_ok(env, "restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore))
+    kept = postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}_before_%'")
+    with psycopg.connect(
+        dsn.replace(f"dbname={name}", f"dbname={kept}"), application_name="report"
+    ) as session:
+        pid = session.info.backend_pid
+        out = backup_ok(env, "drop-previous", "--db", name, "--filestore", str(filestore))
+    assert f"dropped database {kept} (ended its sessions: pid {pid} of postgres (report))" in out
+    assert postgres.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'") == name
+    assert sorted(p.name for p in filestore.parent.iterdir()) == ["filestore"]

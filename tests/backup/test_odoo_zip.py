@@ -78,7 +78,7 @@ def _odoo_zip(postgres, db, filestore, out):
 
 @pytest.mark.parametrize("layout", ["zip", "folder"])
 def test_import_of_an_odoo_backup_gives_a_snapshot_that_restores(
-    postgres, odoo, backend, env, tmp_path, layout
+    postgres, odoo, backend, env, tmp_path, layout, owner_role
 ):
     name, dsn, filestore = odoo
     source = odoo_state(dsn, filestore)
@@ -102,8 +102,12 @@ def test_import_of_an_odoo_backup_gives_a_snapshot_that_restores(
 
     restored = tmp_path / "restored" / "filestore"
     backup_ok(env, "restore", "--repo", backend, "latest", "--db", f"{name}_imported",
-              "--filestore", str(restored), "--owner", "postgres")  # fmt: skip
+              "--filestore", str(restored), "--owner", owner_role)  # fmt: skip
     assert odoo_state(db_dsn(postgres, f"{name}_imported"), restored) == source
+    owners = postgres.psql("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN"
+                           " pg_namespace n ON n.oid = relnamespace WHERE nspname = 'public'",
+                           db=f"{name}_imported")  # fmt: skip
+    assert owners == owner_role
     code = backup(env, "verify", "--repo", backend, "--read-data").returncode
     assert code == 0
 

@@ -182,3 +182,69 @@ def test_a_restore_run_as_root_gives_the_files_the_live_folders_owner(odoo, env,
               "--filestore", str(filestore))  # fmt: skip
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [filestore, *filestore.rglob("*")]}
     assert owners == {(65534, 65534)}
+
+
+NOBODY = 65534  # Odoo's own user on the box, played by nobody
+
+
+def _unusable_as(uid, folder):
+    """What under `folder` a process of `uid` cannot use as Odoo does: a file it cannot
+    read, a folder it cannot list, enter or add to. find(1) runs as that user (its cwd is
+    the folder, entered before it gives up root: the parents are root's) and asks the
+    kernel through access(2)."""
+    import subprocess
+
+    done = subprocess.run(
+        ["find", ".", "(", "-type", "f", "!", "-readable", ")", "-o", "(", "-type", "d", "!",
+         "(", "-readable", "-writable", "-executable", ")", ")", "-print"],
+        cwd=folder, user=uid, group=uid, extra_groups=[], capture_output=True, text=True,
+    )  # fmt: skip
+    return done.stdout.split() + done.stderr.splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_a_restore_on_a_new_box_gives_the_filestore_its_parents_owner_and_odoo_can_read_it(
+    odoo, local_env, tmp_path
+):
+    """Bootstrap mode: dbinit made the database, Odoo has no filestore folder yet; the parent
+    is the odoo user's data folder (odoo:odoo 0750). A restore run as root must leave a
+    folder that user reads and writes (it left root:root 750: every attachment read empty)."""
+    env = local_env
+    name, dsn, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_run(env, repo, odoo)
+    at_backup = odoo_state(dsn, filestore)
+    data = tmp_path / "newbox" / "data" / "filestore"
+    data.mkdir(parents=True)
+    os.chown(data, NOBODY, NOBODY)
+    data.chmod(0o750)
+    new = data / name
+
+    backup_ok(env, "restore", "--repo", repo, "latest", "--db", name, "--filestore", str(new))
+    assert odoo_state(dsn, new)[1] == at_backup[1]
+    entries = [new, *new.rglob("*")]
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in entries} == {(NOBODY, NOBODY)}
+    assert {oct(p.stat().st_mode & 0o7777) for p in entries if p.is_dir()} == {"0o750"}
+    assert {oct(p.stat().st_mode & 0o7777) for p in entries if p.is_file()} == {"0o640"}
+    assert _unusable_as(NOBODY, new) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_the_readability_check_names_what_the_owner_cannot_read(tmp_path):
+    from odbox_backup.restore import unreadable
+
+    folder = tmp_path / "filestore"
+    (folder / "ab").mkdir(parents=True)
+    (folder / "ab" / "ok").write_bytes(b"x")
+    (folder / "ab" / "secret").write_bytes(b"x")
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, NOBODY, NOBODY)
+    assert unreadable(folder) == (0, "")
+    (folder / "ab" / "secret").chmod(0o044)  # group and others may read; the owner may not
+    assert unreadable(folder) == (1, str(folder / "ab" / "secret"))
+    os.chown(folder / "ab" / "secret", 0, 0)
+    (folder / "ab" / "secret").chmod(0o600)  # root's, as a restore run as root left it
+    assert unreadable(folder) == (1, str(folder / "ab" / "secret"))
+    (folder / "ab").chmod(0o500)  # no new upload in ab/
+    assert unreadable(folder)[0] == 2

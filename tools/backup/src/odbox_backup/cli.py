@@ -542,7 +542,16 @@ def drop_previous(
 
     maintenance = make_conninfo(dsn or "", dbname="postgres")
     previous = find_previous(maintenance, db, filestore)
-    what = [f"database {d}" for d in previous.databases] + [str(f) for f in previous.folders]
+    for name, sessions in previous.in_use.items():
+        console.say(f"left database {name} alone: a restore is writing it ({', '.join(sessions)})")
+
+    def ended(name: str) -> str:
+        held = previous.sessions.get(name)
+        verb = "ending" if dry_run else "ended"
+        return f" ({verb} its sessions: {', '.join(held)})" if held else ""
+
+    what = [f"database {d}{ended(d)}" for d in previous.databases]
+    what += [str(f) for f in previous.folders]
     if not what:
         console.say(f"nothing to drop: no copy kept by a restore of {db} or {filestore}")
         return

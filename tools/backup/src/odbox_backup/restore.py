@@ -2,12 +2,18 @@
 
 1. Every object the snapshot names must be in the repository: checked before
    anything is created.
-2. The dump streams, object by object (each checked against its name), into
-   `pg_restore --single-transaction --no-owner --role=OWNER` on a new database
-   `<db>_restore_<id>`; the files go to a new folder next to the live one.
+2. The dump streams, object by object (each checked against its name), into a new
+   database `<db>_restore_<id>`, loaded in a session of its owner role (never a
+   superuser's: a dump from another server is untrusted): a custom dump by
+   `pg_restore --single-transaction --no-owner --no-privileges`, a plain SQL one (an
+   imported Odoo zip) by odbox_backup.sqlload, never psql. The source's grants are left
+   out; the live database's default privileges are copied first, so the box's apply.
+   The files go to a new folder next to the live one, given the live folder's owner and
+   mode (on a new box, its parent's).
 3. Verify: every object's SHA-256 (as it is read), the dump's and every
    file's size, and that every attachment the restored database names
-   (`ir_attachment.store_fname`) is in the restored filestore.
+   (`ir_attachment.store_fname`) is in the restored filestore, and that the folder's
+   owner can read every file.
 4. Only then, with Odoo stopped (the stop command), the live database is
    renamed `<db>_before_<time>` and the live folder `<folder>.before-<time>`,
    and the restored ones take their names. Odoo is started again whatever
@@ -30,7 +36,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +119,67 @@ def _stream_dump(
     return size
 
 
+def without_password(conninfo: str, **changes: str) -> tuple[str, dict[str, str]]:
+    """`conninfo` (with `changes`) for a child's argv, and the environment that carries its
+    password (PGPASSWORD): /proc/PID/cmdline is readable by every user of the box."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()} | changes
+    password = params.pop("password", None)
+    return make_conninfo(**params), ({"PGPASSWORD": password} if password else {})
+
+
+# Where a snapshot came from: a dump this tool made itself from this box's database (or a
+# copy of one) is trusted as that box's; anything else (an Odoo zip, another cluster's dump
+# pulled by k8s-migrate) came from another server.
+TRUSTED_SOURCES = ("run", "copy")
+
+
+@dataclass
+class Session:
+    """How a child reaches the new database as its owner."""
+
+    conninfo: str  # without its password
+    env: dict[str, str]
+    run_as: dict[str, Any]  # subprocess's user/group, when it must run as the owner's OS user
+    role: str | None = None  # pg_restore --role, when the session is the maintenance one
+
+
+def owner_session(target: Target, owner: str, new_db: str, trusted: bool) -> Session:
+    """A session of the owner role on the new database, so what the dump says runs with the
+    owner's rights only: over the maintenance DSN with the owner's name; else, run as root,
+    as the OS user of the owner's name (peer authentication: odoo is odoo); else, for a
+    trusted dump only, the maintenance session with SET ROLE, as before."""
+    import pwd
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    conninfo, _ = without_password(target.conninfo, user=owner, dbname=new_db)
+    env: dict[str, str] = {}  # the maintenance role's password is not the owner's
+    try:
+        psycopg.connect(conninfo, connect_timeout=10).close()
+        return Session(conninfo, env, {})
+    except psycopg.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    account = None
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            account = pwd.getpwnam(owner)
+    if account is not None:
+        return Session(conninfo, env, {"user": account.pw_uid, "group": account.pw_gid,
+                                       "extra_groups": [], "cwd": "/"})  # fmt: skip
+    if trusted:
+        conninfo, env = without_password(target.conninfo, dbname=new_db)
+        return Session(conninfo, env, {}, role=owner)
+    user = conninfo_to_dict(target.conninfo).get("user") or "the DSN's user"
+    raise RestoreFailed(
+        f"cannot connect as the owner role {owner} ({reason}): a dump from another server is "
+        f"loaded as its owner, never as {user}; run the restore as root on the box (it then "
+        f"connects as the OS user {owner}), or give a --dsn that role can use; nothing was changed"
+    )
+
+
 def restore_database(
     repo: Repository,
     manifest: dict[str, Any],
@@ -120,9 +187,14 @@ def restore_database(
     new_db: str,
     owner: str,
     progress: Progress | None = None,
+    live: str | None = None,
 ) -> None:
+    """Load the dump into the new (empty) database as its owner: plain SQL through
+    odbox_backup.sqlload (no psql), a custom dump through pg_restore --no-privileges
+    --no-owner. The source's grants and owners are left out; the box's apply."""
+    import sys
+
     from psycopg import sql
-    from psycopg.conninfo import make_conninfo
 
     with _connect(target.conninfo) as conn:
         conn.execute(
@@ -130,29 +202,26 @@ def restore_database(
                 sql.Identifier(new_db), sql.Identifier(owner)
             )
         )
+    if live:
+        copy_default_privileges(target.conninfo, live, new_db)
     database = manifest["database"]
-    if database["format"] == "sql":
-        command = [
-            find_pg_tool("psql", target.pg_bin),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-d",
-            make_conninfo(target.conninfo, dbname=new_db),
-        ]
+    plain = database["format"] == "sql"
+    trusted = manifest.get("source", "run") in TRUSTED_SOURCES and not plain
+    session = owner_session(target, owner, new_db, trusted)
+    env = dict(os.environ) | session.env
+    if plain:
+        command = [sys.executable, "-m", "odbox_backup.sqlload"]
+        env["ODBOX_SQLLOAD_CONNINFO"] = session.conninfo
     else:
         command = [find_pg_tool("pg_restore", target.pg_bin), "--single-transaction",
-                   "--exit-on-error", "--no-owner", f"--role={owner}",
-                   f"--dbname={make_conninfo(target.conninfo, dbname=new_db)}"]  # fmt: skip
+                   "--exit-on-error", "--no-owner", "--no-privileges",
+                   f"--dbname={session.conninfo}"]  # fmt: skip
+        if session.role:
+            command.append(f"--role={session.role}")
     child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)  # fmt: skip
+                             stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
     assert child.stdin is not None and child.stderr is not None
     try:
-        if database["format"] == "sql":  # plain SQL has no --role: own what it makes as owner
-            quoted = owner.replace('"', '""')
-            child.stdin.write(f'SET ROLE "{quoted}";\n'.encode())
         size = _stream_dump(repo, manifest, child.stdin, progress)
         child.stdin.close()
     except BrokenPipeError:
@@ -164,15 +233,53 @@ def restore_database(
     stderr = child.stderr.read().decode(errors="replace")
     if child.wait() != 0:
         lines = [line for line in stderr.splitlines() if line.strip()]
-        raise RestoreFailed(
-            f"{command[0].rsplit('/', 1)[-1]} into {new_db} failed: "
-            f"{lines[-1] if lines else 'no message'}"
-        )
+        what = "loading the SQL dump" if plain else "pg_restore"
+        last = lines[-1].removeprefix("error: ") if lines else "no message"
+        raise RestoreFailed(f"{what} into {new_db} failed: {last}; nothing was swapped")
     if size != database["size"]:
         raise CorruptObject(
             f"the dump of snapshot {manifest['id']} came back with {size} bytes, "
             f"not {database['size']}"
         )
+
+
+def copy_default_privileges(conninfo: str, live: str, new: str) -> None:
+    """Give the new database the live one's default privileges (dbinit's `ALTER DEFAULT
+    PRIVILEGES FOR ROLE odoo GRANT … TO odoo_handyman`), before the dump is loaded: what
+    the owner creates then gets the box's grants, not the source's."""
+    from psycopg import sql
+
+    kinds = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
+    with _connect(conninfo, live) as conn:
+        rows = conn.execute(
+            "SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace::regnamespace::text,"
+            " d.defaclnamespace, d.defaclobjtype, a.grantee, pg_get_userbyid(a.grantee),"
+            " a.privilege_type, a.is_grantable"
+            " FROM pg_default_acl d, aclexplode(d.defaclacl) a"
+            " ORDER BY 1, 2, 4"
+        ).fetchall()
+    if not rows:
+        return
+    with _connect(conninfo, new) as conn:
+        schemas = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
+        reset = set()
+        for role, schema, nsp_oid, kind, grantee, grantee_name, privilege, grantable in rows:
+            if (nsp_oid != 0 and schema.strip('"') not in schemas) or kind not in kinds:
+                continue
+            prefix = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} ").format(
+                sql.Identifier(role),
+                sql.SQL(" IN SCHEMA {}").format(sql.Identifier(schema.strip('"')))
+                if nsp_oid != 0 else sql.SQL(""),
+            )  # fmt: skip
+            objects = sql.SQL(kinds[kind])
+            if (role, schema, kind) not in reset:  # the live entry replaces the built-in one
+                reset.add((role, schema, kind))
+                conn.execute(prefix + sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}").format(
+                    objects, sql.Identifier(role)))  # fmt: skip
+            who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(grantee_name)
+            conn.execute(prefix + sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege), objects, who,
+                sql.SQL(" WITH GRANT OPTION" if grantable else "")))  # fmt: skip
 
 
 def copy_database_acl(conninfo: str, live: str, new: str) -> None:
@@ -257,16 +364,63 @@ def _write_files(
     return count, total
 
 
-def match_owner(folder: Path, like: Path) -> None:
-    """Run as root (a restore unit often is), give the restored files the live folder's owner
-    and group, so Odoo can still write its filestore after the swap."""
-    if os.geteuid() != 0:
-        return
+def adopt(folder: Path, like: Path) -> None:
+    """Give the restored folder `like`'s owner, group and mode: `like` is the live folder, or,
+    on a new box with no live folder yet, its parent (the odoo user's data folder), so Odoo
+    can read and write its filestore after the swap. Folders take `like`'s mode, files the
+    same without x; the owner always keeps read and write (and x on folders). Owners change
+    only when run as root; modes always."""
     st = like.stat()
-    os.lchown(folder, st.st_uid, st.st_gid)
-    for parent, dirs, files in os.walk(folder):  # one folder at a time, not a list of them all
-        for name in dirs + files:
-            os.lchown(os.path.join(parent, name), st.st_uid, st.st_gid)  # noqa: PTH118
+    chown = os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid())
+    dir_mode = (st.st_mode & 0o2777) | 0o700
+    file_mode = (st.st_mode & 0o666) | 0o600
+    for parent, _, files in os.walk(folder):  # one folder at a time, not a list of them all
+        for name in files:
+            path = os.path.join(parent, name)  # noqa: PTH118
+            if chown:
+                os.lchown(path, st.st_uid, st.st_gid)
+            os.chmod(path, file_mode)  # noqa: PTH101
+        if chown:
+            os.lchown(parent, st.st_uid, st.st_gid)
+        os.chmod(parent, dir_mode)  # noqa: PTH101
+
+
+def unreadable(folder: Path) -> tuple[int, str]:
+    """How many files and folders under `folder` (itself included) its owner could not use
+    as Odoo does (read a file; list, enter and add to a folder), and the first of them.
+    Decided from the owner's uid and groups and each entry's mode bits, as the kernel
+    decides (ACLs aside): it is what a restore run as root cannot see by trying."""
+    import pwd
+    import stat
+
+    owner = folder.stat()
+    if owner.st_uid == 0:
+        return 0, ""
+    try:
+        user = pwd.getpwuid(owner.st_uid)
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    except KeyError:
+        groups = {owner.st_gid}
+
+    def may(st: os.stat_result, need: int) -> bool:  # need: 4 read, 2 write, 1 enter
+        if st.st_uid == owner.st_uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid in groups:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & need == need
+
+    count, first = 0, ""
+    for parent, _, files in os.walk(folder):
+        if not may(os.lstat(parent), 7):
+            count, first = count + 1, first or parent
+        for name in files:
+            path = os.path.join(parent, name)  # noqa: PTH118
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or not may(st, 4):
+                count, first = count + 1, first or path
+    return count, first
 
 
 @dataclass
@@ -376,7 +530,8 @@ def restore(
             files_done = pool.submit(restore_filestore, repo, manifest, new_folder, progress,
                                      cancel)  # fmt: skip
             try:
-                restore_database(repo, manifest, target, new_db, owner, progress)
+                restore_database(repo, manifest, target, new_db, owner, progress,
+                                 target.db if live_exists else None)  # fmt: skip
             except BaseException:
                 cancel.set()
                 raise
@@ -385,8 +540,13 @@ def restore(
             files, size = files_done.result()
         if live_exists:
             copy_database_acl(target.conninfo, target.db, new_db)
-        if target.filestore.exists():
-            match_owner(new_folder, target.filestore)
+        adopt(new_folder, target.filestore if target.filestore.exists() else new_folder.parent)
+        bad, first_bad = unreadable(new_folder)
+        if bad:
+            raise RestoreFailed(
+                f"the owner of {new_folder} (uid {new_folder.stat().st_uid}) could not read "
+                f"{bad} of its files and folders (first: {first_bad}); nothing was swapped"
+            )
         attachments = verify_attachments(target.conninfo, new_db, new_folder)
         if attachments.missing:
             lacking = (
@@ -473,23 +633,35 @@ class Previous:
 
     databases: list[str]
     folders: list[Path]
+    # the sessions open on a database to drop ("pid 123 of odoo (psql)"): ended by the drop
+    sessions: dict[str, list[str]] = field(default_factory=dict)
+    # `_restore_` databases a restore is writing now, with their sessions: left alone
+    in_use: dict[str, list[str]] = field(default_factory=dict)
 
 
 def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
     """The `<db>_before_<time>` databases and `<folder>.before-<time>` folders restores kept,
-    and the `_restore_`/`.restore-` ones a killed restore left."""
+    and the `_restore_`/`.restore-` ones a killed restore left. A kept copy is not live: a
+    session open on it (a psql left open, a report) does not keep it; a `_restore_` database
+    with a session is one a restore is writing now, and it and its folder are left alone."""
     db_pattern = re.compile(rf"{re.escape(db)}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
     folder_pattern = re.compile(
         rf"{re.escape(filestore.name)}\.(before-{STAMP}|restore-[0-9a-f]{{8}})"
     )
     with _connect(conninfo) as conn:
         names = [str(r[0]) for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1")]
-        busy = {str(r[0]) for r in conn.execute(
-            "SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL"
-        )}  # fmt: skip
-    # A restore running now has its new database open: leave it and its folder alone.
-    running = {n.rsplit("_", 1)[1] for n in busy if "_restore_" in n}
-    databases = [n for n in names if db_pattern.fullmatch(n) and n not in busy]
+        sessions: dict[str, list[str]] = {}
+        for datname, pid, user, app in conn.execute(
+            "SELECT datname, pid, usename, application_name FROM pg_stat_activity"
+            " WHERE datname IS NOT NULL AND pid <> pg_backend_pid() ORDER BY pid"
+        ):
+            sessions.setdefault(str(datname), []).append(
+                f"pid {pid} of {user}" + (f" ({app})" if app else "")
+            )
+    ours = [n for n in names if db_pattern.fullmatch(n)]
+    in_use = {n: sessions[n] for n in ours if "_restore_" in n and n in sessions}
+    databases = [n for n in ours if n not in in_use]
+    running = {n.rsplit("_", 1)[1] for n in in_use}
     folders = (
         sorted(
             p for p in filestore.parent.iterdir()
@@ -498,7 +670,8 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
         if filestore.parent.is_dir()
         else []
     )  # fmt: skip
-    return Previous(databases, folders)
+    held = {n: sessions[n] for n in databases if n in sessions}
+    return Previous(databases, folders, held, in_use)
 
 
 def drop_previous(conninfo: str, previous: Previous) -> None:

@@ -19,7 +19,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from odbox_common.processes import running
 from tests.conftest import PostgresCluster, StoppedCluster, new_postgres_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ RUNTIME = Path(os.environ.get("ODBOX_ODOO_RUNTIME", "/var/tmp/odbox-odoo"))
 PINS = Path(__file__).with_name("odoo-requirements-py311.txt")
 ODOO_NIX = ROOT / "nix" / "modules" / "service-stack" / "odoo.nix"
 ADDONS = ROOT / "nix" / "pkgs" / "odoo-addons" / "addons"
+CTL_ENV = dict(os.environ)
 NIX_ENV = {**os.environ, "NIX_CONFIG": "build-users-group =\nexperimental-features = nix-command"}
 
 DB = "odoo"  # the box's names (service-stack's odoo.db, dbinit's defaults)
@@ -200,8 +201,8 @@ class Box:
     user: pwd.struct_passwd
     http_port: int = field(default_factory=free_port)
     gevent_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
     workers: int = 0
+    _uid: int | None = None
 
     # ---------------------------------------------------------------- the box's folders
 
@@ -335,6 +336,37 @@ class Box:
     def check(self) -> subprocess.CompletedProcess[str]:
         return self.dbinit("check", "--no-pgadmin")
 
+    def backup_env(
+        self, repo: Path, identity: Path | None = None, odoo_service: bool = True
+    ) -> dict[str, str]:
+        """The backup module's environment (its units run as root); without odoo_service, as in
+        bootstrap mode: no Odoo to stop or start."""
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "ODBOX_BACKUP_REPO": str(repo),
+            "ODBOX_DB": DB,
+            "ODBOX_FILESTORE": str(self.filestore),
+            "ODBOX_DSN": f"host={self.cluster.socket_dir} user=postgres dbname=postgres",
+            "ODBOX_PG_BIN": str(self.cluster.bindir),
+            "ODBOX_BACKUP_CACHE": str(repo.parent / "backup-cache"),
+        }
+        if odoo_service:
+            env["ODBOX_ODOO_STOP"] = shlex.join(self.ctl("stop"))
+            env["ODBOX_ODOO_START"] = shlex.join(self.ctl("start"))
+        if identity is not None:
+            env["ODBOX_BACKUP_IDENTITY"] = str(identity)
+        return env
+
+    def odbox_backup(
+        self, repo: Path, *args: str, identity: Path | None = None, odoo_service: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).with_name("odbox-backup")), *args]
+        return subprocess.run(
+            command, env=self.backup_env(repo, identity, odoo_service),
+            capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+
     def restart_postgres(self) -> None:
         c = self.cluster
         # -l: the new server must not inherit pg_ctl's output pipes (run() would wait on them).
@@ -352,52 +384,56 @@ class Box:
 
     # ---------------------------------------------------------------- Odoo's server
 
-    def start(self, workers: int = 0) -> None:
-        """What systemd does for the odoo unit: configure, then ExecStart as odoo; until ready."""
-        assert self.process is None, "Odoo runs already"
-        unit = self.configure(workers)
+    def ctl(self, action: str) -> list[str]:
+        """The command that starts or stops this box's Odoo (odbox-backup's --odoo-stop/start)."""
+        return [sys.executable, str(Path(__file__).with_name("odooctl.py")), action, str(self.base)]
+
+    def write_unit(self, workers: int) -> None:
+        """What odooctl runs: the module's scripts and ExecStart for this many workers."""
+        unit = self.unit(workers)
+        unit["conf_file"].write_text(unit["conf"])
+        unit["conf_file"].chmod(0o644)  # a store path
         self.workers = workers
-        log = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
-        self.process = subprocess.Popen(
-            shlex.split(unit["start"]), user=self.user.pw_uid, group=self.user.pw_gid,
-            extra_groups=[], cwd=self.home, env=self.odoo_env, stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        (self.base / "unit.json").write_text(json.dumps({
+            "pre": [unit["configure"], unit["initialize"]], "start": shlex.split(unit["start"]),
+            "uid": self.user.pw_uid, "gid": self.user.pw_gid, "home": str(self.home),
+            "env": self.odoo_env,
+        }))  # fmt: skip
+
+    def start(self, workers: int = 0) -> None:
+        """systemctl start odoo (ExecStartPre, then ExecStart as odoo); until Odoo answers."""
+        assert self.pid() is None, "Odoo runs already"
+        self.write_unit(workers)
+        result = subprocess.run(self.ctl("start"), capture_output=True, text=True, env=CTL_ENV)
+        assert result.returncode == 0, result.stderr
         self.wait_ready()
 
-    def wait_ready(self) -> None:
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.base / "odoo.pid").read_text())
+            return pid if running(pid) else None
+        return None
+
+    def wait_ready(self, deadline: float = START_DEADLINE) -> None:
         """Until Odoo answers HTTP (and the gevent worker its port); fails if it exits first."""
-        deadline = time.monotonic() + START_DEADLINE
+        until = time.monotonic() + deadline
         ports = [self.http_port] + ([self.gevent_port] if self.workers else [])
         for port in ports:
             while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise AssertionError(
-                        f"Odoo exited with {self.process.returncode}:\n{self.tail()}"
-                    )
+                if self.pid() is None:
+                    raise AssertionError(f"Odoo does not run:\n{self.tail()}")
                 with contextlib.suppress(OSError, http.client.HTTPException):
                     self.get("/web/webclient/version_info", port=port)
                     break
-                if time.monotonic() > deadline:
+                if time.monotonic() > until:
                     raise AssertionError(f"Odoo did not answer on port {port}:\n{self.tail()}")
-                time.sleep(0.5)
+                time.sleep(0.2)
 
     def stop(self) -> None:
-        """systemctl stop: SIGTERM, 90 s (TimeoutStopSec), then SIGKILL of what is left."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        with contextlib.suppress(ProcessLookupError):  # workers the master left behind
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process = None
+        """systemctl stop odoo: SIGTERM, 90 s (TimeoutStopSec), then SIGKILL of what is left."""
+        if (self.base / "odoo.pid").exists():
+            result = subprocess.run(self.ctl("stop"), capture_output=True, text=True, env=CTL_ENV)
+            assert result.returncode == 0, result.stderr
 
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -424,6 +460,11 @@ class Box:
             conn.close()
 
     def uid(self) -> int:
+        if self._uid is None:
+            self._uid = self._login()
+        return self._uid
+
+    def _login(self) -> int:
         common = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.http_port}/xmlrpc/2/common")
         uid = common.authenticate(DB, "admin", ADMIN_PASSWORD, {})
         assert isinstance(uid, int) and uid, f"cannot log in as admin: {uid!r}"

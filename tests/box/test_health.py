@@ -11,8 +11,13 @@ pytestmark = pytest.mark.odoo
 
 
 def test_health_says_no_database_selected_when_odoo_finds_no_database(box):
-    box.sql(f"ALTER DATABASE {DB} RENAME TO odoo_elsewhere")
     box.start(workers=2)
+    # The database goes away under a running Odoo (its unit would not start without it).
+    box.sql(f"ALTER DATABASE {DB} WITH ALLOW_CONNECTIONS false")
+    box.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", "postgres", DB
+    )
+    box.sql(f"ALTER DATABASE {DB} RENAME TO odoo_elsewhere")
     health = box.get("/odbox/health")
     assert health.status == 503, health.body[:200]
     assert health.headers["Content-Type"].startswith("application/json")

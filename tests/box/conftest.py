@@ -3,6 +3,7 @@ its database and filestore for each test (installing base, mail and contacts tak
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -101,3 +102,37 @@ def box(box_session: Session) -> Iterator[Box]:
         yield box_session.box
     finally:
         box_session.box.stop()
+
+
+# ---------------------------------------------------------------- CI: no silent skip
+
+REQUIRE = "ODBOX_REQUIRE_ODOO_TESTS"  # .ci/run sets it
+_skipped: list[str] = []
+_ran: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "odoo" not in report.keywords:
+        return
+    if report.skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        _skipped.append(f"{report.nodeid}: {reason}")
+    elif report.when == "call":
+        _ran.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ODBOX_REQUIRE_ODOO_TESTS=1 and an Odoo tree here, a skipped or deselected odoo test
+    fails the run: CI must not go green without having run Odoo."""
+    if os.environ.get(REQUIRE) != "1" or odoo_source() is None:
+        return
+    if not _skipped and _ran:
+        return
+    why = "; ".join(_skipped[:3]) if _skipped else "none was selected"
+    line = f"error: an Odoo tree is at {odoo_source()} but the odoo tests did not run: {why}"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, red=True)
+    else:
+        print(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

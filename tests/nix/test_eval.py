@@ -295,7 +295,8 @@ def test_the_service_stack_refuses_what_would_leak_or_cannot_work():
         "certificate from the vault: enable odbox.vault",
         "odbox.service-stack.autocerts needs odbox.service-stack.acme.email",
         "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix "
-        "store; the module reads it from the vault",
+        "store, readable by every user; give a secret's vault file to "
+        "odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)",
     ]
 
 
@@ -303,3 +304,96 @@ def intermediate_group(config: dict[str, Any]) -> str:
     return str(
         config["systemd"]["services"]["odbox-local-ca-intermediate"]["serviceConfig"]["Group"]
     )
+
+
+def test_the_backups_follow_a_renamed_odoo_database():
+    config = evaluate(STACK % 'odbox.service-stack.odoo.db = "acme";')
+    services = config["systemd"]["services"]
+    assert services["odbox-dbinit"]["environment"]["ODBOX_ODOO_DB"] == "acme"
+    for unit in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-restore@"):
+        env = services[unit]["environment"]
+        assert env["ODBOX_DB"] == "acme", unit
+        assert env["ODBOX_FILESTORE"] == "/var/lib/odoo/data/filestore/acme", unit
+    # a box that backs up another database still says so
+    config = evaluate(STACK % 'odbox.backup.db = "other";')
+    env = config["systemd"]["services"]["odbox-backup-hot"]["environment"]
+    assert env["ODBOX_DB"] == "other"
+    assert env["ODBOX_FILESTORE"] == "/var/lib/odoo/data/filestore/other"
+
+
+@pytest.mark.parametrize(
+    "key", ["smtp_password", "db_replica_password", "SMTP_PASSWORD", "api_secret", "oauth_token"]
+)
+def test_no_option_named_like_a_secret_reaches_the_store_through_odoo_settings(key):
+    config = evaluate(STACK % f'odbox.service-stack.odoo.settings.{key} = "hunter2";')
+    assert [m for m in failing(config) if key in m] == [
+        f"odbox.service-stack.odoo.settings must not hold {key}: it would land in the Nix store, "
+        "readable by every user; give a secret's vault file to "
+        "odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)"
+    ]
+
+
+def test_a_secret_setting_comes_from_the_vault_at_start_and_restarts_odoo_when_it_changes():
+    config = evaluate(
+        STACK % 'odbox.service-stack.odoo.secretSettings.smtp_password = "passwords/smtp.txt.age";',
+        inline_files=True,
+    )
+    assert failing(config) == []
+    secret = config["odbox"]["vault"]["secrets"]["odoo-setting-smtp_password"]
+    assert (secret["file"], secret["owner"], secret["mode"]) == (
+        "passwords/smtp.txt.age", "odoo", "0400"
+    )  # fmt: skip
+    odoo = config["systemd"]["services"]["odoo"]
+    configure = odoo["serviceConfig"]["ExecStartPre"][0]
+    assert "head -n 1 /run/odbox-vault/odoo-setting-smtp_password" in configure
+    assert "printf '%s = %s\\n' smtp_password \"$value\" >> /run/odoo/odoo.conf.tmp" in configure
+    conf = re.search(r"«odoo.conf:\n(.*?)»", configure, re.S)
+    assert conf and "smtp_password" not in conf.group(1)
+    vault = config["odbox"]["vault"]["secrets"]
+    triggers = odoo["restartTriggers"]
+    assert vault["odoo-admin-password"]["fingerprint"] in triggers
+    assert secret["fingerprint"] in triggers
+
+
+def test_odoo_and_nginx_restart_when_the_vault_secrets_they_read_change(tmp_path):
+    def triggers(text: str) -> tuple[list[Any], list[Any]]:
+        (vault / "passwords" / "odoo-admin.txt.age").write_text(text)
+        config = evaluate(
+            f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
+            "odbox.server-base.enable = true; }"
+        )
+        services = config["systemd"]["services"]
+        return services["odoo"]["restartTriggers"], services["nginx"]["restartTriggers"]
+
+    vault = tmp_path / "vault"
+    (vault / "passwords").mkdir(parents=True)
+    (vault / "certs").mkdir()
+    (vault / "certs" / "localhost-cert.pem.age").write_text("cert")
+    (vault / "certs" / "localhost-key.pem.age").write_text("key")
+    odoo_before, nginx_before = triggers("one")
+    odoo_after, nginx_after = triggers("two")
+    assert odoo_before != odoo_after and nginx_before == nginx_after
+    (vault / "certs" / "localhost-key.pem.age").write_text("new key")
+    assert triggers("two")[1] != nginx_after
+
+
+def test_odoo_finds_postgresql_tools_of_the_servers_version_on_its_path():
+    config = evaluate(STACK % "")
+    assert config["systemd"]["services"]["odoo"]["path"] == [
+        "/nix/store/00000000000000000000000000000000-postgresql_17"
+    ]
+
+
+def test_lego_waits_until_step_ca_answers():
+    config = evaluate(
+        STACK % 'odbox.service-stack = { autocerts = true; domain = "odoo.test"; }; '
+        "odbox.local-ca.enable = true;",
+        inline_files=True,
+    )
+    ready = config["systemd"]["services"]["odbox-local-ca-ready"]
+    units = ["acme-odoo.test.service", "acme-order-renew-odoo.test.service"]
+    assert ready["requiredBy"] == units and ready["before"] == units
+    assert ready["after"] == ["step-ca.service"]
+    script = ready["serviceConfig"]["ExecStart"]
+    assert "https://localhost:8443/acme/acme/directory" in script
+    assert "--cacert /run/odbox-vault/local-ca-root-certificate" in script

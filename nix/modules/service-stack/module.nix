@@ -53,7 +53,21 @@ let
       exit 1
     fi
     { cat ${odooConf}; printf 'admin_passwd = %s\n' "$password"; } > ${runtimeConf}.tmp
-    mv -f ${runtimeConf}.tmp ${runtimeConf}
+    ${lib.concatMapStrings readSetting (lib.attrNames odoo.secretSettings)}    mv -f ${runtimeConf}.tmp ${runtimeConf}
+  '';
+  # odoo.settings land in the store: no option there may hold a secret.
+  secretNamed = key: builtins.match ".*(passw|secret|token).*" (lib.toLower key) != null;
+  leaking = lib.filter (key: secretNamed key && !(key == "db_password" && odoo.settings.db_password == false))
+    (lib.attrNames odoo.settings);
+  settingSecret = key: "odoo-setting-${key}";
+  # The vault secrets Odoo reads: a change of one restarts it.
+  odooSecrets = [ "odoo-admin-password" ] ++ map settingSecret (lib.attrNames odoo.secretSettings);
+  readSetting = key: ''
+    if ! value=$(head -n 1 ${lib.escapeShellArg vault.${settingSecret key}.path}); then
+      echo "odoo: cannot read ${key} from ${vault.${settingSecret key}.path}: was the vault decrypted?" >&2
+      exit 1
+    fi
+    printf '%s = %s\n' ${lib.escapeShellArg key} "$value" >> ${runtimeConf}.tmp
   '';
   modules = lib.concatStringsSep "," odoo.initialModules;
   # A new box has an empty database (dbinit made it): install base once, as
@@ -95,19 +109,26 @@ in
           message = "odbox.service-stack.autocerts needs odbox.service-stack.acme.email";
         }
         {
-          assertion = !(odoo.settings ? admin_passwd);
-          message = "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix store; the module reads it from the vault";
+          assertion = leaking == [ ];
+          message = "odbox.service-stack.odoo.settings must not hold ${lib.concatStringsSep ", " leaking}: it would land in the Nix store, readable by every user; give a secret's vault file to odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)";
         }
         {
           assertion = !(odoo.settings ? db_password) || odoo.settings.db_password == false;
           message = "odbox.service-stack.odoo.settings.db_password: Odoo logs in over the Unix socket with peer auth, without a password";
         }
+        {
+          assertion = !(odoo.secretSettings ? admin_passwd) && !(odoo.secretSettings ? db_password)
+            && lib.all (key: builtins.match "[a-z_][a-z0-9_]*" key != null) (lib.attrNames odoo.secretSettings);
+          message = "odbox.service-stack.odoo.secretSettings takes odoo.conf option names (lower case, digits, _), not admin_passwd (the vault's passwords/odoo-admin.txt) nor db_password (peer auth)";
+        }
       ];
 
       odbox.vault.secrets = lib.mkMerge [
-        (lib.mkIf runOdoo {
+        (lib.mkIf runOdoo ({
           odoo-admin-password = { file = "passwords/odoo-admin.txt.age"; owner = "odoo"; group = "odoo"; };
-        })
+        } // lib.mapAttrs' (key: file: lib.nameValuePair (settingSecret key) {
+          inherit file; owner = "odoo"; group = "odoo";
+        }) odoo.secretSettings))
         (lib.mkIf cfg.pgadmin.enable {
           pgadmin-password = { file = "passwords/pgadmin-admin.txt.age"; owner = "pgadmin"; group = "pgadmin"; };
         })
@@ -233,6 +254,10 @@ in
         };
       };
 
+      # Nginx reads the certificate and its key at start.
+      systemd.services.nginx.restartTriggers = lib.mkIf (!cfg.autocerts)
+        [ vault.tls-certificate.fingerprint vault.tls-key.fingerprint ];
+
       security.acme = lib.mkIf cfg.autocerts {
         acceptTerms = true;
         defaults = { inherit (cfg.acme) email; } // lib.optionalAttrs (cfg.acme.server != null) {
@@ -247,7 +272,10 @@ in
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" "odbox-dbinit.service" ];
         requires = [ "odbox-dbinit.service" ];
-        restartTriggers = [ odooConf ];
+        # psql, pg_dump and pg_restore of the server's version: Odoo's database manager and
+        # backups call them by name (nixpkgs' own Odoo module puts them there too).
+        path = [ pg ];
+        restartTriggers = [ odooConf ] ++ map (name: vault.${name}.fingerprint) odooSecrets;
         serviceConfig = {
           User = "odoo";
           Group = "odoo";

@@ -39,9 +39,11 @@
   virtualisation.vmVariant.virtualisation = {
     memorySize = 4096;
     cores = 2;
+    # On the host's loopback only: without host.address QEMU listens on every
+    # interface, and the snakeoil root password is published.
     forwardPorts = [
-      { from = "host"; host.port = 8443; guest.port = 443; }
-      { from = "host"; host.port = 2222; guest.port = 22; }
+      { from = "host"; host.address = "127.0.0.1"; host.port = 8443; guest.port = 443; }
+      { from = "host"; host.address = "127.0.0.1"; host.port = 2222; guest.port = 22; }
     ];
   };
   system.stateVersion = "26.05";

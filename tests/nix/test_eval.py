@@ -560,3 +560,17 @@ def test_secrets_no_longer_configured_are_removed_from_the_ramfs(tmp_path):
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert sorted(p.name for p in ramfs.iterdir()) == ["kept"]
     assert "odbox-vault: removed gone, no longer configured" in result.stderr
+
+
+def test_the_flake_builds_the_dev_vm_runner_for_the_machine_that_runs_it():
+    packages = evaluate_json(f"import {HERE / 'flake-packages.nix'} {{ nixpkgsLib = {LIB}; }}")
+    # no x86_64-darwin: cryptography has no wheel there (test_uv2nix.py)
+    assert set(packages) == {"x86_64-linux", "aarch64-linux", "aarch64-darwin"}
+    for system, outputs in packages.items():
+        # QEMU and the start script of this machine; the guest stays aarch64-linux
+        assert outputs["devm-vm"] == f"vm whose runner is {system}'s"
+        # the guest's own snakeoil secrets (new ones in each build): the key that logs in
+        assert outputs["snakeoil-sec"] == "aarch64-linux:snakeoil-sec"
+        assert outputs["vaultgen"] == f"{system}:vaultgen"
+    assert "odoo-addons" not in packages["aarch64-darwin"]
+    assert "dbinit" not in packages["aarch64-darwin"]

@@ -164,9 +164,9 @@ in
       settings = opt (types.submodule {
         freeformType = types.attrsOf (types.nullOr (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]));
         options = {
-          PasswordAuthentication = bool true;
-          KbdInteractiveAuthentication = bool true;
-          PermitRootLogin = opt (types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ]) "prohibit-password";
+          PasswordAuthentication = opt (types.nullOr types.bool) true;
+          KbdInteractiveAuthentication = opt (types.nullOr types.bool) true;
+          PermitRootLogin = opt (types.nullOr (types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ])) "prohibit-password";
         };
       }) { };
     };

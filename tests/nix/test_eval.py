@@ -1,4 +1,5 @@
-"""Deeper, local only: the modules evaluated with nixpkgs' real lib.evalModules.
+"""Deeper, local only: the modules and every node evaluated with nixpkgs' real lib.evalModules,
+over nixpkgs' option names and types (nixos-options.nix; how it differs: README.md).
 
 Fetch nix-community/nixpkgs.lib (never commit it) and point NIXPKGS_LIB at its
 lib/ folder; CI has no copy, so there this file is skipped and test_nix.py's
@@ -533,7 +534,10 @@ def test_the_vault_decrypts_in_units_around_sysusers_or_userborn(users, unit):
     services = config["systemd"]["services"]
     decrypt, owners = services["odbox-vault-decrypt"], services["odbox-vault-owners"]
     # before the users are made (userborn reads the password hashes), owners after
-    assert decrypt["before"] == [unit] and decrypt["wantedBy"] == ["sysinit.target"]
+    assert decrypt["before"] == ["sysinit.target", unit] and decrypt["wantedBy"] == [
+        "sysinit.target"
+    ]
+    assert owners["before"] == ["sysinit.target"]
     assert decrypt["unitConfig"]["DefaultDependencies"] is False
     assert owners["after"] == [unit, "odbox-vault-decrypt.service"]
     assert "/run/odbox-vault/root-password-hash" in decrypt["serviceConfig"]["ExecStart"]

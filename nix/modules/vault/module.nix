@@ -65,8 +65,11 @@ let
   # unit: the vault becomes two units around it, as agenix switches to a unit then.
   usersByUnit = config.systemd.sysusers.enable || config.services.userborn.enable;
   usersUnit = if config.services.userborn.enable then "userborn.service" else "systemd-sysusers.service";
+  # Before sysinit.target, which every ordinary unit starts after: Odoo, Nginx and the
+  # others find their secrets in place.
   early = {
     wantedBy = [ "sysinit.target" ];
+    before = [ "sysinit.target" ];
     unitConfig.DefaultDependencies = false;
     serviceConfig = {
       Type = "oneshot";
@@ -107,7 +110,7 @@ in
       # Before the users are made (userborn reads the password hashes), and the owners after.
       systemd.services.odbox-vault-decrypt = lib.recursiveUpdate early {
         description = "Odoo Box vault: decrypt the secrets into ${root}";
-        before = [ usersUnit ];
+        before = [ "sysinit.target" usersUnit ];
         serviceConfig.ExecStart = pkgs.writeShellScript "odbox-vault-decrypt" decrypt;
       };
       systemd.services.odbox-vault-owners = lib.recursiveUpdate early {

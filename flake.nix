@@ -27,7 +27,11 @@
     let
       inherit (nixpkgs) lib;
       linux = [ "x86_64-linux" "aarch64-linux" ];
-      darwin = [ "aarch64-darwin" "x86_64-darwin" ];
+      # No x86_64-darwin: cryptography (vaultgen, ec2-install; 50.0.2 in uv.lock) publishes
+      # no macOS x86_64 wheel, and building it from source needs Rust and maturin overrides we
+      # do not keep (tests/nix/test_uv2nix.py checks a wheel for every system listed here).
+      # An Intel Mac runs the tools in the dev shell of a Linux VM, or from uv (`just setup`).
+      darwin = [ "aarch64-darwin" ];
       overlay = import ./nix/pkgs {
         inherit pyproject-nix uv2nix pyproject-build-systems;
         workspaceRoot = ./.;
@@ -60,8 +64,17 @@
         lib.genAttrs (tools pkgs) (name: pkgs.${name}) // {
           admin-tools = pkgs.odbox-admin-tools;
           dev-tools = pkgs.odbox-dev-tools;
+          # The dev VM's own snakeoil secrets (aarch64-linux, as the guest): vaultgen makes
+          # new ones in each build, so the SSH identity that logs in is only the guest's.
+          snakeoil-sec = self.nixosConfigurations.devm.pkgs.snakeoil-sec;
+          # The dev VM, its runner built for this machine (virtualisation.host.pkgs): on a
+          # Mac, QEMU and the start script are Darwin's while the guest stays aarch64-linux,
+          # which needs a Linux builder (nix/nodes/devm-aarch64/README.md).
+          devm-vm = (self.nixosConfigurations.devm.extendModules {
+            modules = [ { virtualisation.vmVariant.virtualisation.host.pkgs = pkgs; } ];
+          }).config.system.build.vm;
         } // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
-          inherit (pkgs) odoo-addons snakeoil-sec;
+          inherit (pkgs) odoo-addons;
         });
 
       apps = forSystems (linux ++ darwin) (pkgs:

@@ -23,4 +23,7 @@ def test_every_example_in_the_readme_runs(tmp_path):
         assert "check found drift: exit 3" in everything
         assert "as they should be" in everything
         assert "already points at" in everything
+        assert "PUBLIC can run connection_params() in database pgadmin" in everything
+        assert "function public.run_sql(text) in database odoo runs as superuser" in everything
+        assert "no drift after setup" in everything
         assert dbinit(cluster, "check").returncode == 0

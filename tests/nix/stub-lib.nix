@@ -11,7 +11,10 @@ let
     in
     m.options or { };
   lib = {
-    mkOption = attrs: attrs // { _type = "option"; };
+    # A default computed from other options (config is empty here) shows as its
+    # defaultText, as nixpkgs' option docs show it.
+    mkOption = attrs: attrs // { _type = "option"; }
+      // (if attrs ? defaultText then { default = attrs.defaultText; } else { });
     mkEnableOption = what: {
       _type = "option";
       type = type "bool";

@@ -1,4 +1,5 @@
-"""Deeper, local only: the modules evaluated with nixpkgs' real lib.evalModules.
+"""Deeper, local only: the modules and every node evaluated with nixpkgs' real lib.evalModules,
+over nixpkgs' option names and types (nixos-options.nix; how it differs: README.md).
 
 Fetch nix-community/nixpkgs.lib (never commit it) and point NIXPKGS_LIB at its
 lib/ folder; CI has no copy, so there this file is skipped and test_nix.py's
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nix.test_nix import HERE, evaluate_json
+from tests.nix.test_nix import HERE, NIX_ENV, ROOT, evaluate_json
 
 LIB = os.environ.get("NIXPKGS_LIB")
 pytestmark = pytest.mark.skipif(
@@ -23,13 +26,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def evaluate(config: str, inline_files: bool = False) -> dict[str, Any]:
+def evaluate(config: str, inline_files: bool = False, **more: str) -> dict[str, Any]:
     """The configuration the modules make; with inline_files, generated files appear as their
-    text («name: …») where their store path would be."""
+    text («name: …») where their store path would be. `more`: eval-modules.nix's other
+    arguments, as Nix expressions (node, packages, withModules)."""
     inline = "true" if inline_files else "false"
+    extra = "".join(f"{name} = {value}; " for name, value in more.items())
     expression = (
         f"import {HERE / 'eval-modules.nix'} "
-        f"{{ nixpkgsLib = {LIB}; config = {config}; inlineFiles = {inline}; }}"
+        f"{{ nixpkgsLib = {LIB}; config = {config}; inlineFiles = {inline}; {extra}}}"
     )
     return dict(evaluate_json(expression))
 
@@ -43,10 +48,8 @@ def test_nothing_is_configured_until_enabled():
     config = evaluate("{ }")
     assert config["systemd"]["services"] == {} and config["systemd"]["timers"] == {}
     assert config["environment"]["systemPackages"] == [] and config["swapDevices"] == []
-    assert config["fileSystems"] == {} and config["networking"]["firewall"] == {}
-    assert (
-        config["services"]["openssh"] == {} and config["services"]["postgresql"]["identMap"] == ""
-    )
+    without = evaluate("{ }", withModules="false")
+    assert {k: v for k, v in config.items() if k != "odbox"} == without
 
 
 def test_the_backup_units_call_odbox_backup_as_documented():
@@ -65,7 +68,7 @@ def test_the_backup_units_call_odbox_backup_as_documented():
     )
     assert hot["unitConfig"]["RequiresMountsFor"] == "/backup"
     assert services["odbox-backup-restore@"]["serviceConfig"]["ExecStart"].endswith("restore %i")
-    assert "wantedBy" not in services["odbox-backup-restore@"]
+    assert services["odbox-backup-restore@"]["wantedBy"] == []
     assert "odbox-backup-restore@" not in config["systemd"]["timers"]
     offsite = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
     assert offsite.endswith("copy all --to s3://b/p --wait 3600")
@@ -141,7 +144,7 @@ def test_cloud_login_needs_a_key_and_refuses_passwords():
     ]
     config = evaluate('{ odbox.login = { enable = true; adminKeys = [ "ssh-ed25519 AAAA x" ]; }; }')
     assert config["services"]["openssh"]["settings"]["PasswordAuthentication"] is False
-    assert "hashedPasswordFile" not in config["users"]["users"]["admin"]
+    assert config["users"]["users"]["admin"]["hashedPasswordFile"] is None
 
 
 def test_snakeoil_copies_the_cleartext_test_secrets_and_warns():
@@ -226,6 +229,7 @@ def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_on
         "proxyPass": "http://127.0.0.1:8072",
         "proxyWebsockets": True,
         "extraConfig": "proxy_read_timeout 3600s;",
+        "return": None,
     }
     assert "X-Script-Name /pgadmin4" in host["locations"]["/pgadmin4/"]["extraConfig"]
     # psql of the server's own version for the admins, and dbinit for `dbinit check`
@@ -262,7 +266,7 @@ def test_autocerts_from_the_local_ca():
         "odbox.vault uses the snakeoil secrets: openly published test secrets, for the dev VM only"
     ]
     host = config["services"]["nginx"]["virtualHosts"]["odoo.test"]
-    assert host["enableACME"] is True and "sslCertificate" not in host
+    assert host["enableACME"] is True and host["sslCertificate"] == "/«unset»"
     secrets = config["odbox"]["vault"]["secrets"]
     assert "tls-key" not in secrets and secrets["local-ca-root-key"]["mode"] == "0400"
     acme = config["security"]["acme"]
@@ -295,7 +299,8 @@ def test_the_service_stack_refuses_what_would_leak_or_cannot_work():
         "certificate from the vault: enable odbox.vault",
         "odbox.service-stack.autocerts needs odbox.service-stack.acme.email",
         "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix "
-        "store; the module reads it from the vault",
+        "store, readable by every user; give a secret's vault file to "
+        "odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)",
     ]
 
 
@@ -303,3 +308,273 @@ def intermediate_group(config: dict[str, Any]) -> str:
     return str(
         config["systemd"]["services"]["odbox-local-ca-intermediate"]["serviceConfig"]["Group"]
     )
+
+
+def test_the_backups_follow_a_renamed_odoo_database():
+    config = evaluate(STACK % 'odbox.service-stack.odoo.db = "acme";')
+    services = config["systemd"]["services"]
+    assert services["odbox-dbinit"]["environment"]["ODBOX_ODOO_DB"] == "acme"
+    for unit in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-restore@"):
+        env = services[unit]["environment"]
+        assert env["ODBOX_DB"] == "acme", unit
+        assert env["ODBOX_FILESTORE"] == "/var/lib/odoo/data/filestore/acme", unit
+    # a box that backs up another database still says so
+    config = evaluate(STACK % 'odbox.backup.db = "other";')
+    env = config["systemd"]["services"]["odbox-backup-hot"]["environment"]
+    assert env["ODBOX_DB"] == "other"
+    assert env["ODBOX_FILESTORE"] == "/var/lib/odoo/data/filestore/other"
+
+
+@pytest.mark.parametrize(
+    "key", ["smtp_password", "db_replica_password", "SMTP_PASSWORD", "api_secret", "oauth_token"]
+)
+def test_no_option_named_like_a_secret_reaches_the_store_through_odoo_settings(key):
+    config = evaluate(STACK % f'odbox.service-stack.odoo.settings.{key} = "hunter2";')
+    assert [m for m in failing(config) if key in m] == [
+        f"odbox.service-stack.odoo.settings must not hold {key}: it would land in the Nix store, "
+        "readable by every user; give a secret's vault file to "
+        "odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)"
+    ]
+
+
+def test_a_secret_setting_comes_from_the_vault_at_start_and_restarts_odoo_when_it_changes():
+    config = evaluate(
+        STACK % 'odbox.service-stack.odoo.secretSettings.smtp_password = "passwords/smtp.txt.age";',
+        inline_files=True,
+    )
+    assert failing(config) == []
+    secret = config["odbox"]["vault"]["secrets"]["odoo-setting-smtp_password"]
+    assert (secret["file"], secret["owner"], secret["mode"]) == (
+        "passwords/smtp.txt.age", "odoo", "0400"
+    )  # fmt: skip
+    odoo = config["systemd"]["services"]["odoo"]
+    configure = odoo["serviceConfig"]["ExecStartPre"][0]
+    assert "head -n 1 /run/odbox-vault/odoo-setting-smtp_password" in configure
+    assert "printf '%s = %s\\n' smtp_password \"$value\" >> \"$runtime.tmp\"" in configure
+    conf = re.search(r"«odoo.conf:\n(.*?)»", configure, re.S)
+    assert conf and "smtp_password" not in conf.group(1)
+    vault = config["odbox"]["vault"]["secrets"]
+    triggers = odoo["restartTriggers"]
+    assert vault["odoo-admin-password"]["fingerprint"] in triggers
+    assert secret["fingerprint"] in triggers
+
+
+def test_odoo_and_nginx_restart_when_the_vault_secrets_they_read_change(tmp_path):
+    def triggers(text: str) -> tuple[list[Any], list[Any]]:
+        (vault / "passwords" / "odoo-admin.txt.age").write_text(text)
+        config = evaluate(
+            f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
+            "odbox.server-base.enable = true; }"
+        )
+        services = config["systemd"]["services"]
+        return services["odoo"]["restartTriggers"], services["nginx"]["restartTriggers"]
+
+    vault = tmp_path / "vault"
+    (vault / "passwords").mkdir(parents=True)
+    (vault / "certs").mkdir()
+    (vault / "certs" / "localhost-cert.pem.age").write_text("cert")
+    (vault / "certs" / "localhost-key.pem.age").write_text("key")
+    odoo_before, nginx_before = triggers("one")
+    odoo_after, nginx_after = triggers("two")
+    assert odoo_before != odoo_after and nginx_before == nginx_after
+    (vault / "certs" / "localhost-key.pem.age").write_text("new key")
+    assert triggers("two")[1] != nginx_after
+
+
+def test_odoo_finds_postgresql_tools_of_the_servers_version_on_its_path():
+    config = evaluate(STACK % "")
+    assert config["systemd"]["services"]["odoo"]["path"] == [
+        "/nix/store/00000000000000000000000000000000-postgresql_17"
+    ]
+
+
+def test_lego_waits_until_step_ca_answers():
+    config = evaluate(
+        STACK % 'odbox.service-stack = { autocerts = true; domain = "odoo.test"; }; '
+        "odbox.local-ca.enable = true;",
+        inline_files=True,
+    )
+    ready = config["systemd"]["services"]["odbox-local-ca-ready"]
+    units = ["acme-odoo.test.service", "acme-order-renew-odoo.test.service"]
+    assert ready["requiredBy"] == units and ready["before"] == units
+    assert ready["after"] == ["step-ca.service"]
+    script = ready["serviceConfig"]["ExecStart"]
+    assert "https://localhost:8443/acme/acme/directory" in script
+    assert "--cacert /run/odbox-vault/local-ca-root-certificate" in script
+
+
+def evaluation_error(config: str, **more: str) -> str:
+    """The error of an evaluation that must fail."""
+    extra = "".join(f"{name} = {value}; " for name, value in more.items())
+    expression = (
+        f"import {HERE / 'eval-modules.nix'} {{ nixpkgsLib = {LIB}; config = {config}; {extra}}}"
+    )
+    result = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expression],
+        capture_output=True, text=True, env=NIX_ENV,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+# (a module file, what it says, the misspelling) for nginx, ACME, step-ca and openssh
+TYPOS = [
+    ("service-stack/module.nix", "forceSSL = true;", "forceSsl = true;"),
+    ("service-stack/module.nix", "recommendedProxySettings = true;",
+     "recommendedProxySetting = true;"),
+    ("service-stack/module.nix", "proxyWebsockets = true;", "proxyWebSockets = true;"),
+    ("service-stack/module.nix", "acceptTerms = true;", "acceptTerm = true;"),
+    ("local-ca/module.nix", "intermediatePasswordFile =", "intermediatePassword ="),
+    ("local-ca/module.nix", "security.acme.defaults.environmentFile",
+     "security.acme.defaults.environmentFiles"),
+    ("server-base/module.nix", "openFirewall = false;", "openFireWall = false;"),
+    ("server-base/module.nix", 'PermitRootLogin = lib.mkDefault "prohibit-password";',
+     'PermitRootLogin = lib.mkDefault "prohibit_password";'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("file, right, wrong", TYPOS, ids=[t[2][:30] for t in TYPOS])
+def test_a_misspelt_nixos_option_in_a_module_fails_the_evaluation(tmp_path, file, right, wrong):
+    modules = tmp_path / "modules"
+    shutil.copytree(ROOT / "nix" / "modules", modules)
+    text = (modules / file).read_text()
+    assert right in text
+    (modules / file).write_text(text.replace(right, wrong, 1))
+    config = (
+        '{ odbox.vault = { enable = true; backend = "snakeoil"; }; odbox.server-base.enable = true;'
+        ' odbox.service-stack = { autocerts = true; acme.email = "a@b.c"; };'
+        " odbox.local-ca.enable = true; }"
+    )
+    error = evaluation_error(config, modules=str(modules))
+    assert "does not exist" in error or "is not of type" in error or "not among" in error, error
+    # and the same modules, spelt right, evaluate
+    (modules / file).write_text(text)
+    assert failing(evaluate(config, modules=str(modules))) == []
+
+
+def snakeoil(tmp_path: Path) -> str:
+    """A stand-in snakeoil-sec package: the one file a node reads from it."""
+    package = tmp_path / "snakeoil-sec"
+    (package / "ssh").mkdir(parents=True)
+    (package / "ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAAsnakeoil snakeoil\n")
+    # a derivation in the eyes of types.package; toJSON shows its outPath
+    fake = f'{{ type = "derivation"; name = "snakeoil-sec"; outPath = "{package}"; }}'
+    return f"{{ snakeoil-sec = {fake}; }}"
+
+
+NODES = sorted(p.name for p in (ROOT / "nix" / "nodes").iterdir() if (p / "default.nix").exists())
+
+
+@pytest.mark.parametrize("boot", [False, True], ids=["full", "boot"])
+@pytest.mark.parametrize("node", NODES)
+def test_every_node_evaluates(tmp_path, node, boot):
+    config = "{ odbox.service-stack.bootstrap-mode = true; }" if boot else "{ }"
+    result = evaluate(config, node=str(ROOT / "nix" / "nodes" / node), packages=snakeoil(tmp_path))
+    if node == "ec2":
+        return  # imported by the two below; it sets no hostPlatform of its own
+    problems = failing(result)
+    if node.startswith("ec2-") and not (ROOT / "vault").exists():
+        # what a fresh checkout says until `vaultgen generate` made vault/
+        assert any(
+            p.startswith(
+                "the EC2 machines read the vault at the repository root: run `vaultgen generate`"
+            )
+            for p in problems
+        ), problems
+        assert all("vault" in p or "SSH key" in p for p in problems), problems  # fmt: skip
+    else:
+        assert problems == []
+    assert result["system"]["stateVersion"] == "26.05"
+
+
+def test_the_dev_vm_forwards_its_ports_on_the_hosts_loopback_only(tmp_path):
+    config = evaluate("{ }", node=str(ROOT / "nix" / "nodes" / "devm-aarch64"),
+                      packages=snakeoil(tmp_path))  # fmt: skip
+    ports = config["virtualisation"]["vmVariant"]["virtualisation"]["forwardPorts"]
+    assert {(p["host"]["port"], p["guest"]["port"]) for p in ports} == {(8443, 443), (2222, 22)}
+    assert [p["host"]["address"] for p in ports] == ["127.0.0.1", "127.0.0.1"]
+    assert config["users"]["users"]["admin"]["openssh"]["authorizedKeys"]["keys"] == [
+        "ssh-ed25519 AAAAsnakeoil snakeoil"
+    ]
+
+
+def test_standard_login_on_ec2_lets_root_in_with_its_password():
+    # amazon-image.nix sets PermitRootLogin = "prohibit-password" at normal priority.
+    config = evaluate(
+        '{ lib, ... }: { odbox.login.mode = lib.mkForce "standard"; }',
+        node=str(ROOT / "nix" / "nodes" / "ec2-x86_64"),
+    )
+    settings = config["services"]["openssh"]["settings"]
+    assert settings["PermitRootLogin"] == "yes" and settings["PasswordAuthentication"] is True
+    # cloud mode agrees with amazon-image.nix, and a machine can still say no
+    config = evaluate("{ }", node=str(ROOT / "nix" / "nodes" / "ec2-x86_64"))
+    assert config["services"]["openssh"]["settings"]["PermitRootLogin"] == "prohibit-password"
+    config = evaluate(
+        '{ lib, ... }: { odbox.login.mode = lib.mkForce "standard";'
+        ' services.openssh.settings.PermitRootLogin = lib.mkForce "no"; }',
+        node=str(ROOT / "nix" / "nodes" / "ec2-x86_64"),
+    )
+    assert config["services"]["openssh"]["settings"]["PermitRootLogin"] == "no"
+
+
+@pytest.mark.parametrize(
+    "users, unit",
+    [("systemd.sysusers.enable", "systemd-sysusers.service"),
+     ("services.userborn.enable", "userborn.service")],
+)  # fmt: skip
+def test_the_vault_decrypts_in_units_around_sysusers_or_userborn(users, unit):
+    config = evaluate(
+        f'{{ {users} = true; odbox.vault = {{ enable = true; backend = "snakeoil"; }}; '
+        'odbox.login = { enable = true; mode = "standard"; adminKeys = [ "ssh-ed25519 A" ]; }; }',
+        inline_files=True,
+    )
+    assert failing(config) == []  # nixpkgs wants system.activationScripts.users empty then
+    assert config["system"]["activationScripts"]["users"] == ""
+    assert "odbox-vault-decrypt" not in config["system"]["activationScripts"]
+    services = config["systemd"]["services"]
+    decrypt, owners = services["odbox-vault-decrypt"], services["odbox-vault-owners"]
+    # before the users are made (userborn reads the password hashes), owners after
+    assert decrypt["before"] == ["sysinit.target", unit] and decrypt["wantedBy"] == [
+        "sysinit.target"
+    ]
+    assert owners["before"] == ["sysinit.target"]
+    assert decrypt["unitConfig"]["DefaultDependencies"] is False
+    assert owners["after"] == [unit, "odbox-vault-decrypt.service"]
+    assert "/run/odbox-vault/root-password-hash" in decrypt["serviceConfig"]["ExecStart"]
+    assert (
+        "chown root:root /run/odbox-vault/root-password-hash"
+        in (owners["serviceConfig"]["ExecStart"])
+    )
+
+
+def test_secrets_no_longer_configured_are_removed_from_the_ramfs(tmp_path):
+    config = evaluate(
+        '{ odbox.vault = { enable = true; backend = "snakeoil"; '
+        'secrets.kept = { file = "passwords/kept.txt.age"; }; }; }'
+    )
+    text = config["system"]["activationScripts"]["odbox-vault-decrypt"]["text"]
+    prune = re.search(r"^\s*for file in /run/odbox-vault/\*.*?^\s*done$", text, re.S | re.M)
+    assert prune, text
+    ramfs = tmp_path / "odbox-vault"
+    ramfs.mkdir()
+    for name in ("kept", "gone", ".hidden", "kept.tmp"):
+        (ramfs / name).write_text("secret")
+    (ramfs / "folder").mkdir()
+    script = prune.group(0).replace("/run/odbox-vault", str(ramfs))
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert sorted(p.name for p in ramfs.iterdir()) == ["kept"]
+    assert "odbox-vault: removed gone, no longer configured" in result.stderr
+
+
+def test_the_flake_builds_the_dev_vm_runner_for_the_machine_that_runs_it():
+    packages = evaluate_json(f"import {HERE / 'flake-packages.nix'} {{ nixpkgsLib = {LIB}; }}")
+    # no x86_64-darwin: cryptography has no wheel there (test_uv2nix.py)
+    assert set(packages) == {"x86_64-linux", "aarch64-linux", "aarch64-darwin"}
+    for system, outputs in packages.items():
+        # QEMU and the start script of this machine; the guest stays aarch64-linux
+        assert outputs["devm-vm"] == f"vm whose runner is {system}'s"
+        # the guest's own snakeoil secrets (new ones in each build): the key that logs in
+        assert outputs["snakeoil-sec"] == "aarch64-linux:snakeoil-sec"
+        assert outputs["vaultgen"] == f"{system}:vaultgen"
+    assert "odoo-addons" not in packages["aarch64-darwin"]
+    assert "dbinit" not in packages["aarch64-darwin"]

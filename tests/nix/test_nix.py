@@ -301,3 +301,19 @@ def test_the_flake_has_every_machine_ec2_install_switches_to_and_its_boot_varian
     assert all(url.startswith("github:") and "?" not in url for url in shape["inputs"].values())
     for node in ("devm-aarch64", *NODES.values()):
         assert (ROOT / "nix" / "nodes" / node / "default.nix").exists()
+
+
+# nixpkgs aliases that are deprecated (they warn at evaluation, and go away): alias -> name
+DEPRECATED = {"nixfmt-rfc-style": "nixfmt"}
+
+
+def test_no_nix_file_names_a_deprecated_nixpkgs_alias():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {alias} (now {name})"
+        for path in nix_files()
+        if path.parent != HERE
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for alias, name in DEPRECATED.items()
+        if re.search(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", line)
+    ]
+    assert found == []

@@ -1,4 +1,4 @@
-{ lib, pkgs, ... }:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   calendars = what: default: mkOption {
@@ -32,13 +32,15 @@ in
     };
     db = mkOption {
       type = types.str;
-      default = "odoo";
-      description = "Odoo's database.";
+      default = config.odbox.service-stack.odoo.db;
+      defaultText = lib.literalExpression "config.odbox.service-stack.odoo.db";
+      description = "Odoo's database: the service stack's, unless the backups are of another.";
     };
     filestore = mkOption {
       type = types.str;
-      default = "/var/lib/odoo/data/filestore/odoo";
-      description = "Odoo's filestore folder for that database.";
+      default = "/var/lib/odoo/data/filestore/${config.odbox.backup.db}";
+      defaultText = lib.literalExpression ''"/var/lib/odoo/data/filestore/''${config.odbox.backup.db}"'';
+      description = "Odoo's filestore folder for that database (the service stack's data_dir holds one per database).";
     };
     odooService = mkOption {
       type = types.str;

@@ -26,6 +26,22 @@ let
       mv -f ${state}/$f.tmp ${state}/$f
     done
   '';
+  # The units of the ACME client (lego) that order the certificate (the order unit's name
+  # changed in NixOS 25.11).
+  acmeUnits = [ "acme-${stack.domain}.service" "acme-order-renew-${stack.domain}.service" ];
+  # step-ca's unit is up as soon as its process runs, before it listens: lego's first
+  # order on a new box would find nothing there and give up until the next timer.
+  ready = pkgs.writeShellScript "odbox-local-ca-ready" ''
+    for _ in $(seq 1 120); do
+      if ${pkgs.curl}/bin/curl --silent --fail --output /dev/null \
+          --cacert ${vault.local-ca-root-certificate.path} ${directory}; then
+        exit 0
+      fi
+      sleep 1
+    done
+    echo "odbox-local-ca: step-ca does not answer at ${directory} after 120 s" >&2
+    exit 1
+  '';
 in
 {
   config = lib.mkIf cfg.enable {
@@ -88,8 +104,21 @@ in
     };
     systemd.services.step-ca = {
       wantedBy = [ "multi-user.target" ];
-      # The ACME client's first order must find the CA up (the unit's name changed in NixOS 25.11).
-      before = [ "acme-${stack.domain}.service" "acme-order-renew-${stack.domain}.service" ];
+      before = acmeUnits;
+    };
+    # The ACME client's orders wait until step-ca answers on its port.
+    systemd.services.odbox-local-ca-ready = {
+      description = "Odoo Box local CA: wait until step-ca answers";
+      after = [ "step-ca.service" ];
+      requires = [ "step-ca.service" ];
+      before = acmeUnits;
+      requiredBy = acmeUnits;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = ready;
+        TimeoutStartSec = 150;
+      };
     };
 
     # lego talks to step-ca over HTTPS: it must trust the vault CA.

@@ -15,11 +15,15 @@ in
         extraGroups = [ "wheel" ];
         openssh.authorizedKeys.keys = cfg.adminKeys;
       };
-      # Below a plain definition: a machine can still say PermitRootLogin = "no".
-      services.openssh.settings = lib.mapAttrs (_: lib.mkOverride 900) {
-        PasswordAuthentication = standard;
-        PermitRootLogin = if standard then "yes" else "prohibit-password";
-      };
+      # Below a plain definition: a machine can still say PasswordAuthentication = false.
+      services.openssh.settings.PasswordAuthentication = lib.mkOverride 900 standard;
+      # nixpkgs' amazon-image.nix sets PermitRootLogin = "prohibit-password" at normal
+      # priority, which would beat a mkOverride 900 and lock root's password out in standard
+      # mode on EC2: standard mode's "yes" is set above it (mkOverride 90, below mkForce), so a
+      # machine that wants otherwise says so with lib.mkForce. Cloud mode's "prohibit-password"
+      # agrees with amazon-image.nix and stays below a plain definition.
+      services.openssh.settings.PermitRootLogin =
+        if standard then lib.mkOverride 90 "yes" else lib.mkOverride 900 "prohibit-password";
       assertions = [
         {
           # In standard mode too: if the vault cannot be decrypted, the passwords are locked.

@@ -99,7 +99,13 @@ in
         type = with types; attrsOf (oneOf [ str int bool ]);
         default = { };
         example = { limit_time_real = 300; log_level = "warn"; };
-        description = "More [options] for odoo.conf; they override the module's. admin_passwd is not one: it comes from the vault at each start.";
+        description = "More [options] for odoo.conf; they override the module's. They land in the Nix store, readable by every user, so no option whose name says password, passwd, secret or token may be one (the module refuses them): give those to secretSettings. admin_passwd comes from the vault at each start.";
+      };
+      secretSettings = mkOption {
+        type = types.attrsOf (types.strMatching "[^/].*[.]age");
+        default = { };
+        example = { smtp_password = "passwords/smtp.txt.age"; };
+        description = "odoo.conf options whose values are secrets (smtp_password, …), each the vault file that holds it (in odbox.vault.source): the module decrypts it for the odoo user as the vault secret odoo-setting-NAME and writes its first line into odoo.conf at each start, never into the store. Odoo restarts when such a file changes.";
       };
     };
 

@@ -21,10 +21,19 @@ let
     adminPasswordFile = vault.odoo-admin-password.path;
     psql = "${pg}/bin/psql";
     odoo = "${odoo.package}/bin/odoo";
+    # each secretSettings option's decrypted vault file, read by odoo-configure at start
+    secretFiles = lib.mapAttrs (key: _: vault.${settingSecret key}.path) odoo.secretSettings;
   };
   odooConf = pkgs.writeText "odoo.conf" odooUnit.conf;
   odooConfigure = pkgs.writeShellScript "odoo-configure" (odooUnit.configure odooConf);
   odooInitialize = pkgs.writeShellScript "odoo-initialize" odooUnit.initialize;
+  # odoo.settings land in the store: no option there may hold a secret.
+  secretNamed = key: builtins.match ".*(passw|secret|token).*" (lib.toLower key) != null;
+  leaking = lib.filter (key: secretNamed key && !(key == "db_password" && odoo.settings.db_password == false))
+    (lib.attrNames odoo.settings);
+  settingSecret = key: "odoo-setting-${key}";
+  # The vault secrets Odoo reads: a change of one restarts it.
+  odooSecrets = [ "odoo-admin-password" ] ++ map settingSecret (lib.attrNames odoo.secretSettings);
   hardening = {
     NoNewPrivileges = true;
     PrivateTmp = true;
@@ -53,19 +62,26 @@ in
           message = "odbox.service-stack.autocerts needs odbox.service-stack.acme.email";
         }
         {
-          assertion = !(odoo.settings ? admin_passwd);
-          message = "odbox.service-stack.odoo.settings must not hold admin_passwd: it would land in the Nix store; the module reads it from the vault";
+          assertion = leaking == [ ];
+          message = "odbox.service-stack.odoo.settings must not hold ${lib.concatStringsSep ", " leaking}: it would land in the Nix store, readable by every user; give a secret's vault file to odbox.service-stack.odoo.secretSettings (the admin password comes from the vault already)";
         }
         {
           assertion = !(odoo.settings ? db_password) || odoo.settings.db_password == false;
           message = "odbox.service-stack.odoo.settings.db_password: Odoo logs in over the Unix socket with peer auth, without a password";
         }
+        {
+          assertion = !(odoo.secretSettings ? admin_passwd) && !(odoo.secretSettings ? db_password)
+            && lib.all (key: builtins.match "[a-z_][a-z0-9_]*" key != null) (lib.attrNames odoo.secretSettings);
+          message = "odbox.service-stack.odoo.secretSettings takes odoo.conf option names (lower case, digits, _), not admin_passwd (the vault's passwords/odoo-admin.txt) nor db_password (peer auth)";
+        }
       ];
 
       odbox.vault.secrets = lib.mkMerge [
-        (lib.mkIf runOdoo {
+        (lib.mkIf runOdoo ({
           odoo-admin-password = { file = "passwords/odoo-admin.txt.age"; owner = "odoo"; group = "odoo"; };
-        })
+        } // lib.mapAttrs' (key: file: lib.nameValuePair (settingSecret key) {
+          inherit file; owner = "odoo"; group = "odoo";
+        }) odoo.secretSettings))
         (lib.mkIf cfg.pgadmin.enable {
           pgadmin-password = { file = "passwords/pgadmin-admin.txt.age"; owner = "pgadmin"; group = "pgadmin"; };
         })
@@ -191,6 +207,10 @@ in
         };
       };
 
+      # Nginx reads the certificate and its key at start.
+      systemd.services.nginx.restartTriggers = lib.mkIf (!cfg.autocerts)
+        [ vault.tls-certificate.fingerprint vault.tls-key.fingerprint ];
+
       security.acme = lib.mkIf cfg.autocerts {
         acceptTerms = true;
         defaults = { inherit (cfg.acme) email; } // lib.optionalAttrs (cfg.acme.server != null) {
@@ -205,7 +225,10 @@ in
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" "odbox-dbinit.service" ];
         requires = [ "odbox-dbinit.service" ];
-        restartTriggers = [ odooConf ];
+        # psql, pg_dump and pg_restore of the server's version: Odoo's database manager and
+        # backups call them by name (nixpkgs' own Odoo module puts them there too).
+        path = [ pg ];
+        restartTriggers = [ odooConf ] ++ map (name: vault.${name}.fingerprint) odooSecrets;
         serviceConfig = {
           User = "odoo";
           Group = "odoo";

@@ -13,4 +13,4 @@ if [ -z "$password" ]; then
 fi
 runtime=@runtime_conf@
 { cat @conf@; printf 'admin_passwd = %s\n' "$password"; } > "$runtime.tmp"
-mv -f "$runtime.tmp" "$runtime"
+@read_secrets@mv -f "$runtime.tmp" "$runtime"

@@ -15,6 +15,7 @@
   dataDir,
   runtimeConf, # where odoo-configure writes the file Odoo reads
   adminPasswordFile,
+  secretFiles ? { }, # odoo.conf options whose value odoo-configure reads from a file at start
   psql,
   odoo, # the odoo executable
 }:
@@ -49,6 +50,14 @@ let
     without_demo = "all";
     logfile = false; # stderr, so the journal
   } // settings;
+  # One option's value from its (decrypted vault) file, appended to the runtime file.
+  readSecret = key: ''
+    if ! value=$(head -n 1 ${shellArg secretFiles.${key}}); then
+      echo "odoo: cannot read ${key} from ${secretFiles.${key}}: was the vault decrypted?" >&2
+      exit 1
+    fi
+    printf '%s = %s\n' ${shellArg key} "$value" >> "$runtime.tmp"
+  '';
   fill = file: values:
     builtins.replaceStrings (map (k: "@${k}@") (builtins.attrNames values))
       (builtins.attrValues values) (builtins.readFile file);
@@ -63,6 +72,7 @@ in
     secret = shellArg adminPasswordFile;
     conf = shellArg confFile;
     runtime_conf = shellArg runtimeConf;
+    read_secrets = builtins.concatStringsSep "" (map readSecret (builtins.attrNames secretFiles));
   };
   # A new box has an empty database (dbinit made it): install initialModules once, as
   # `odoo -i base` would; a database restored from a backup is left alone.

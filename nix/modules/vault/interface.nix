@@ -1,7 +1,8 @@
-{ lib, pkgs, ... }:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
-  secret = types.submodule ({ name, ... }: {
+  vault = config.odbox.vault;
+  secret = types.submodule ({ name, config, ... }: {
     options = {
       file = mkOption {
         type = types.str;
@@ -27,6 +28,17 @@ let
         default = "/run/odbox-vault/${name}";
         readOnly = true;
         description = "Where the decrypted secret is (set by the module, on a ramfs).";
+      };
+      fingerprint = mkOption {
+        type = types.str;
+        readOnly = true;
+        default =
+          let encrypted = "${toString vault.source}/${config.file}"; in
+          if vault.backend == "snakeoil" then "${vault.snakeoil}"
+          else if vault.source != null && builtins.pathExists encrypted then builtins.hashFile "sha256" encrypted
+          else "absent";
+        defaultText = lib.literalMD "the SHA-256 of the encrypted file (snakeoil: the package's store path)";
+        description = "Changes when the secret does, and reveals nothing of it: for the restartTriggers of the units that read the secret (set by the module).";
       };
     };
   });

@@ -5,7 +5,9 @@ let
   vaultgen = "${cfg.package}/bin/vaultgen";
   # Only the .age files of the vault folder go to the Nix store: a checkout may hold
   # the cleartext too (git ignores it, a path copy would not).
-  source = builtins.path {
+  # Without a source the assertion below fails the build; until then (a configuration read
+  # as a whole, by a test or `nix eval`) the scripts name no folder rather than fail to evaluate.
+  source = if cfg.source == null then "/no-odbox-vault-source" else builtins.path {
     path = cfg.source;
     name = "odbox-vault";
     filter = path: type: type == "directory" || lib.hasSuffix ".age" (baseNameOf path);
@@ -28,6 +30,52 @@ let
         failed=1
       fi
     '';
+  names = map (s: s.name) secrets;
+  # Secrets no longer configured do not stay behind on the ramfs (agenix gets there with a
+  # new folder per generation; here the names are known, so the others go).
+  prune = ''
+    for file in ${root}/* ${root}/.[!.]*; do
+      [ -e "$file" ] || continue
+      case "''${file##*/}" in
+        ${lib.concatMapStringsSep "|" q (if names == [ ] then [ "/" ] else names)}) ;; # "/": no file's name
+        *) rm -rf -- "$file"; echo "odbox-vault: removed ''${file##*/}, no longer configured" >&2 ;;
+      esac
+    done
+  '';
+  decrypt = ''
+    # ramfs, as agenix does: unlike tmpfs it is never swapped out to disk.
+    mkdir -p ${root}
+    if ! ${pkgs.util-linux}/bin/mountpoint -q ${root}; then
+      ${pkgs.util-linux}/bin/mount -t ramfs none ${root} -o nodev,nosuid,mode=0751
+    fi
+    failed=0
+    ${lib.concatMapStrings install secrets}
+    ${prune}
+    if [ "$failed" != 0 ]; then
+      echo "odbox-vault: some secrets are missing; is the identity ${cfg.identity} there?" >&2
+    fi
+  '';
+  owners = lib.concatMapStrings (s: ''
+    if [ -e ${q s.path} ]; then
+      chown ${q "${s.owner}:${s.group}"} ${q s.path} || echo "odbox-vault: no owner ${s.owner}:${s.group} for ${s.name}" >&2
+    fi
+  '') secrets;
+  # With systemd-sysusers or userborn there is no users activation script to run before
+  # (nixpkgs wants system.activationScripts.users empty then) and the users are made by a
+  # unit: the vault becomes two units around it, as agenix switches to a unit then.
+  usersByUnit = config.systemd.sysusers.enable || config.services.userborn.enable;
+  usersUnit = if config.services.userborn.enable then "userborn.service" else "systemd-sysusers.service";
+  # Before sysinit.target, which every ordinary unit starts after: Odoo, Nginx and the
+  # others find their secrets in place.
+  early = {
+    wantedBy = [ "sysinit.target" ];
+    before = [ "sysinit.target" ];
+    unitConfig.DefaultDependencies = false;
+    serviceConfig = {
+      Type = "oneshot";
+      RemainAfterExit = true;
+    };
+  };
 in
 {
   config = lib.mkIf cfg.enable (lib.mkMerge [
@@ -45,33 +93,32 @@ in
       warnings = lib.optional (cfg.backend == "snakeoil")
         "odbox.vault uses the snakeoil secrets: openly published test secrets, for the dev VM only";
     }
-    (lib.mkIf (cfg.backend != "agenix") {
+    (lib.mkIf (cfg.backend != "agenix" && !usersByUnit) {
       # As agenix does: decrypt before the users script (it reads password hashes),
       # and give each file its owner once users and groups exist.
       system.activationScripts.odbox-vault-decrypt = {
         deps = [ "specialfs" ];
-        text = ''
-          # ramfs, as agenix does: unlike tmpfs it is never swapped out to disk.
-          mkdir -p ${root}
-          if ! ${pkgs.util-linux}/bin/mountpoint -q ${root}; then
-            ${pkgs.util-linux}/bin/mount -t ramfs none ${root} -o nodev,nosuid,mode=0751
-          fi
-          failed=0
-          ${lib.concatMapStrings install secrets}
-          if [ "$failed" != 0 ]; then
-            echo "odbox-vault: some secrets are missing; is the identity ${cfg.identity} there?" >&2
-          fi
-        '';
+        text = decrypt;
       };
       system.activationScripts.odbox-vault-owners = {
         deps = [ "users" "groups" "odbox-vault-decrypt" ];
-        text = lib.concatMapStrings (s: ''
-          if [ -e ${q s.path} ]; then
-            chown ${q "${s.owner}:${s.group}"} ${q s.path} || echo "odbox-vault: no owner ${s.owner}:${s.group} for ${s.name}" >&2
-          fi
-        '') secrets;
+        text = owners;
       };
       system.activationScripts.users.deps = [ "odbox-vault-decrypt" ];
+    })
+    (lib.mkIf (cfg.backend != "agenix" && usersByUnit) {
+      # Before the users are made (userborn reads the password hashes), and the owners after.
+      systemd.services.odbox-vault-decrypt = lib.recursiveUpdate early {
+        description = "Odoo Box vault: decrypt the secrets into ${root}";
+        before = [ "sysinit.target" usersUnit ];
+        serviceConfig.ExecStart = pkgs.writeShellScript "odbox-vault-decrypt" decrypt;
+      };
+      systemd.services.odbox-vault-owners = lib.recursiveUpdate early {
+        description = "Odoo Box vault: give each secret its owner";
+        after = [ usersUnit "odbox-vault-decrypt.service" ];
+        requires = [ "odbox-vault-decrypt.service" ];
+        serviceConfig.ExecStart = pkgs.writeShellScript "odbox-vault-owners" owners;
+      };
     })
     (lib.mkIf (cfg.backend == "agenix") (lib.optionalAttrs (options ? age) {
       age.identityPaths = [ cfg.identity ];

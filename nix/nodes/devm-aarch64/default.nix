@@ -1,6 +1,6 @@
 # The dev VM: the whole stack in QEMU (aarch64, e.g. on an Apple silicon laptop),
 # with the snakeoil test secrets and certificates from the local CA.
-#   nix build .#nixosConfigurations.devm.config.system.build.vm && ./result/bin/run-devm-vm
+#   nix build .#devm-vm && ./result/bin/run-devm-vm    (a Mac needs a Linux builder: README.md)
 # then https://localhost:8443/ (Odoo), https://localhost:8443/pgadmin4/, and
 #   ssh -p 2222 -i "$(nix build --print-out-paths .#snakeoil-sec)/ssh/id_ed25519" admin@localhost
 { lib, modulesPath, pkgs, ... }:
@@ -39,9 +39,11 @@
   virtualisation.vmVariant.virtualisation = {
     memorySize = 4096;
     cores = 2;
+    # On the host's loopback only: without host.address QEMU listens on every
+    # interface, and the snakeoil root password is published.
     forwardPorts = [
-      { from = "host"; host.port = 8443; guest.port = 443; }
-      { from = "host"; host.port = 2222; guest.port = 22; }
+      { from = "host"; host.address = "127.0.0.1"; host.port = 8443; guest.port = 443; }
+      { from = "host"; host.address = "127.0.0.1"; host.port = 2222; guest.port = 22; }
     ];
   };
   system.stateVersion = "26.05";

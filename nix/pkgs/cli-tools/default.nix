@@ -18,7 +18,7 @@
       age openssl openssh
       postgresql zstd restic
       awscli2 kubectl
-      nixfmt-rfc-style shellcheck
+      nixfmt shellcheck
       odbox.vaultgen odbox.dbinit odbox.odbox-backup odbox.k8s-migrate odbox.ec2-install
     ];
     meta.description = "Tools to work on Odoo Box: the five tools, the interop programs the tests run, and the cloud CLIs";

@@ -13,17 +13,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dbinit import provision
 from dbinit.acl import GRANTEE_SQL
 from dbinit.connect import Target, connect, require_superuser
 from dbinit.names import Names
 from dbinit.provision import (
     NOT_EXTENSION_MEMBER,
+    OLD_PARAMS_FUNCTION,
+    PARAMS_FUNCTION,
+    PARAMS_SCHEMA,
     SEQUENCE_RW,
     TABLE_FORBIDDEN,
     TABLE_RW,
     USER_SCHEMAS,
+    PgadminDbState,
+    definer_functions,
     foreign_owned,
 )
+from odbox_common.errors import ToolError
 
 if TYPE_CHECKING:
     import psycopg
@@ -121,7 +128,22 @@ class Audit:
         if names.odoo_db in databases:
             with connect(self.target.to(names.odoo_db)) as conn:
                 self._inside_odoo(conn, roles, others)
+                self._definer_functions(conn, names.odoo_db)
+        if names.with_pgadmin and names.pgadmin_db in databases:
+            with connect(self.target.to(names.pgadmin_db)) as conn:
+                self._inside_pgadmin(conn, roles, others)
+        if report.ok:
+            self._what_setup_would_do()
         return report
+
+    def _what_setup_would_do(self) -> None:
+        """Whatever setup would change is drift, even where check has no words of its own."""
+        try:
+            planned = provision.Setup(self.target, self.names, dry_run=True, lock=False).run()
+        except ToolError as e:
+            self.report.drift.append(f"setup would fail: {e}")
+            return
+        self.report.drift += [f"setup would {change}" for change in planned.changes]
 
     def _roles(self, conn: psycopg.Connection[Any]) -> dict[str, RoleFacts]:
         rows = conn.execute(
@@ -455,6 +477,82 @@ class Audit:
                 f"{kinds.get(str(objtype), str(objtype))} {names.odoo} creates from now on "
                 "(default privileges)"
             )
+
+    # ------------------------------------------------------------ functions
+
+    def _definer_functions(self, conn: psycopg.Connection[Any], db: str, skip: Any = ()) -> None:
+        for function in definer_functions(conn, skip):
+            self.report.drift.append(
+                f"function {function.signature} in database {db} runs as superuser "
+                f"{function.owner} (SECURITY DEFINER) and {_some(_shown(list(function.runners)))} "
+                "can run it"
+            )
+
+    def _inside_pgadmin(
+        self, conn: psycopg.Connection[Any], roles: dict[str, RoleFacts], others: list[str]
+    ) -> None:
+        names, report = self.names, self.report
+        db = names.pgadmin_db
+        state = PgadminDbState.read(conn, names)
+        where = f"schema {PARAMS_SCHEMA} of database {db}, which holds connection_params()"
+        if state.schema_owner is None:
+            report.drift.append(f"{where} does not exist: run `dbinit setup`")
+        elif state.schema_owner != names.admin:
+            report.drift.append(
+                f"{state.schema_owner} owns {where}, so it could replace the function"
+            )
+        for grant in sorted(state.schema_grants):
+            if (grant.grantee, grant.privilege) != (names.pgadmin, "USAGE"):
+                report.drift.append(f"{grant.grantee} has {grant.privilege} on {where}")
+        if state.schema_owner not in (None, names.pgadmin) and not any(
+            g.grantee == names.pgadmin for g in state.schema_grants
+        ):
+            report.drift.append(f"{names.pgadmin} cannot use {where}")
+        if differs := state.function_differs(names):
+            report.drift.append(
+                f"connection_params() in database {db} is not the one setup makes: "
+                + "; ".join(differs)
+            )
+        skip = {PARAMS_FUNCTION}
+        if state.old_function_owner == names.admin:
+            skip.add(OLD_PARAMS_FUNCTION)
+            report.drift.append(
+                f"{OLD_PARAMS_FUNCTION} in database {db} is left from an older dbinit: "
+                "run `dbinit setup`"
+            )
+        if state.function is not None:
+            cells: dict[str, Cell] = {}
+            wanted = {names.admin: True, names.odoo: False, names.pgadmin: True}
+            for role in report.columns[:-1]:
+                if not roles[role].exists:
+                    cells[role] = Cell("-")
+                    continue
+                can = bool(self._scalar(
+                    conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, PARAMS_FUNCTION
+                ))  # fmt: skip
+                cells[role] = Cell(_yes(can), can == wanted[role])
+                if can != wanted[role]:
+                    report.drift.append(
+                        f"{role} {'can' if can else 'cannot'} run connection_params() "
+                        f"in database {db}"
+                    )
+            able = [
+                r
+                for r in others
+                if self._scalar(
+                    conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", r, PARAMS_FUNCTION
+                )
+            ]
+            if "public" in able:
+                able = ["public"]
+            cells[OTHERS] = Cell(_some(_shown(able)) if able else "no", not able)
+            if able:
+                report.drift.append(
+                    f"{_some(_shown(able))} can run connection_params() in database {db} "
+                    f"(it reads the server's settings as {names.admin})"
+                )
+            report.add("run connection_params()", cells)
+        self._definer_functions(conn, db, skip)
 
     def _object_facts(self, conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         rw = " AND ".join(f"has_table_privilege(%(r)s, c.oid, '{p}')" for p in TABLE_RW)

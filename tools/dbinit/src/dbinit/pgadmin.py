@@ -3,7 +3,7 @@
 1. The password file is checked first (pgAdmin takes a too-short initial
    password from the environment without a word and then never lets anyone
    log in; nixpkgs' module checks the length for the same reason).
-2. `connection_params()` in the pgAdmin database (made by `dbinit setup`)
+2. `dbinit.connection_params()` in the pgAdmin database (made by `dbinit setup`)
    says where the local server's Unix socket is.
 3. pgAdmin's own `pgadmin4-cli setup-db` creates or upgrades its tables in
    the database `--db-uri` names and, the first time, the account. It gets its
@@ -237,9 +237,11 @@ class PgAdminBoot:
     def _socket(self, conn: psycopg.Connection[Any]) -> tuple[str, int]:
         import psycopg
 
+        from dbinit.provision import PARAMS_FUNCTION
+
         try:
-            row = conn.execute("SELECT public.connection_params()").fetchone()
-        except psycopg.errors.UndefinedFunction as e:
+            row = conn.execute(f"SELECT {PARAMS_FUNCTION}").fetchone()
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as e:
             raise ToolError(
                 f"database {self.target.dbname} has no connection_params() function: "
                 "run `dbinit setup` first"

@@ -18,9 +18,12 @@ all, so a boot with nothing to change only reads.
    and write every table and sequence, now and (default privileges) later;
    nobody but odoo may CREATE in its schemas, TRUNCATE, or hold REFERENCES or
    TRIGGER on its tables.
-5. inside the pgAdmin database: `connection_params()`, which tells pgAdmin's
-   setup where the local server's Unix socket is (only superusers may read
-   `unix_socket_directories`, so it runs as the admin role).
+5. inside the pgAdmin database: `dbinit.connection_params()`, which tells
+   pgAdmin's setup where the local server's Unix socket is (only superusers may
+   read `unix_socket_directories`, so it runs as the admin role), in a schema
+   the admin role owns (pgadmin owns `public` and could replace it there).
+6. in both databases: nobody but superusers may run a superuser's SECURITY
+   DEFINER function (it would lend them the superuser's rights).
 
 Concurrent runs are serialised with an advisory lock.
 """
@@ -593,50 +596,212 @@ def plan_odoo_database(state: OdooDbState, names: Names) -> list[Change]:
     return changes
 
 
+# ---------------------------------------------------------------- functions that run as a superuser
+
+# SQL for a function's schema-qualified signature, as GRANT and REVOKE take it. The server
+# quotes every part (quote_ident, format_type), so the text is safe to send back as SQL.
+SIGNATURE_SQL = (
+    "quote_ident(n.nspname) || '.' || quote_ident(p.proname)"
+    " || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
+)
+
+
+@dataclass(frozen=True)
+class DefinerFunction:
+    """A SECURITY DEFINER function owned by a superuser that roles other than superusers may run:
+    whoever may run it has the superuser's rights for what it does (pgadmin made itself one
+    through such a function)."""
+
+    signature: str
+    owner: str
+    runners: tuple[str, ...]
+
+
+def definer_functions(
+    conn: psycopg.Connection[Any], skip: Collection[str] = ()
+) -> list[DefinerFunction]:
+    """Such functions in the database `conn` is connected to, but for the signatures in `skip`."""
+    rows = conn.execute(
+        f"""
+        SELECT {SIGNATURE_SQL}, pg_get_userbyid(p.proowner),
+               array_agg(DISTINCT {acl.GRANTEE_SQL} ORDER BY {acl.GRANTEE_SQL})
+        FROM pg_proc p
+        JOIN pg_namespace n ON n.oid = p.pronamespace
+        JOIN pg_roles o ON o.oid = p.proowner
+        CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+        WHERE p.prosecdef AND o.rolsuper AND {USER_SCHEMAS}
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+          AND (a.grantee = 0 OR NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = a.grantee))
+        GROUP BY 1, 2
+        ORDER BY 1
+        """  # noqa: S608 (fixed text, no input)
+    ).fetchall()
+    return [
+        DefinerFunction(str(sig), str(owner), tuple(str(r) for r in runners))
+        for sig, owner, runners in rows
+        if sig not in skip
+    ]
+
+
+def plan_definer_functions(
+    conn: psycopg.Connection[Any] | None, db: str, skip: Collection[str] = ()
+) -> list[Change]:
+    """Take EXECUTE on superusers' SECURITY DEFINER functions back from everyone else."""
+    if conn is None:
+        return []  # a database just created from template0 has none
+    changes: list[Change] = []
+    for function in definer_functions(conn, skip):
+        for runner in function.runners:
+            changes.append(
+                Change(
+                    f"revoke EXECUTE on function {function.signature} in database {db} from "
+                    f"{runner} (it runs as superuser {function.owner})",
+                    sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {} CASCADE").format(
+                        sql.SQL(function.signature), acl.role_sql(runner)
+                    ),
+                )
+            )
+    return changes
+
+
 # ---------------------------------------------------------------- phase 5: the pgAdmin DB
 
+# connection_params() lives in a schema of its own, owned by the admin role: the owner of a
+# schema may drop anything in it, and pgadmin owns its database's `public` schema.
+PARAMS_SCHEMA = "dbinit"
+PARAMS_FUNCTION = f"{PARAMS_SCHEMA}.connection_params()"
+OLD_PARAMS_FUNCTION = "public.connection_params()"  # where dbinit 0.1 made it
 
-def plan_pgadmin_database(conn: psycopg.Connection[Any] | None, names: Names) -> list[Change]:
-    row = None
-    if conn is not None:
-        row = conn.execute(
+
+@dataclass(frozen=True)
+class PgadminDbState:
+    schema_owner: str | None  # None: no schema PARAMS_SCHEMA
+    # Grants on the schema to roles other than its owner and the admin role.
+    schema_grants: frozenset[Grant]
+    # (body, security definer, settings, owner, result type, language, acl "grantee:privilege")
+    function: tuple[Any, ...] | None
+    # The owner of public.connection_params(), if there is one.
+    old_function_owner: str | None
+
+    @classmethod
+    def fresh(cls) -> PgadminDbState:
+        return cls(None, frozenset(), None, None)
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[Any], names: Names) -> PgadminDbState:
+        schema = conn.execute(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s",
+            [PARAMS_SCHEMA],
+        ).fetchone()
+        grants = conn.execute(
+            f"""
+            SELECT {acl.GRANTEE_SQL}, a.privilege_type, a.is_grantable
+            FROM pg_namespace n
+            CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+            WHERE n.nspname = %s AND a.grantee <> n.nspowner
+              AND a.grantee <> (SELECT oid FROM pg_roles WHERE rolname = %s)
+            """,  # noqa: S608 (fixed text; names are parameters)
+            [PARAMS_SCHEMA, names.admin],
+        ).fetchall()
+        function = conn.execute(
             f"""
             SELECT p.prosrc, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner),
-                   pg_get_function_result(p.oid),
+                   pg_get_function_result(p.oid), l.lanname,
                    ARRAY(SELECT {acl.GRANTEE_SQL} || ':' || a.privilege_type
                          FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                          ORDER BY 1)
             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-            WHERE n.nspname = 'public' AND p.proname = 'connection_params' AND p.pronargs = 0
-            """  # noqa: S608 (fixed text, no input)
+            JOIN pg_language l ON l.oid = p.prolang
+            WHERE n.nspname = %s AND p.proname = 'connection_params' AND p.pronargs = 0
+            """,  # noqa: S608 (fixed text; the schema is a parameter)
+            [PARAMS_SCHEMA],
         ).fetchone()
-    wanted_acl = sorted([f"{names.admin}:EXECUTE", f"{names.pgadmin}:EXECUTE"])
-    if row is not None and (
-        row[0] == CONNECTION_PARAMS_BODY
-        and row[1]
-        and list(row[2] or []) == ["search_path=pg_catalog"]
-        and row[3] == names.admin
-        and row[4] == "jsonb"
-        and sorted(row[5]) == wanted_acl
-    ):
-        return []
-    fn = sql.SQL("FUNCTION public.connection_params()")
-    return [
-        Change(
-            f"create function connection_params() in database {names.pgadmin_db} "
-            f"(the local server's socket, for pgAdmin; runs as {names.admin})",
-            sql.SQL("DROP FUNCTION IF EXISTS public.connection_params()"),
-            (
-                sql.SQL(
-                    "CREATE FUNCTION public.connection_params() RETURNS jsonb"
-                    " LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS {}"
-                ).format(sql.Literal(CONNECTION_PARAMS_BODY)),
-                sql.SQL("ALTER {} OWNER TO {}").format(fn, sql.Identifier(names.admin)),
-                sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(fn),
-                sql.SQL("GRANT EXECUTE ON {} TO {}").format(fn, sql.Identifier(names.pgadmin)),
-            ),
+        old = conn.execute(
+            "SELECT pg_get_userbyid(p.proowner) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'public' AND p.proname = 'connection_params' AND p.pronargs = 0"
+        ).fetchone()
+        return cls(
+            schema_owner=None if schema is None else str(schema[0]),
+            schema_grants=acl.grants(grants),
+            function=None if function is None else tuple(function),
+            old_function_owner=None if old is None else str(old[0]),
         )
+
+    def function_differs(self, names: Names) -> list[str]:
+        """How connection_params() differs from the one setup makes (empty: it is the same)."""
+        if self.function is None:
+            return ["it does not exist"]
+        body, definer, config, owner, result, language, grants = self.function
+        wanted_acl = sorted([f"{names.admin}:EXECUTE", f"{names.pgadmin}:EXECUTE"])
+        checks = [
+            (body == CONNECTION_PARAMS_BODY and language == "sql", "its body was changed"),
+            (bool(definer), "it is not SECURITY DEFINER"),
+            (list(config or []) == ["search_path=pg_catalog"], "its search_path was changed"),
+            (owner == names.admin, f"it is owned by {owner}, not {names.admin}"),
+            (result == "jsonb", f"it returns {result}, not jsonb"),
+            (sorted(grants) == wanted_acl, "others than admin and pgadmin may run it"),
+        ]
+        return [why for ok, why in checks if not ok]
+
+
+def plan_pgadmin_database(conn: psycopg.Connection[Any] | None, names: Names) -> list[Change]:
+    state = PgadminDbState.read(conn, names) if conn is not None else PgadminDbState.fresh()
+    db, admin = names.pgadmin_db, sql.Identifier(names.admin)
+    schema = sql.Identifier(PARAMS_SCHEMA)
+    changes: list[Change] = []
+    if state.schema_owner is None:
+        changes.append(
+            Change(
+                f"create schema {PARAMS_SCHEMA} in database {db} (owner {names.admin}, "
+                f"for connection_params())",
+                sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, admin),
+            )
+        )
+    elif state.schema_owner != names.admin:
+        changes.append(
+            Change(
+                f"make {names.admin} the owner of schema {PARAMS_SCHEMA} in database {db} "
+                f"(was {state.schema_owner}, who could replace connection_params())",
+                sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, admin),
+            )
+        )
+    fix = acl.diff(state.schema_grants, acl.to(names.pgadmin, "USAGE"), exact=True)
+    on = sql.SQL("SCHEMA {}").format(schema)
+    changes += [
+        Change(d, s) for d, s in acl.statements(fix, on, f"schema {PARAMS_SCHEMA} in database {db}")
     ]
+    if state.function_differs(names):
+        fn = sql.SQL(PARAMS_FUNCTION)
+        changes.append(
+            Change(
+                f"create function {PARAMS_FUNCTION} in database {db} "
+                f"(the local server's socket, for pgAdmin; runs as {names.admin})",
+                sql.SQL("DROP FUNCTION IF EXISTS {}").format(fn),
+                (
+                    sql.SQL(
+                        "CREATE FUNCTION {} RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER"
+                        " SET search_path = pg_catalog AS {}"
+                    ).format(fn, sql.Literal(CONNECTION_PARAMS_BODY)),
+                    sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(fn, admin),
+                    sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(fn),
+                    sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                        fn, sql.Identifier(names.pgadmin)
+                    ),
+                ),
+            )
+        )
+    skip = {PARAMS_FUNCTION}
+    if state.old_function_owner == names.admin:
+        skip.add(OLD_PARAMS_FUNCTION)
+        changes.append(
+            Change(
+                f"remove function {OLD_PARAMS_FUNCTION} in database {db} (pgadmin could "
+                f"replace it; it is now {PARAMS_FUNCTION})",
+                sql.SQL("DROP FUNCTION {}").format(sql.SQL(OLD_PARAMS_FUNCTION)),
+            )
+        )
+    return changes + plan_definer_functions(conn, db, skip)
 
 
 def foreign_owned(conn: psycopg.Connection[Any], names: Names, shown: int = 5) -> list[str]:
@@ -715,8 +880,11 @@ class Setup:
         lock_wait: float = LOCK_WAIT_SECONDS,
         report: Callable[[str], None] = lambda _: None,
         warn: Callable[[str], None] = lambda _: None,
+        lock: bool = True,
     ) -> None:
+        """`lock=False` (for `check`'s dry run only) plans without waiting for a running setup."""
         self.warn = warn
+        self.lock = lock
         self.lock_wait = lock_wait
         self.target = target
         self.names = names
@@ -766,7 +934,12 @@ class Setup:
                     f"setup is connected as {user!r}, a role it would strip of its rights: "
                     "run it as another superuser (e.g. --dsn 'user=postgres')"
                 )
-            with _setup_lock(conn, self.target.where, self.lock_wait):
+            locked = (
+                _setup_lock(conn, self.target.where, self.lock_wait)
+                if self.lock or not self.dry_run
+                else contextlib.nullcontext()
+            )
+            with locked:
                 preflight(conn, names)  # refuse before changing anything
                 self._apply(conn, plan_roles(conn, names), atomic=True)
                 db_changes, created = plan_databases(conn, names)
@@ -795,6 +968,7 @@ class Setup:
                 self.warn(line)
         state = OdooDbState.read(conn, self.names) if conn else OdooDbState.fresh(self.names)
         changes = plan_odoo_database(state, self.names)
+        changes += plan_definer_functions(conn, self.names.odoo_db)
         if conn is None:
             self._apply_dry(changes)
         else:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vaultgen.conftest import git
 from tests.vaultgen.helpers import (
     VAULTGEN,
     assert_refused,
@@ -23,6 +24,7 @@ from tests.vaultgen.helpers import (
     vaultgen,
     vaultgen_ok,
 )
+from vaultgen.layout import GITIGNORE_TEXT
 
 
 def new_age_key(path: Path) -> str:
@@ -258,6 +260,30 @@ def test_a_new_vault_killed_at_any_rename_is_completed_by_the_next_run(tmp_path)
             continue  # every fourth moment: a new vault renames some 40 files
         vaultgen_ok(crashed, "generate", "--batch")
         vaultgen_ok(crashed, "check")
+
+
+PUBLIC_SUFFIXES = (".age", ".pub", "/manifest.json", "/.gitignore")
+
+
+def test_a_first_generate_killed_at_any_rename_leaves_git_nothing_secret_to_commit(tmp_path):
+    """The demo runs `git add -A` after vaultgen: whatever moment a first run dies at, git
+    must see only public files (and at most the .gitignore's own temp twin)."""
+    for renames in range(200):
+        repo = tmp_path / f"crash-{renames}"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        completed = crash_after(renames, repo / "vault", "generate", "--batch") == 0
+        git(repo, "add", "-A")
+        for path in git(repo, "ls-files", "-z").split("\0"):
+            if path and not path.endswith(PUBLIC_SUFFIXES):
+                assert (repo / path).read_bytes() == GITIGNORE_TEXT, (
+                    f"killed after {renames} renames, git would commit {path}"
+                )
+        if completed:
+            assert renames > 10, "a first run renames some 40 files"
+            return
+        shutil.rmtree(repo)
+    raise AssertionError("generate never completed")
 
 
 def test_rekey_killed_at_any_rename_is_completed_by_running_it_again(vault, tmp_path):

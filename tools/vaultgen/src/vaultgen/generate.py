@@ -36,6 +36,7 @@ from vaultgen.files import (
     read_or_none,
     remove_stale_temp_files,
     sha256_hex,
+    write_atomic,
 )
 from vaultgen.layout import Item, Kind
 from vaultgen.records import Manifest, State
@@ -503,9 +504,15 @@ def _commit_order(write: Write) -> int:
 
 
 def apply(plan: Plan) -> None:
+    writes = plan.writes
+    # .gitignore on its own and before anything is staged: until it is in place, a temp
+    # file or a renamed secret is something `git add -A` would commit.
+    for w in (w for w in writes if w.path == layout.GITIGNORE):
+        write_atomic(plan.root / w.path, w.data, w.mode)
     with Transaction() as tx:
-        for w in plan.writes:
-            tx.stage(plan.root / w.path, w.data, w.mode)
+        for w in writes:
+            if w.path != layout.GITIGNORE:
+                tx.stage(plan.root / w.path, w.data, w.mode)
     for c in plan.chmods:
         try:
             (plan.root / c.path).chmod(c.mode)
@@ -520,6 +527,9 @@ def generate(root: Path, request: Request | None = None) -> Plan:
     if not (root / layout.IDENTITY).exists():
         layout.refuse_foreign_folder(root)  # before the folder or its lock is made
     ensure_dir(root)
+    if read_or_none(root / layout.GITIGNORE) is None:
+        # A new vault: git must ignore its lock and every secret before either exists.
+        write_atomic(root / layout.GITIGNORE, layout.GITIGNORE_TEXT, PUBLIC_FILE_MODE)
     with exclusive_lock(root):
         remove_stale_temp_files(root)
         plan = Planner(root, request or Request()).plan()

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vaultgen import agecrypt, layout, pki
+from vaultgen import agecrypt, layout, pki, records
 from vaultgen.errors import VaultError
 from vaultgen.files import read_or_none, sha256_hex
 from vaultgen.layout import Item, Kind
@@ -149,9 +149,14 @@ class Checker:
             self.report.add(item.age_path, "holds something else than its cleartext")
         recorded = self.manifest.files.get(item.age_path, {})
         if recorded.get("sha256") != sha256_hex(age):
-            self.report.add(
-                item.age_path, f"changed outside vaultgen (not as {layout.MANIFEST} records)"
-            )
+            if sha256_hex(age) in records.pending_hashes(self.root):
+                problem = "written by an interrupted vaultgen run: run `vaultgen generate`"
+            else:
+                problem = (
+                    f"not as {layout.MANIFEST} records: written outside vaultgen, maybe forged "
+                    "(restore it from git, or `vaultgen generate --accept-age` it)"
+                )
+            self.report.add(item.age_path, problem)
         elif recipients and recorded.get("recipients") != agecrypt.recipients_fingerprint(
             recipients
         ):

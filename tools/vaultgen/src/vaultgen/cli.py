@@ -71,7 +71,7 @@ def main_options(
 ) -> None:
     ctx.obj = Settings(vault=vault)
     if ctx.invoked_subcommand is None:
-        generate(ctx, batch=batch)
+        generate(ctx, batch=batch, accept_age=None)
 
 
 def _ask_password(name: str) -> str | None:
@@ -105,10 +105,31 @@ def _report(root: Path, plan: Plan) -> None:
         console.say(f"{root} is up to date")
 
 
+ACCEPT_AGE_HELP = (
+    "Accept this .age file although manifest.json does not record it (you wrote it "
+    "with age yourself); repeatable. Without it such a file stops the run: it may be forged."
+)
+AcceptAge = Annotated[
+    list[Path] | None, typer.Option("--accept-age", metavar="FILE", help=ACCEPT_AGE_HELP)
+]
+
+
+def _vault_relative(root: Path, files: list[Path] | None) -> tuple[str, ...]:
+    """`vault/passwords/x.txt.age` or `passwords/x.txt.age`: the path inside the vault."""
+    result = []
+    for file in files or []:
+        try:
+            result.append(file.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            result.append(file.as_posix())
+    return tuple(result)
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
     batch: Annotated[bool, typer.Option("--batch", help=BATCH_HELP)] = False,
+    accept_age: AcceptAge = None,
 ) -> None:
     """Make exactly what is missing or out of date (the default command).
 
@@ -118,7 +139,10 @@ def generate(
     from vaultgen.generate import Request
 
     interactive = not batch and sys.stdin.isatty()
-    _run_generate(ctx, Request(ask_password=_ask_password if interactive else None))
+    accepted = _vault_relative(_settings(ctx).vault, accept_age)
+    _run_generate(
+        ctx, Request(ask_password=_ask_password if interactive else None, accept_age=accepted)
+    )
 
 
 @app.command()
@@ -291,6 +315,7 @@ def rekey(
             "age.key.old-TIME and decrypts none of the current files.",
         ),
     ] = False,
+    accept_age: AcceptAge = None,
 ) -> None:
     """Re-encrypt every .age file to age.key and recipients.txt.
 
@@ -300,7 +325,7 @@ def rekey(
     from vaultgen.rekey import rekey as do_rekey
 
     root = _settings(ctx).vault
-    result = do_rekey(root, new_identity)
+    result = do_rekey(root, new_identity, _vault_relative(root, accept_age))
     console.say(f"re-encrypted {len(result.files)} .age files in {root}")
     for path in result.not_managed:
         console.warn(f"{root / path} is not managed by vaultgen: left as it was")

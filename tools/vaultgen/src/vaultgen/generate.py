@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultgen import agecrypt, layout
+from vaultgen import agecrypt, layout, records
 from vaultgen.errors import VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
@@ -69,6 +69,7 @@ class Request:
     leaves: dict[str, LeafRequest] = field(default_factory=dict)  # stem -> request
     imports: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # stem -> cert, key
     ask_password: PasswordPrompt | None = None  # None: never prompt (--batch, no terminal)
+    accept_age: tuple[str, ...] = ()  # .age files the manifest does not record, accepted by name
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class Planner:
         }
         self.imported = (recorded_imports | set(self.request.imports)) & leaves
         self.imported -= set(self.request.leaves)
+        self.refuse_foreign_age_files(items)
         for item in items:
             self.resolve(item)
         for item in items:
@@ -206,6 +208,19 @@ class Planner:
             tracked += [item.path, item.age_path] if item.encrypted else [item.path]
         ordered = sorted(self.writes.values(), key=_commit_order)
         return Plan(self.root, ordered, self.chmods, tracked)
+
+    def refuse_foreign_age_files(self, items: list[Item]) -> None:
+        """Before any .age is decrypted into the cleartext or re-encrypted (and so recorded)."""
+        ages, by_age_path = {}, {}
+        for item in items:
+            if item.encrypted and (data := self.read(item.age_path)) is not None:
+                ages[item.age_path], by_age_path[item.age_path] = data, item
+        found = records.untrusted(
+            self.old_manifest, records.pending_hashes(self.root), ages, self.request.accept_age
+        )
+        for rel in found:
+            self.decrypt(by_age_path[rel])  # a corrupt or truncated file says so first
+        records.refuse_untrusted(found, "generate")
 
     def load_identity(self) -> None:
         if self.read(layout.IDENTITY_NEW) is not None:
@@ -513,6 +528,10 @@ def apply(plan: Plan) -> None:
         for w in writes:
             if w.path != layout.GITIGNORE:
                 tx.stage(plan.root / w.path, w.data, w.mode)
+        records.note_pending(
+            plan.root, (w.data for w in writes if w.path.endswith(layout.AGE_SUFFIX))
+        )
+    records.clear_pending(plan.root)
     for c in plan.chmods:
         try:
             (plan.root / c.path).chmod(c.mode)

@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaultgen import agecrypt, layout
+from vaultgen import agecrypt, layout, records
 from vaultgen.errors import VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
@@ -38,7 +38,7 @@ class RekeyResult:
     not_managed: list[str]  # .age files in the vault that vaultgen does not manage: left alone
 
 
-def rekey(root: Path, new_identity: bool) -> RekeyResult:
+def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> RekeyResult:
     layout.require_vault(root)
     layout.refuse_symlinked_folders(root)
     identity_path = root / layout.IDENTITY
@@ -62,9 +62,14 @@ def rekey(root: Path, new_identity: bool) -> RekeyResult:
             for p in root.rglob("*" + layout.AGE_SUFFIX)
             if p not in managed and not p.name.startswith(".")
         )
+        manifest = Manifest.load(root / layout.MANIFEST)
+        ages = {path.relative_to(root).as_posix(): path.read_bytes() for path in managed}
         plain = {
-            path: agecrypt.decrypt(path.read_bytes(), identities, str(path)) for path in managed
+            path: agecrypt.decrypt(ages[path.relative_to(root).as_posix()], identities, str(path))
+            for path in managed
         }
+        found = records.untrusted(manifest, records.pending_hashes(root), ages, accept_age)
+        records.refuse_untrusted(found, "rekey")  # re-encrypting would launder a forgery
         if new_identity and pending is None:
             secret, public = agecrypt.generate_identity()
             pending = agecrypt.identity_file_text(secret, public)
@@ -77,9 +82,9 @@ def rekey(root: Path, new_identity: bool) -> RekeyResult:
         own = agecrypt.vault_recipient(target, layout.IDENTITY)
         recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra_recipients]
         fingerprint = agecrypt.recipients_fingerprint(recipients)
-        manifest = Manifest.load(root / layout.MANIFEST)
         manifest.identity = own
         state = State.load(root / layout.STATE)
+        staged_ages: list[bytes] = []
         with Transaction() as tx:
             for path, data in plain.items():
                 encrypted = agecrypt.encrypt(data, recipients)
@@ -88,6 +93,7 @@ def rekey(root: Path, new_identity: bool) -> RekeyResult:
                         f"re-encrypting {path} did not round-trip; nothing was changed"
                     )
                 tx.stage(path, encrypted, PUBLIC_FILE_MODE)
+                staged_ages.append(encrypted)
                 rel = path.relative_to(root).as_posix()
                 manifest.files[rel] = {"sha256": sha256_hex(encrypted), "recipients": fingerprint}
                 clear = state.files.get(rel.removesuffix(layout.AGE_SUFFIX))
@@ -95,6 +101,8 @@ def rekey(root: Path, new_identity: bool) -> RekeyResult:
                     clear["age_sha256"] = sha256_hex(encrypted)
             tx.stage(root / layout.MANIFEST, manifest.to_bytes(), PUBLIC_FILE_MODE)
             tx.stage(root / layout.STATE, state.to_bytes(), SECRET_FILE_MODE)
+            records.note_pending(root, staged_ages)
+        records.clear_pending(root)
         kept = None
         if new_identity:
             kept = keep_old_identity(root, identity_path.read_bytes())

@@ -165,6 +165,25 @@ def test_a_full_disk_is_refused_and_nothing_changes(vault, small_filesystems, tm
     vaultgen_ok(root, "check")
 
 
+def test_rekey_new_identity_on_a_full_disk_changes_nothing_and_blocks_nothing(
+    vault, small_filesystems
+):
+    mount = small_filesystems.mount("512k")
+    root = mount / "vault"
+    shutil.copytree(vault, root)
+    free = shutil.disk_usage(mount).free
+    (mount / "filler").write_bytes(b"\0" * (free - 8192))  # room for a new key, not 17 files
+    before = snapshot(root)
+    result = vaultgen(root, "rekey", "--new-identity")
+    assert result.returncode == 1
+    assert "no space left" in one_error_line(result)
+    assert changed(before, snapshot(root)) == set(), "age.key.new is left behind"
+    (mount / "filler").unlink()
+    vaultgen_ok(root, "generate", "--batch")  # not "an interrupted rekey left age.key.new"
+    vaultgen_ok(root, "rekey", "--new-identity")
+    vaultgen_ok(root, "check")
+
+
 def test_a_second_run_while_one_holds_the_vault_exits_4(vault):
     (vault / "passwords/root.txt").write_text("a pending change")
     with (vault / ".lock").open() as held:

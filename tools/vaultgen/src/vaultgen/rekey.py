@@ -70,10 +70,10 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
         }
         found = records.untrusted(manifest, records.pending_hashes(root), ages, accept_age)
         records.refuse_untrusted(found, "rekey")  # re-encrypting would launder a forgery
+        created = None  # a new identity of this run, written only once every file is staged
         if new_identity and pending is None:
             secret, public = agecrypt.generate_identity()
-            pending = agecrypt.identity_file_text(secret, public)
-            write_atomic(root / layout.IDENTITY_NEW, pending, SECRET_FILE_MODE)
+            pending = created = agecrypt.identity_file_text(secret, public)
         target = (
             agecrypt.parse_identity_file(pending, layout.IDENTITY_NEW)
             if new_identity and pending is not None
@@ -85,7 +85,8 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
         manifest.identity = own
         state = State.load(root / layout.STATE)
         staged_ages: list[bytes] = []
-        with Transaction() as tx:
+        tx = Transaction()
+        try:
             for path, data in plain.items():
                 encrypted = agecrypt.encrypt(data, recipients)
                 if agecrypt.decrypt(encrypted, target, str(path)) != data:
@@ -101,7 +102,17 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
                     clear["age_sha256"] = sha256_hex(encrypted)
             tx.stage(root / layout.MANIFEST, manifest.to_bytes(), PUBLIC_FILE_MODE)
             tx.stage(root / layout.STATE, state.to_bytes(), SECRET_FILE_MODE)
+            if created is not None:  # before the first file encrypted to it is renamed
+                write_atomic(root / layout.IDENTITY_NEW, created, SECRET_FILE_MODE)
             records.note_pending(root, staged_ages)
+        except BaseException:
+            # Nothing is renamed yet (a full disk, a bad file, Ctrl-C): the vault is as it was,
+            # and a new identity left behind would only look like an interrupted rekey.
+            tx.abort()
+            if created is not None:
+                (root / layout.IDENTITY_NEW).unlink(missing_ok=True)
+            raise
+        tx.commit()
         records.clear_pending(root)
         kept = None
         if new_identity:

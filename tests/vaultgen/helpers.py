@@ -102,6 +102,14 @@ def clone_of(vault: Path, target: Path) -> Path:
     return target
 
 
+def new_age_key(path: Path) -> str:
+    """A new age identity file at `path`, by age-keygen; returns its public key."""
+    subprocess.run(["age-keygen", "-o", path], check=True, capture_output=True)
+    return subprocess.run(
+        ["age-keygen", "-y", path], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def age_decrypt(path: Path, identity: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([AGE, "--decrypt", "-i", str(identity), str(path)], capture_output=True)
 

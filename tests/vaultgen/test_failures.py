@@ -19,19 +19,13 @@ from tests.vaultgen.helpers import (
     assert_refused,
     changed,
     clean_env,
+    new_age_key,
     one_error_line,
     snapshot,
     vaultgen,
     vaultgen_ok,
 )
 from vaultgen.layout import GITIGNORE_TEXT
-
-
-def new_age_key(path: Path) -> str:
-    subprocess.run(["age-keygen", "-o", path], check=True, capture_output=True)
-    return subprocess.run(
-        ["age-keygen", "-y", path], check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def test_a_wrong_age_key_is_refused(vault, tmp_path):

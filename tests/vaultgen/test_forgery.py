@@ -4,6 +4,7 @@ manifest.json records, or what the user accepts by name."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_a_file_written_with_age_is_adopted_when_accepted_by_name(vault):
     before = snapshot(vault)
     vaultgen_ok(vault, "generate", "--batch")  # accepted once: recorded since
     assert changed(before, snapshot(vault)) == set()
+
+
+def test_a_journal_of_pending_files_that_came_with_a_commit_vouches_for_nothing(vault_in_git):
+    """.vaultgen-pending.json lets a run finish what a killed one renamed; pushed by someone
+    else (git add -f), it must not make their .age look like ours."""
+    vault = vault_in_git
+    forge(vault, "passwords/admin.txt.age")
+    digest = hashlib.sha256((vault / "passwords/admin.txt.age").read_bytes()).hexdigest()
+    journal = vault / ".vaultgen-pending.json"
+    journal.write_text(json.dumps({"age_sha256": [digest]}))
+    journal.chmod(0o600)
+    git(vault.parent, "add", "-f", "vault/.vaultgen-pending.json")
+    result = vaultgen(vault, "generate", "--batch")
+    assert result.returncode == 1
+    assert "passwords/admin.txt.age" in one_error_line(result)
+    journal.chmod(0o644)  # and one not private to this user, untracked
+    git(vault.parent, "rm", "-q", "--cached", "vault/.vaultgen-pending.json")
+    result = vaultgen(vault, "generate", "--batch")
+    assert result.returncode == 1
+    assert "passwords/admin.txt.age" in one_error_line(result)

@@ -61,6 +61,7 @@ def test_an_interrupted_rekey_is_finished_by_running_it_again(vault, tmp_path):
     # and the journal it keeps of the files it renamed before the manifest that records them
     written = [hashlib.sha256(path.read_bytes()).hexdigest() for path in half]
     (vault / ".vaultgen-pending.json").write_text(json.dumps({"age_sha256": written}))
+    (vault / ".vaultgen-pending.json").chmod(0o600)
     result = vaultgen(vault, "generate", "--batch")
     assert result.returncode == 1
     assert "interrupted `vaultgen rekey --new-identity`" in one_error_line(result)

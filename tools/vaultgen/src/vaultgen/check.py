@@ -58,8 +58,11 @@ class Report:
 
 
 class Checker:
-    def __init__(self, root: Path, now: dt.datetime | None = None) -> None:
+    def __init__(
+        self, root: Path, now: dt.datetime | None = None, identity_file: Path | None = None
+    ) -> None:
         self.root = root
+        self.identity_file = identity_file
         self.now = now or dt.datetime.now(dt.UTC)
         self.report = Report(str(root))
         self.content: dict[str, bytes] = {}
@@ -80,12 +83,12 @@ class Checker:
         except VaultError as e:
             self.report.add(".", str(e))
             return self.report
-        identities = self.check_identity()
-        recipients = self.check_recipients(identities)
         try:
             self.manifest = Manifest.load(self.root / layout.MANIFEST)
         except VaultError as e:
             self.report.add(layout.MANIFEST, str(e))
+        identities = self.check_identity()
+        recipients = self.check_recipients(identities)
         items = layout.discover(self.root)
         for item in items:
             self.check_encryption(item, identities, recipients)
@@ -100,6 +103,12 @@ class Checker:
         return self.report
 
     def check_identity(self) -> list[agecrypt.Identity]:
+        if self.identity_file is not None:
+            try:
+                return agecrypt.load_identity_file(self.identity_file)
+            except VaultError as e:
+                self.report.add(str(self.identity_file), str(e))
+                return []
         try:
             identities = agecrypt.load_identity_file(self.root / layout.IDENTITY)
             agecrypt.vault_recipient(identities, layout.IDENTITY)
@@ -109,11 +118,11 @@ class Checker:
             return []
 
     def check_recipients(self, identities: list[agecrypt.Identity]) -> list[agecrypt.Recipient]:
-        own = [
-            agecrypt.parse_recipient(i.recipient, layout.IDENTITY)
-            for i in identities[:1]
-            if i.recipient
-        ]
+        if self.identity_file is not None:
+            vault_public = [self.manifest.identity] if self.manifest.identity else []
+        else:
+            vault_public = [i.recipient for i in identities[:1] if i.recipient]
+        own = [agecrypt.parse_recipient(r, layout.IDENTITY) for r in vault_public]
         try:
             return own + agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
         except VaultError as e:
@@ -210,7 +219,7 @@ class Checker:
             return
         assert git is not None
         secrets = [p for p in layout.secret_files(self.root, items) if p != layout.STATE]
-        cleartext = [*secrets, layout.STATE, ".lock"]
+        cleartext = [*secrets, layout.STATE, layout.PENDING, ".lock"]
         cleartext += [i.path for i in items if i.encrypted and not i.secret]
         public = [layout.GITIGNORE, layout.MANIFEST, layout.RECIPIENTS]
         public += [i.age_path if i.encrypted else i.path for i in items]
@@ -270,5 +279,5 @@ def git_history(git: str, root: Path, paths: list[str]) -> tuple[set[str], dict[
     return set(filter(None, listed.split("\0"))), history
 
 
-def check(root: Path) -> Report:
-    return Checker(root).run()
+def check(root: Path, identity_file: Path | None = None) -> Report:
+    return Checker(root, identity_file=identity_file).run()

@@ -50,6 +50,7 @@ from vaultgen.verify import (
 )
 
 PasswordPrompt = Callable[[str], str | None]
+RECIPIENTS_CHANGED = "recipients changed"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Request:
     imports: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # stem -> cert, key
     ask_password: PasswordPrompt | None = None  # None: never prompt (--batch, no terminal)
     accept_age: tuple[str, ...] = ()  # .age files the manifest does not record, accepted by name
+    identity_file: Path | None = None  # a recipient's own key (--identity) instead of age.key
+    expected: dict[str, bytes] = field(default_factory=dict)  # path -> content an edit began from
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ class Plan:
     writes: list[Write]
     chmods: list[Chmod]
     tracked: list[str]  # every file the vault should have, in layout order
+    recipients: list[str] = field(default_factory=list)  # what the .age files are encrypted to
+
+    @property
+    def recipients_changed(self) -> bool:
+        return any(w.reason == RECIPIENTS_CHANGED for w in self.writes)
 
     @property
     def empty(self) -> bool:
@@ -142,6 +150,7 @@ class Planner:
         self.identities: list[agecrypt.Identity] = []
         self.recipients: list[agecrypt.Recipient] = []
         self.fingerprint = ""
+        self.vault_public = ""  # age.key's public key: always among the recipients
 
     # -- reading ------------------------------------------------------------
 
@@ -196,18 +205,21 @@ class Planner:
         for rel, mode, wanted in layout.loose_modes(self.root, items):
             if rel not in self.writes:
                 self.chmods.append(Chmod(rel, wanted, f"mode {mode:04o} lets others read it"))
-        self.new_manifest.identity = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
+        self.new_manifest.identity = self.vault_public
         manifest = self.new_manifest.to_bytes()
         if self.read(layout.MANIFEST) != manifest:
             self.write(layout.MANIFEST, manifest, PUBLIC_FILE_MODE, "records the .age files")
         state = self.new_state.to_bytes()
         if self.read(layout.STATE) != state:
             self.write(layout.STATE, state, SECRET_FILE_MODE, "local cache")
-        tracked = [layout.IDENTITY, layout.GITIGNORE, layout.MANIFEST]
+        tracked = [layout.GITIGNORE, layout.MANIFEST]
+        if self.request.identity_file is None:  # a teammate's checkout need not hold age.key
+            tracked.insert(0, layout.IDENTITY)
         for item in items:
             tracked += [item.path, item.age_path] if item.encrypted else [item.path]
         ordered = sorted(self.writes.values(), key=_commit_order)
-        return Plan(self.root, ordered, self.chmods, tracked)
+        recipients = [r.canonical for r in self.recipients]
+        return Plan(self.root, ordered, self.chmods, tracked, recipients)
 
     def refuse_foreign_age_files(self, items: list[Item]) -> None:
         """Before any .age is decrypted into the cleartext or re-encrypted (and so recorded)."""
@@ -229,6 +241,9 @@ class Planner:
                 f"{self.root / layout.IDENTITY_NEW}: run `vaultgen rekey --new-identity` again "
                 "to finish it"
             )
+        if self.request.identity_file is not None:
+            self.load_own_identity(self.request.identity_file)
+            return
         data = self.read(layout.IDENTITY)
         if data is None:
             if any(self.root.glob("*/*.age")):
@@ -252,17 +267,37 @@ class Planner:
                 f"({layout.MANIFEST}): get the vault's current identity (after a "
                 "`vaultgen rekey --new-identity`, from whoever ran it) and put it there"
             )
+        self.vault_public = mine
+
+    def load_own_identity(self, path: Path) -> None:
+        """A teammate's own key, listed in recipients.txt: the vault's age.key stays a recipient
+        (manifest.json names it) though this checkout need not hold it."""
+        recorded = self.old_manifest.identity
+        if recorded is None:
+            raise VaultError(
+                f"--identity works in an existing vault, and {self.root / layout.MANIFEST} "
+                "names no vault identity: make the vault with `vaultgen generate` first"
+            )
+        self.identities = agecrypt.load_identity_file(path)
+        self.vault_public = recorded
 
     def load_recipients(self) -> None:
-        own = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
         extra = agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
-        self.recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra]
+        self.recipients = [agecrypt.parse_recipient(self.vault_public, layout.IDENTITY), *extra]
         self.fingerprint = agecrypt.recipients_fingerprint(self.recipients)
+        if self.request.identity_file is not None:
+            agecrypt.require_recipient(self.identities, self.recipients, self.request.identity_file)
 
     def resolve(self, item: Item) -> None:
         """Settle the cleartext content of one item, remaking it if missing or stale."""
         clear = self.read(item.path)
         requested = self.requested_content(item)
+        began = self.request.expected.get(item.path)
+        if began is not None and self.sync_with_age(item, clear)[0] != began:
+            raise VaultError(
+                f"{self.root / item.path} changed while it was being edited (a git pull, "
+                "another run?): nothing was changed; edit it again"
+            )
         if requested is not None:
             content: bytes | None = requested
             reason = "imported" if item.kind in (Kind.LEAF_CERT, Kind.LEAF_KEY) else "new password"
@@ -493,7 +528,7 @@ class Planner:
         elif self.decrypt(item) != content:
             reason = "its cleartext changed"
         elif recorded.get("recipients") != self.fingerprint:
-            reason = "recipients changed"
+            reason = RECIPIENTS_CHANGED
         elif recorded.get("sha256") != sha256_hex(age):
             reason = "changed outside vaultgen"
         else:
@@ -556,6 +591,6 @@ def generate(root: Path, request: Request | None = None) -> Plan:
     return plan
 
 
-def plan_only(root: Path) -> Plan:
+def plan_only(root: Path, identity_file: Path | None = None) -> Plan:
     """What `generate --batch` would do, without doing it (for `status`)."""
-    return Planner(root, Request()).plan()
+    return Planner(root, Request(identity_file=identity_file)).plan()

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,13 +141,35 @@ class State:
 
 
 def pending_hashes(root: Path) -> set[str]:
-    """SHA-256 of the `.age` files an unfinished run of this checkout renamed into place."""
+    """SHA-256 of the `.age` files an unfinished run of this checkout renamed into place.
+
+    Only a journal this user wrote here counts: one that came with a commit (git tracks it,
+    or it is not private to us) would let whoever pushed it vouch for their own `.age`."""
+    path = root / layout.PENDING
     try:
-        doc = _read_document(root / layout.PENDING)
-    except ValueError:
+        doc = _read_document(path)
+        if doc is None:
+            return set()
+        st = path.stat()
+    except (ValueError, OSError):
         return set()
-    hashes = (doc or {}).get("age_sha256", [])
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077 or _tracked_by_git(path):
+        return set()
+    hashes = doc.get("age_sha256", [])
     return {h for h in hashes if isinstance(h, str)} if isinstance(hashes, list) else set()
+
+
+def _tracked_by_git(path: Path) -> bool:
+    git = shutil.which("git")
+    if git is None:
+        return False
+    listed = subprocess.run(
+        [git, "-C", str(path.parent), "ls-files", "--", path.name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(listed.stdout.strip())
 
 
 def note_pending(root: Path, age_files: Iterable[bytes]) -> None:

@@ -36,18 +36,30 @@ class RekeyResult:
     new_identity: str | None
     old_key_kept_in: str | None
     not_managed: list[str]  # .age files in the vault that vaultgen does not manage: left alone
+    recipients: list[str]  # what every .age is encrypted to now
 
 
-def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> RekeyResult:
+def rekey(
+    root: Path,
+    new_identity: bool,
+    accept_age: tuple[str, ...] = (),
+    identity_file: Path | None = None,
+) -> RekeyResult:
+    """Re-encrypt to age.key (or, with `identity_file`, to the age.key manifest.json names,
+    which this checkout need not hold) and recipients.txt."""
     layout.require_vault(root)
     layout.refuse_symlinked_folders(root)
     identity_path = root / layout.IDENTITY
-    if read_or_none(identity_path) is None:
-        raise VaultError(f"{identity_path} does not exist: rekey needs the current identity")
+    if identity_file is None and read_or_none(identity_path) is None:
+        raise VaultError(
+            f"{identity_path} does not exist: rekey needs the current identity "
+            "(or your own key with --identity, if recipients.txt lists it)"
+        )
     with exclusive_lock(root):
         remove_stale_temp_files(root)
-        current = agecrypt.load_identity_file(identity_path)
-        agecrypt.vault_recipient(current, str(identity_path))
+        current = agecrypt.load_identity_file(identity_file or identity_path)
+        if identity_file is None:
+            agecrypt.vault_recipient(current, str(identity_path))
         identities = list(current)
         pending = read_or_none(root / layout.IDENTITY_NEW)
         if pending is not None:
@@ -74,12 +86,16 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
         if new_identity and pending is None:
             secret, public = agecrypt.generate_identity()
             pending = created = agecrypt.identity_file_text(secret, public)
-        target = (
-            agecrypt.parse_identity_file(pending, layout.IDENTITY_NEW)
-            if new_identity and pending is not None
-            else current[:1]
-        )
-        own = agecrypt.vault_recipient(target, layout.IDENTITY)
+        if new_identity and pending is not None:
+            target = agecrypt.parse_identity_file(pending, layout.IDENTITY_NEW)
+            own = agecrypt.vault_recipient(target, layout.IDENTITY)
+        elif identity_file is not None:
+            if manifest.identity is None:
+                raise VaultError(f"{root / layout.MANIFEST} names no vault identity to keep")
+            target, own = current, manifest.identity  # the round trip is through your own key
+        else:
+            target = current[:1]
+            own = agecrypt.vault_recipient(target, layout.IDENTITY)
         recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra_recipients]
         fingerprint = agecrypt.recipients_fingerprint(recipients)
         manifest.identity = own
@@ -89,7 +105,7 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
         try:
             for path, data in plain.items():
                 encrypted = agecrypt.encrypt(data, recipients)
-                if agecrypt.decrypt(encrypted, target, str(path)) != data:
+                if _round_trip(encrypted, target, path) != data:
                     raise VaultError(
                         f"re-encrypting {path} did not round-trip; nothing was changed"
                     )
@@ -116,14 +132,26 @@ def rekey(root: Path, new_identity: bool, accept_age: tuple[str, ...] = ()) -> R
         records.clear_pending(root)
         kept = None
         if new_identity:
-            kept = keep_old_identity(root, identity_path.read_bytes())
+            if (old := read_or_none(identity_path)) is not None:
+                kept = keep_old_identity(root, old)
             (root / layout.IDENTITY_NEW).replace(identity_path)
         return RekeyResult(
             files=[p.relative_to(root).as_posix() for p in managed],
             new_identity=own if new_identity else None,
             old_key_kept_in=kept,
             not_managed=others,
+            recipients=[r.canonical for r in recipients],
         )
+
+
+def _round_trip(encrypted: bytes, target: list[agecrypt.Identity], path: Path) -> bytes:
+    try:
+        return agecrypt.decrypt(encrypted, target, str(path))
+    except agecrypt.DecryptFailure:
+        raise VaultError(
+            "your --identity is not among the recipients any more (recipients.txt): rekey "
+            "would lock you out; nothing was changed"
+        ) from None
 
 
 def keep_old_identity(root: Path, old: bytes) -> str:

@@ -104,6 +104,11 @@ def test_a_journal_of_pending_files_that_came_with_a_commit_vouches_for_nothing(
     result = vaultgen(vault, "generate", "--batch")
     assert result.returncode == 1
     assert "passwords/admin.txt.age" in one_error_line(result)
+    problems = {
+        p["path"]: p["problem"]
+        for p in json.loads(vaultgen(vault, "check", "--json").stdout)["problems"]
+    }
+    assert "local to each checkout" in problems[".vaultgen-pending.json"]
     journal.chmod(0o644)  # and one not private to this user, untracked
     git(vault.parent, "rm", "-q", "--cached", "vault/.vaultgen-pending.json")
     result = vaultgen(vault, "generate", "--batch")

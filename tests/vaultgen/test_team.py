@@ -229,3 +229,19 @@ def test_a_new_recipient_is_shown_before_anyone_commits_what_it_can_read(vault, 
     assert intruder in result.stderr
     assert "recipients" not in vaultgen_ok(vault, "generate", "--batch").stderr  # same set
     assert intruder in vaultgen_ok(vault, "rekey").stderr
+
+
+def test_an_rsa_key_in_the_old_pem_format_is_an_identity_too(vault, tmp_path):
+    erin = tmp_path / "erin_rsa"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f", erin],
+        check=True,
+    )  # fmt: skip
+    assert erin.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+    (vault / "recipients.txt").write_text(erin.with_suffix(".pub").read_text())
+    vaultgen_ok(vault, "generate", "--batch")
+    clone = clone_of(vault, tmp_path / "clone")
+    (clone / "age.key").unlink()
+    vaultgen_ok(clone, "generate", "--batch", "--identity", str(erin))
+    out = vaultgen_ok(clone, "decrypt", "passwords/root.txt.age", "--identity", str(erin))
+    assert out.stdout == (vault / "passwords/root.txt").read_text()

@@ -133,32 +133,48 @@ def _unlocked(where: str, what: str, ask: Ask) -> str:
         ) from None
 
 
-def _ssh_identity(data: bytes, where: str, ask: Ask) -> Identity:
+def _ssh_public(key: Any) -> str:
     from cryptography.hazmat.primitives import serialization
 
-    password = None
-    try:
-        pyrage.ssh.Identity.from_buffer(data)
-    except pyrage.IdentityError as e:
-        if "decrypted first" not in str(e):
-            raise VaultError(f"{where}: not a usable SSH private key ({e})") from e
-        password = _unlocked(where, "ssh", ask).encode()
-    try:
-        key = serialization.load_ssh_private_key(data, password)
-    except ValueError as e:
-        if password is not None:
-            raise VaultError(f"{where}: wrong passphrase (or a corrupt key)") from e
-        raise VaultError(f"{where}: not a usable SSH private key ({e})") from e
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    plain = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    canonical = " ".join(public.decode().split()[:2])
-    return Identity(pyrage.ssh.Identity.from_buffer(plain), None, canonical)
+    return " ".join(public.decode().split()[:2])
+
+
+def _ssh_identity(data: bytes, where: str, ask: Ask) -> Identity:
+    """pyrage reads unencrypted keys (OpenSSH or PEM); an OpenSSH key with a passphrase is
+    opened by cryptography and handed to pyrage in memory, unencrypted."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        native = pyrage.ssh.Identity.from_buffer(data)
+    except pyrage.IdentityError as e:
+        if "decrypted first" not in str(e):
+            raise VaultError(f"{where}: not a usable SSH private key ({e})") from e
+    else:
+        public: str | None = None  # unknown: whether it is a recipient, decryption tells
+        for load in (serialization.load_ssh_private_key, serialization.load_pem_private_key):
+            try:
+                public = _ssh_public(load(data, None))
+                break
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                continue
+        return Identity(native, None, public)
+    password = _unlocked(where, "ssh", ask).encode()
+    try:
+        key = serialization.load_ssh_private_key(data, password)
+        plain = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        return Identity(pyrage.ssh.Identity.from_buffer(plain), None, _ssh_public(key))
+    except ValueError as e:
+        raise VaultError(f"{where}: wrong passphrase (or a corrupt key)") from e
+    except (pyrage.IdentityError, UnsupportedAlgorithm) as e:
+        raise VaultError(f"{where}: not a usable SSH private key ({e})") from e
 
 
 def parse_identity_file(data: bytes, where: str, ask: Ask = ask_on_terminal) -> list[Identity]:

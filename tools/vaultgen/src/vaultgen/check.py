@@ -231,11 +231,17 @@ class Checker:
         for p in public:
             if p in paths and p in ignored:
                 self.report.add(p, "ignored by git, so it would never be committed")
-        tracked, history = git_history(git, self.root, secrets)
+        local = [layout.STATE, layout.PENDING]  # no secrets, but this checkout's own
+        tracked, history = git_history(git, self.root, [*secrets, *local])
         for p in tracked:
-            self.report.add(p, "tracked by git: `git rm --cached` it, then rotate the secret")
+            if p in local:
+                self.report.add(
+                    p, "tracked by git, yet local to each checkout: `git rm --cached` it"
+                )
+            else:
+                self.report.add(p, "tracked by git: `git rm --cached` it, then rotate the secret")
         for p, commit in history.items():
-            if p not in tracked:
+            if p not in tracked and p not in local:
                 self.report.add(p, f"in git history (commit {commit}): rotate this secret")
 
 

@@ -89,6 +89,27 @@ def spawn(vault: Path, *args: str) -> pexpect.spawn:
     return pexpect.spawn(str(VAULTGEN), ["--vault", str(vault), *args], env=clean_env(), timeout=30)
 
 
+def clone_of(vault: Path, target: Path) -> Path:
+    """What `git clone` gives (.age and public files) plus the age.key a teammate hands over."""
+    for path in vault.rglob("*"):
+        if path.is_file() and (
+            path.suffix in (".age", ".pub")
+            or path.name in ("manifest.json", ".gitignore", "recipients.txt", "age.key")
+        ):
+            destination = target / path.relative_to(vault)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(path.read_bytes())
+    return target
+
+
+def new_age_key(path: Path) -> str:
+    """A new age identity file at `path`, by age-keygen; returns its public key."""
+    subprocess.run(["age-keygen", "-o", path], check=True, capture_output=True)
+    return subprocess.run(
+        ["age-keygen", "-y", path], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def age_decrypt(path: Path, identity: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([AGE, "--decrypt", "-i", str(identity), str(path)], capture_output=True)
 

@@ -13,23 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.vaultgen.conftest import git
 from tests.vaultgen.helpers import (
     VAULTGEN,
     assert_refused,
     changed,
     clean_env,
+    new_age_key,
     one_error_line,
     snapshot,
     vaultgen,
     vaultgen_ok,
 )
-
-
-def new_age_key(path: Path) -> str:
-    subprocess.run(["age-keygen", "-o", path], check=True, capture_output=True)
-    return subprocess.run(
-        ["age-keygen", "-y", path], check=True, capture_output=True, text=True
-    ).stdout.strip()
+from vaultgen.layout import GITIGNORE_TEXT
 
 
 def test_a_wrong_age_key_is_refused(vault, tmp_path):
@@ -163,6 +159,25 @@ def test_a_full_disk_is_refused_and_nothing_changes(vault, small_filesystems, tm
     vaultgen_ok(root, "check")
 
 
+def test_rekey_new_identity_on_a_full_disk_changes_nothing_and_blocks_nothing(
+    vault, small_filesystems
+):
+    mount = small_filesystems.mount("512k")
+    root = mount / "vault"
+    shutil.copytree(vault, root)
+    free = shutil.disk_usage(mount).free
+    (mount / "filler").write_bytes(b"\0" * (free - 8192))  # room for a new key, not 17 files
+    before = snapshot(root)
+    result = vaultgen(root, "rekey", "--new-identity")
+    assert result.returncode == 1
+    assert "no space left" in one_error_line(result)
+    assert changed(before, snapshot(root)) == set(), "age.key.new is left behind"
+    (mount / "filler").unlink()
+    vaultgen_ok(root, "generate", "--batch")  # not "an interrupted rekey left age.key.new"
+    vaultgen_ok(root, "rekey", "--new-identity")
+    vaultgen_ok(root, "check")
+
+
 def test_a_second_run_while_one_holds_the_vault_exits_4(vault):
     (vault / "passwords/root.txt").write_text("a pending change")
     with (vault / ".lock").open() as held:
@@ -258,6 +273,30 @@ def test_a_new_vault_killed_at_any_rename_is_completed_by_the_next_run(tmp_path)
             continue  # every fourth moment: a new vault renames some 40 files
         vaultgen_ok(crashed, "generate", "--batch")
         vaultgen_ok(crashed, "check")
+
+
+PUBLIC_SUFFIXES = (".age", ".pub", "/manifest.json", "/.gitignore")
+
+
+def test_a_first_generate_killed_at_any_rename_leaves_git_nothing_secret_to_commit(tmp_path):
+    """The demo runs `git add -A` after vaultgen: whatever moment a first run dies at, git
+    must see only public files (and at most the .gitignore's own temp twin)."""
+    for renames in range(200):
+        repo = tmp_path / f"crash-{renames}"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        completed = crash_after(renames, repo / "vault", "generate", "--batch") == 0
+        git(repo, "add", "-A")
+        for path in git(repo, "ls-files", "-z").split("\0"):
+            if path and not path.endswith(PUBLIC_SUFFIXES):
+                assert (repo / path).read_bytes() == GITIGNORE_TEXT, (
+                    f"killed after {renames} renames, git would commit {path}"
+                )
+        if completed:
+            assert renames > 10, "a first run renames some 40 files"
+            return
+        shutil.rmtree(repo)
+    raise AssertionError("generate never completed")
 
 
 def test_rekey_killed_at_any_rename_is_completed_by_running_it_again(vault, tmp_path):

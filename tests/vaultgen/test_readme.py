@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -24,3 +25,14 @@ def test_every_example_in_the_readme_runs(tmp_path):
     ).stdout.split()
     assert all(p.endswith((".age", ".pub", "manifest.json", ".gitignore")) for p in committed)
     assert (tmp_path / "run/odoo-admin").stat().st_mode & 0o777 == 0o400
+
+
+def test_the_readme_gives_the_ca_the_path_length_it_has(vault):
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "basicConstraints",
+         "-in", vault / "certs/vault-ca-cert.pem"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    pathlen = re.search(r"pathlen:(\d+)", text)
+    assert pathlen is not None, text
+    assert f"CA:TRUE, pathlen {pathlen.group(1)}" in README.read_text()

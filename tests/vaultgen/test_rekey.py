@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
-from pathlib import Path
 
 from tests.vaultgen.helpers import (
     age_decrypt,
     assert_refused,
     changed,
+    clone_of,
     one_error_line,
     snapshot,
     vaultgen,
     vaultgen_ok,
 )
-
-
-def clone_of(vault: Path, target: Path) -> Path:
-    """What `git clone` gives (.age and public files) plus the age.key a teammate hands over."""
-    for path in vault.rglob("*"):
-        if path.is_file() and (
-            path.suffix in (".age", ".pub")
-            or path.name in ("manifest.json", ".gitignore", "recipients.txt", "age.key")
-        ):
-            destination = target / path.relative_to(vault)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(path.read_bytes())
-    return target
 
 
 def test_rekey_new_identity_in_a_fresh_clone_re_encrypts_everything(vault, tmp_path):
@@ -69,6 +58,10 @@ def test_an_interrupted_rekey_is_finished_by_running_it_again(vault, tmp_path):
     half = sorted(vault.rglob("*.age"))[::2]
     for path in half:
         subprocess.run(["age", "-r", new_recipient, "-o", path, path.with_suffix("")], check=True)
+    # and the journal it keeps of the files it renamed before the manifest that records them
+    written = [hashlib.sha256(path.read_bytes()).hexdigest() for path in half]
+    (vault / ".vaultgen-pending.json").write_text(json.dumps({"age_sha256": written}))
+    (vault / ".vaultgen-pending.json").chmod(0o600)
     result = vaultgen(vault, "generate", "--batch")
     assert result.returncode == 1
     assert "interrupted `vaultgen rekey --new-identity`" in one_error_line(result)

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vaultgen import agecrypt, layout, pki
+from vaultgen import agecrypt, layout, pki, records
 from vaultgen.errors import VaultError
 from vaultgen.files import read_or_none, sha256_hex
 from vaultgen.layout import Item, Kind
@@ -58,8 +58,11 @@ class Report:
 
 
 class Checker:
-    def __init__(self, root: Path, now: dt.datetime | None = None) -> None:
+    def __init__(
+        self, root: Path, now: dt.datetime | None = None, identity_file: Path | None = None
+    ) -> None:
         self.root = root
+        self.identity_file = identity_file
         self.now = now or dt.datetime.now(dt.UTC)
         self.report = Report(str(root))
         self.content: dict[str, bytes] = {}
@@ -80,12 +83,12 @@ class Checker:
         except VaultError as e:
             self.report.add(".", str(e))
             return self.report
-        identities = self.check_identity()
-        recipients = self.check_recipients(identities)
         try:
             self.manifest = Manifest.load(self.root / layout.MANIFEST)
         except VaultError as e:
             self.report.add(layout.MANIFEST, str(e))
+        identities = self.check_identity()
+        recipients = self.check_recipients(identities)
         items = layout.discover(self.root)
         for item in items:
             self.check_encryption(item, identities, recipients)
@@ -100,6 +103,12 @@ class Checker:
         return self.report
 
     def check_identity(self) -> list[agecrypt.Identity]:
+        if self.identity_file is not None:
+            try:
+                return agecrypt.load_identity_file(self.identity_file)
+            except VaultError as e:
+                self.report.add(str(self.identity_file), str(e))
+                return []
         try:
             identities = agecrypt.load_identity_file(self.root / layout.IDENTITY)
             agecrypt.vault_recipient(identities, layout.IDENTITY)
@@ -109,11 +118,11 @@ class Checker:
             return []
 
     def check_recipients(self, identities: list[agecrypt.Identity]) -> list[agecrypt.Recipient]:
-        own = [
-            agecrypt.parse_recipient(i.recipient, layout.IDENTITY)
-            for i in identities[:1]
-            if i.recipient
-        ]
+        if self.identity_file is not None:
+            vault_public = [self.manifest.identity] if self.manifest.identity else []
+        else:
+            vault_public = [i.recipient for i in identities[:1] if i.recipient]
+        own = [agecrypt.parse_recipient(r, layout.IDENTITY) for r in vault_public]
         try:
             return own + agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
         except VaultError as e:
@@ -149,9 +158,14 @@ class Checker:
             self.report.add(item.age_path, "holds something else than its cleartext")
         recorded = self.manifest.files.get(item.age_path, {})
         if recorded.get("sha256") != sha256_hex(age):
-            self.report.add(
-                item.age_path, f"changed outside vaultgen (not as {layout.MANIFEST} records)"
-            )
+            if sha256_hex(age) in records.pending_hashes(self.root):
+                problem = "written by an interrupted vaultgen run: run `vaultgen generate`"
+            else:
+                problem = (
+                    f"not as {layout.MANIFEST} records: written outside vaultgen, maybe forged "
+                    "(restore it from git, or `vaultgen generate --accept-age` it)"
+                )
+            self.report.add(item.age_path, problem)
         elif recipients and recorded.get("recipients") != agecrypt.recipients_fingerprint(
             recipients
         ):
@@ -205,7 +219,7 @@ class Checker:
             return
         assert git is not None
         secrets = [p for p in layout.secret_files(self.root, items) if p != layout.STATE]
-        cleartext = [*secrets, layout.STATE, ".lock"]
+        cleartext = [*secrets, layout.STATE, layout.PENDING, ".lock"]
         cleartext += [i.path for i in items if i.encrypted and not i.secret]
         public = [layout.GITIGNORE, layout.MANIFEST, layout.RECIPIENTS]
         public += [i.age_path if i.encrypted else i.path for i in items]
@@ -217,11 +231,17 @@ class Checker:
         for p in public:
             if p in paths and p in ignored:
                 self.report.add(p, "ignored by git, so it would never be committed")
-        tracked, history = git_history(git, self.root, secrets)
+        local = [layout.STATE, layout.PENDING]  # no secrets, but this checkout's own
+        tracked, history = git_history(git, self.root, [*secrets, *local])
         for p in tracked:
-            self.report.add(p, "tracked by git: `git rm --cached` it, then rotate the secret")
+            if p in local:
+                self.report.add(
+                    p, "tracked by git, yet local to each checkout: `git rm --cached` it"
+                )
+            else:
+                self.report.add(p, "tracked by git: `git rm --cached` it, then rotate the secret")
         for p, commit in history.items():
-            if p not in tracked:
+            if p not in tracked and p not in local:
                 self.report.add(p, f"in git history (commit {commit}): rotate this secret")
 
 
@@ -265,5 +285,5 @@ def git_history(git: str, root: Path, paths: list[str]) -> tuple[set[str], dict[
     return set(filter(None, listed.split("\0"))), history
 
 
-def check(root: Path) -> Report:
-    return Checker(root).run()
+def check(root: Path, identity_file: Path | None = None) -> Report:
+    return Checker(root, identity_file=identity_file).run()

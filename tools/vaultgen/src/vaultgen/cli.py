@@ -36,9 +36,21 @@ BATCH_HELP = (
 )
 
 
+IDENTITY_HELP = (
+    "Decrypt with this identity instead of the vault's age.key: your own age key or SSH "
+    "private key, listed in recipients.txt (passphrase-protected ones are asked for on the "
+    "terminal, as age does)."
+)
+IdentityOption = Annotated[
+    Path | None,
+    typer.Option("--identity", metavar="FILE", envvar="VAULTGEN_IDENTITY", help=IDENTITY_HELP),
+]
+
+
 @dataclass(frozen=True)
 class Settings:
     vault: Path
+    identity: Path | None = None
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -60,6 +72,7 @@ def main_options(
         ),
     ] = Path("vault"),
     batch: Annotated[bool, typer.Option("--batch", help=f"For `generate`: {BATCH_HELP}")] = False,
+    identity: IdentityOption = None,
     debug: Annotated[
         bool,
         typer.Option("--debug", envvar="VAULTGEN_DEBUG", help="Show a traceback on errors."),
@@ -69,9 +82,9 @@ def main_options(
         runner.version_option("vaultgen", __version__),
     ] = False,
 ) -> None:
-    ctx.obj = Settings(vault=vault)
+    ctx.obj = Settings(vault=vault, identity=identity)
     if ctx.invoked_subcommand is None:
-        generate(ctx, batch=batch)
+        generate(ctx, batch=batch, accept_age=None, identity=None)
 
 
 def _ask_password(name: str) -> str | None:
@@ -85,14 +98,36 @@ def _ask_password(name: str) -> str | None:
     return first
 
 
-def _run_generate(ctx: typer.Context, request: Request) -> None:
+def _identity(ctx: typer.Context, given: Path | None) -> Path | None:
+    """A command's --identity, else the one before the command."""
+    return given or _settings(ctx).identity
+
+
+def _run_generate(ctx: typer.Context, request: Request, identity: Path | None) -> None:
     from vaultgen.generate import generate as run_generate
 
     root = _settings(ctx).vault
+    request.identity_file = _identity(ctx, identity)
     _report(root, run_generate(root, request))
 
 
+def _short(recipient: str) -> str:
+    """age and ed25519 keys in full; an RSA key's 500 characters by their two ends."""
+    return recipient if len(recipient) <= 100 else f"{recipient[:40]}…{recipient[-24:]}"
+
+
+def _say_recipients(recipients: list[str]) -> None:
+    """recipients.txt and manifest.json's identity are committed files: a line someone pushed
+    there gets every secret on the next run, so a new set is always shown."""
+    console.warn(
+        f"every .age file is now encrypted to these {len(recipients)} recipients, check that "
+        f"each is meant to read every secret: {', '.join(map(_short, recipients))}"
+    )
+
+
 def _report(root: Path, plan: Plan) -> None:
+    if plan.recipients_changed:
+        _say_recipients(plan.recipients)
     for w in plan.writes:
         if w.existed:
             verb = "updated"
@@ -105,10 +140,32 @@ def _report(root: Path, plan: Plan) -> None:
         console.say(f"{root} is up to date")
 
 
+ACCEPT_AGE_HELP = (
+    "Accept this .age file although manifest.json does not record it (you wrote it "
+    "with age yourself); repeatable. Without it such a file stops the run: it may be forged."
+)
+AcceptAge = Annotated[
+    list[Path] | None, typer.Option("--accept-age", metavar="FILE", help=ACCEPT_AGE_HELP)
+]
+
+
+def _vault_relative(root: Path, files: list[Path] | None) -> tuple[str, ...]:
+    """`vault/passwords/x.txt.age` or `passwords/x.txt.age`: the path inside the vault."""
+    result = []
+    for file in files or []:
+        try:
+            result.append(file.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            result.append(file.as_posix())
+    return tuple(result)
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
     batch: Annotated[bool, typer.Option("--batch", help=BATCH_HELP)] = False,
+    accept_age: AcceptAge = None,
+    identity: IdentityOption = None,
 ) -> None:
     """Make exactly what is missing or out of date (the default command).
 
@@ -118,7 +175,12 @@ def generate(
     from vaultgen.generate import Request
 
     interactive = not batch and sys.stdin.isatty()
-    _run_generate(ctx, Request(ask_password=_ask_password if interactive else None))
+    accepted = _vault_relative(_settings(ctx).vault, accept_age)
+    _run_generate(
+        ctx,
+        Request(ask_password=_ask_password if interactive else None, accept_age=accepted),
+        identity,
+    )
 
 
 @app.command()
@@ -143,6 +205,7 @@ def password(
     generate_new: Annotated[
         bool, typer.Option("--generate", help="Replace it with a new generated passphrase.")
     ] = False,
+    identity: IdentityOption = None,
 ) -> None:
     """Set one password, new or existing, and remake its hashes and .age files.
 
@@ -157,7 +220,7 @@ def password(
     if sum([stdin, file is not None, generate_new]) > 1:
         raise UsageError("choose one of --stdin, --file and --generate")
     root = _settings(ctx).vault
-    if not (root / layout.IDENTITY).exists():
+    if not (root / layout.IDENTITY).exists() and not (root / layout.MANIFEST).exists():
         raise VaultError(f"no vault at {root}: create it first with `vaultgen generate`")
     exists = any((root / f"passwords/{name}.txt{ext}").exists() for ext in ("", ".age"))
     if stdin:
@@ -181,7 +244,31 @@ def password(
 
         secret = generate_passphrase()
     check_password(secret, f"password for {name}")
-    _run_generate(ctx, Request(passwords={name: secret}))
+    _run_generate(ctx, Request(passwords={name: secret}), identity)
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Password name, e.g. admin or backup-s3.")
+    ],
+    identity: IdentityOption = None,
+) -> None:
+    """Edit one password in $VISUAL or $EDITOR, then re-encrypt and re-hash it.
+
+    The editor gets a copy in a 0700 folder in memory ($XDG_RUNTIME_DIR or
+    /dev/shm, when either is a tmpfs), removed afterwards whatever happens. A new
+    NAME starts empty; an unchanged file changes nothing.
+    """
+    from vaultgen.edit import edit_password
+
+    root = _settings(ctx).vault
+    plan = edit_password(root, name, _identity(ctx, identity))
+    if plan is None:
+        console.say(f"the password of {name} is unchanged")
+    else:
+        _report(root, plan)
 
 
 @app.command()
@@ -207,6 +294,7 @@ def certs(
             "Renewal comes 30 days before the end.",
         ),
     ] = None,
+    identity: IdentityOption = None,
 ) -> None:
     """Issue (or re-issue) leaf TLS certificates signed by the vault CA.
 
@@ -224,7 +312,7 @@ def certs(
     }
     if layout.CA_STEM in leaves:
         raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
-    _run_generate(ctx, Request(leaves=leaves))
+    _run_generate(ctx, Request(leaves=leaves), identity)
 
 
 @app.command("import")
@@ -251,6 +339,7 @@ def import_cert(
             "--name", metavar="NAME", help="File stem in certs/ (default: the certificate's CN)."
         ),
     ] = None,
+    identity: IdentityOption = None,
 ) -> None:
     """Import a certificate and key issued elsewhere (refuses a key that does not match).
 
@@ -277,7 +366,7 @@ def import_cert(
         raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
     if pki.needs_renewal(info):
         console.warn(f"{cert} expires on {info.not_after:%Y-%m-%d}: renew it soon")
-    _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}))
+    _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}), identity)
 
 
 @app.command()
@@ -291,17 +380,23 @@ def rekey(
             "age.key.old-TIME and decrypts none of the current files.",
         ),
     ] = False,
+    accept_age: AcceptAge = None,
+    identity: IdentityOption = None,
 ) -> None:
     """Re-encrypt every .age file to age.key and recipients.txt.
 
-    Works in a fresh clone that has only the .age files and age.key. Edit
-    recipients.txt first to add or remove recipients.
+    Works in a fresh clone that has only the .age files and age.key (or your own
+    --identity). Edit recipients.txt first to add or remove recipients: removing a
+    teammate is a rekey, and needs no new shared key.
     """
     from vaultgen.rekey import rekey as do_rekey
 
     root = _settings(ctx).vault
-    result = do_rekey(root, new_identity)
+    result = do_rekey(
+        root, new_identity, _vault_relative(root, accept_age), _identity(ctx, identity)
+    )
     console.say(f"re-encrypted {len(result.files)} .age files in {root}")
+    _say_recipients(result.recipients)
     for path in result.not_managed:
         console.warn(f"{root / path} is not managed by vaultgen: left as it was")
     if result.new_identity:
@@ -319,6 +414,7 @@ def rekey(
 def check(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    identity: IdentityOption = None,
 ) -> None:
     """Audit the vault: decryption, hashes, certificates, keys, modes, what git commits.
 
@@ -331,7 +427,7 @@ def check(
     root = _settings(ctx).vault
     layout.require_vault(root)
     refuse_if_being_written(root)
-    report = run_check(root)
+    report = run_check(root, _identity(ctx, identity))
     if json_output:
         console.print_json(report.to_json())
     else:
@@ -355,6 +451,7 @@ def check(
 def status(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    identity: IdentityOption = None,
 ) -> None:
     """Show every file of the vault: ok, missing or stale (and why). Changes nothing."""
     from vaultgen import layout
@@ -364,7 +461,7 @@ def status(
     root = _settings(ctx).vault
     layout.require_vault(root)
     refuse_if_being_written(root)
-    statuses = plan_only(root).statuses()
+    statuses = plan_only(root, _identity(ctx, identity)).statuses()
     if json_output:
         console.print_json(
             {
@@ -442,7 +539,7 @@ def decrypt(
         data = source.read_bytes()
     except OSError as e:
         raise VaultError(f"cannot read {file}: {e.strerror}") from e
-    identities = agecrypt.load_identity_file(identity or root / layout.IDENTITY)
+    identities = agecrypt.load_identity_file(_identity(ctx, identity) or root / layout.IDENTITY)
     plain = agecrypt.decrypt(data, identities, str(source))
     if out is None:
         sys.stdout.buffer.write(plain)

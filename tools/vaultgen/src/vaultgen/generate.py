@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultgen import agecrypt, layout
+from vaultgen import agecrypt, layout, records
 from vaultgen.errors import VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
@@ -36,6 +36,7 @@ from vaultgen.files import (
     read_or_none,
     remove_stale_temp_files,
     sha256_hex,
+    write_atomic,
 )
 from vaultgen.layout import Item, Kind
 from vaultgen.records import Manifest, State
@@ -49,6 +50,7 @@ from vaultgen.verify import (
 )
 
 PasswordPrompt = Callable[[str], str | None]
+RECIPIENTS_CHANGED = "recipients changed"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class Request:
     leaves: dict[str, LeafRequest] = field(default_factory=dict)  # stem -> request
     imports: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # stem -> cert, key
     ask_password: PasswordPrompt | None = None  # None: never prompt (--batch, no terminal)
+    accept_age: tuple[str, ...] = ()  # .age files the manifest does not record, accepted by name
+    identity_file: Path | None = None  # a recipient's own key (--identity) instead of age.key
+    expected: dict[str, bytes] = field(default_factory=dict)  # path -> content an edit began from
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,11 @@ class Plan:
     writes: list[Write]
     chmods: list[Chmod]
     tracked: list[str]  # every file the vault should have, in layout order
+    recipients: list[str] = field(default_factory=list)  # what the .age files are encrypted to
+
+    @property
+    def recipients_changed(self) -> bool:
+        return any(w.reason == RECIPIENTS_CHANGED for w in self.writes)
 
     @property
     def empty(self) -> bool:
@@ -140,6 +150,7 @@ class Planner:
         self.identities: list[agecrypt.Identity] = []
         self.recipients: list[agecrypt.Recipient] = []
         self.fingerprint = ""
+        self.vault_public = ""  # age.key's public key: always among the recipients
 
     # -- reading ------------------------------------------------------------
 
@@ -180,6 +191,7 @@ class Planner:
         }
         self.imported = (recorded_imports | set(self.request.imports)) & leaves
         self.imported -= set(self.request.leaves)
+        self.refuse_foreign_age_files(items)
         for item in items:
             self.resolve(item)
         for item in items:
@@ -193,18 +205,34 @@ class Planner:
         for rel, mode, wanted in layout.loose_modes(self.root, items):
             if rel not in self.writes:
                 self.chmods.append(Chmod(rel, wanted, f"mode {mode:04o} lets others read it"))
-        self.new_manifest.identity = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
+        self.new_manifest.identity = self.vault_public
         manifest = self.new_manifest.to_bytes()
         if self.read(layout.MANIFEST) != manifest:
             self.write(layout.MANIFEST, manifest, PUBLIC_FILE_MODE, "records the .age files")
         state = self.new_state.to_bytes()
         if self.read(layout.STATE) != state:
             self.write(layout.STATE, state, SECRET_FILE_MODE, "local cache")
-        tracked = [layout.IDENTITY, layout.GITIGNORE, layout.MANIFEST]
+        tracked = [layout.GITIGNORE, layout.MANIFEST]
+        if self.request.identity_file is None:  # a teammate's checkout need not hold age.key
+            tracked.insert(0, layout.IDENTITY)
         for item in items:
             tracked += [item.path, item.age_path] if item.encrypted else [item.path]
         ordered = sorted(self.writes.values(), key=_commit_order)
-        return Plan(self.root, ordered, self.chmods, tracked)
+        recipients = [r.canonical for r in self.recipients]
+        return Plan(self.root, ordered, self.chmods, tracked, recipients)
+
+    def refuse_foreign_age_files(self, items: list[Item]) -> None:
+        """Before any .age is decrypted into the cleartext or re-encrypted (and so recorded)."""
+        ages, by_age_path = {}, {}
+        for item in items:
+            if item.encrypted and (data := self.read(item.age_path)) is not None:
+                ages[item.age_path], by_age_path[item.age_path] = data, item
+        found = records.untrusted(
+            self.old_manifest, records.pending_hashes(self.root), ages, self.request.accept_age
+        )
+        for rel in found:
+            self.decrypt(by_age_path[rel])  # a corrupt or truncated file says so first
+        records.refuse_untrusted(found, "generate")
 
     def load_identity(self) -> None:
         if self.read(layout.IDENTITY_NEW) is not None:
@@ -213,6 +241,9 @@ class Planner:
                 f"{self.root / layout.IDENTITY_NEW}: run `vaultgen rekey --new-identity` again "
                 "to finish it"
             )
+        if self.request.identity_file is not None:
+            self.load_own_identity(self.request.identity_file)
+            return
         data = self.read(layout.IDENTITY)
         if data is None:
             if any(self.root.glob("*/*.age")):
@@ -236,17 +267,37 @@ class Planner:
                 f"({layout.MANIFEST}): get the vault's current identity (after a "
                 "`vaultgen rekey --new-identity`, from whoever ran it) and put it there"
             )
+        self.vault_public = mine
+
+    def load_own_identity(self, path: Path) -> None:
+        """A teammate's own key, listed in recipients.txt: the vault's age.key stays a recipient
+        (manifest.json names it) though this checkout need not hold it."""
+        recorded = self.old_manifest.identity
+        if recorded is None:
+            raise VaultError(
+                f"--identity works in an existing vault, and {self.root / layout.MANIFEST} "
+                "names no vault identity: make the vault with `vaultgen generate` first"
+            )
+        self.identities = agecrypt.load_identity_file(path)
+        self.vault_public = recorded
 
     def load_recipients(self) -> None:
-        own = agecrypt.vault_recipient(self.identities, layout.IDENTITY)
         extra = agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
-        self.recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra]
+        self.recipients = [agecrypt.parse_recipient(self.vault_public, layout.IDENTITY), *extra]
         self.fingerprint = agecrypt.recipients_fingerprint(self.recipients)
+        if self.request.identity_file is not None:
+            agecrypt.require_recipient(self.identities, self.recipients, self.request.identity_file)
 
     def resolve(self, item: Item) -> None:
         """Settle the cleartext content of one item, remaking it if missing or stale."""
         clear = self.read(item.path)
         requested = self.requested_content(item)
+        began = self.request.expected.get(item.path)
+        if began is not None and self.sync_with_age(item, clear)[0] != began:
+            raise VaultError(
+                f"{self.root / item.path} changed while it was being edited (a git pull, "
+                "another run?): nothing was changed; edit it again"
+            )
         if requested is not None:
             content: bytes | None = requested
             reason = "imported" if item.kind in (Kind.LEAF_CERT, Kind.LEAF_KEY) else "new password"
@@ -477,7 +528,7 @@ class Planner:
         elif self.decrypt(item) != content:
             reason = "its cleartext changed"
         elif recorded.get("recipients") != self.fingerprint:
-            reason = "recipients changed"
+            reason = RECIPIENTS_CHANGED
         elif recorded.get("sha256") != sha256_hex(age):
             reason = "changed outside vaultgen"
         else:
@@ -503,9 +554,19 @@ def _commit_order(write: Write) -> int:
 
 
 def apply(plan: Plan) -> None:
+    writes = plan.writes
+    # .gitignore on its own and before anything is staged: until it is in place, a temp
+    # file or a renamed secret is something `git add -A` would commit.
+    for w in (w for w in writes if w.path == layout.GITIGNORE):
+        write_atomic(plan.root / w.path, w.data, w.mode)
     with Transaction() as tx:
-        for w in plan.writes:
-            tx.stage(plan.root / w.path, w.data, w.mode)
+        for w in writes:
+            if w.path != layout.GITIGNORE:
+                tx.stage(plan.root / w.path, w.data, w.mode)
+        records.note_pending(
+            plan.root, (w.data for w in writes if w.path.endswith(layout.AGE_SUFFIX))
+        )
+    records.clear_pending(plan.root)
     for c in plan.chmods:
         try:
             (plan.root / c.path).chmod(c.mode)
@@ -520,6 +581,9 @@ def generate(root: Path, request: Request | None = None) -> Plan:
     if not (root / layout.IDENTITY).exists():
         layout.refuse_foreign_folder(root)  # before the folder or its lock is made
     ensure_dir(root)
+    if read_or_none(root / layout.GITIGNORE) is None:
+        # A new vault: git must ignore its lock and every secret before either exists.
+        write_atomic(root / layout.GITIGNORE, layout.GITIGNORE_TEXT, PUBLIC_FILE_MODE)
     with exclusive_lock(root):
         remove_stale_temp_files(root)
         plan = Planner(root, request or Request()).plan()
@@ -527,6 +591,6 @@ def generate(root: Path, request: Request | None = None) -> Plan:
     return plan
 
 
-def plan_only(root: Path) -> Plan:
+def plan_only(root: Path, identity_file: Path | None = None) -> Plan:
     """What `generate --batch` would do, without doing it (for `status`)."""
-    return Planner(root, Request()).plan()
+    return Planner(root, Request(identity_file=identity_file)).plan()

@@ -22,6 +22,7 @@ RECIPIENTS = "recipients.txt"
 GITIGNORE = ".gitignore"
 MANIFEST = "manifest.json"  # public and committed: which recipients each .age is encrypted to
 STATE = ".vaultgen-state.json"  # local cache of content hashes; never the source of truth
+PENDING = ".vaultgen-pending.json"  # local: SHA-256 of the .age files a run is renaming
 AGE_SUFFIX = ".age"
 PRIVATE_DIRS = ("", "passwords", "certs", "ssh")
 
@@ -237,7 +238,8 @@ def loose_modes(root: Path, items: Iterable[Item]) -> list[tuple[str, int, int]]
 
 
 KNOWN_TOP_LEVEL = {
-    IDENTITY, RECIPIENTS, GITIGNORE, MANIFEST, STATE, ".lock", "passwords", "certs", "ssh",
+    IDENTITY, RECIPIENTS, GITIGNORE, MANIFEST, STATE, PENDING, ".lock", "passwords", "certs",
+    "ssh",
 }  # fmt: skip
 
 

@@ -8,13 +8,15 @@ AWS error instead of forwarding it: a real wire-level failure, as AWS sends it.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,7 +45,13 @@ class Proxy:
     actions: list[str] = field(default_factory=list)
     faults: dict[str, Fault] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
+    # Called (in the proxy's thread) when the Action arrives, before it is forwarded:
+    # a test kills the tool there, and the request still reaches moto, as one on the wire.
+    hooks: dict[str, Callable[[], None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # One request at a time, hook and forwarding included: what a killed client sent
+    # reaches moto before anything the next run (or a rollback) asks.
+    serial: threading.Lock = field(default_factory=threading.Lock)
     endpoint: str = ""
 
     def fail(self, action: str, code: str = "UnauthorizedOperation",
@@ -56,6 +64,7 @@ class Proxy:
             self.actions.clear()
             self.faults.clear()
             self.delays.clear()
+            self.hooks.clear()
 
     def mutating(self) -> list[str]:
         return [a for a in self.actions if not a.startswith(("Describe", "Get", "List"))]
@@ -71,6 +80,10 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _any(self) -> None:
+            with proxy.serial:
+                self._serially()
+
+        def _serially(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
             action = action or self.headers.get("X-Amz-Target", "").rpartition(".")[2]
@@ -81,6 +94,9 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
                 if fault is not None:
                     fault.seen += 1
                 delay = proxy.delays.get(action, 0)
+                hook = proxy.hooks.pop(action, None)
+            if hook is not None:
+                hook()
             if delay:
                 time.sleep(delay)
             if failing:
@@ -102,7 +118,8 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            with contextlib.suppress(OSError):  # the client was killed meanwhile
+                self.wfile.write(data)
             conn.close()
 
         def _error(self, fault: Fault) -> None:
@@ -158,6 +175,33 @@ class Aws:
             env=env or self.env, cwd=cwd or self.home, timeout=300,
         )  # fmt: skip
 
+    def spawn(self, *args: str | Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ec2_install", *map(str, args)], env=self.env, cwd=self.home,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def signalled_at(self, action: str, signum: int, *args: str | Path) -> tuple[int, str, str]:
+        """Run the tool; send it `signum` the moment `action` reaches the proxy (the request
+        is forwarded all the same); return its exit code and output once it has ended."""
+        started = threading.Event()
+        box: list[subprocess.Popen[str]] = []
+
+        def hook() -> None:
+            started.wait(60)
+            box[0].send_signal(signum)
+            if signum == signal.SIGKILL:
+                box[0].wait(60)  # dead before its request goes on
+
+        self.proxy.hooks[action] = hook
+        box.append(self.spawn(*args))
+        started.set()
+        out, err = box[0].communicate(timeout=300)
+        with self.proxy.serial:  # what it sent last has reached moto
+            pass
+        assert action not in self.proxy.hooks, f"{action} was never called"
+        return box[0].returncode, out, err
+
     def client(self, service: str = "ec2") -> Any:
         import boto3
 
@@ -189,3 +233,17 @@ def ssh_pub(tmp_path: Path) -> Path:
 def up_args(ssh_pub: Path, *extra: str, name: str = "shop") -> list[str]:
     return ["up", "--name", name, "--instance-type", "m6g.xlarge", "--ssh-key", str(ssh_pub),
             "--ssh-cidr", "203.0.113.7/32", "--flake", "github:acme/odoo-box", *extra]  # fmt: skip
+
+
+def backup_volume(aws: Aws, name: str = "shop") -> str:
+    """The volume at the backup device of box `name`'s live instance (read from moto)."""
+    reservations = aws.client().describe_instances(
+        Filters=[{"Name": "tag:odbox:box", "Values": [name]},
+                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}]
+    )["Reservations"]  # fmt: skip
+    [instance] = [i for r in reservations for i in r["Instances"]]
+    return next(
+        m["Ebs"]["VolumeId"]
+        for m in instance["BlockDeviceMappings"]
+        if m["DeviceName"] == "/dev/sdf"
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 
 from ec2_install import policy
-from tests.ec2_install.conftest import Aws, up_args
+from tests.ec2_install.conftest import Aws, backup_volume, up_args
 
 
 def test_the_policy_names_exactly_the_calls_the_commands_make(aws: Aws, ssh_pub: Path):
@@ -28,11 +28,12 @@ def test_the_policy_names_exactly_the_calls_the_commands_make(aws: Aws, ssh_pub:
         [a if a != "203.0.113.7/32" else "198.51.100.0/24" for a in up_args(ssh_pub)],
         ["status", "--name", "shop", "--json"],
         ["down", "--name", "shop", "--dry-run"],
-        ["down", "--name", "shop", "--yes", "--delete-backup-volume"],
     ]
     for args in runs:
         result = aws.run(*args)
         assert result.returncode == 0, (args, result.stderr)
+    delete = ["--delete-backup-volume", backup_volume(aws)]
+    assert aws.run("down", "--name", "shop", "--yes", *delete).returncode == 0
     called = {f"ec2:{a}" for a in aws.proxy.actions}
     assert called == policy.actions(), (
         f"called but not in the policy: {sorted(called - policy.actions())}; "

@@ -6,7 +6,7 @@ import base64
 import json
 from pathlib import Path
 
-from tests.ec2_install.conftest import Aws, up_args
+from tests.ec2_install.conftest import Aws, backup_volume, up_args
 
 TAGS = {"odbox:box": "shop", "odbox:managed-by": "ec2-install"}
 
@@ -220,7 +220,8 @@ def test_down_keeps_the_backup_volume_unless_told(aws: Aws, ssh_pub: Path):
     assert again.returncode == 0
     assert f"the backup volume {backup_id} of an earlier shop is kept" in again.stderr
 
-    assert aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume").returncode == 0
+    both = ["--delete-backup-volume", backup_id, "--delete-backup-volume", backup_volume(aws)]
+    assert aws.run("down", "--name", "shop", "--yes", *both).returncode == 0
     assert ec2.describe_volumes()["Volumes"] == []
     nothing = aws.run("down", "--name", "shop", "--yes")
     assert nothing.returncode == 0 and "nothing to remove" in nothing.stdout
@@ -233,7 +234,8 @@ def test_down_touches_nothing_of_another_box_or_untagged(aws: Aws, ssh_pub: Path
     only_box_tag = [{"ResourceType": "volume", "Tags": [{"Key": "odbox:box", "Value": "shop"}]}]
     foreign = ec2.create_volume(Size=5, AvailabilityZone="eu-west-1a",
                                 TagSpecifications=only_box_tag)  # fmt: skip
-    assert aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume").returncode == 0
+    delete = ["--delete-backup-volume", backup_volume(aws, "shop")]
+    assert aws.run("down", "--name", "shop", "--yes", *delete).returncode == 0
     [left] = _live_instances(ec2)
     assert _tags(left)["odbox:box"] == "stage"
     ids = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
@@ -354,7 +356,8 @@ def test_a_failed_termination_in_rollback_keeps_the_group_and_says_so(aws: Aws, 
     aws.proxy.clear()
     status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
     assert status["state"] == "running"
-    assert aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume").returncode == 0
+    delete = ["--delete-backup-volume", backup_volume(aws)]
+    assert aws.run("down", "--name", "shop", "--yes", *delete).returncode == 0
     assert aws.client().describe_volumes()["Volumes"] == []
 
 

@@ -133,12 +133,9 @@ class Found:
     def empty(self) -> bool:
         return not (self.instance or self.group or self.key_pair or self.addresses or self.volumes)
 
-    def kept_backup_volumes(self) -> list[dict[str, Any]]:
-        return [
-            v
-            for v in self.volumes
-            if aws.tag_dict(v).get(TAG_ROLE) == "backup" and not v.get("Attachments")
-        ]
+    def detached_volumes(self) -> list[dict[str, Any]]:
+        """Volumes of the box attached to nothing: an earlier box's kept backup, or more."""
+        return [v for v in self.volumes if not v.get("Attachments")]
 
 
 def find(ec2: Any, name: str) -> Found:
@@ -222,7 +219,7 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
         found.group is None
         and found.key_pair is None
         and not found.addresses
-        and all(v in found.kept_backup_volumes() for v in found.volumes)
+        and all(v in found.detached_volumes() for v in found.volumes)
     ):
         doc["state"] = "down"  # only kept backup volumes are left
     else:
@@ -387,9 +384,10 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     """Make what is missing of the box; on any failure (or Ctrl-C) undo what this run made."""
     found = find(ec2, want.name)
     notes: list[str] = []
-    for v in found.kept_backup_volumes():
+    for v in found.detached_volumes():
         notes.append(
-            f"the backup volume {v['VolumeId']} of an earlier {want.name} is kept "
+            f"the {aws.tag_dict(v).get(TAG_ROLE) or 'untagged'} volume {v['VolumeId']} "
+            f"of an earlier {want.name} is kept "
             f"({v['Size']} GB, {v['AvailabilityZone']}); the new box gets its own"
         )
     instance = found.instance
@@ -428,8 +426,8 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
                 step = "running"
                 with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
                     instance = _wait_running(ec2, instance["InstanceId"])
-            if created:
-                _tag_volume_roles(ec2, instance, want.ami.root_device)
+            step = "tagging the volumes"
+            _tag_volume_roles(ec2, instance, want.ami.root_device, found.volumes)
             # The address comes before the status checks: the first boot fetches the flake,
             # and its public address must not change under it.
             step = "address"
@@ -564,8 +562,6 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
 
 
 def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) -> dict[str, Any]:
-    import uuid
-
     volumes = [
         {
             "DeviceName": want.ami.root_device,
@@ -587,9 +583,7 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
         },
     ]
     extra = {"SubnetId": want.subnet_id} if want.subnet_id else {}
-    response = aws.call(
-        "launching the instance",
-        ec2.run_instances,
+    params: dict[str, Any] = dict(
         ImageId=want.ami.id,
         InstanceType=want.instance_type,
         MinCount=1,
@@ -603,13 +597,24 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
             "HttpPutResponseHopLimit": 1,
         },
         UserData=want.user_data,
-        ClientToken=str(uuid.uuid4()),
+        ClientToken=client_token(want.name, group_id),
         TagSpecifications=[
             aws.tag_spec("instance", want.name, want.name),
             aws.tag_spec("volume", want.name, want.name),
         ],
         **extra,
     )
+    try:
+        response = ec2.run_instances(**params)
+    except aws.errors() as e:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(e, ClientError):  # no answer: it may have launched
+            ledger.made("the instance of this launch", lambda: _undo_launch(ec2, want, params))
+        raise aws.AwsError(f"launching the instance: {aws.describe(e)}") from e
+    except BaseException:  # Ctrl-C or SIGTERM while the request was on the wire
+        ledger.made("the instance of this launch", lambda: _undo_launch(ec2, want, params))
+        raise
     instance: dict[str, Any] = response["Instances"][0]
     instance_id = instance["InstanceId"]
 
@@ -618,6 +623,39 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
 
     ledger.made(f"instance {instance_id} and its volumes", undo)
     return instance
+
+
+def client_token(name: str, group_id: str) -> str:
+    """RunInstances' idempotency token: the same for every run of one box (its group lives
+    as long as the box does, and a new box gets a new group), so a run killed after sending
+    the launch and the run after it get the same instance from AWS, never a second one."""
+    import hashlib
+
+    return f"odbox-{hashlib.sha256(f'{name}/{group_id}'.encode()).hexdigest()[:40]}"
+
+
+def _undo_launch(ec2: Any, want: Want, params: dict[str, Any]) -> None:
+    """Remove the instance of a launch whose answer never came (interrupted, connection lost).
+
+    AWS answers a RunInstances with the same ClientToken and parameters with the instance
+    the first one made (or makes it now); every live instance of the box carrying that
+    token goes too (a server that ignores the token, such as moto, launches another)."""
+    token = params["ClientToken"]
+    ids = {i["InstanceId"] for i in ec2.run_instances(**params)["Instances"]}
+    reservations = ec2.describe_instances(
+        Filters=[
+            *aws.box_filters(want.name),
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+    )["Reservations"]
+    ids |= {
+        i["InstanceId"]
+        for r in reservations
+        for i in r["Instances"]
+        if i.get("ClientToken") == token
+    }
+    for instance_id in sorted(ids):
+        _terminate(ec2, instance_id, delete_kept_volumes=True)
 
 
 def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
@@ -681,11 +719,17 @@ def _wait_status_ok(ec2: Any, instance_id: str) -> None:
         ) from None
 
 
-def _tag_volume_roles(ec2: Any, instance: dict[str, Any], root_device: str) -> None:
+def _tag_volume_roles(
+    ec2: Any, instance: dict[str, Any], root_device: str, volumes: list[dict[str, Any]]
+) -> None:
+    """Each volume's role tag, on every run: a first run killed before it leaves them untagged."""
+    tagged = {v["VolumeId"]: aws.tag_dict(v).get(TAG_ROLE) for v in volumes}
     for mapping in instance.get("BlockDeviceMappings", []):
         role = {root_device: "root", BACKUP_DEVICE: "backup"}.get(mapping["DeviceName"])
         if role and "Ebs" in mapping:
             volume_id = mapping["Ebs"]["VolumeId"]
+            if tagged.get(volume_id) == role:
+                continue
             aws.call(
                 f"tagging volume {volume_id}",
                 ec2.create_tags,
@@ -796,18 +840,53 @@ def _delete_group(ec2: Any, group_id: str) -> None:
                       "InvalidGroup.NotFound", "DependencyViolation")  # fmt: skip
 
 
-def down_plan(found: Found, delete_backup_volume: bool) -> list[str]:
+def kept_volume_ids(found: Found) -> set[str]:
+    """The volumes `down` keeps unless named: every volume of the box but a root the
+    instance deletes itself. What the instance's mapping keeps at termination or holds at
+    the backup device is kept whatever its tags say (a run killed before tagging left none)."""
+    ids = {v["VolumeId"] for v in found.volumes}
+    for m in (found.instance or {}).get("BlockDeviceMappings", []):
+        ebs = m.get("Ebs") or {}
+        if not ebs.get("VolumeId"):
+            continue
+        if m.get("DeviceName") == BACKUP_DEVICE or not ebs.get("DeleteOnTermination", True):
+            ids.add(ebs["VolumeId"])
+        else:
+            ids.discard(ebs["VolumeId"])  # goes with the instance
+    return ids
+
+
+def check_named_volumes(found: Found, named: list[str]) -> list[str]:
+    """The volumes named by --delete-backup-volume: each must be one of this box's."""
+    mine = kept_volume_ids(found)
+    for volume_id in named:
+        if volume_id not in mine:
+            listed = ", ".join(sorted(mine)) or "none"
+            raise UsageError(
+                f"--delete-backup-volume {volume_id} is not a kept volume of box {found.name} "
+                f"(its kept volumes: {listed}); nothing was removed"
+            )
+    return list(dict.fromkeys(named))
+
+
+def _volume_line(found: Found, volume_id: str) -> str:
+    v = next((v for v in found.volumes if v["VolumeId"] == volume_id), None)
+    role = (aws.tag_dict(v).get(TAG_ROLE) if v else None) or "untagged"
+    size = f"{v['Size']} GB, made {str(v.get('CreateTime', '?'))[:19]}" if v else "attached"
+    attached = [a["InstanceId"] for a in (v or {}).get("Attachments") or []]
+    on = f", on {attached[0]}" if attached else ", not attached"
+    return f"{role} volume {volume_id} of box {found.name} ({size}{on})"
+
+
+def down_plan(found: Found, delete_volumes: list[str]) -> list[str]:
     steps = []
     for a in found.addresses:
         steps.append(f"release Elastic IP {a['PublicIp']} ({a['AllocationId']})")
     if found.instance is not None:
         steps.append(f"terminate {found.instance['InstanceId']} (its root volume goes with it)")
-    for v in found.volumes:
-        role = aws.tag_dict(v).get(TAG_ROLE)
-        if role == "backup" and not delete_backup_volume:
-            steps.append(f"keep backup volume {v['VolumeId']} ({v['Size']} GB)")
-        elif role != "root" or not v.get("Attachments"):
-            steps.append(f"delete {role or 'untagged'} volume {v['VolumeId']} ({v['Size']} GB)")
+    for volume_id in sorted(kept_volume_ids(found)):
+        verb = "DELETE" if volume_id in delete_volumes else "keep"
+        steps.append(f"{verb} {_volume_line(found, volume_id)}")
     if found.group is not None:
         steps.append(f"delete security group {found.group['GroupId']} ({found.group['GroupName']})")
     if found.key_pair is not None:
@@ -815,9 +894,12 @@ def down_plan(found: Found, delete_backup_volume: bool) -> list[str]:
     return steps
 
 
-def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> list[str]:
-    """Remove what is tagged for the box, the backup volume only if asked; return what went."""
+def down(
+    ec2: Any, found: Found, delete_volumes: list[str], phases: Phases, region: str
+) -> list[str]:
+    """Remove what is tagged for the box but its volumes, of which only those named go."""
     removed: list[str] = []
+    kept = kept_volume_ids(found)
     for a in found.addresses:
         if a.get("AssociationId"):
             aws.call(
@@ -832,17 +914,16 @@ def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> 
         with phases.phase("terminate", instance_id), aws.failing(f"terminating {instance_id}"):
             _terminate(ec2, instance_id, delete_kept_volumes=False)
         removed.append(f"instance {instance_id}")
-    for v in find(ec2, found.name).volumes if found.instance is not None else found.volumes:
-        role = aws.tag_dict(v).get(TAG_ROLE)
-        if role == "backup" and not delete_backup_volume:
+    for volume_id in sorted(kept):
+        if volume_id not in delete_volumes:
             phases.say(
-                f"kept the backup volume {v['VolumeId']} ({v['Size']} GB); "
-                "`down --delete-backup-volume` removes it"
+                f"kept the {_volume_line(found, volume_id)}; `ec2-install down --region {region} "
+                f"--name {found.name} --delete-backup-volume {volume_id}` removes it"
             )
             continue
-        with aws.failing(f"deleting volume {v['VolumeId']}"):
-            _delete_volume(ec2, v["VolumeId"])
-        removed.append(f"{role or 'untagged'} volume {v['VolumeId']}")
+        with aws.failing(f"deleting volume {volume_id}"):
+            _delete_volume(ec2, volume_id)
+        removed.append(f"volume {volume_id}")
     if found.group is not None:
         with aws.failing(f"deleting security group {found.group['GroupId']}"):
             _delete_group(ec2, found.group["GroupId"])

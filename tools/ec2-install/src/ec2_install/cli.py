@@ -276,22 +276,29 @@ def down(
     ],
     region: Region = None,
     delete_backup_volume: Annotated[
-        bool, typer.Option("--delete-backup-volume", help="Delete the backup volume too.")
-    ] = False,
+        list[str] | None,
+        typer.Option(
+            "--delete-backup-volume",
+            metavar="VOLUME-ID",
+            help="Delete this kept volume of the box too (repeat for more); "
+            "every other volume is kept.",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would go; remove nothing.")
     ] = False,
     debug: Debug = False,
 ) -> None:
-    """Remove everything tagged for the box, except its backup volume unless asked."""
+    """Remove everything tagged for the box but its volumes (only those named go)."""
     from ec2_install import box, spec
     from ec2_install.progress import phases_for
 
     spec.check_name(name)
     ec2, region_name = _client(region)
     found = box.find(ec2, name)
-    steps = box.down_plan(found, delete_backup_volume)
+    named = box.check_named_volumes(found, delete_backup_volume or [])
+    steps = box.down_plan(found, named)
     removing = [s for s in steps if not s.startswith("keep ")]
     if not removing:
         console.say(
@@ -315,7 +322,7 @@ def down(
         if answer.strip() != name:
             raise ToolError("not confirmed; nothing was removed")
     with phases_for() as phases:
-        removed = box.down(ec2, found, delete_backup_volume, phases)
+        removed = box.down(ec2, found, named, phases, region_name)
     console.say(f"box {name} is down: removed {', '.join(removed)}")
 
 

@@ -1,0 +1,117 @@
+"""Runs killed or interrupted at each step, each followed by a re-run and a `down`:
+never an orphan, never a lost backup volume."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.ec2_install.conftest import Aws, backup_volume, up_args
+
+
+def _live_instances(ec2) -> list[dict]:
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}]
+    )["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def _role(volume: dict) -> str | None:
+    return {t["Key"]: t["Value"] for t in volume.get("Tags", [])}.get("odbox:volume")
+
+
+def _nothing_but(ec2, volume_ids: set[str]) -> None:
+    assert _live_instances(ec2) == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    assert [g["GroupName"] for g in groups if g["GroupName"] != "default"] == []
+    assert {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} == volume_ids
+
+
+def test_down_keeps_the_backup_volume_of_a_box_killed_before_its_volumes_were_tagged(
+    aws: Aws, ssh_pub: Path
+):
+    code, _, _ = aws.signalled_at("CreateTags", signal.SIGKILL, *up_args(ssh_pub))
+    assert code == -signal.SIGKILL
+    ec2 = aws.client()
+    backup = backup_volume(aws)
+    assert _role(ec2.describe_volumes(VolumeIds=[backup])["Volumes"][0]) is None
+    down = aws.run("down", "--name", "shop", "--yes")
+    assert down.returncode == 0, down.stderr
+    assert f"kept the untagged volume {backup} of box shop" in down.stdout
+    _nothing_but(ec2, {backup})
+
+
+def test_a_re_run_tags_the_volumes_a_killed_first_run_left_untagged(aws: Aws, ssh_pub: Path):
+    aws.signalled_at("CreateTags", signal.SIGKILL, *up_args(ssh_pub))
+    again = aws.run(*up_args(ssh_pub))
+    assert again.returncode == 0, again.stderr
+    [instance] = _live_instances(aws.client())
+    roles = {
+        m["DeviceName"]: _role(
+            aws.client().describe_volumes(VolumeIds=[m["Ebs"]["VolumeId"]])["Volumes"][0]
+        )
+        for m in instance["BlockDeviceMappings"]
+    }
+    assert roles == {"/dev/xvda": "root", "/dev/sdf": "backup"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_during_run_instances_leaves_no_instance(aws: Aws, ssh_pub: Path, signum):
+    # the signal lands while RunInstances is on the wire: AWS makes the instance, the
+    # tool never hears of it
+    code, out, err = aws.signalled_at("RunInstances", signum, *up_args(ssh_pub))
+    assert code == 130, err
+    assert "interrupted during launch; removed what this run made" in out
+    assert "the instance of this launch" in out
+    _nothing_but(aws.client(), set())
+
+
+STEPS = ["ImportKeyPair", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
+         "RunInstances", "CreateTags", "AllocateAddress", "AssociateAddress",
+         "DescribeInstanceStatus"]  # fmt: skip
+
+
+@pytest.mark.parametrize("action", STEPS)
+def test_a_run_killed_at_each_step_is_repaired_by_the_next_and_down_keeps_the_backup(
+    aws: Aws, ssh_pub: Path, action: str
+):
+    code, _, _ = aws.signalled_at(action, signal.SIGKILL, *up_args(ssh_pub))
+    assert code == -signal.SIGKILL
+    again = aws.run(*up_args(ssh_pub))
+    assert again.returncode == 0, again.stderr
+    ec2 = aws.client()
+    [instance] = _live_instances(ec2)  # adopted, never a second one
+    backup = backup_volume(aws)
+    assert _role(ec2.describe_volumes(VolumeIds=[backup])["Volumes"][0]) == "backup"
+    [address] = ec2.describe_addresses()["Addresses"]
+    assert address["InstanceId"] == instance["InstanceId"]
+    down = aws.run("down", "--name", "shop", "--yes")
+    assert down.returncode == 0, down.stderr
+    _nothing_but(ec2, {backup})
+
+
+def test_delete_backup_volume_deletes_only_the_volumes_it_names(aws: Aws, ssh_pub: Path):
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    first = backup_volume(aws)
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    second = backup_volume(aws)
+
+    plan = aws.run("down", "--name", "shop", "--dry-run", "--delete-backup-volume", second)
+    assert plan.returncode == 0, plan.stderr
+    assert f"DELETE backup volume {second} of box shop" in plan.stdout
+    assert f"keep backup volume {first} of box shop" in plan.stdout
+
+    stranger = aws.client().create_volume(Size=3, AvailabilityZone="eu-west-1a")["VolumeId"]
+    refused = aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume", stranger)
+    assert refused.returncode == 2
+    assert f"{stranger} is not a kept volume of box shop" in refused.stderr
+    assert len(_live_instances(aws.client())) == 1
+
+    down = aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume", second)
+    assert down.returncode == 0, down.stderr
+    _nothing_but(aws.client(), {first, stranger})

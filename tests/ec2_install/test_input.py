@@ -239,3 +239,44 @@ def test_an_unknown_profile_is_a_usage_error(aws: Aws):
     result = aws.run("amis", env={**aws.env, "AWS_PROFILE": "nosuchprofile"})
     assert result.returncode == 2
     assert "nosuchprofile" in result.stderr and "aws configure list-profiles" in result.stderr
+
+
+SECRET = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+
+
+@pytest.mark.parametrize(
+    "flake",
+    [f"git+https://x-access-token:{SECRET}@github.com/acme/odoo-box",
+     f"git+https://{SECRET}@github.com/acme/odoo-box",
+     f"git+https://gitlab.example.com/ops/box?private_token={SECRET}",
+     f"git+https://git.example.com/ops/box?ref=main&token={SECRET}",
+     f"github:acme/odoo-box?access_token={SECRET}",
+     f"git+ssh://git:{SECRET}@git.example.com/ops/box"],
+)  # fmt: skip
+def test_a_flake_url_carrying_a_credential_is_refused_without_repeating_it(
+    aws: Aws, ssh_pub: Path, flake: str
+):
+    args = up_args(ssh_pub)
+    args[args.index("--flake") + 1] = flake
+    for extra in ([], ["--dry-run"]):
+        result = aws.run(*args, *extra)
+        assert result.returncode == 2, result.stderr
+        assert "carries a credential" in result.stderr
+        assert SECRET not in result.stderr + result.stdout
+    assert aws.proxy.actions == []
+
+
+def test_an_origin_carrying_a_token_is_refused_as_the_default_flake(tmp_path: Path):
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", repo], check=True)
+    url = f"https://x-access-token:{SECRET}@github.com/acme/odoo-box.git"
+    subprocess.run(["git", "-C", repo, "remote", "add", "origin", url], check=True)
+    with pytest.raises(UsageError) as e:
+        spec.flake_from_git(repo)
+    assert "origin remote of this checkout" in str(e.value) and SECRET not in str(e.value)
+
+
+def test_a_plain_ssh_or_https_flake_is_no_credential():
+    for flake in ("git+ssh://git@github.com/acme/odoo-box", "github:acme/odoo-box?ref=main",
+                  "git+https://git.example.com/ops/box?ref=v1&dir=nix"):  # fmt: skip
+        assert spec.check_flake(flake) == flake

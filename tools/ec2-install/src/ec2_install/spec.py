@@ -144,6 +144,7 @@ def flake_from_git(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+    refuse_credentials(url, "the origin remote of this checkout")
     m = re.fullmatch(
         r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
         r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?",
@@ -168,7 +169,44 @@ def check_node(node: str) -> str:
     return node
 
 
+# Query parameters that carry a secret (GitLab's private_token, signed URLs, basic tokens).
+_SECRET_PARAMS = re.compile(
+    r"(?:^|_|-)(?:token|access[_-]?token|private[_-]?token|password|passwd|pass|secret|"
+    r"key|auth|sig|signature|credential|credentials)$",
+    re.IGNORECASE,
+)
+
+
+def refuse_credentials(url: str, what: str) -> str:
+    """`url` unless it carries a credential (`user:token@`, a token as the user of an
+    https URL, `?token=`); the error line never repeats the secret."""
+    import urllib.parse
+
+    text = url.split("+", 1)[1] if url.startswith("git+") else url
+    parts = urllib.parse.urlsplit(text)
+    netloc = parts.netloc
+    reason = ""
+    if "@" in netloc:
+        userinfo = netloc.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            reason = "a password or token before the @"
+        elif parts.scheme in ("http", "https"):
+            reason = "a user name (GitHub and GitLab take tokens there) before the @"
+    for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAMS.search(name):
+            reason = f"a {name}= parameter"
+    if reason:
+        host = parts.hostname or "its host"
+        raise UsageError(
+            f"{what} for {host} carries a credential ({reason}): it would be printed, logged "
+            "and kept in the box's history; give the URL without it and let git or nix "
+            "authenticate (an SSH key, a credential helper, netrc, nix's access-tokens)"
+        )
+    return url
+
+
 def check_flake(flake: str) -> str:
+    refuse_credentials(flake, "--flake")
     if flake.startswith(("path:", "file:", "/", ".", "~")):
         raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
     if m := re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", flake):

@@ -105,6 +105,9 @@ def test_an_explicit_ami_must_be_nixos_and_another_owner_is_warned_of(aws: Aws, 
         ({"--flake": "github:acme/odoo-box#ec2-x86_64"}, 2, "without the #attribute"),
         ({"--flake": "path:/home/me/odoo-box"}, 2, "is on this machine"),
         ({"--subnet-id": "subnet-0123456789abcdef0"}, 2, "does not exist in eu-west-1"),
+        ({"--ssh-cidr": "2001:db8::/64"}, 2, "is IPv6, but the box gets no IPv6 address"),
+        ({"--flake": "github:acme/odoo-box?dir=" + "x" * 17000}, 2,
+         "--flake is 17025 characters long"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(aws: Aws, ssh_pub: Path, options, exit_code, message):
@@ -280,3 +283,27 @@ def test_a_plain_ssh_or_https_flake_is_no_credential():
     for flake in ("git+ssh://git@github.com/acme/odoo-box", "github:acme/odoo-box?ref=main",
                   "git+https://git.example.com/ops/box?ref=v1&dir=nix"):  # fmt: skip
         assert spec.check_flake(flake) == flake
+
+
+def test_dry_run_with_a_key_name_that_does_not_exist_is_refused(aws: Aws, ssh_pub: Path):
+    args = up_args(ssh_pub, "--dry-run")
+    args[args.index("--ssh-key") : args.index("--ssh-key") + 2] = ["--key-name", "nosuch"]
+    result = aws.run(*args)
+    assert result.returncode == 2, result.stdout
+    assert "--key-name nosuch: no such key pair in eu-west-1" in result.stderr
+    assert aws.proxy.mutating() == []
+
+
+def test_aws_region_alone_chooses_the_region(aws: Aws):
+    env = {k: v for k, v in aws.env.items() if k != "AWS_DEFAULT_REGION"}
+    result = aws.run("amis", "--json", env={**env, "AWS_REGION": "eu-west-1"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)
+
+
+def test_several_ssh_cidrs_each_get_port_22(aws: Aws, ssh_pub: Path):
+    result = aws.run(*up_args(ssh_pub, "--ssh-cidr", "198.51.100.0/24", "--ssh-cidr", "192.0.2.9"))
+    assert result.returncode == 0, result.stderr
+    status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
+    ssh = {r["cidr"] for r in status["security_group"]["ingress"] if r["from_port"] == 22}
+    assert ssh == {"203.0.113.7/32", "198.51.100.0/24", "192.0.2.9/32"}

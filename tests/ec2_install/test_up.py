@@ -364,3 +364,39 @@ def test_a_failed_termination_in_rollback_keeps_the_group_and_says_so(aws: Aws, 
 def test_down_needs_the_name(aws: Aws):
     result = aws.run("down", "--yes")
     assert result.returncode == 2 and "--name" in result.stderr
+
+
+def test_the_printed_commands_name_the_region(aws: Aws, ssh_pub: Path):
+    result = aws.run(*up_args(ssh_pub))
+    assert result.returncode == 0, result.stderr
+    assert "ec2-install status --region eu-west-1 --name shop" in result.stdout
+    assert "ec2-install down --region eu-west-1 --name shop" in result.stdout
+    down = aws.run("down", "--name", "shop", "--yes")
+    assert (
+        f"down --region eu-west-1 --name shop --delete-backup-volume {backup_id(down.stdout)}"
+        in (down.stdout)
+    )
+
+
+def backup_id(text: str) -> str:
+    return text.split("--delete-backup-volume ", 1)[1].split()[0].rstrip("`")
+
+
+def test_a_reader_that_goes_away_does_not_roll_back_the_box(aws: Aws, ssh_pub: Path):
+    # `up ... | head -1`: the pipe's reader is gone before the first line is written
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "ec2_install", *up_args(ssh_pub)], env=aws.env, cwd=aws.home,
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert process.returncode == 0, process.stderr
+    assert "rollback" not in process.stderr
+    assert len(_live_instances(aws.client())) == 1

@@ -79,7 +79,7 @@ class Want:
     ami: Ami
     ssh_key: SshKey | None  # imported as odbox-NAME; None with --key-name
     key_name: str
-    ssh_cidr: str
+    ssh_cidrs: tuple[str, ...]
     flake: str
     node: str
     root_gb: int
@@ -93,8 +93,8 @@ class Want:
         return f"odbox-{self.name}"
 
     def ingress(self) -> set[Rule]:
-        ssh = ("tcp", 22, 22, self.ssh_cidr)
-        return {ssh} | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
+        ssh = {("tcp", 22, 22, cidr) for cidr in self.ssh_cidrs}
+        return ssh | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
 
 
 def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
@@ -338,7 +338,7 @@ class UpResult:
     notes: list[str]
 
 
-def plan(want: Want, found: Found) -> list[str]:
+def plan(ec2: Any, want: Want, found: Found) -> list[str]:
     """The steps `up` would take, in order, for --dry-run (reads only)."""
     steps: list[str] = []
     if found.instance is not None:
@@ -347,6 +347,8 @@ def plan(want: Want, found: Found) -> list[str]:
             f"box {want.name} exists: {i['InstanceId']} ({i['InstanceType']}, "
             f"{i['State']['Name']}); no new instance"
         )
+    if want.ssh_key is None and found.instance is None:
+        _existing_key_pair(ec2, want)
     if want.ssh_key is not None and found.key_pair is None:
         steps.append(
             f"import key pair {want.key_name} ({want.ssh_key.kind} {want.ssh_key.fingerprint})"
@@ -394,7 +396,8 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     if instance is not None and instance["State"]["Name"] in ("stopping", "stopped"):
         raise ToolError(
             f"box {want.name} ({instance['InstanceId']}) is {instance['State']['Name']}: start it "
-            f"(aws ec2 start-instances --instance-ids {instance['InstanceId']}) and run up again"
+            f"(aws ec2 start-instances --region {want.region} --instance-ids "
+            f"{instance['InstanceId']}) and run up again"
         )
     ledger = Ledger()
     step = "checking the key pair"
@@ -435,7 +438,7 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
             if created:
                 step = "status checks"
                 with phases.phase("status checks", "waiting for the system and instance checks"):
-                    _wait_status_ok(ec2, instance["InstanceId"])
+                    _wait_status_ok(ec2, instance["InstanceId"], want.region)
     except BaseException as e:
         if not ledger.items:
             raise
@@ -465,18 +468,24 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
+def _existing_key_pair(ec2: Any, want: Want) -> list[dict[str, Any]]:
+    """The key pair named want.key_name ([] if none); with --key-name it must exist."""
     from botocore.exceptions import ClientError
 
     try:
-        pairs = ec2.describe_key_pairs(KeyNames=[want.key_name])["KeyPairs"]
+        pairs: list[dict[str, Any]] = ec2.describe_key_pairs(KeyNames=[want.key_name])["KeyPairs"]
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") != "InvalidKeyPair.NotFound":
             raise aws.AwsError(f"looking up key pair {want.key_name}: {aws.describe(e)}") from e
         pairs = []
-    if want.ssh_key is None:  # --key-name: the user's own key pair, used as it is
-        if not pairs:
-            raise UsageError(f"--key-name {want.key_name}: no such key pair in {want.region}")
+    if want.ssh_key is None and not pairs:  # --key-name: the user's own key pair
+        raise UsageError(f"--key-name {want.key_name}: no such key pair in {want.region}")
+    return pairs
+
+
+def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
+    pairs = _existing_key_pair(ec2, want)
+    if want.ssh_key is None:  # --key-name: used as it is
         return want.key_name
     if pairs:
         tags = aws.tag_dict(pairs[0])
@@ -484,7 +493,7 @@ def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
             raise UsageError(
                 f"a key pair named {want.key_name} exists with another key: give --key-name "
                 f"{want.key_name} to use it, or delete it "
-                f"(aws ec2 delete-key-pair --key-name {want.key_name})"
+                f"(aws ec2 delete-key-pair --region {want.region} --key-name {want.key_name})"
             )
         return want.key_name
     aws.call(
@@ -556,7 +565,8 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
         )
     if group is not None and (missing or extra):
         phases.say(
-            f"security group {group_id}: now 22 only from {want.ssh_cidr}, 80 and 443 from anywhere"
+            f"security group {group_id}: now 22 only from {', '.join(want.ssh_cidrs)}, "
+            "80 and 443 from anywhere"
         )
     return str(group_id)
 
@@ -697,7 +707,7 @@ def _wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
     return result
 
 
-def _wait_status_ok(ec2: Any, instance_id: str) -> None:
+def _wait_status_ok(ec2: Any, instance_id: str, region: str) -> None:
     """Both checks ok. "impaired" counts as not yet: the first boot's switch can trip them."""
     last = ["not reported yet"]
 
@@ -715,7 +725,7 @@ def _wait_status_ok(ec2: Any, instance_id: str) -> None:
     except ToolError as e:
         raise ToolError(
             f"{e} (last: {last[0]}); see its console output (aws ec2 get-console-output "
-            f"--instance-id {instance_id})"
+            f"--region {region} --instance-id {instance_id})"
         ) from None
 
 
@@ -772,7 +782,7 @@ def _ensure_address(
     return str(address["PublicIp"])
 
 
-def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
+def next_steps(name: str, region: str, ip: str, flake: str, node: str) -> list[str]:
     host = f"root@{ip}"
     return [
         f"ssh {host}",
@@ -782,7 +792,8 @@ def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
         f"3. deploy the full configuration: nixos-rebuild switch --flake "
         f"{shlex.quote(f'{flake}#{node}')} "
         f"--target-host {host} --build-host {host}",
-        f"status: ec2-install status --name {name}; remove: ec2-install down --name {name}",
+        f"status: ec2-install status --region {region} --name {name}; "
+        f"remove: ec2-install down --region {region} --name {name}",
     ]
 
 

@@ -78,9 +78,12 @@ def up(
         ),
     ],
     ssh_cidr: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--ssh-cidr", metavar="CIDR", help="Who may reach port 22, e.g. 203.0.113.7/32."
+            "--ssh-cidr",
+            metavar="CIDR",
+            help="Who may reach port 22, e.g. 203.0.113.7/32 (IPv4: the box has no IPv6 "
+            "address); repeat for more networks.",
         ),
     ],
     region: Region = None,
@@ -137,7 +140,7 @@ def up(
     from ec2_install import spec
 
     spec.check_name(name)
-    cidr = spec.check_cidr(ssh_cidr)
+    cidrs = spec.check_cidrs(ssh_cidr)
     spec.check_sizes(root_gb, backup_gb)
     if (ssh_key is None) == (key_name is None):
         raise UsageError("give one of --ssh-key PUB (imported as odbox-NAME) and --key-name NAME")
@@ -148,7 +151,7 @@ def up(
     if node is not None:
         spec.check_node(node)
 
-    from ec2_install import amis, box, userdata
+    from ec2_install import amis, box, progress, userdata
     from ec2_install.progress import phases_for
 
     ec2, region_name = _client(region)
@@ -175,7 +178,7 @@ def up(
         ami=image,
         ssh_key=key,
         key_name=key_name or f"odbox-{name}",
-        ssh_cidr=cidr,
+        ssh_cidrs=cidrs,
         flake=flake,
         node=node_name,
         root_gb=root_gb,
@@ -191,7 +194,7 @@ def up(
         ),
     )
     if dry_run:
-        steps = box.plan(want, box.find(ec2, name))
+        steps = box.plan(ec2, want, box.find(ec2, name))
         console.say(f"plan for box {name} in {region_name}; nothing was changed:")
         for i, step in enumerate(steps, 1):
             sys.stdout.write(f"  {i}. {step}\n")
@@ -201,14 +204,14 @@ def up(
     for note in result.notes:
         console.warn(note)
     state = "is up" if result.created else "was already there"
-    console.say(
+    progress.say(
         f"box {name} {state}: {result.instance_id} ({result.instance_type}, "
         f"{result.architecture}, {image.name if result.created else result.image_id}) "
         f"at {result.public_ip}"
     )
     node_name = node or spec.NODES.get(result.architecture, node_name)
-    for line in box.next_steps(name, result.public_ip, flake, node_name):
-        sys.stdout.write(f"  {line}\n")
+    for line in box.next_steps(name, region_name, result.public_ip, flake, node_name):
+        progress.write(f"  {line}\n")
 
 
 @app.command()

@@ -4,6 +4,7 @@ plain timestamped lines otherwise (the journal, CI logs)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,18 +19,43 @@ class Phases(Protocol):
     def say(self, line: str) -> None: ...
 
 
+def say(line: str) -> None:
+    """A line on stdout that cannot stop the run: once the reader has gone (`up | head`),
+    stdout goes to /dev/null and the box is made all the same."""
+    try:
+        console.say(line)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    # What Python's documentation of SIGPIPE advises: later writes, and the flush at
+    # exit, go nowhere instead of raising again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class Lines:
     """One line when a phase starts and one when it ends, with its duration."""
 
     def say(self, line: str) -> None:
-        console.say(line)
+        say(line)
 
     @contextlib.contextmanager
     def phase(self, name: str, detail: str) -> Iterator[None]:
         start = time.monotonic()
-        console.say(f"{name}: {detail}")
+        say(f"{name}: {detail}")
         yield
-        console.say(f"{name}: done in {time.monotonic() - start:.0f} s")
+        say(f"{name}: done in {time.monotonic() - start:.0f} s")
 
 
 class Spinners:

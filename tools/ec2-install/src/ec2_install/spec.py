@@ -99,6 +99,11 @@ class SshKey:
         return cls(" ".join(parts), parts[0], digest.hexdigest(), fingerprint)
 
 
+def check_cidrs(cidrs: list[str]) -> tuple[str, ...]:
+    """Each --ssh-cidr checked, in order, each once."""
+    return tuple(dict.fromkeys(check_cidr(c) for c in cidrs))
+
+
 def check_cidr(cidr: str) -> str:
     try:
         network = ipaddress.ip_network(cidr, strict=True)
@@ -106,6 +111,11 @@ def check_cidr(cidr: str) -> str:
         raise UsageError(
             f"bad --ssh-cidr {cidr!r}: {e} (for one address use 203.0.113.7/32)"
         ) from None
+    if network.version == 6:
+        raise UsageError(
+            f"--ssh-cidr {cidr} is IPv6, but the box gets no IPv6 address (its subnet may "
+            "have none): give the IPv4 address or network you connect from"
+        )
     if network.prefixlen == 0:
         raise UsageError(
             f"--ssh-cidr {cidr} opens SSH to the whole internet: give your own address or network"
@@ -205,8 +215,15 @@ def refuse_credentials(url: str, what: str) -> str:
     return url
 
 
+MAX_FLAKE_CHARS = 2048
+
+
 def check_flake(flake: str) -> str:
     refuse_credentials(flake, "--flake")
+    if len(flake) > MAX_FLAKE_CHARS:
+        raise UsageError(
+            f"--flake is {len(flake)} characters long: give a flake URI under {MAX_FLAKE_CHARS}"
+        )
     if flake.startswith(("path:", "file:", "/", ".", "~")):
         raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
     if m := re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", flake):

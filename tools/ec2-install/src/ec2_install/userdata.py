@@ -9,6 +9,8 @@ from __future__ import annotations
 import shlex
 from importlib import resources
 
+from odbox_common.errors import UsageError
+
 # EC2 refuses user data over 16 KiB (before base64).
 MAX_BYTES = 16 * 1024
 
@@ -32,5 +34,5 @@ def render(*, box: str, flake: str, node: str, backup_gb: int, backup_device: st
         "# @settings@", f"# Written by ec2-install for box {box}.\n{settings}", 1
     )
     if len(script.encode()) > MAX_BYTES:
-        raise ValueError(f"the user data is {len(script.encode())} bytes, over EC2's 16 KiB")
+        raise UsageError(f"the user data is {len(script.encode())} bytes, over EC2's 16 KiB")
     return script

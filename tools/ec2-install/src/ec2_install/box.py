@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +86,7 @@ class Want:
     subnet_id: str | None
     vpc_id: str
     user_data: str
+    install: bool = True
 
     @property
     def group_name(self) -> str:
@@ -369,13 +369,20 @@ def plan(ec2: Any, want: Want, found: Found) -> list[str]:
             f"from {want.ami.id} ({want.ami.name}), "
             f"IMDSv2 required, {want.root_gb} GB gp3 encrypted root, {want.backup_gb} GB gp3 "
             f"encrypted backup volume kept at termination, user data {len(want.user_data)} bytes "
-            f"switching once to {want.flake}#{want.node}-boot",
+            "preparing the backup disk",
             "wait until it runs, then until both status checks pass",
         ]
     if not found.addresses:
         steps.append("allocate an Elastic IP and associate it")
     elif not found.addresses[0].get("InstanceId"):
         steps.append(f"associate the Elastic IP {found.addresses[0]['PublicIp']}")
+    if want.install:
+        steps += [
+            "pin the SSH host key to the fingerprints on the instance's console",
+            f"copy the age identity to {AGE_KEY_PATH} (0400 root) over that connection",
+            f"nixos-rebuild switch --flake {want.flake}#{want.node} --target-host root@IP",
+            "wait until /odbox/health answers through Nginx",
+        ]
     if found.empty:
         tags = ", ".join(f"{t['Key']}={t['Value']}" for t in aws.tags(want.name, want.name))
         steps.append(f"tag everything at creation: {tags}")
@@ -431,7 +438,7 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
                     instance = _wait_running(ec2, instance["InstanceId"])
             step = "tagging the volumes"
             _tag_volume_roles(ec2, instance, want.ami.root_device, found.volumes)
-            # The address comes before the status checks: the first boot fetches the flake,
+            # The address comes before the status checks: `up` then reaches the box there,
             # and its public address must not change under it.
             step = "address"
             public_ip = _ensure_address(ec2, want, found, instance["InstanceId"], ledger, phases)
@@ -782,19 +789,13 @@ def _ensure_address(
     return str(address["PublicIp"])
 
 
-def next_steps(name: str, region: str, ip: str, flake: str, node: str) -> list[str]:
-    host = f"root@{ip}"
-    return [
-        f"ssh {host}",
-        f"1. watch the first boot switch to {node}-boot: ssh {host} journalctl -fu amazon-init",
-        f"2. copy the age key (never in user data): ssh {host} 'install -d -m 700 "
-        f"{AGE_KEY_PATH.rsplit('/', 1)[0]} && umask 077 && cat > {AGE_KEY_PATH}' < vault/age.key",
-        f"3. deploy the full configuration: nixos-rebuild switch --flake "
-        f"{shlex.quote(f'{flake}#{node}')} "
-        f"--target-host {host} --build-host {host}",
-        f"status: ec2-install status --region {region} --name {name}; "
-        f"remove: ec2-install down --region {region} --name {name}",
-    ]
+def next_steps(name: str, region: str, ip: str, *, installed: bool) -> list[str]:
+    box = f"--region {region} --name {name}"
+    lines = [f"ssh root@{ip}"]
+    if not installed:
+        lines.append("install: run the same `ec2-install up` without --no-install")
+    lines.append(f"status: ec2-install status {box}; remove: ec2-install down {box}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- down

@@ -21,9 +21,11 @@ app = runner.typer_app(
     (
         "One command from nothing to a NixOS Odoo box on EC2: the newest official NixOS "
         "image, encrypted root and backup volumes, a security group with only 22/80/443, "
-        "IMDSv2, an Elastic IP, and a first boot that formats the backup disk and switches "
-        "to the flake's -boot configuration. Everything is tagged with the box's name; "
-        "re-running finds it, `down` removes it (keeping the backup volume).\n\n"
+        "IMDSv2, an Elastic IP, a first boot that formats the backup disk; then, from this "
+        "laptop over SSH with the host key pinned from the console, the vault's age key and "
+        "nixos-rebuild switch to the flake's machine, until /odbox/health answers. "
+        "Everything is tagged with the box's name; re-running finds it and resumes, `down` "
+        "removes it (keeping its volumes).\n\n"
         "AWS credentials and region come from the standard AWS environment (AWS_PROFILE, "
         "AWS_REGION, AWS_ENDPOINT_URL…).\n\n"
         "Exit codes: 0 ok, 1 failed, 2 usage."
@@ -104,8 +106,8 @@ def up(
             "--flake",
             envvar="ODBOX_FLAKE",
             metavar="URI",
-            help="Flake the box switches to at first boot "
-            "(default: this checkout's origin, e.g. github:acme/odoo-box).",
+            help="Flake this laptop builds the box from: a checkout (default: the one you are "
+            "in, local commits included) or a URI such as github:acme/odoo-box.",
         ),
     ] = None,
     node: Annotated[
@@ -113,10 +115,37 @@ def up(
         typer.Option(
             "--node",
             metavar="NAME",
-            help="The flake's machine (default: ec2-aarch64 or ec2-x86_64); "
-            "its NAME-boot variant is switched to first.",
+            help="The flake's machine (default: ec2-aarch64 or ec2-x86_64).",
         ),
     ] = None,
+    age_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--age-key",
+            metavar="FILE",
+            help="The vault's age identity, copied to the box over the pinned SSH connection "
+            "(default: vault/age.key of the checkout).",
+        ),
+    ] = None,
+    ssh_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-config",
+            envvar="EC2_INSTALL_SSH_CONFIG",
+            metavar="FILE",
+            help="An ssh_config for every connection to the box (a bastion's ProxyJump…).",
+        ),
+    ] = None,
+    build_host: Annotated[
+        bool,
+        typer.Option("--build-host", help="Build the system on the box, not on this laptop."),
+    ] = False,
+    no_install: Annotated[
+        bool,
+        typer.Option(
+            "--no-install", help="Stop once the instance runs: no SSH, no key, no switch."
+        ),
+    ] = False,
     ami: Annotated[
         str | None,
         typer.Option(
@@ -136,7 +165,7 @@ def up(
     ] = False,
     debug: Debug = False,
 ) -> None:
-    """Make the box (or what is missing of it), wait until it is healthy, print how to go on."""
+    """Make the box (or what is missing of it), install it over SSH, wait until it answers."""
     from ec2_install import spec
 
     spec.check_name(name)
@@ -145,9 +174,18 @@ def up(
     if (ssh_key is None) == (key_name is None):
         raise UsageError("give one of --ssh-key PUB (imported as odbox-NAME) and --key-name NAME")
     key = spec.SshKey.read(ssh_key) if ssh_key is not None else None
-    if flake is None and (flake := spec.flake_from_git()) is None:
-        raise UsageError("give --flake URI: this checkout has no origin remote the box could fetch")
+    if flake is None and (flake := spec.checkout()) is None:
+        raise UsageError("give --flake: this is not a git checkout of an Odoo Box flake")
     flake = spec.check_flake(flake)
+    if age_key is None and not no_install:
+        if not flake.startswith("/"):
+            raise UsageError(f"give --age-key FILE: --flake {flake} is not a checkout here")
+        age_key = Path(flake) / "vault" / "age.key"
+    if age_key is not None and not no_install and not age_key.is_file():
+        raise UsageError(
+            f"no age identity at {age_key}: run `vaultgen generate` in the checkout, "
+            "or give --age-key FILE"
+        )
     if node is not None:
         spec.check_node(node)
 
@@ -185,13 +223,8 @@ def up(
         backup_gb=backup_gb,
         subnet_id=subnet_id,
         vpc_id=box.vpc_of(ec2, subnet_id, region_name),
-        user_data=userdata.render(
-            box=name,
-            flake=flake,
-            node=node_name,
-            backup_gb=backup_gb,
-            backup_device=spec.BACKUP_DEVICE,
-        ),
+        user_data=userdata.render(box=name, backup_gb=backup_gb, backup_device=spec.BACKUP_DEVICE),
+        install=not no_install,
     )
     if dry_run:
         steps = box.plan(ec2, want, box.find(ec2, name))
@@ -210,8 +243,35 @@ def up(
         f"at {result.public_ip}"
     )
     node_name = node or spec.NODES.get(result.architecture, node_name)
-    for line in box.next_steps(name, region_name, result.public_ip, flake, node_name):
+    if not no_install:
+        from ec2_install import install
+
+        job = install.Install(
+            name=name,
+            region=region_name,
+            instance_id=result.instance_id,
+            ip=result.public_ip,
+            flake=flake,
+            node=node_name,
+            age_key=age_key or Path("vault/age.key"),
+            identity=_identity(ssh_key),
+            ssh_config=ssh_config,
+            build_host=build_host,
+            state_dir=install.state_dir(region_name, name, result.instance_id),
+        )
+        with phases_for() as phases:
+            install.run(ec2, job, phases)
+        progress.say(f"box {name} answers: /odbox/health passes through Nginx on {job.ip}")
+    for line in box.next_steps(name, region_name, result.public_ip, installed=not no_install):
         progress.write(f"  {line}\n")
+
+
+def _identity(ssh_key: Path | None) -> Path | None:
+    """The private half of --ssh-key PUB when it lies next to it (else ssh's defaults)."""
+    if ssh_key is None or ssh_key.suffix != ".pub":
+        return None
+    private = ssh_key.with_suffix("")
+    return private if private.is_file() else None
 
 
 @app.command()

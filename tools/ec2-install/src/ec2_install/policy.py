@@ -44,7 +44,7 @@ _RESOURCE_TAG = {"StringEquals": {f"ec2:ResourceTag/{TAG_TOOL}": TOOL}}
 
 
 def actions() -> set[str]:
-    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags"}
+    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags", "ec2:GetConsoleOutput"}
 
 
 def arns(*kinds: str) -> list[str]:
@@ -100,6 +100,14 @@ def document() -> dict[str, Any]:
                 **_RESOURCE_TAG,
                 "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_ROLE]},
             },
+        },
+        # The SSH host key fingerprints NixOS prints at boot, to pin the key: own boxes only.
+        {
+            "Sid": "ConsoleOfOwn",
+            "Effect": "Allow",
+            "Action": "ec2:GetConsoleOutput",
+            "Resource": arns("instance"),
+            "Condition": _RESOURCE_TAG,
         },
         {
             "Sid": "ChangeOwn",

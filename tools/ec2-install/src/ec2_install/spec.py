@@ -141,11 +141,11 @@ def check_sizes(root_gb: int, backup_gb: int) -> None:
         )
 
 
-def flake_from_git(cwd: Path | None = None) -> str | None:
-    """The flake URI of this checkout's `origin`, as the box can fetch it; None if there is none."""
+def checkout(cwd: Path | None = None) -> str | None:
+    """The top of the git checkout around `cwd` if it holds a flake.nix; None otherwise."""
     try:
-        url = subprocess.run(
-            ["git", "remote", "get-url", "origin"],
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -154,17 +154,7 @@ def flake_from_git(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    refuse_credentials(url, "the origin remote of this checkout")
-    m = re.fullmatch(
-        r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
-        r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?",
-        url,
-    )
-    if m:
-        return f"github:{m.group(1)}/{m.group(2)}"
-    if url.startswith(("https://", "ssh://")):
-        return f"git+{url}"
-    return None
+    return top if top and (Path(top) / "flake.nix").is_file() else None
 
 
 _FLAKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s'\"\\#]+")
@@ -224,8 +214,14 @@ def check_flake(flake: str) -> str:
         raise UsageError(
             f"--flake is {len(flake)} characters long: give a flake URI under {MAX_FLAKE_CHARS}"
         )
-    if flake.startswith(("path:", "file:", "/", ".", "~")):
-        raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
+    if flake.startswith(("path:", "/", ".", "~")):
+        # A checkout here: nixos-rebuild evaluates it on this laptop (git-tracked files only).
+        local = Path(flake.removeprefix("path:")).expanduser()
+        if not (local / "flake.nix").is_file():
+            raise UsageError(f"--flake {flake}: no flake.nix there")
+        if any(c.isspace() for c in str(local.resolve())):
+            raise UsageError(f"--flake {flake}: nixos-rebuild cannot take a path with spaces")
+        return str(local.resolve())
     if m := re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", flake):
         raise UsageError(
             f"--flake {flake}: Nix reads a plain https URL as a tarball; "

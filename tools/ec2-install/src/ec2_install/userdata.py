@@ -1,4 +1,4 @@
-"""The user data of a box: userdata.sh with its settings, and nothing secret.
+"""The user data of a box: userdata.sh with its settings (no flake, nothing secret).
 
 NixOS's amazon-init runs user data that starts with `#!` as a bash script, at
 every boot; the script makes that safe (see its header).
@@ -19,13 +19,11 @@ def template() -> str:
     return resources.files("ec2_install").joinpath("userdata.sh").read_text(encoding="utf-8")
 
 
-def render(*, box: str, flake: str, node: str, backup_gb: int, backup_device: str) -> str:
+def render(*, box: str, backup_gb: int, backup_device: str) -> str:
     settings = "\n".join(
         f"{name}={shlex.quote(str(value))}"
         for name, value in (
             ("BOX", box),
-            ("FLAKE", flake),
-            ("NODE", node),
             ("BACKUP_GB", backup_gb),
             ("BACKUP_DEVICE", backup_device),
         )

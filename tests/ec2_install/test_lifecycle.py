@@ -73,7 +73,13 @@ def test_the_policy_is_a_valid_iam_document(aws: Aws):
             unconditioned.add(statement["Sid"])
             made = ("instance/*", "volume/*", "elastic-ip/*")
             assert not any(r.endswith(made) for r in statement["Resource"]), statement
-    assert unconditioned == {"LaunchFrom", "GroupInVpc", "AddressOnInterface", "RulesOfOwnGroup"}
+    assert unconditioned == {
+        "LaunchImage",
+        "LaunchFrom",
+        "GroupInVpc",
+        "AddressOnInterface",
+        "RulesOfOwnGroup",
+    }
 
 
 def test_a_terminal_shows_each_phase_and_the_next_steps(aws: Aws, ssh_pub: Path):

@@ -87,6 +87,7 @@ class Want:
     vpc_id: str
     user_data: str
     install: bool = True
+    kms_key: str | None = None  # a customer-managed key for both volumes (default: EBS's own)
 
     @property
     def group_name(self) -> str:
@@ -579,6 +580,7 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
 
 
 def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) -> dict[str, Any]:
+    kms = {"KmsKeyId": want.kms_key} if want.kms_key else {}
     volumes = [
         {
             "DeviceName": want.ami.root_device,
@@ -587,6 +589,7 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 "VolumeType": "gp3",
                 "Encrypted": True,
                 "DeleteOnTermination": True,
+                **kms,
             },
         },
         {
@@ -596,6 +599,7 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 "VolumeType": "gp3",
                 "Encrypted": True,
                 "DeleteOnTermination": False,
+                **kms,
             },
         },
     ]

@@ -140,6 +140,14 @@ def up(
         bool,
         typer.Option("--build-host", help="Build the system on the box, not on this laptop."),
     ] = False,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key",
+            metavar="ARN",
+            help="Encrypt both volumes with this KMS key (`policy --kms-key` allows it).",
+        ),
+    ] = None,
     no_install: Annotated[
         bool,
         typer.Option(
@@ -190,6 +198,7 @@ def up(
         spec.check_node(node)
 
     from ec2_install import amis, box, progress, userdata
+    from ec2_install import policy as policy_module
     from ec2_install.progress import phases_for
 
     ec2, region_name = _client(region)
@@ -225,6 +234,7 @@ def up(
         vpc_id=box.vpc_of(ec2, subnet_id, region_name),
         user_data=userdata.render(box=name, backup_gb=backup_gb, backup_device=spec.BACKUP_DEVICE),
         install=not no_install,
+        kms_key=policy_module.check_kms_key(kms_key) if kms_key else None,
     )
     if dry_run:
         steps = box.plan(ec2, want, box.find(ec2, name))
@@ -419,11 +429,42 @@ def list_amis(
 
 
 @app.command()
-def policy(debug: Debug = False) -> None:
+def policy(
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key", metavar="ARN", help="Also let EC2 encrypt the volumes with this KMS key."
+        ),
+    ] = None,
+    instance_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--instance-type", metavar="TYPE", help="Allow launching only these (repeat)."
+        ),
+    ] = None,
+    ami_owner: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ami-owner",
+            metavar="ACCOUNT",
+            help="Allow launching only images of these owners (repeat; 427812963091 is NixOS).",
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
     """Print the least-privilege IAM policy ec2-install needs (JSON)."""
-    from ec2_install.policy import document
+    from ec2_install.policy import check_kms_key, document
 
-    console.print_json(document())
+    for owner in ami_owner or []:
+        if not owner.isdigit() or len(owner) != 12:
+            raise UsageError(f"--ami-owner {owner!r}: give a 12-digit AWS account ID")
+    console.print_json(
+        document(
+            kms_key=check_kms_key(kms_key) if kms_key else None,
+            instance_types=tuple(instance_type or ()),
+            ami_owners=tuple(ami_owner or ()),
+        )
+    )
 
 
 def run_cli(argv: list[str]) -> int:

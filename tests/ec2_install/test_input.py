@@ -307,3 +307,22 @@ def test_several_ssh_cidrs_each_get_port_22(aws: Aws, ssh_pub: Path):
     status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
     ssh = {r["cidr"] for r in status["security_group"]["ingress"] if r["from_port"] == 22}
     assert ssh == {"203.0.113.7/32", "198.51.100.0/24", "192.0.2.9/32"}
+
+
+def test_vpc_id_puts_the_group_and_the_instance_in_that_vpc(aws: Aws, ssh_pub: Path):
+    ec2 = aws.client()
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24",
+                               AvailabilityZone="eu-west-1b")["Subnet"]["SubnetId"]  # fmt: skip
+    result = aws.run(*up_args(ssh_pub, "--vpc-id", vpc))
+    assert result.returncode == 0, result.stderr
+    named = [{"Name": "group-name", "Values": ["odbox-shop"]}]
+    [group] = ec2.describe_security_groups(Filters=named)["SecurityGroups"]
+    assert group["VpcId"] == vpc
+    reservations = ec2.describe_instances(Filters=[{"Name": "tag:odbox:box", "Values": ["shop"]}])
+    [instance] = [i for r in reservations["Reservations"] for i in r["Instances"]]
+    assert instance["SubnetId"] == subnet
+    other = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    mismatch = aws.run(*up_args(ssh_pub, "--vpc-id", vpc, "--subnet-id",
+                                other["Subnets"][0]["SubnetId"], name="stage"))  # fmt: skip
+    assert mismatch.returncode == 2 and f"not --vpc-id {vpc}" in mismatch.stderr

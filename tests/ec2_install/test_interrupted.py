@@ -115,3 +115,43 @@ def test_delete_backup_volume_deletes_only_the_volumes_it_names(aws: Aws, ssh_pu
     down = aws.run("down", "--name", "shop", "--yes", "--delete-backup-volume", second)
     assert down.returncode == 0, down.stderr
     _nothing_but(aws.client(), {first, stranger})
+
+
+def test_up_attaches_a_kept_backup_volume_in_its_zone_and_a_rollback_keeps_it(
+    aws: Aws, ssh_pub: Path
+):
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    kept = backup_volume(aws)
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    ec2 = aws.client()
+    zone = ec2.describe_volumes(VolumeIds=[kept])["Volumes"][0]["AvailabilityZone"]
+
+    # a launch that fails after the attach never deletes the kept volume
+    aws.proxy.fail("AllocateAddress")
+    failed = aws.run(*up_args(ssh_pub, "--backup-volume-id", kept))
+    assert failed.returncode == 1, failed.stderr
+    assert "AttachVolume" in aws.proxy.actions
+    _nothing_but(ec2, {kept})
+    aws.proxy.clear()
+
+    result = aws.run(*up_args(ssh_pub, "--backup-volume-id", kept))
+    assert result.returncode == 0, result.stderr
+    [instance] = _live_instances(ec2)
+    assert instance["Placement"]["AvailabilityZone"] == zone
+    at = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
+    assert at["/dev/sdf"] == kept and len(ec2.describe_volumes()["Volumes"]) == 2
+    again = aws.run(*up_args(ssh_pub, "--backup-volume-id", kept))
+    assert again.returncode == 0, again.stderr
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    _nothing_but(ec2, {kept})
+
+
+def test_a_backup_volume_of_another_box_or_in_use_is_refused(aws: Aws, ssh_pub: Path):
+    assert aws.run(*up_args(ssh_pub, name="stage")).returncode == 0
+    theirs = backup_volume(aws, "stage")
+    in_use = aws.run(*up_args(ssh_pub, "--backup-volume-id", theirs))
+    assert in_use.returncode == 2
+    assert f"{theirs} is not a kept volume of box shop (it is tagged for stage)" in in_use.stderr
+    missing = aws.run(*up_args(ssh_pub, "--backup-volume-id", "vol-0123456789abcdef0"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "RunInstances" not in aws.proxy.actions[-5:]

@@ -39,7 +39,10 @@ def test_the_policy_names_exactly_the_calls_the_commands_make(
     install[install.index("--flake") + 1] = str(checkout)
     result = aws.run(*install, env=box_ssh.env(aws))
     assert result.returncode == 0, result.stderr
-    delete = ["--delete-backup-volume", backup_volume(aws)]
+    kept = backup_volume(aws)
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    assert aws.run(*up_args(ssh_pub, "--backup-volume-id", kept)).returncode == 0
+    delete = ["--delete-backup-volume", kept]
     assert aws.run("down", "--name", "shop", "--yes", *delete).returncode == 0
     called = {f"ec2:{a}" for a in aws.proxy.actions}
     assert called == policy.actions(), (

@@ -22,6 +22,7 @@ from ec2_install.spec import (
     AGE_KEY_PATH,
     BACKUP_DEVICE,
     KNOWN_GOOD,
+    TAG_BOX,
     TAG_KEY,
     TAG_ROLE,
     TAG_TOOL,
@@ -85,6 +86,7 @@ class Want:
     backup_gb: int
     subnet_id: str | None
     vpc_id: str
+    backup_volume_id: str | None  # a kept volume to attach instead of a new one
     user_data: str
     install: bool = True
     kms_key: str | None = None  # a customer-managed key for both volumes (default: EBS's own)
@@ -98,7 +100,49 @@ class Want:
         return ssh | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
 
 
-def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
+def kept_volume(ec2: Any, name: str, volume_id: str) -> dict[str, Any]:
+    """The volume --backup-volume-id names: a detached volume tagged for this box."""
+    from botocore.exceptions import ClientError
+
+    try:
+        volumes = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in (
+            "InvalidVolume.NotFound",
+            "InvalidParameterValue",
+        ):
+            volumes = []
+        else:
+            raise aws.AwsError(f"looking up volume {volume_id}: {aws.describe(e)}") from e
+    if not volumes:
+        raise UsageError(f"--backup-volume-id {volume_id} does not exist in this region")
+    volume: dict[str, Any] = volumes[0]
+    tags = aws.tag_dict(volume)
+    if tags.get(TAG_BOX) != name or tags.get(TAG_TOOL) != TOOL:
+        raise UsageError(
+            f"--backup-volume-id {volume_id} is not a kept volume of box {name} "
+            f"(it is tagged for {tags.get(TAG_BOX) or 'no box'}): ec2-install attaches only "
+            "the box's own volumes"
+        )
+    if volume["State"] == "available":
+        return volume
+    on = [a["InstanceId"] for a in volume.get("Attachments") or []]
+    if volume["State"] == "in-use" and on:
+        instance = _describe_instance(ec2, on[0])
+        if instance is not None and aws.tag_dict(instance).get(TAG_BOX) == name:
+            return volume  # already on this box's instance (a re-run)
+    raise UsageError(f"--backup-volume-id {volume_id} is {volume['State']}, not free to attach")
+
+
+def placement(
+    ec2: Any,
+    region: str,
+    subnet_id: str | None,
+    vpc_id: str | None,
+    zone: str | None,
+) -> tuple[str | None, str]:
+    """The subnet (None: AWS's choice in the default VPC) and VPC of the box; `zone` is the
+    availability zone a kept backup volume lives in, where the instance must run too."""
     if subnet_id:
         subnets = aws.call(
             f"looking up subnet {subnet_id}",
@@ -107,15 +151,39 @@ def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
         )["Subnets"]
         if not subnets:
             raise UsageError(f"--subnet-id {subnet_id} does not exist in {region}")
-        return str(subnets[0]["VpcId"])
-    vpcs = aws.call(
-        "looking up the default VPC",
-        ec2.describe_vpcs,
-        Filters=[{"Name": "isDefault", "Values": ["true"]}],
-    )["Vpcs"]
-    if not vpcs:
-        raise UsageError(f"{region} has no default VPC: give --subnet-id of a public subnet")
-    return str(vpcs[0]["VpcId"])
+        subnet = subnets[0]
+        if vpc_id and subnet["VpcId"] != vpc_id:
+            raise UsageError(
+                f"--subnet-id {subnet_id} is in {subnet['VpcId']}, not --vpc-id {vpc_id}"
+            )
+        if zone and subnet["AvailabilityZone"] != zone:
+            raise UsageError(
+                f"--subnet-id {subnet_id} is in {subnet['AvailabilityZone']}, but the backup "
+                f"volume is in {zone}: give a subnet of {zone}"
+            )
+        return subnet_id, str(subnet["VpcId"])
+    if vpc_id is None:
+        vpcs = aws.call(
+            "looking up the default VPC",
+            ec2.describe_vpcs,
+            Filters=[{"Name": "isDefault", "Values": ["true"]}],
+        )["Vpcs"]
+        if not vpcs:
+            raise UsageError(f"{region} has no default VPC: give --vpc-id or --subnet-id")
+        default = str(vpcs[0]["VpcId"])
+        if zone is None:
+            return None, default
+        vpc_id = default
+    filters = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    if zone:
+        filters.append({"Name": "availability-zone", "Values": [zone]})
+    subnets = aws.call("looking up subnets", ec2.describe_subnets, Filters=filters)["Subnets"]
+    if not subnets:
+        where = f" in {zone} (where the backup volume is)" if zone else ""
+        raise UsageError(f"--vpc-id {vpc_id} has no subnet{where}: give --subnet-id")
+    # the zone's default subnet first (public), then the rest by zone and ID
+    subnets.sort(key=lambda n: (not n.get("DefaultForAz"), n["AvailabilityZone"], n["SubnetId"]))
+    return str(subnets[0]["SubnetId"]), vpc_id
 
 
 # ----------------------------------------------------------------------------- what is there
@@ -373,6 +441,8 @@ def plan(ec2: Any, want: Want, found: Found) -> list[str]:
             "preparing the backup disk",
             "wait until it runs, then until both status checks pass",
         ]
+    if want.backup_volume_id is not None:
+        steps.append(f"attach the kept volume {want.backup_volume_id} at {BACKUP_DEVICE}")
     if not found.addresses:
         steps.append("allocate an Elastic IP and associate it")
     elif not found.addresses[0].get("InstanceId"):
@@ -437,6 +507,9 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
                 step = "running"
                 with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
                     instance = _wait_running(ec2, instance["InstanceId"])
+            if want.backup_volume_id is not None:
+                step = "attaching the backup volume"
+                instance = _attach_backup(ec2, want, instance)
             step = "tagging the volumes"
             _tag_volume_roles(ec2, instance, want.ami.root_device, found.volumes)
             # The address comes before the status checks: `up` then reaches the box there,
@@ -592,7 +665,9 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 **kms,
             },
         },
-        {
+    ]
+    if want.backup_volume_id is None:
+        volumes.append({
             "DeviceName": BACKUP_DEVICE,
             "Ebs": {
                 "VolumeSize": want.backup_gb,
@@ -601,8 +676,7 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 "DeleteOnTermination": False,
                 **kms,
             },
-        },
-    ]
+        })  # fmt: skip
     extra = {"SubnetId": want.subnet_id} if want.subnet_id else {}
     params: dict[str, Any] = dict(
         ImageId=want.ami.id,
@@ -639,8 +713,8 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
     instance: dict[str, Any] = response["Instances"][0]
     instance_id = instance["InstanceId"]
 
-    def undo() -> None:
-        _terminate(ec2, instance_id, delete_kept_volumes=True)
+    def undo() -> None:  # the kept volume attached to it is never this run's to delete
+        _terminate(ec2, instance_id, delete_kept_volumes=True, spare=want.backup_volume_id)
 
     ledger.made(f"instance {instance_id} and its volumes", undo)
     return instance
@@ -676,7 +750,7 @@ def _undo_launch(ec2: Any, want: Want, params: dict[str, Any]) -> None:
         if i.get("ClientToken") == token
     }
     for instance_id in sorted(ids):
-        _terminate(ec2, instance_id, delete_kept_volumes=True)
+        _terminate(ec2, instance_id, delete_kept_volumes=True, spare=want.backup_volume_id)
 
 
 def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
@@ -738,6 +812,36 @@ def _wait_status_ok(ec2: Any, instance_id: str, region: str) -> None:
             f"{e} (last: {last[0]}); see its console output (aws ec2 get-console-output "
             f"--region {region} --instance-id {instance_id})"
         ) from None
+
+
+def _attach_backup(ec2: Any, want: Want, instance: dict[str, Any]) -> dict[str, Any]:
+    """The kept volume at the backup device, once (a re-run finds it there)."""
+    at = {
+        m["DeviceName"]: m.get("Ebs", {}).get("VolumeId")
+        for m in instance.get("BlockDeviceMappings", [])
+    }
+    if at.get(BACKUP_DEVICE) == want.backup_volume_id:
+        return instance
+    if at.get(BACKUP_DEVICE):
+        raise ToolError(
+            f"{instance['InstanceId']} already has {at[BACKUP_DEVICE]} at {BACKUP_DEVICE}, not "
+            f"--backup-volume-id {want.backup_volume_id}: ec2-install does not swap a box's disks"
+        )
+    aws.call(
+        f"attaching {want.backup_volume_id}",
+        ec2.attach_volume,
+        VolumeId=want.backup_volume_id,
+        InstanceId=instance["InstanceId"],
+        Device=BACKUP_DEVICE,
+    )
+
+    def attached() -> dict[str, Any] | None:
+        i = _describe_instance(ec2, instance["InstanceId"])
+        maps = {m["DeviceName"]: m.get("Ebs", {}) for m in (i or {}).get("BlockDeviceMappings", [])}
+        return i if maps.get(BACKUP_DEVICE, {}).get("VolumeId") == want.backup_volume_id else None
+
+    result: dict[str, Any] = _poll(f"{want.backup_volume_id} to attach", RUNNING_TIMEOUT, attached)
+    return result
 
 
 def _tag_volume_roles(
@@ -805,13 +909,18 @@ def next_steps(name: str, region: str, ip: str, *, installed: bool) -> list[str]
 # ----------------------------------------------------------------------------- down
 
 
-def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> None:
-    """Terminate, wait until gone; then delete its kept (backup) volumes if asked."""
+def _terminate(
+    ec2: Any, instance_id: str, *, delete_kept_volumes: bool, spare: str | None = None
+) -> None:
+    """Terminate, wait until gone; then delete its kept (backup) volumes if asked, but
+    never `spare` (a kept volume of an earlier box that this run attached)."""
     instance = _describe_instance(ec2, instance_id)
     kept = [
         m["Ebs"]["VolumeId"]
         for m in (instance or {}).get("BlockDeviceMappings", [])
-        if "Ebs" in m and not m["Ebs"].get("DeleteOnTermination", True)
+        if "Ebs" in m
+        and not m["Ebs"].get("DeleteOnTermination", True)
+        and m["Ebs"]["VolumeId"] != spare
     ]
     ec2.terminate_instances(InstanceIds=[instance_id])
 

@@ -168,6 +168,19 @@ def up(
             "--subnet-id", metavar="ID", help="A public subnet (default: the default VPC's)."
         ),
     ] = None,
+    vpc_id: Annotated[
+        str | None,
+        typer.Option("--vpc-id", metavar="ID", help="The VPC (default: the region's default)."),
+    ] = None,
+    backup_volume_id: Annotated[
+        str | None,
+        typer.Option(
+            "--backup-volume-id",
+            metavar="ID",
+            help="Attach this kept backup volume of the box (an earlier `down` kept it) instead "
+            "of making one; the box runs in its availability zone.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; make no change (reads only).")
     ] = False,
@@ -214,6 +227,13 @@ def up(
     if not box.known_good(instance_type, arch):
         good = ", ".join(t for types in spec.KNOWN_GOOD.values() for t in types)
         console.warn(f"{instance_type} is not one Odoo Box is tested on ({good}); going on")
+    kept = box.kept_volume(ec2, name, backup_volume_id) if backup_volume_id else None
+    if kept is not None:
+        backup_gb = int(kept["Size"])  # the first boot finds the disk by this size
+        spec.check_sizes(root_gb, backup_gb)
+    subnet, vpc = box.placement(
+        ec2, region_name, subnet_id, vpc_id, kept["AvailabilityZone"] if kept else None
+    )
     node_name = node or spec.NODES.get(arch)
     if node_name is None:
         raise UsageError(f"no Odoo Box machine for {arch}: give --node")
@@ -230,8 +250,9 @@ def up(
         node=node_name,
         root_gb=root_gb,
         backup_gb=backup_gb,
-        subnet_id=subnet_id,
-        vpc_id=box.vpc_of(ec2, subnet_id, region_name),
+        subnet_id=subnet,
+        vpc_id=vpc,
+        backup_volume_id=backup_volume_id,
         user_data=userdata.render(box=name, backup_gb=backup_gb, backup_device=spec.BACKUP_DEVICE),
         install=not no_install,
         kms_key=policy_module.check_kms_key(kms_key) if kms_key else None,

@@ -30,6 +30,7 @@ READ = [
 CREATE = ["ec2:AllocateAddress", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances"]
 CHANGE = [
     "ec2:AssociateAddress",
+    "ec2:AttachVolume",
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:DeleteKeyPair",
     "ec2:DeleteSecurityGroup",

@@ -256,11 +256,13 @@ umask 077
 dir="${{ODBOX_ROOT:-}}{directory}"
 mkdir -p "$dir"
 tmp=$(mktemp "$dir/.{name}.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
 cat >"$tmp"
 chown root:root "$tmp"
 chmod 0400 "$tmp"
 test "$(sha256sum <"$tmp" | cut -d' ' -f1)" = {digest}
 mv -f "$tmp" "$dir/{name}"
+trap - EXIT
 """
     _ssh(job, script, stdin=key)
     _mark(job, "key", digest)
@@ -271,7 +273,14 @@ def switch(job: Install) -> None:
     argv = ["nixos-rebuild", "switch", "--flake", target, "--target-host", job.host]
     if job.build_host:
         argv += ["--build-host", job.host]
-    env = {**os.environ, "NIX_SSHOPTS": " ".join(shlex.quote(o) for o in job.ssh_options())}
+    options = job.ssh_options()
+    if any(any(c.isspace() for c in o) for o in options):
+        # nixos-rebuild splits NIX_SSHOPTS on spaces (the bash one without honouring quotes)
+        raise StepFailed(
+            f"a path in the ssh options has a space ({' '.join(options)}): nixos-rebuild "
+            "cannot pass it on; move it (XDG_STATE_HOME, --ssh-config, --ssh-key)"
+        )
+    env = {**os.environ, "NIX_SSHOPTS": " ".join(options)}
     try:
         result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL)
     except FileNotFoundError:

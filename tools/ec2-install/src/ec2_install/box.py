@@ -9,15 +9,13 @@ the tags name, except the backup volume unless asked.
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ec2_install import aws
 from ec2_install.amis import Ami
-from ec2_install.progress import Phases
+from ec2_install.progress import Phases, poll
 from ec2_install.spec import (
     AGE_KEY_PATH,
     BACKUP_DEVICE,
@@ -753,18 +751,6 @@ def _undo_launch(ec2: Any, want: Want, params: dict[str, Any]) -> None:
         _terminate(ec2, instance_id, delete_kept_volumes=True, spare=want.backup_volume_id)
 
 
-def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
-    """Call `check` now and every few seconds until it returns something truthy."""
-    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise ToolError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def _describe_instance(ec2: Any, instance_id: str) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
@@ -788,7 +774,7 @@ def _wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
             raise ToolError(f"instance {instance_id} is {state}: {reason}")
         return instance if state == "running" else None
 
-    result: dict[str, Any] = _poll(f"{instance_id} to run", RUNNING_TIMEOUT, check)
+    result: dict[str, Any] = poll(f"{instance_id} to run", RUNNING_TIMEOUT, check)
     return result
 
 
@@ -806,7 +792,7 @@ def _wait_status_ok(ec2: Any, instance_id: str, region: str) -> None:
         return bool(system == "ok" and inst == "ok")
 
     try:
-        _poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
+        poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
     except ToolError as e:
         raise ToolError(
             f"{e} (last: {last[0]}); see its console output (aws ec2 get-console-output "
@@ -840,7 +826,7 @@ def _attach_backup(ec2: Any, want: Want, instance: dict[str, Any]) -> dict[str, 
         maps = {m["DeviceName"]: m.get("Ebs", {}) for m in (i or {}).get("BlockDeviceMappings", [])}
         return i if maps.get(BACKUP_DEVICE, {}).get("VolumeId") == want.backup_volume_id else None
 
-    result: dict[str, Any] = _poll(f"{want.backup_volume_id} to attach", RUNNING_TIMEOUT, attached)
+    result: dict[str, Any] = poll(f"{want.backup_volume_id} to attach", RUNNING_TIMEOUT, attached)
     return result
 
 
@@ -928,7 +914,7 @@ def _terminate(
         i = _describe_instance(ec2, instance_id)
         return i is None or i["State"]["Name"] == "terminated"
 
-    _poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
+    poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
     if delete_kept_volumes:
         for volume_id in kept:
             _delete_volume(ec2, volume_id)
@@ -949,7 +935,7 @@ def _delete_when_free(what: str, delete: Callable[[], Any], gone: str, busy: str
                 raise
         return True
 
-    _poll(f"{what} to be free", TERMINATE_TIMEOUT, done)
+    poll(f"{what} to be free", TERMINATE_TIMEOUT, done)
 
 
 def _delete_volume(ec2: Any, volume_id: str) -> None:

@@ -29,13 +29,11 @@ import re
 import shlex
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ec2_install.progress import Phases
+from ec2_install.progress import Phases, poll
 from ec2_install.spec import AGE_KEY_PATH
 from odbox_common.errors import ToolError, UsageError
 
@@ -155,17 +153,6 @@ def read_console(ec2: Any, instance_id: str) -> str:
     return str(ec2.get_console_output(InstanceId=instance_id).get("Output") or "")
 
 
-def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
-    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise StepFailed(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def _fingerprint_of(key_line: str) -> str:
     blob = base64.b64decode(key_line.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
@@ -191,14 +178,17 @@ def _ssh(job: Install, script: str, *, stdin: bytes = b"", check: bool = True,
 def pin(ec2: Any, job: Install, phases: Phases) -> None:
     """Wait for the console's fingerprints and for sshd; pin the key that matches."""
     with phases.phase("host key", "waiting for the fingerprints on the console"):
-        wanted: set[str] = _poll(
+        wanted: set[str] = poll(
             f"the SSH host key fingerprints on the console of {job.instance_id} "
             f"(aws ec2 get-console-output --region {job.region} --instance-id {job.instance_id})",
             CONSOLE_TIMEOUT,
             lambda: console_fingerprints(read_console(ec2, job.instance_id)),
+            error=StepFailed,
         )
     with phases.phase("ssh", f"waiting for sshd on {job.ip}"):
-        offered = _poll(f"sshd on {job.ip}", SSH_TIMEOUT, lambda: _offered_keys(job))
+        offered = poll(
+            f"sshd on {job.ip}", SSH_TIMEOUT, lambda: _offered_keys(job), error=StepFailed
+        )
     matching = [line for line in offered if _fingerprint_of(line) in wanted]
     if not matching:
         got = ", ".join(sorted({_fingerprint_of(line) for line in offered}))
@@ -315,7 +305,7 @@ def health(job: Install, phases: Phases) -> None:
 
     with phases.phase("health", f"waiting for /odbox/health on {job.ip}"):
         try:
-            _poll("/odbox/health to answer", HEALTH_TIMEOUT, check)
+            poll("/odbox/health to answer", HEALTH_TIMEOUT, check, error=StepFailed)
         except StepFailed as e:
             raise StepFailed(f"{e} (last: {last[0]})") from None
     _mark(job, "health", True)

@@ -7,10 +7,11 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from odbox_common import console
+from odbox_common.errors import ToolError
 
 
 class Phases(Protocol):
@@ -101,3 +102,18 @@ def phases_for() -> Iterator[Phases]:
             yield spinners
     else:
         yield Lines()
+
+
+def poll(
+    what: str, timeout: float, check: Callable[[], Any], error: type[ToolError] = ToolError
+) -> Any:
+    """Call `check` now and every EC2_INSTALL_POLL_SECONDS (5) until it returns something
+    truthy; `error` after `timeout` seconds."""
+    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise error(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

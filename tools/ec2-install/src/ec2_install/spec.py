@@ -199,7 +199,7 @@ def refuse_credentials(url: str, what: str) -> str:
         host = parts.hostname or "its host"
         raise UsageError(
             f"{what} for {host} carries a credential ({reason}): it would be printed, logged "
-            "and kept in the box's history; give the URL without it and let git or nix "
+            "and written into flake.lock; give the URL without it and let git or nix "
             "authenticate (an SSH key, a credential helper, netrc, nix's access-tokens)"
         )
     return url

@@ -155,3 +155,22 @@ def test_a_backup_volume_of_another_box_or_in_use_is_refused(aws: Aws, ssh_pub: 
     missing = aws.run(*up_args(ssh_pub, "--backup-volume-id", "vol-0123456789abcdef0"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert "RunInstances" not in aws.proxy.actions[-5:]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
+def test_a_run_stopped_while_attaching_a_kept_volume_never_loses_it(
+    aws: Aws, ssh_pub: Path, signum: int
+):
+    assert aws.run(*up_args(ssh_pub)).returncode == 0
+    kept = backup_volume(aws)
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    args = up_args(ssh_pub, "--backup-volume-id", kept)
+    code, _, err = aws.signalled_at("AttachVolume", signum, *args)
+    assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 130), err
+    ec2 = aws.client()
+    assert kept in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    again = aws.run(*args)
+    assert again.returncode == 0, again.stderr
+    assert backup_volume(aws) == kept
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    _nothing_but(ec2, {kept})

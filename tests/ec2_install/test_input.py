@@ -33,7 +33,8 @@ def test_up_picks_the_newest_stable_official_image_of_the_architecture(
     # not the impostor's newer nixos/26.05, not the pending build, not the 25.11 pre-release,
     # not the 24.11 rebuild that is newer by date
     node = "ec2-aarch64" if "aarch64" in image else "ec2-x86_64"
-    assert f"#{node}' --target-host" in result.stdout
+    plan = aws.run(*[a for a in args if a != "--no-install"], "--dry-run", "--age-key", ssh_pub)
+    assert f"--flake github:acme/odoo-box#{node} --target-host" in plan.stdout, plan.stderr
 
 
 def test_amis_lists_only_the_official_images_newest_release_first(aws: Aws):
@@ -95,7 +96,7 @@ def test_an_explicit_ami_must_be_nixos_and_another_owner_is_warned_of(aws: Aws, 
         ({"--root-gb": "20000"}, 2, "over gp3's largest volume (16384 GiB)"),
         ({"--node": "ec2-aarch64-boot"}, 2, "without -boot"),
         ({"--flake": "https://github.com/acme/odoo-box.git"}, 2, "give github:acme/odoo-box"),
-        ({"--flake": "/srv/odoo-box"}, 2, "is on this machine"),
+        ({"--flake": "/srv/odoo-box"}, 2, "--flake /srv/odoo-box: no flake.nix there"),
         ({"--ssh-cidr": "0.0.0.0/0"}, 2, "opens SSH to the whole internet"),
         ({"--ssh-cidr": "203.0.113.7"}, 0, None),  # one address is a /32
         ({"--ssh-cidr": "203.0.113.7/24"}, 2, "bad --ssh-cidr '203.0.113.7/24'"),
@@ -103,8 +104,11 @@ def test_an_explicit_ami_must_be_nixos_and_another_owner_is_warned_of(aws: Aws, 
         ({"--root-gb": "10"}, 2, "--root-gb 10 is too small"),
         ({"--root-gb": "30", "--backup-gb": "30"}, 2, "must differ"),
         ({"--flake": "github:acme/odoo-box#ec2-x86_64"}, 2, "without the #attribute"),
-        ({"--flake": "path:/home/me/odoo-box"}, 2, "is on this machine"),
+        ({"--flake": "path:/home/me/odoo-box"}, 2, "no flake.nix there"),
         ({"--subnet-id": "subnet-0123456789abcdef0"}, 2, "does not exist in eu-west-1"),
+        ({"--ssh-cidr": "2001:db8::/64"}, 2, "is IPv6, but the box gets no IPv6 address"),
+        ({"--flake": "github:acme/odoo-box?dir=" + "x" * 17000}, 2,
+         "--flake is 17025 characters long"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(aws: Aws, ssh_pub: Path, options, exit_code, message):
@@ -205,25 +209,34 @@ def test_no_region_is_a_usage_error(aws: Aws):
     assert result.returncode == 2 and "no region: give --region" in result.stderr
 
 
-def test_flake_defaults_to_the_checkout_origin(tmp_path: Path):
-    def origin(url: str) -> str | None:
-        repo = tmp_path / str(abs(hash(url)))
-        subprocess.run(["git", "init", "-q", repo], check=True)
-        subprocess.run(["git", "-C", repo, "remote", "add", "origin", url], check=True)
-        return spec.flake_from_git(repo)
-
-    assert origin("https://github.com/acme/odoo-box.git") == "github:acme/odoo-box"
-    assert origin("git@github.com:acme/odoo-box.git") == "github:acme/odoo-box"
-    assert origin("https://git.example.com/ops/box") == "git+https://git.example.com/ops/box"
-    assert origin("/srv/git/box") is None
-    assert spec.flake_from_git(tmp_path) is None  # not a git checkout
+def test_flake_defaults_to_the_checkout_around_the_working_directory(tmp_path: Path):
+    repo = tmp_path / "odoo-box"
+    (repo / "nix").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", repo], check=True)
+    assert spec.checkout(repo / "nix") is None  # no flake.nix at its top
+    (repo / "flake.nix").write_text("{ }\n")
+    assert spec.checkout(repo / "nix") == str(repo.resolve())
+    assert spec.checkout(tmp_path) is None  # not a git checkout
+    assert spec.check_flake(str(repo / "nix" / "..")) == str(repo.resolve())
 
 
 def test_up_without_flake_outside_a_checkout_says_what_to_give(aws: Aws, ssh_pub: Path):
     args = up_args(ssh_pub)
     del args[args.index("--flake") : args.index("--flake") + 2]
     result = aws.run(*args)
-    assert result.returncode == 2 and "give --flake URI" in result.stderr
+    assert result.returncode == 2 and "give --flake" in result.stderr
+
+
+def test_up_without_the_vault_identity_says_what_to_do(aws: Aws, ssh_pub: Path, tmp_path: Path):
+    repo = tmp_path / "odoo-box"
+    repo.mkdir()
+    (repo / "flake.nix").write_text("{ }\n")
+    args = [a for a in up_args(ssh_pub) if a != "--no-install"]
+    args[args.index("--flake") + 1] = str(repo)
+    result = aws.run(*args)
+    assert result.returncode == 2
+    assert f"no age identity at {repo}/vault/age.key: run `vaultgen generate`" in result.stderr
+    assert aws.proxy.actions == []
 
 
 def test_the_ssh_key_fingerprint_matches_ssh_keygen(ssh_pub: Path):
@@ -239,3 +252,77 @@ def test_an_unknown_profile_is_a_usage_error(aws: Aws):
     result = aws.run("amis", env={**aws.env, "AWS_PROFILE": "nosuchprofile"})
     assert result.returncode == 2
     assert "nosuchprofile" in result.stderr and "aws configure list-profiles" in result.stderr
+
+
+SECRET = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+
+
+@pytest.mark.parametrize(
+    "flake",
+    [f"git+https://x-access-token:{SECRET}@github.com/acme/odoo-box",
+     f"git+https://{SECRET}@github.com/acme/odoo-box",
+     f"git+https://gitlab.example.com/ops/box?private_token={SECRET}",
+     f"git+https://git.example.com/ops/box?ref=main&token={SECRET}",
+     f"github:acme/odoo-box?access_token={SECRET}",
+     f"git+ssh://git:{SECRET}@git.example.com/ops/box"],
+)  # fmt: skip
+def test_a_flake_url_carrying_a_credential_is_refused_without_repeating_it(
+    aws: Aws, ssh_pub: Path, flake: str
+):
+    args = up_args(ssh_pub)
+    args[args.index("--flake") + 1] = flake
+    for extra in ([], ["--dry-run"]):
+        result = aws.run(*args, *extra)
+        assert result.returncode == 2, result.stderr
+        assert "carries a credential" in result.stderr
+        assert SECRET not in result.stderr + result.stdout
+    assert aws.proxy.actions == []
+
+
+def test_a_plain_ssh_or_https_flake_is_no_credential():
+    for flake in ("git+ssh://git@github.com/acme/odoo-box", "github:acme/odoo-box?ref=main",
+                  "git+https://git.example.com/ops/box?ref=v1&dir=nix"):  # fmt: skip
+        assert spec.check_flake(flake) == flake
+
+
+def test_dry_run_with_a_key_name_that_does_not_exist_is_refused(aws: Aws, ssh_pub: Path):
+    args = up_args(ssh_pub, "--dry-run")
+    args[args.index("--ssh-key") : args.index("--ssh-key") + 2] = ["--key-name", "nosuch"]
+    result = aws.run(*args)
+    assert result.returncode == 2, result.stdout
+    assert "--key-name nosuch: no such key pair in eu-west-1" in result.stderr
+    assert aws.proxy.mutating() == []
+
+
+def test_aws_region_alone_chooses_the_region(aws: Aws):
+    env = {k: v for k, v in aws.env.items() if k != "AWS_DEFAULT_REGION"}
+    result = aws.run("amis", "--json", env={**env, "AWS_REGION": "eu-west-1"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)
+
+
+def test_several_ssh_cidrs_each_get_port_22(aws: Aws, ssh_pub: Path):
+    result = aws.run(*up_args(ssh_pub, "--ssh-cidr", "198.51.100.0/24", "--ssh-cidr", "192.0.2.9"))
+    assert result.returncode == 0, result.stderr
+    status = json.loads(aws.run("status", "--name", "shop", "--json").stdout)
+    ssh = {r["cidr"] for r in status["security_group"]["ingress"] if r["from_port"] == 22}
+    assert ssh == {"203.0.113.7/32", "198.51.100.0/24", "192.0.2.9/32"}
+
+
+def test_vpc_id_puts_the_group_and_the_instance_in_that_vpc(aws: Aws, ssh_pub: Path):
+    ec2 = aws.client()
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24",
+                               AvailabilityZone="eu-west-1b")["Subnet"]["SubnetId"]  # fmt: skip
+    result = aws.run(*up_args(ssh_pub, "--vpc-id", vpc))
+    assert result.returncode == 0, result.stderr
+    named = [{"Name": "group-name", "Values": ["odbox-shop"]}]
+    [group] = ec2.describe_security_groups(Filters=named)["SecurityGroups"]
+    assert group["VpcId"] == vpc
+    reservations = ec2.describe_instances(Filters=[{"Name": "tag:odbox:box", "Values": ["shop"]}])
+    [instance] = [i for r in reservations["Reservations"] for i in r["Instances"]]
+    assert instance["SubnetId"] == subnet
+    other = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    mismatch = aws.run(*up_args(ssh_pub, "--vpc-id", vpc, "--subnet-id",
+                                other["Subnets"][0]["SubnetId"], name="stage"))  # fmt: skip
+    assert mismatch.returncode == 2 and f"not --vpc-id {vpc}" in mismatch.stderr

@@ -13,10 +13,12 @@ from pathlib import Path
 import pexpect
 
 from ec2_install import policy
-from tests.ec2_install.conftest import Aws, up_args
+from tests.ec2_install.conftest import Aws, BoxSsh, backup_volume, up_args
 
 
-def test_the_policy_names_exactly_the_calls_the_commands_make(aws: Aws, ssh_pub: Path):
+def test_the_policy_names_exactly_the_calls_the_commands_make(
+    aws: Aws, ssh_pub: Path, box_ssh: BoxSsh, checkout: Path
+):
     ec2 = aws.client()
     subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
         "Subnets"
@@ -28,11 +30,20 @@ def test_the_policy_names_exactly_the_calls_the_commands_make(aws: Aws, ssh_pub:
         [a if a != "203.0.113.7/32" else "198.51.100.0/24" for a in up_args(ssh_pub)],
         ["status", "--name", "shop", "--json"],
         ["down", "--name", "shop", "--dry-run"],
-        ["down", "--name", "shop", "--yes", "--delete-backup-volume"],
     ]
     for args in runs:
         result = aws.run(*args)
         assert result.returncode == 0, (args, result.stderr)
+    aws.proxy.console = box_ssh.fingerprints()
+    install = [a for a in up_args(ssh_pub) if a != "--no-install"]
+    install[install.index("--flake") + 1] = str(checkout)
+    result = aws.run(*install, env=box_ssh.env(aws))
+    assert result.returncode == 0, result.stderr
+    kept = backup_volume(aws)
+    assert aws.run("down", "--name", "shop", "--yes").returncode == 0
+    assert aws.run(*up_args(ssh_pub, "--backup-volume-id", kept)).returncode == 0
+    delete = ["--delete-backup-volume", kept]
+    assert aws.run("down", "--name", "shop", "--yes", *delete).returncode == 0
     called = {f"ec2:{a}" for a in aws.proxy.actions}
     assert called == policy.actions(), (
         f"called but not in the policy: {sorted(called - policy.actions())}; "
@@ -65,7 +76,13 @@ def test_the_policy_is_a_valid_iam_document(aws: Aws):
             unconditioned.add(statement["Sid"])
             made = ("instance/*", "volume/*", "elastic-ip/*")
             assert not any(r.endswith(made) for r in statement["Resource"]), statement
-    assert unconditioned == {"LaunchFrom", "GroupInVpc", "AddressOnInterface", "RulesOfOwnGroup"}
+    assert unconditioned == {
+        "LaunchImage",
+        "LaunchFrom",
+        "GroupInVpc",
+        "AddressOnInterface",
+        "RulesOfOwnGroup",
+    }
 
 
 def test_a_terminal_shows_each_phase_and_the_next_steps(aws: Aws, ssh_pub: Path):
@@ -76,7 +93,7 @@ def test_a_terminal_shows_each_phase_and_the_next_steps(aws: Aws, ssh_pub: Path)
     seen = io.StringIO()
     child.logfile_read = seen
     for text in ("launch", "running", "status checks", "address", "box shop is up",
-                 "ssh root@", "copy the age key", "deploy the full configuration"):  # fmt: skip
+                 "ssh root@", "install: run the same `ec2-install up`"):  # fmt: skip
         child.expect_exact(text)
     child.expect(pexpect.EOF)
     child.close()

@@ -22,7 +22,7 @@ in
     enable = true;
     backend = "age";
     source = if builtins.pathExists vault then vault else null;
-    identity = "/var/lib/odbox/age.key"; # ec2-install's next steps copy it there
+    identity = "/var/lib/odbox/age.key"; # ec2-install up copies it there over SSH, before its switch
   };
   # Cloud mode: SSH keys only. The key ec2-install imported reaches root through the
   # instance metadata (amazon-init); the vault's own key works for both users.

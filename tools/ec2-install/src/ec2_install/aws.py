@@ -7,6 +7,7 @@ AWS_REGION, AWS_ENDPOINT_URL), as the AWS CLI does.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,8 @@ def session(region: str | None) -> Any:
     import boto3
     from botocore.exceptions import ProfileNotFound
 
+    # AWS_REGION as the AWS CLI v2 and the SDKs read it (botocore reads only AWS_DEFAULT_REGION).
+    region = region or os.environ.get("AWS_REGION") or None
     try:
         s = boto3.session.Session(region_name=region) if region else boto3.session.Session()
     except ProfileNotFound as e:

@@ -9,20 +9,18 @@ the tags name, except the backup volume unless asked.
 from __future__ import annotations
 
 import contextlib
-import os
-import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ec2_install import aws
 from ec2_install.amis import Ami
-from ec2_install.progress import Phases
+from ec2_install.progress import Phases, poll
 from ec2_install.spec import (
     AGE_KEY_PATH,
     BACKUP_DEVICE,
     KNOWN_GOOD,
+    TAG_BOX,
     TAG_KEY,
     TAG_ROLE,
     TAG_TOOL,
@@ -79,25 +77,70 @@ class Want:
     ami: Ami
     ssh_key: SshKey | None  # imported as odbox-NAME; None with --key-name
     key_name: str
-    ssh_cidr: str
+    ssh_cidrs: tuple[str, ...]
     flake: str
     node: str
     root_gb: int
     backup_gb: int
     subnet_id: str | None
     vpc_id: str
+    backup_volume_id: str | None  # a kept volume to attach instead of a new one
     user_data: str
+    install: bool = True
+    kms_key: str | None = None  # a customer-managed key for both volumes (default: EBS's own)
 
     @property
     def group_name(self) -> str:
         return f"odbox-{self.name}"
 
     def ingress(self) -> set[Rule]:
-        ssh = ("tcp", 22, 22, self.ssh_cidr)
-        return {ssh} | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
+        ssh = {("tcp", 22, 22, cidr) for cidr in self.ssh_cidrs}
+        return ssh | {("tcp", port, port, cidr) for port in (80, 443) for cidr in ANYWHERE}
 
 
-def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
+def kept_volume(ec2: Any, name: str, volume_id: str) -> dict[str, Any]:
+    """The volume --backup-volume-id names: a detached volume tagged for this box."""
+    from botocore.exceptions import ClientError
+
+    try:
+        volumes = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in (
+            "InvalidVolume.NotFound",
+            "InvalidParameterValue",
+        ):
+            volumes = []
+        else:
+            raise aws.AwsError(f"looking up volume {volume_id}: {aws.describe(e)}") from e
+    if not volumes:
+        raise UsageError(f"--backup-volume-id {volume_id} does not exist in this region")
+    volume: dict[str, Any] = volumes[0]
+    tags = aws.tag_dict(volume)
+    if tags.get(TAG_BOX) != name or tags.get(TAG_TOOL) != TOOL:
+        raise UsageError(
+            f"--backup-volume-id {volume_id} is not a kept volume of box {name} "
+            f"(it is tagged for {tags.get(TAG_BOX) or 'no box'}): ec2-install attaches only "
+            "the box's own volumes"
+        )
+    if volume["State"] == "available":
+        return volume
+    on = [a["InstanceId"] for a in volume.get("Attachments") or []]
+    if volume["State"] == "in-use" and on:
+        instance = _describe_instance(ec2, on[0])
+        if instance is not None and aws.tag_dict(instance).get(TAG_BOX) == name:
+            return volume  # already on this box's instance (a re-run)
+    raise UsageError(f"--backup-volume-id {volume_id} is {volume['State']}, not free to attach")
+
+
+def placement(
+    ec2: Any,
+    region: str,
+    subnet_id: str | None,
+    vpc_id: str | None,
+    zone: str | None,
+) -> tuple[str | None, str]:
+    """The subnet (None: AWS's choice in the default VPC) and VPC of the box; `zone` is the
+    availability zone a kept backup volume lives in, where the instance must run too."""
     if subnet_id:
         subnets = aws.call(
             f"looking up subnet {subnet_id}",
@@ -106,15 +149,39 @@ def vpc_of(ec2: Any, subnet_id: str | None, region: str) -> str:
         )["Subnets"]
         if not subnets:
             raise UsageError(f"--subnet-id {subnet_id} does not exist in {region}")
-        return str(subnets[0]["VpcId"])
-    vpcs = aws.call(
-        "looking up the default VPC",
-        ec2.describe_vpcs,
-        Filters=[{"Name": "isDefault", "Values": ["true"]}],
-    )["Vpcs"]
-    if not vpcs:
-        raise UsageError(f"{region} has no default VPC: give --subnet-id of a public subnet")
-    return str(vpcs[0]["VpcId"])
+        subnet = subnets[0]
+        if vpc_id and subnet["VpcId"] != vpc_id:
+            raise UsageError(
+                f"--subnet-id {subnet_id} is in {subnet['VpcId']}, not --vpc-id {vpc_id}"
+            )
+        if zone and subnet["AvailabilityZone"] != zone:
+            raise UsageError(
+                f"--subnet-id {subnet_id} is in {subnet['AvailabilityZone']}, but the backup "
+                f"volume is in {zone}: give a subnet of {zone}"
+            )
+        return subnet_id, str(subnet["VpcId"])
+    if vpc_id is None:
+        vpcs = aws.call(
+            "looking up the default VPC",
+            ec2.describe_vpcs,
+            Filters=[{"Name": "isDefault", "Values": ["true"]}],
+        )["Vpcs"]
+        if not vpcs:
+            raise UsageError(f"{region} has no default VPC: give --vpc-id or --subnet-id")
+        default = str(vpcs[0]["VpcId"])
+        if zone is None:
+            return None, default
+        vpc_id = default
+    filters = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    if zone:
+        filters.append({"Name": "availability-zone", "Values": [zone]})
+    subnets = aws.call("looking up subnets", ec2.describe_subnets, Filters=filters)["Subnets"]
+    if not subnets:
+        where = f" in {zone} (where the backup volume is)" if zone else ""
+        raise UsageError(f"--vpc-id {vpc_id} has no subnet{where}: give --subnet-id")
+    # the zone's default subnet first (public), then the rest by zone and ID
+    subnets.sort(key=lambda n: (not n.get("DefaultForAz"), n["AvailabilityZone"], n["SubnetId"]))
+    return str(subnets[0]["SubnetId"]), vpc_id
 
 
 # ----------------------------------------------------------------------------- what is there
@@ -133,12 +200,9 @@ class Found:
     def empty(self) -> bool:
         return not (self.instance or self.group or self.key_pair or self.addresses or self.volumes)
 
-    def kept_backup_volumes(self) -> list[dict[str, Any]]:
-        return [
-            v
-            for v in self.volumes
-            if aws.tag_dict(v).get(TAG_ROLE) == "backup" and not v.get("Attachments")
-        ]
+    def detached_volumes(self) -> list[dict[str, Any]]:
+        """Volumes of the box attached to nothing: an earlier box's kept backup, or more."""
+        return [v for v in self.volumes if not v.get("Attachments")]
 
 
 def find(ec2: Any, name: str) -> Found:
@@ -222,7 +286,7 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
         found.group is None
         and found.key_pair is None
         and not found.addresses
-        and all(v in found.kept_backup_volumes() for v in found.volumes)
+        and all(v in found.detached_volumes() for v in found.volumes)
     ):
         doc["state"] = "down"  # only kept backup volumes are left
     else:
@@ -341,7 +405,7 @@ class UpResult:
     notes: list[str]
 
 
-def plan(want: Want, found: Found) -> list[str]:
+def plan(ec2: Any, want: Want, found: Found) -> list[str]:
     """The steps `up` would take, in order, for --dry-run (reads only)."""
     steps: list[str] = []
     if found.instance is not None:
@@ -350,6 +414,8 @@ def plan(want: Want, found: Found) -> list[str]:
             f"box {want.name} exists: {i['InstanceId']} ({i['InstanceType']}, "
             f"{i['State']['Name']}); no new instance"
         )
+    if want.ssh_key is None and found.instance is None:
+        _existing_key_pair(ec2, want)
     if want.ssh_key is not None and found.key_pair is None:
         steps.append(
             f"import key pair {want.key_name} ({want.ssh_key.kind} {want.ssh_key.fingerprint})"
@@ -370,13 +436,22 @@ def plan(want: Want, found: Found) -> list[str]:
             f"from {want.ami.id} ({want.ami.name}), "
             f"IMDSv2 required, {want.root_gb} GB gp3 encrypted root, {want.backup_gb} GB gp3 "
             f"encrypted backup volume kept at termination, user data {len(want.user_data)} bytes "
-            f"switching once to {want.flake}#{want.node}-boot",
+            "preparing the backup disk",
             "wait until it runs, then until both status checks pass",
         ]
+    if want.backup_volume_id is not None:
+        steps.append(f"attach the kept volume {want.backup_volume_id} at {BACKUP_DEVICE}")
     if not found.addresses:
         steps.append("allocate an Elastic IP and associate it")
     elif not found.addresses[0].get("InstanceId"):
         steps.append(f"associate the Elastic IP {found.addresses[0]['PublicIp']}")
+    if want.install:
+        steps += [
+            "pin the SSH host key to the fingerprints on the instance's console",
+            f"copy the age identity to {AGE_KEY_PATH} (0400 root) over that connection",
+            f"nixos-rebuild switch --flake {want.flake}#{want.node} --target-host root@IP",
+            "wait until /odbox/health answers through Nginx",
+        ]
     if found.empty:
         tags = ", ".join(f"{t['Key']}={t['Value']}" for t in aws.tags(want.name, want.name))
         steps.append(f"tag everything at creation: {tags}")
@@ -387,16 +462,18 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     """Make what is missing of the box; on any failure (or Ctrl-C) undo what this run made."""
     found = find(ec2, want.name)
     notes: list[str] = []
-    for v in found.kept_backup_volumes():
+    for v in found.detached_volumes():
         notes.append(
-            f"the backup volume {v['VolumeId']} of an earlier {want.name} is kept "
+            f"the {aws.tag_dict(v).get(TAG_ROLE) or 'untagged'} volume {v['VolumeId']} "
+            f"of an earlier {want.name} is kept "
             f"({v['Size']} GB, {v['AvailabilityZone']}); the new box gets its own"
         )
     instance = found.instance
     if instance is not None and instance["State"]["Name"] in ("stopping", "stopped"):
         raise ToolError(
             f"box {want.name} ({instance['InstanceId']}) is {instance['State']['Name']}: start it "
-            f"(aws ec2 start-instances --instance-ids {instance['InstanceId']}) and run up again"
+            f"(aws ec2 start-instances --region {want.region} --instance-ids "
+            f"{instance['InstanceId']}) and run up again"
         )
     ledger = Ledger()
     step = "checking the key pair"
@@ -428,16 +505,19 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
                 step = "running"
                 with phases.phase("running", f"waiting for {instance['InstanceId']} to run"):
                     instance = _wait_running(ec2, instance["InstanceId"])
-            if created:
-                _tag_volume_roles(ec2, instance, want.ami.root_device)
-            # The address comes before the status checks: the first boot fetches the flake,
+            if want.backup_volume_id is not None:
+                step = "attaching the backup volume"
+                instance = _attach_backup(ec2, want, instance)
+            step = "tagging the volumes"
+            _tag_volume_roles(ec2, instance, want.ami.root_device, found.volumes)
+            # The address comes before the status checks: `up` then reaches the box there,
             # and its public address must not change under it.
             step = "address"
             public_ip = _ensure_address(ec2, want, found, instance["InstanceId"], ledger, phases)
             if created:
                 step = "status checks"
                 with phases.phase("status checks", "waiting for the system and instance checks"):
-                    _wait_status_ok(ec2, instance["InstanceId"])
+                    _wait_status_ok(ec2, instance["InstanceId"], want.region)
     except BaseException as e:
         if not ledger.items:
             raise
@@ -467,18 +547,24 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
+def _existing_key_pair(ec2: Any, want: Want) -> list[dict[str, Any]]:
+    """The key pair named want.key_name ([] if none); with --key-name it must exist."""
     from botocore.exceptions import ClientError
 
     try:
-        pairs = ec2.describe_key_pairs(KeyNames=[want.key_name])["KeyPairs"]
+        pairs: list[dict[str, Any]] = ec2.describe_key_pairs(KeyNames=[want.key_name])["KeyPairs"]
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") != "InvalidKeyPair.NotFound":
             raise aws.AwsError(f"looking up key pair {want.key_name}: {aws.describe(e)}") from e
         pairs = []
-    if want.ssh_key is None:  # --key-name: the user's own key pair, used as it is
-        if not pairs:
-            raise UsageError(f"--key-name {want.key_name}: no such key pair in {want.region}")
+    if want.ssh_key is None and not pairs:  # --key-name: the user's own key pair
+        raise UsageError(f"--key-name {want.key_name}: no such key pair in {want.region}")
+    return pairs
+
+
+def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
+    pairs = _existing_key_pair(ec2, want)
+    if want.ssh_key is None:  # --key-name: used as it is
         return want.key_name
     if pairs:
         tags = aws.tag_dict(pairs[0])
@@ -486,7 +572,7 @@ def _ensure_key_pair(ec2: Any, want: Want, found: Found, ledger: Ledger) -> str:
             raise UsageError(
                 f"a key pair named {want.key_name} exists with another key: give --key-name "
                 f"{want.key_name} to use it, or delete it "
-                f"(aws ec2 delete-key-pair --key-name {want.key_name})"
+                f"(aws ec2 delete-key-pair --region {want.region} --key-name {want.key_name})"
             )
         return want.key_name
     aws.call(
@@ -558,14 +644,14 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
         )
     if group is not None and (missing or extra):
         phases.say(
-            f"security group {group_id}: now 22 only from {want.ssh_cidr}, 80 and 443 from anywhere"
+            f"security group {group_id}: now 22 only from {', '.join(want.ssh_cidrs)}, "
+            "80 and 443 from anywhere"
         )
     return str(group_id)
 
 
 def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) -> dict[str, Any]:
-    import uuid
-
+    kms = {"KmsKeyId": want.kms_key} if want.kms_key else {}
     volumes = [
         {
             "DeviceName": want.ami.root_device,
@@ -574,22 +660,23 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 "VolumeType": "gp3",
                 "Encrypted": True,
                 "DeleteOnTermination": True,
+                **kms,
             },
         },
-        {
+    ]
+    if want.backup_volume_id is None:
+        volumes.append({
             "DeviceName": BACKUP_DEVICE,
             "Ebs": {
                 "VolumeSize": want.backup_gb,
                 "VolumeType": "gp3",
                 "Encrypted": True,
                 "DeleteOnTermination": False,
+                **kms,
             },
-        },
-    ]
+        })  # fmt: skip
     extra = {"SubnetId": want.subnet_id} if want.subnet_id else {}
-    response = aws.call(
-        "launching the instance",
-        ec2.run_instances,
+    params: dict[str, Any] = dict(
         ImageId=want.ami.id,
         InstanceType=want.instance_type,
         MinCount=1,
@@ -603,33 +690,65 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
             "HttpPutResponseHopLimit": 1,
         },
         UserData=want.user_data,
-        ClientToken=str(uuid.uuid4()),
+        ClientToken=client_token(want.name, group_id),
         TagSpecifications=[
             aws.tag_spec("instance", want.name, want.name),
             aws.tag_spec("volume", want.name, want.name),
         ],
         **extra,
     )
+    try:
+        response = ec2.run_instances(**params)
+    except aws.errors() as e:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(e, ClientError):  # no answer: it may have launched
+            ledger.made("the instance of this launch", lambda: _undo_launch(ec2, want, params))
+        raise aws.AwsError(f"launching the instance: {aws.describe(e)}") from e
+    except BaseException:  # Ctrl-C or SIGTERM while the request was on the wire
+        ledger.made("the instance of this launch", lambda: _undo_launch(ec2, want, params))
+        raise
     instance: dict[str, Any] = response["Instances"][0]
     instance_id = instance["InstanceId"]
 
-    def undo() -> None:
-        _terminate(ec2, instance_id, delete_kept_volumes=True)
+    def undo() -> None:  # the kept volume attached to it is never this run's to delete
+        _terminate(ec2, instance_id, delete_kept_volumes=True, spare=want.backup_volume_id)
 
     ledger.made(f"instance {instance_id} and its volumes", undo)
     return instance
 
 
-def _poll(what: str, timeout: float, check: Callable[[], Any]) -> Any:
-    """Call `check` now and every few seconds until it returns something truthy."""
-    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise ToolError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+def client_token(name: str, group_id: str) -> str:
+    """RunInstances' idempotency token: the same for every run of one box (its group lives
+    as long as the box does, and a new box gets a new group), so a run killed after sending
+    the launch and the run after it get the same instance from AWS, never a second one."""
+    import hashlib
+
+    return f"odbox-{hashlib.sha256(f'{name}/{group_id}'.encode()).hexdigest()[:40]}"
+
+
+def _undo_launch(ec2: Any, want: Want, params: dict[str, Any]) -> None:
+    """Remove the instance of a launch whose answer never came (interrupted, connection lost).
+
+    AWS answers a RunInstances with the same ClientToken and parameters with the instance
+    the first one made (or makes it now); every live instance of the box carrying that
+    token goes too (a server that ignores the token, such as moto, launches another)."""
+    token = params["ClientToken"]
+    ids = {i["InstanceId"] for i in ec2.run_instances(**params)["Instances"]}
+    reservations = ec2.describe_instances(
+        Filters=[
+            *aws.box_filters(want.name),
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+    )["Reservations"]
+    ids |= {
+        i["InstanceId"]
+        for r in reservations
+        for i in r["Instances"]
+        if i.get("ClientToken") == token
+    }
+    for instance_id in sorted(ids):
+        _terminate(ec2, instance_id, delete_kept_volumes=True, spare=want.backup_volume_id)
 
 
 def _describe_instance(ec2: Any, instance_id: str) -> dict[str, Any] | None:
@@ -655,11 +774,11 @@ def _wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
             raise ToolError(f"instance {instance_id} is {state}: {reason}")
         return instance if state == "running" else None
 
-    result: dict[str, Any] = _poll(f"{instance_id} to run", RUNNING_TIMEOUT, check)
+    result: dict[str, Any] = poll(f"{instance_id} to run", RUNNING_TIMEOUT, check)
     return result
 
 
-def _wait_status_ok(ec2: Any, instance_id: str) -> None:
+def _wait_status_ok(ec2: Any, instance_id: str, region: str) -> None:
     """Both checks ok. "impaired" counts as not yet: the first boot's switch can trip them."""
     last = ["not reported yet"]
 
@@ -673,19 +792,55 @@ def _wait_status_ok(ec2: Any, instance_id: str) -> None:
         return bool(system == "ok" and inst == "ok")
 
     try:
-        _poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
+        poll(f"the status checks of {instance_id}", STATUS_TIMEOUT, check)
     except ToolError as e:
         raise ToolError(
             f"{e} (last: {last[0]}); see its console output (aws ec2 get-console-output "
-            f"--instance-id {instance_id})"
+            f"--region {region} --instance-id {instance_id})"
         ) from None
 
 
-def _tag_volume_roles(ec2: Any, instance: dict[str, Any], root_device: str) -> None:
+def _attach_backup(ec2: Any, want: Want, instance: dict[str, Any]) -> dict[str, Any]:
+    """The kept volume at the backup device, once (a re-run finds it there)."""
+    at = {
+        m["DeviceName"]: m.get("Ebs", {}).get("VolumeId")
+        for m in instance.get("BlockDeviceMappings", [])
+    }
+    if at.get(BACKUP_DEVICE) == want.backup_volume_id:
+        return instance
+    if at.get(BACKUP_DEVICE):
+        raise ToolError(
+            f"{instance['InstanceId']} already has {at[BACKUP_DEVICE]} at {BACKUP_DEVICE}, not "
+            f"--backup-volume-id {want.backup_volume_id}: ec2-install does not swap a box's disks"
+        )
+    aws.call(
+        f"attaching {want.backup_volume_id}",
+        ec2.attach_volume,
+        VolumeId=want.backup_volume_id,
+        InstanceId=instance["InstanceId"],
+        Device=BACKUP_DEVICE,
+    )
+
+    def attached() -> dict[str, Any] | None:
+        i = _describe_instance(ec2, instance["InstanceId"])
+        maps = {m["DeviceName"]: m.get("Ebs", {}) for m in (i or {}).get("BlockDeviceMappings", [])}
+        return i if maps.get(BACKUP_DEVICE, {}).get("VolumeId") == want.backup_volume_id else None
+
+    result: dict[str, Any] = poll(f"{want.backup_volume_id} to attach", RUNNING_TIMEOUT, attached)
+    return result
+
+
+def _tag_volume_roles(
+    ec2: Any, instance: dict[str, Any], root_device: str, volumes: list[dict[str, Any]]
+) -> None:
+    """Each volume's role tag, on every run: a first run killed before it leaves them untagged."""
+    tagged = {v["VolumeId"]: aws.tag_dict(v).get(TAG_ROLE) for v in volumes}
     for mapping in instance.get("BlockDeviceMappings", []):
         role = {root_device: "root", BACKUP_DEVICE: "backup"}.get(mapping["DeviceName"])
         if role and "Ebs" in mapping:
             volume_id = mapping["Ebs"]["VolumeId"]
+            if tagged.get(volume_id) == role:
+                continue
             aws.call(
                 f"tagging volume {volume_id}",
                 ec2.create_tags,
@@ -728,30 +883,30 @@ def _ensure_address(
     return str(address["PublicIp"])
 
 
-def next_steps(name: str, ip: str, flake: str, node: str) -> list[str]:
-    host = f"root@{ip}"
-    return [
-        f"ssh {host}",
-        f"1. watch the first boot switch to {node}-boot: ssh {host} journalctl -fu amazon-init",
-        f"2. copy the age key (never in user data): ssh {host} 'install -d -m 700 "
-        f"{AGE_KEY_PATH.rsplit('/', 1)[0]} && umask 077 && cat > {AGE_KEY_PATH}' < vault/age.key",
-        f"3. deploy the full configuration: nixos-rebuild switch --flake "
-        f"{shlex.quote(f'{flake}#{node}')} "
-        f"--target-host {host} --build-host {host}",
-        f"status: ec2-install status --name {name}; remove: ec2-install down --name {name}",
-    ]
+def next_steps(name: str, region: str, ip: str, *, installed: bool) -> list[str]:
+    box = f"--region {region} --name {name}"
+    lines = [f"ssh root@{ip}"]
+    if not installed:
+        lines.append("install: run the same `ec2-install up` without --no-install")
+    lines.append(f"status: ec2-install status {box}; remove: ec2-install down {box}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- down
 
 
-def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> None:
-    """Terminate, wait until gone; then delete its kept (backup) volumes if asked."""
+def _terminate(
+    ec2: Any, instance_id: str, *, delete_kept_volumes: bool, spare: str | None = None
+) -> None:
+    """Terminate, wait until gone; then delete its kept (backup) volumes if asked, but
+    never `spare` (a kept volume of an earlier box that this run attached)."""
     instance = _describe_instance(ec2, instance_id)
     kept = [
         m["Ebs"]["VolumeId"]
         for m in (instance or {}).get("BlockDeviceMappings", [])
-        if "Ebs" in m and not m["Ebs"].get("DeleteOnTermination", True)
+        if "Ebs" in m
+        and not m["Ebs"].get("DeleteOnTermination", True)
+        and m["Ebs"]["VolumeId"] != spare
     ]
     ec2.terminate_instances(InstanceIds=[instance_id])
 
@@ -759,7 +914,7 @@ def _terminate(ec2: Any, instance_id: str, *, delete_kept_volumes: bool) -> None
         i = _describe_instance(ec2, instance_id)
         return i is None or i["State"]["Name"] == "terminated"
 
-    _poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
+    poll(f"{instance_id} to terminate", TERMINATE_TIMEOUT, gone)
     if delete_kept_volumes:
         for volume_id in kept:
             _delete_volume(ec2, volume_id)
@@ -780,7 +935,7 @@ def _delete_when_free(what: str, delete: Callable[[], Any], gone: str, busy: str
                 raise
         return True
 
-    _poll(f"{what} to be free", TERMINATE_TIMEOUT, done)
+    poll(f"{what} to be free", TERMINATE_TIMEOUT, done)
 
 
 def _delete_volume(ec2: Any, volume_id: str) -> None:
@@ -796,18 +951,53 @@ def _delete_group(ec2: Any, group_id: str) -> None:
                       "InvalidGroup.NotFound", "DependencyViolation")  # fmt: skip
 
 
-def down_plan(found: Found, delete_backup_volume: bool) -> list[str]:
+def kept_volume_ids(found: Found) -> set[str]:
+    """The volumes `down` keeps unless named: every volume of the box but a root the
+    instance deletes itself. What the instance's mapping keeps at termination or holds at
+    the backup device is kept whatever its tags say (a run killed before tagging left none)."""
+    ids = {v["VolumeId"] for v in found.volumes}
+    for m in (found.instance or {}).get("BlockDeviceMappings", []):
+        ebs = m.get("Ebs") or {}
+        if not ebs.get("VolumeId"):
+            continue
+        if m.get("DeviceName") == BACKUP_DEVICE or not ebs.get("DeleteOnTermination", True):
+            ids.add(ebs["VolumeId"])
+        else:
+            ids.discard(ebs["VolumeId"])  # goes with the instance
+    return ids
+
+
+def check_named_volumes(found: Found, named: list[str]) -> list[str]:
+    """The volumes named by --delete-backup-volume: each must be one of this box's."""
+    mine = kept_volume_ids(found)
+    for volume_id in named:
+        if volume_id not in mine:
+            listed = ", ".join(sorted(mine)) or "none"
+            raise UsageError(
+                f"--delete-backup-volume {volume_id} is not a kept volume of box {found.name} "
+                f"(its kept volumes: {listed}); nothing was removed"
+            )
+    return list(dict.fromkeys(named))
+
+
+def _volume_line(found: Found, volume_id: str) -> str:
+    v = next((v for v in found.volumes if v["VolumeId"] == volume_id), None)
+    role = (aws.tag_dict(v).get(TAG_ROLE) if v else None) or "untagged"
+    size = f"{v['Size']} GB, made {str(v.get('CreateTime', '?'))[:19]}" if v else "attached"
+    attached = [a["InstanceId"] for a in (v or {}).get("Attachments") or []]
+    on = f", on {attached[0]}" if attached else ", not attached"
+    return f"{role} volume {volume_id} of box {found.name} ({size}{on})"
+
+
+def down_plan(found: Found, delete_volumes: list[str]) -> list[str]:
     steps = []
     for a in found.addresses:
         steps.append(f"release Elastic IP {a['PublicIp']} ({a['AllocationId']})")
     if found.instance is not None:
         steps.append(f"terminate {found.instance['InstanceId']} (its root volume goes with it)")
-    for v in found.volumes:
-        role = aws.tag_dict(v).get(TAG_ROLE)
-        if role == "backup" and not delete_backup_volume:
-            steps.append(f"keep backup volume {v['VolumeId']} ({v['Size']} GB)")
-        elif role != "root" or not v.get("Attachments"):
-            steps.append(f"delete {role or 'untagged'} volume {v['VolumeId']} ({v['Size']} GB)")
+    for volume_id in sorted(kept_volume_ids(found)):
+        verb = "DELETE" if volume_id in delete_volumes else "keep"
+        steps.append(f"{verb} {_volume_line(found, volume_id)}")
     if found.group is not None:
         steps.append(f"delete security group {found.group['GroupId']} ({found.group['GroupName']})")
     if found.key_pair is not None:
@@ -815,9 +1005,12 @@ def down_plan(found: Found, delete_backup_volume: bool) -> list[str]:
     return steps
 
 
-def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> list[str]:
-    """Remove what is tagged for the box, the backup volume only if asked; return what went."""
+def down(
+    ec2: Any, found: Found, delete_volumes: list[str], phases: Phases, region: str
+) -> list[str]:
+    """Remove what is tagged for the box but its volumes, of which only those named go."""
     removed: list[str] = []
+    kept = kept_volume_ids(found)
     for a in found.addresses:
         if a.get("AssociationId"):
             aws.call(
@@ -832,17 +1025,16 @@ def down(ec2: Any, found: Found, delete_backup_volume: bool, phases: Phases) -> 
         with phases.phase("terminate", instance_id), aws.failing(f"terminating {instance_id}"):
             _terminate(ec2, instance_id, delete_kept_volumes=False)
         removed.append(f"instance {instance_id}")
-    for v in find(ec2, found.name).volumes if found.instance is not None else found.volumes:
-        role = aws.tag_dict(v).get(TAG_ROLE)
-        if role == "backup" and not delete_backup_volume:
+    for volume_id in sorted(kept):
+        if volume_id not in delete_volumes:
             phases.say(
-                f"kept the backup volume {v['VolumeId']} ({v['Size']} GB); "
-                "`down --delete-backup-volume` removes it"
+                f"kept the {_volume_line(found, volume_id)}; `ec2-install down --region {region} "
+                f"--name {found.name} --delete-backup-volume {volume_id}` removes it"
             )
             continue
-        with aws.failing(f"deleting volume {v['VolumeId']}"):
-            _delete_volume(ec2, v["VolumeId"])
-        removed.append(f"{role or 'untagged'} volume {v['VolumeId']}")
+        with aws.failing(f"deleting volume {volume_id}"):
+            _delete_volume(ec2, volume_id)
+        removed.append(f"volume {volume_id}")
     if found.group is not None:
         with aws.failing(f"deleting security group {found.group['GroupId']}"):
             _delete_group(ec2, found.group["GroupId"])

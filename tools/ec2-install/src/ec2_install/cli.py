@@ -21,9 +21,11 @@ app = runner.typer_app(
     (
         "One command from nothing to a NixOS Odoo box on EC2: the newest official NixOS "
         "image, encrypted root and backup volumes, a security group with only 22/80/443, "
-        "IMDSv2, an Elastic IP, and a first boot that formats the backup disk and switches "
-        "to the flake's -boot configuration. Everything is tagged with the box's name; "
-        "re-running finds it, `down` removes it (keeping the backup volume).\n\n"
+        "IMDSv2, an Elastic IP, a first boot that formats the backup disk; then, from this "
+        "laptop over SSH with the host key pinned from the console, the vault's age key and "
+        "nixos-rebuild switch to the flake's machine, until /odbox/health answers. "
+        "Everything is tagged with the box's name; re-running finds it and resumes, `down` "
+        "removes it (keeping its volumes).\n\n"
         "AWS credentials and region come from the standard AWS environment (AWS_PROFILE, "
         "AWS_REGION, AWS_ENDPOINT_URL…).\n\n"
         "Exit codes: 0 ok, 1 failed, 2 usage."
@@ -78,9 +80,12 @@ def up(
         ),
     ],
     ssh_cidr: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--ssh-cidr", metavar="CIDR", help="Who may reach port 22, e.g. 203.0.113.7/32."
+            "--ssh-cidr",
+            metavar="CIDR",
+            help="Who may reach port 22, e.g. 203.0.113.7/32 (IPv4: the box has no IPv6 "
+            "address); repeat for more networks.",
         ),
     ],
     region: Region = None,
@@ -101,8 +106,8 @@ def up(
             "--flake",
             envvar="ODBOX_FLAKE",
             metavar="URI",
-            help="Flake the box switches to at first boot "
-            "(default: this checkout's origin, e.g. github:acme/odoo-box).",
+            help="Flake this laptop builds the box from: a checkout (default: the one you are "
+            "in, local commits included) or a URI such as github:acme/odoo-box.",
         ),
     ] = None,
     node: Annotated[
@@ -110,10 +115,45 @@ def up(
         typer.Option(
             "--node",
             metavar="NAME",
-            help="The flake's machine (default: ec2-aarch64 or ec2-x86_64); "
-            "its NAME-boot variant is switched to first.",
+            help="The flake's machine (default: ec2-aarch64 or ec2-x86_64).",
         ),
     ] = None,
+    age_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--age-key",
+            metavar="FILE",
+            help="The vault's age identity, copied to the box over the pinned SSH connection "
+            "(default: vault/age.key of the checkout).",
+        ),
+    ] = None,
+    ssh_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-config",
+            envvar="EC2_INSTALL_SSH_CONFIG",
+            metavar="FILE",
+            help="An ssh_config for every connection to the box (a bastion's ProxyJump…).",
+        ),
+    ] = None,
+    build_host: Annotated[
+        bool,
+        typer.Option("--build-host", help="Build the system on the box, not on this laptop."),
+    ] = False,
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key",
+            metavar="ARN",
+            help="Encrypt both volumes with this KMS key (`policy --kms-key` allows it).",
+        ),
+    ] = None,
+    no_install: Annotated[
+        bool,
+        typer.Option(
+            "--no-install", help="Stop once the instance runs: no SSH, no key, no switch."
+        ),
+    ] = False,
     ami: Annotated[
         str | None,
         typer.Option(
@@ -128,27 +168,50 @@ def up(
             "--subnet-id", metavar="ID", help="A public subnet (default: the default VPC's)."
         ),
     ] = None,
+    vpc_id: Annotated[
+        str | None,
+        typer.Option("--vpc-id", metavar="ID", help="The VPC (default: the region's default)."),
+    ] = None,
+    backup_volume_id: Annotated[
+        str | None,
+        typer.Option(
+            "--backup-volume-id",
+            metavar="ID",
+            help="Attach this kept backup volume of the box (an earlier `down` kept it) instead "
+            "of making one; the box runs in its availability zone.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; make no change (reads only).")
     ] = False,
     debug: Debug = False,
 ) -> None:
-    """Make the box (or what is missing of it), wait until it is healthy, print how to go on."""
+    """Make the box (or what is missing of it), install it over SSH, wait until it answers."""
     from ec2_install import spec
 
     spec.check_name(name)
-    cidr = spec.check_cidr(ssh_cidr)
+    cidrs = spec.check_cidrs(ssh_cidr)
     spec.check_sizes(root_gb, backup_gb)
     if (ssh_key is None) == (key_name is None):
         raise UsageError("give one of --ssh-key PUB (imported as odbox-NAME) and --key-name NAME")
     key = spec.SshKey.read(ssh_key) if ssh_key is not None else None
-    if flake is None and (flake := spec.flake_from_git()) is None:
-        raise UsageError("give --flake URI: this checkout has no origin remote the box could fetch")
+    if flake is None and (flake := spec.checkout()) is None:
+        raise UsageError("give --flake: this is not a git checkout of an Odoo Box flake")
     flake = spec.check_flake(flake)
+    if age_key is None and not no_install:
+        if not flake.startswith("/"):
+            raise UsageError(f"give --age-key FILE: --flake {flake} is not a checkout here")
+        age_key = Path(flake) / "vault" / "age.key"
+    if age_key is not None and not no_install and not age_key.is_file():
+        raise UsageError(
+            f"no age identity at {age_key}: run `vaultgen generate` in the checkout, "
+            "or give --age-key FILE"
+        )
     if node is not None:
         spec.check_node(node)
 
-    from ec2_install import amis, box, userdata
+    from ec2_install import amis, box, progress, userdata
+    from ec2_install import policy as policy_module
     from ec2_install.progress import phases_for
 
     ec2, region_name = _client(region)
@@ -164,6 +227,13 @@ def up(
     if not box.known_good(instance_type, arch):
         good = ", ".join(t for types in spec.KNOWN_GOOD.values() for t in types)
         console.warn(f"{instance_type} is not one Odoo Box is tested on ({good}); going on")
+    kept = box.kept_volume(ec2, name, backup_volume_id) if backup_volume_id else None
+    if kept is not None:
+        backup_gb = int(kept["Size"])  # the first boot finds the disk by this size
+        spec.check_sizes(root_gb, backup_gb)
+    subnet, vpc = box.placement(
+        ec2, region_name, subnet_id, vpc_id, kept["AvailabilityZone"] if kept else None
+    )
     node_name = node or spec.NODES.get(arch)
     if node_name is None:
         raise UsageError(f"no Odoo Box machine for {arch}: give --node")
@@ -175,23 +245,20 @@ def up(
         ami=image,
         ssh_key=key,
         key_name=key_name or f"odbox-{name}",
-        ssh_cidr=cidr,
+        ssh_cidrs=cidrs,
         flake=flake,
         node=node_name,
         root_gb=root_gb,
         backup_gb=backup_gb,
-        subnet_id=subnet_id,
-        vpc_id=box.vpc_of(ec2, subnet_id, region_name),
-        user_data=userdata.render(
-            box=name,
-            flake=flake,
-            node=node_name,
-            backup_gb=backup_gb,
-            backup_device=spec.BACKUP_DEVICE,
-        ),
+        subnet_id=subnet,
+        vpc_id=vpc,
+        backup_volume_id=backup_volume_id,
+        user_data=userdata.render(box=name, backup_gb=backup_gb, backup_device=spec.BACKUP_DEVICE),
+        install=not no_install,
+        kms_key=policy_module.check_kms_key(kms_key) if kms_key else None,
     )
     if dry_run:
-        steps = box.plan(want, box.find(ec2, name))
+        steps = box.plan(ec2, want, box.find(ec2, name))
         console.say(f"plan for box {name} in {region_name}; nothing was changed:")
         for i, step in enumerate(steps, 1):
             sys.stdout.write(f"  {i}. {step}\n")
@@ -201,14 +268,41 @@ def up(
     for note in result.notes:
         console.warn(note)
     state = "is up" if result.created else "was already there"
-    console.say(
+    progress.say(
         f"box {name} {state}: {result.instance_id} ({result.instance_type}, "
         f"{result.architecture}, {image.name if result.created else result.image_id}) "
         f"at {result.public_ip}"
     )
     node_name = node or spec.NODES.get(result.architecture, node_name)
-    for line in box.next_steps(name, result.public_ip, flake, node_name):
-        sys.stdout.write(f"  {line}\n")
+    if not no_install:
+        from ec2_install import install
+
+        job = install.Install(
+            name=name,
+            region=region_name,
+            instance_id=result.instance_id,
+            ip=result.public_ip,
+            flake=flake,
+            node=node_name,
+            age_key=age_key or Path("vault/age.key"),
+            identity=_identity(ssh_key),
+            ssh_config=ssh_config,
+            build_host=build_host,
+            state_dir=install.state_dir(region_name, name, result.instance_id),
+        )
+        with phases_for() as phases:
+            install.run(ec2, job, phases)
+        progress.say(f"box {name} answers: /odbox/health passes through Nginx on {job.ip}")
+    for line in box.next_steps(name, region_name, result.public_ip, installed=not no_install):
+        progress.write(f"  {line}\n")
+
+
+def _identity(ssh_key: Path | None) -> Path | None:
+    """The private half of --ssh-key PUB when it lies next to it (else ssh's defaults)."""
+    if ssh_key is None or ssh_key.suffix != ".pub":
+        return None
+    private = ssh_key.with_suffix("")
+    return private if private.is_file() else None
 
 
 @app.command()
@@ -276,22 +370,29 @@ def down(
     ],
     region: Region = None,
     delete_backup_volume: Annotated[
-        bool, typer.Option("--delete-backup-volume", help="Delete the backup volume too.")
-    ] = False,
+        list[str] | None,
+        typer.Option(
+            "--delete-backup-volume",
+            metavar="VOLUME-ID",
+            help="Delete this kept volume of the box too (repeat for more); "
+            "every other volume is kept.",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would go; remove nothing.")
     ] = False,
     debug: Debug = False,
 ) -> None:
-    """Remove everything tagged for the box, except its backup volume unless asked."""
+    """Remove everything tagged for the box but its volumes (only those named go)."""
     from ec2_install import box, spec
     from ec2_install.progress import phases_for
 
     spec.check_name(name)
     ec2, region_name = _client(region)
     found = box.find(ec2, name)
-    steps = box.down_plan(found, delete_backup_volume)
+    named = box.check_named_volumes(found, delete_backup_volume or [])
+    steps = box.down_plan(found, named)
     removing = [s for s in steps if not s.startswith("keep ")]
     if not removing:
         console.say(
@@ -315,7 +416,7 @@ def down(
         if answer.strip() != name:
             raise ToolError("not confirmed; nothing was removed")
     with phases_for() as phases:
-        removed = box.down(ec2, found, delete_backup_volume, phases)
+        removed = box.down(ec2, found, named, phases, region_name)
     console.say(f"box {name} is down: removed {', '.join(removed)}")
 
 
@@ -349,11 +450,42 @@ def list_amis(
 
 
 @app.command()
-def policy(debug: Debug = False) -> None:
+def policy(
+    kms_key: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-key", metavar="ARN", help="Also let EC2 encrypt the volumes with this KMS key."
+        ),
+    ] = None,
+    instance_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--instance-type", metavar="TYPE", help="Allow launching only these (repeat)."
+        ),
+    ] = None,
+    ami_owner: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ami-owner",
+            metavar="ACCOUNT",
+            help="Allow launching only images of these owners (repeat; 427812963091 is NixOS).",
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
     """Print the least-privilege IAM policy ec2-install needs (JSON)."""
-    from ec2_install.policy import document
+    from ec2_install.policy import check_kms_key, document
 
-    console.print_json(document())
+    for owner in ami_owner or []:
+        if not owner.isdigit() or len(owner) != 12:
+            raise UsageError(f"--ami-owner {owner!r}: give a 12-digit AWS account ID")
+    console.print_json(
+        document(
+            kms_key=check_kms_key(kms_key) if kms_key else None,
+            instance_types=tuple(instance_type or ()),
+            ami_owners=tuple(ami_owner or ()),
+        )
+    )
 
 
 def run_cli(argv: list[str]) -> int:

@@ -9,9 +9,11 @@ the calls each command makes and check they are exactly these actions.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ec2_install.spec import TAG_ROLE, TAG_TOOL, TOOL
+from odbox_common.errors import UsageError
 
 READ = [
     "ec2:DescribeAddresses",
@@ -28,6 +30,7 @@ READ = [
 CREATE = ["ec2:AllocateAddress", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances"]
 CHANGE = [
     "ec2:AssociateAddress",
+    "ec2:AttachVolume",
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:DeleteKeyPair",
     "ec2:DeleteSecurityGroup",
@@ -44,32 +47,67 @@ _RESOURCE_TAG = {"StringEquals": {f"ec2:ResourceTag/{TAG_TOOL}": TOOL}}
 
 
 def actions() -> set[str]:
-    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags"}
+    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags", "ec2:GetConsoleOutput"}
 
 
 def arns(*kinds: str) -> list[str]:
     return [_ARN.format(k) for k in kinds]
 
 
-def document() -> dict[str, Any]:
+# What a customer-managed KMS key must allow so EC2 can encrypt the box's volumes with it,
+# through EC2 only (AWS's "Permissions for EBS encryption").
+KMS = [
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+]
+
+
+def document(
+    *,
+    kms_key: str | None = None,
+    instance_types: tuple[str, ...] = (),
+    ami_owners: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The policy; `instance_types` and `ami_owners` narrow what a launch may use, and
+    `kms_key` (an ARN) lets EC2 encrypt the volumes with that key."""
     create_actions = [a.removeprefix("ec2:") for a in CREATE]
+    instance_condition: dict[str, Any] = {"StringEquals": dict(_REQUEST_TAG["StringEquals"])}
+    if instance_types:
+        instance_condition["StringEquals"]["ec2:InstanceType"] = list(instance_types)
+    image: dict[str, Any] = {
+        "Sid": "LaunchImage",
+        "Effect": "Allow",
+        "Action": "ec2:RunInstances",
+        "Resource": "arn:aws:ec2:*::image/*",
+    }
+    if ami_owners:
+        image["Condition"] = {"StringEquals": {"ec2:Owner": list(ami_owners)}}
     statements: list[dict[str, Any]] = [
         {"Sid": "Read", "Effect": "Allow", "Action": READ, "Resource": "*"},
         {
-            "Sid": "LaunchTagged",
+            "Sid": "LaunchInstanceTagged",
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
-            "Resource": arns("instance", "volume"),
+            "Resource": arns("instance"),
+            "Condition": instance_condition,
+        },
+        {
+            "Sid": "LaunchVolumeTagged",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arns("volume"),
             "Condition": _REQUEST_TAG,
         },
+        image,
         {
             "Sid": "LaunchFrom",
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
-            "Resource": [
-                "arn:aws:ec2:*::image/*",
-                *arns("subnet", "security-group", "key-pair", "network-interface"),
-            ],
+            "Resource": arns("subnet", "security-group", "key-pair", "network-interface"),
         },
         {
             "Sid": "CreateTagged",
@@ -101,6 +139,14 @@ def document() -> dict[str, Any]:
                 "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_ROLE]},
             },
         },
+        # The SSH host key fingerprints NixOS prints at boot, to pin the key: own boxes only.
+        {
+            "Sid": "ConsoleOfOwn",
+            "Effect": "Allow",
+            "Action": "ec2:GetConsoleOutput",
+            "Resource": arns("instance"),
+            "Condition": _RESOURCE_TAG,
+        },
         {
             "Sid": "ChangeOwn",
             "Effect": "Allow",
@@ -124,4 +170,26 @@ def document() -> dict[str, Any]:
             "Resource": arns("security-group-rule"),
         },
     ]
+    if kms_key is not None:
+        statements.append(
+            {
+                "Sid": "EncryptVolumesWithKey",
+                "Effect": "Allow",
+                "Action": KMS,
+                "Resource": kms_key,
+                "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}},
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+_KMS_ARN = re.compile(r"arn:aws:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_+=,.@-]+")
+
+
+def check_kms_key(arn: str) -> str:
+    if not _KMS_ARN.fullmatch(arn):
+        raise UsageError(
+            f"--kms-key {arn!r}: give the key's ARN, e.g. "
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        )
+    return arn

@@ -4,12 +4,14 @@ plain timestamped lines otherwise (the journal, CI logs)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from odbox_common import console
+from odbox_common.errors import ToolError
 
 
 class Phases(Protocol):
@@ -18,18 +20,43 @@ class Phases(Protocol):
     def say(self, line: str) -> None: ...
 
 
+def say(line: str) -> None:
+    """A line on stdout that cannot stop the run: once the reader has gone (`up | head`),
+    stdout goes to /dev/null and the box is made all the same."""
+    try:
+        console.say(line)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    # What Python's documentation of SIGPIPE advises: later writes, and the flush at
+    # exit, go nowhere instead of raising again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class Lines:
     """One line when a phase starts and one when it ends, with its duration."""
 
     def say(self, line: str) -> None:
-        console.say(line)
+        say(line)
 
     @contextlib.contextmanager
     def phase(self, name: str, detail: str) -> Iterator[None]:
         start = time.monotonic()
-        console.say(f"{name}: {detail}")
+        say(f"{name}: {detail}")
         yield
-        console.say(f"{name}: done in {time.monotonic() - start:.0f} s")
+        say(f"{name}: done in {time.monotonic() - start:.0f} s")
 
 
 class Spinners:
@@ -75,3 +102,18 @@ def phases_for() -> Iterator[Phases]:
             yield spinners
     else:
         yield Lines()
+
+
+def poll(
+    what: str, timeout: float, check: Callable[[], Any], error: type[ToolError] = ToolError
+) -> Any:
+    """Call `check` now and every EC2_INSTALL_POLL_SECONDS (5) until it returns something
+    truthy; `error` after `timeout` seconds."""
+    interval = float(os.environ.get("EC2_INSTALL_POLL_SECONDS") or 5)
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            raise error(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

@@ -99,6 +99,11 @@ class SshKey:
         return cls(" ".join(parts), parts[0], digest.hexdigest(), fingerprint)
 
 
+def check_cidrs(cidrs: list[str]) -> tuple[str, ...]:
+    """Each --ssh-cidr checked, in order, each once."""
+    return tuple(dict.fromkeys(check_cidr(c) for c in cidrs))
+
+
 def check_cidr(cidr: str) -> str:
     try:
         network = ipaddress.ip_network(cidr, strict=True)
@@ -106,6 +111,11 @@ def check_cidr(cidr: str) -> str:
         raise UsageError(
             f"bad --ssh-cidr {cidr!r}: {e} (for one address use 203.0.113.7/32)"
         ) from None
+    if network.version == 6:
+        raise UsageError(
+            f"--ssh-cidr {cidr} is IPv6, but the box gets no IPv6 address (its subnet may "
+            "have none): give the IPv4 address or network you connect from"
+        )
     if network.prefixlen == 0:
         raise UsageError(
             f"--ssh-cidr {cidr} opens SSH to the whole internet: give your own address or network"
@@ -131,11 +141,11 @@ def check_sizes(root_gb: int, backup_gb: int) -> None:
         )
 
 
-def flake_from_git(cwd: Path | None = None) -> str | None:
-    """The flake URI of this checkout's `origin`, as the box can fetch it; None if there is none."""
+def checkout(cwd: Path | None = None) -> str | None:
+    """The top of the git checkout around `cwd` if it holds a flake.nix; None otherwise."""
     try:
-        url = subprocess.run(
-            ["git", "remote", "get-url", "origin"],
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -144,16 +154,7 @@ def flake_from_git(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    m = re.fullmatch(
-        r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
-        r"([\w.-]+)/([\w.-]+?)(?:\.git)?/?",
-        url,
-    )
-    if m:
-        return f"github:{m.group(1)}/{m.group(2)}"
-    if url.startswith(("https://", "ssh://")):
-        return f"git+{url}"
-    return None
+    return top if top and (Path(top) / "flake.nix").is_file() else None
 
 
 _FLAKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s'\"\\#]+")
@@ -168,9 +169,59 @@ def check_node(node: str) -> str:
     return node
 
 
+# Query parameters that carry a secret (GitLab's private_token, signed URLs, basic tokens).
+_SECRET_PARAMS = re.compile(
+    r"(?:^|_|-)(?:token|access[_-]?token|private[_-]?token|password|passwd|pass|secret|"
+    r"key|auth|sig|signature|credential|credentials)$",
+    re.IGNORECASE,
+)
+
+
+def refuse_credentials(url: str, what: str) -> str:
+    """`url` unless it carries a credential (`user:token@`, a token as the user of an
+    https URL, `?token=`); the error line never repeats the secret."""
+    import urllib.parse
+
+    text = url.split("+", 1)[1] if url.startswith("git+") else url
+    parts = urllib.parse.urlsplit(text)
+    netloc = parts.netloc
+    reason = ""
+    if "@" in netloc:
+        userinfo = netloc.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            reason = "a password or token before the @"
+        elif parts.scheme in ("http", "https"):
+            reason = "a user name (GitHub and GitLab take tokens there) before the @"
+    for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAMS.search(name):
+            reason = f"a {name}= parameter"
+    if reason:
+        host = parts.hostname or "its host"
+        raise UsageError(
+            f"{what} for {host} carries a credential ({reason}): it would be printed, logged "
+            "and written into flake.lock; give the URL without it and let git or nix "
+            "authenticate (an SSH key, a credential helper, netrc, nix's access-tokens)"
+        )
+    return url
+
+
+MAX_FLAKE_CHARS = 2048
+
+
 def check_flake(flake: str) -> str:
-    if flake.startswith(("path:", "file:", "/", ".", "~")):
-        raise UsageError(f"--flake {flake} is on this machine; the box needs one it can fetch")
+    refuse_credentials(flake, "--flake")
+    if len(flake) > MAX_FLAKE_CHARS:
+        raise UsageError(
+            f"--flake is {len(flake)} characters long: give a flake URI under {MAX_FLAKE_CHARS}"
+        )
+    if flake.startswith(("path:", "/", ".", "~")):
+        # A checkout here: nixos-rebuild evaluates it on this laptop (git-tracked files only).
+        local = Path(flake.removeprefix("path:")).expanduser()
+        if not (local / "flake.nix").is_file():
+            raise UsageError(f"--flake {flake}: no flake.nix there")
+        if any(c.isspace() for c in str(local.resolve())):
+            raise UsageError(f"--flake {flake}: nixos-rebuild cannot take a path with spaces")
+        return str(local.resolve())
     if m := re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", flake):
         raise UsageError(
             f"--flake {flake}: Nix reads a plain https URL as a tarball; "

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# ec2-install's first-boot script. NixOS's amazon-init runs EC2 user data that
-# starts with #! at every boot; this one does its work once:
-#   1. the backup disk: if it is blank, a GPT table with one partition named
-#      `backup` holding an ext4 file system labelled `backup`; a disk that holds
-#      anything else is never touched;
-#   2. `nixos-rebuild switch` to the flake's -boot configuration (retried a few
-#      times), then a mark file so that later boots do nothing at all.
-# It holds no secret: the age key is copied over SSH afterwards.
+# ec2-install's script for the first boot. NixOS's amazon-init runs EC2 user data that
+# starts with #! at every boot; this one does the one thing that must happen
+# before `ec2-install up` reaches the box over SSH, once: the backup disk. If it
+# is blank, a GPT table with one partition named `backup` holding an ext4 file
+# system labelled `backup`; a disk that holds anything else is never touched.
+# Then a mark file, so that later boots do nothing at all. It never switches
+# configurations (`up` does that from the laptop, once) and holds no secret.
 set -euo pipefail
 
 # @settings@
 
 export PATH="/run/current-system/sw/bin:$PATH"
 STATE_DIR="${ODBOX_EC2_STATE_DIR:-/var/lib/odbox}"
-MARK="$STATE_DIR/ec2-install-boot.done"
+MARK="$STATE_DIR/ec2-install-disk.done"
 
 log() { echo "ec2-install[$BOX]: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -98,31 +97,13 @@ prepare_backup_disk() {
     fi
 }
 
-# A fetch can fail for a while at first boot (the address just moved, GitHub's
-# rate limit on shared EC2 addresses): try a few times, waiting longer each time.
-switch() {
-    local try=1 tries="${ODBOX_SWITCH_TRIES:-5}" wait="${ODBOX_SWITCH_WAIT:-30}"
-    log "switching to $FLAKE#$NODE-boot"
-    until NIX_CONFIG="experimental-features = nix-command flakes" \
-        nixos-rebuild switch --flake "$FLAKE#$NODE-boot"; do
-        if [[ $try -ge $tries ]]; then
-            die "nixos-rebuild failed $tries times; the next boot tries again"
-        fi
-        log "nixos-rebuild failed (try $try of $tries); again in $wait s"
-        sleep "$wait"
-        try=$((try + 1))
-        wait=$((wait * 2))
-    done
-    mkdir -p "$STATE_DIR"
-    date -u +%Y-%m-%dT%H:%M:%SZ >"$MARK.tmp"
-    mv "$MARK.tmp" "$MARK"
-    log "switched to $FLAKE#$NODE-boot; next: copy the age key, then deploy $NODE"
-}
-
 # Once done, later boots touch nothing, not even the disks.
 if [[ -e $MARK ]]; then
-    log "switched to $FLAKE#$NODE-boot on $(cat "$MARK"); nothing to do"
+    log "the backup disk was prepared on $(cat "$MARK"); nothing to do"
     exit 0
 fi
 prepare_backup_disk
-switch
+mkdir -p "$STATE_DIR"
+date -u +%Y-%m-%dT%H:%M:%SZ >"$MARK.tmp"
+mv "$MARK.tmp" "$MARK"
+log "the backup disk is ready; ec2-install up goes on over SSH"

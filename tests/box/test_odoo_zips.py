@@ -10,7 +10,7 @@ import pytest
 
 from tests.box import data
 from tests.box.harness import DB, Box
-from tests.box.helpers import assert_dbinit_content, new_repo, ok, wait_serving
+from tests.box.helpers import assert_dbinit_content, new_repo, ok, wait_serving, what_odoo_serves
 
 pytestmark = pytest.mark.odoo
 
@@ -24,19 +24,6 @@ with open(sys.argv[2], 'wb') as stream:
     odoo.service.db.dump_db(sys.argv[1], stream, 'zip')
 """
 )
-
-
-def what_odoo_serves(box: Box) -> dict[str, object]:
-    partners = box.rpc("res.partner", "search_read", [["name", "=like", f"{data.PREFIX}%"]],
-                       fields=["name", "email", "image_128"], order="name")  # fmt: skip
-    messages = box.rpc("mail.message", "search_read", [["model", "=", "res.partner"],
-                       ["message_type", "=", "comment"]], fields=["body", "attachment_ids"],
-                       order="id")  # fmt: skip
-    return {
-        "partners": [(p["name"], p["email"], bool(p["image_128"])) for p in partners],
-        "messages": [(m["body"], len(m["attachment_ids"])) for m in messages],
-        "attachments": data.served(box, data.PREFIX),
-    }
 
 
 def odoo_owned_folder(box: Box, name: str) -> Path:

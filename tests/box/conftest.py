@@ -112,8 +112,15 @@ _skipped: list[str] = []
 _ran: list[str] = []
 
 
+_marked: set[str] = set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _marked.update(item.nodeid for item in items if item.get_closest_marker("odoo"))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "odoo" not in report.keywords:
+    if report.nodeid not in _marked:
         return
     if report.skipped:
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr

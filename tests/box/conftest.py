@@ -116,7 +116,12 @@ _marked: set[str] = set()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    _marked.update(item.nodeid for item in items if item.get_closest_marker("odoo"))
+    for item in items:
+        if item.get_closest_marker("odoo"):
+            _marked.add(item.nodeid)
+            # The first test also builds the venv and installs base, mail and contacts: on a
+            # busy 2-core machine that can pass the suite's 600 s.
+            item.add_marker(pytest.mark.timeout(1800))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -157,7 +157,8 @@ def prepare_tools() -> Path:
     with _runtime_lock():
         venv = RUNTIME / f"tools-{key}"
         if not (venv / ".complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
+            for old in RUNTIME.glob("tools-*"):  # each change of the tools' code makes one
+                shutil.rmtree(old, ignore_errors=True)
             subprocess.run([*_uv(), "venv", "-q", "--python", "/usr/bin/python3", venv], check=True)
             (venv / "requirements.txt").write_text(requirements)
             subprocess.run(

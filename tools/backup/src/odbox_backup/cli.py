@@ -619,10 +619,17 @@ def run_cli(argv: list[str]) -> int:
     if not argv:
         runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")
         return int(ExitCode.USAGE)
-    return runner.run(
-        app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
-        interrupted="interrupted; no snapshot was written, earlier ones are intact",
-    )  # fmt: skip
+    from odbox_common.signals import interrupts_as_exceptions
+
+    # SIGTERM (systemctl stop, shutdown, TimeoutStartSec) and SIGHUP as Ctrl-C: a cold run
+    # starts Odoo again, locks are released, a restore before its swap removes what it made
+    # (the swap itself ignores them and finishes).
+    with interrupts_as_exceptions():
+        return runner.run(
+            app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+            interrupted="interrupted; earlier snapshots and the live database and filestore "
+            "are intact",
+        )  # fmt: skip
 
 
 def main() -> NoReturn:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from odbox_backup import swap
-from odbox_backup.backup import Progress, find_pg_tool
+from odbox_backup.backup import Progress, find_pg_tool, without_password
 from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService, ServiceError
 from odbox_common.errors import ToolError
@@ -119,16 +119,6 @@ def _stream_dump(
         if progress:
             progress.advance(len(data))
     return size
-
-
-def without_password(conninfo: str, **changes: str) -> tuple[str, dict[str, str]]:
-    """`conninfo` (with `changes`) for a child's argv, and the environment that carries its
-    password (PGPASSWORD): /proc/PID/cmdline is readable by every user of the box."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()} | changes
-    password = params.pop("password", None)
-    return make_conninfo(**params), ({"PGPASSWORD": password} if password else {})
 
 
 # Where a snapshot came from: a dump this tool made itself from this box's database (or a

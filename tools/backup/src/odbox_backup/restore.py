@@ -482,8 +482,9 @@ def restore(
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
     short = snapshot_id[-8:]
-    new_db = f"{target.db}_restore_{short}"[:63]
+    new_db = f"{kept_base(target.db)}_restore_{short}"
     new_folder = target.filestore.with_name(f"{target.filestore.name}.restore-{short}")
+    refuse_mount_point(target.filestore)
     with swap.restore_lock(target.filestore, "the restore"):
         swap.refuse_if_interrupted(target.filestore, "the restore")
         with _connect(target.conninfo) as conn:
@@ -652,9 +653,9 @@ def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path
     import time
 
     with _connect(target.conninfo) as conn:
-        while True:
+        for _ in range(50):  # 10 s: more means the names do not change with the second
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-            db = f"{target.db}_before_{stamp}"[:63] if live_exists else None
+            db = f"{kept_base(target.db)}_before_{stamp}" if live_exists else None
             folder = (
                 target.filestore.with_name(f"{target.filestore.name}.before-{stamp}")
                 if target.filestore.exists()
@@ -663,9 +664,39 @@ def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path
             if not (db and _exists(conn, db)[0]) and not (folder and folder.exists()):
                 return db, folder
             time.sleep(0.2)
+    raise RestoreFailed(
+        f"{db} and {folder} exist whatever the time: remove them; nothing was swapped"
+    )
 
 
 STAMP = r"\d{8}T\d{6}Z"
+NAMEDATALEN = 63  # bytes in a PostgreSQL name
+LONGEST_SUFFIX = len("_before_20260101T000000Z")
+
+
+def kept_base(db: str) -> str:
+    """What the names of `db`'s kept and restored copies start with: `db` itself, or, when
+    `db` + `_before_<time>` would pass PostgreSQL's 63 bytes (which cuts a name silently: a
+    51-character name lost its time, and the next restore waited forever for a free one),
+    its first bytes and a hash of the whole name."""
+    import hashlib
+
+    if len(db.encode()) + LONGEST_SUFFIX <= NAMEDATALEN:
+        return db
+    digest = hashlib.sha256(db.encode()).hexdigest()[:8]
+    head = db.encode()[: NAMEDATALEN - LONGEST_SUFFIX - 9].decode(errors="ignore")
+    return f"{head}_{digest}"
+
+
+def refuse_mount_point(filestore: Path) -> None:
+    """A filestore that is a mount point cannot be swapped by rename (EBUSY), and a folder
+    next to it is on the parent's file system: refused before anything is written."""
+    if filestore.is_dir() and os.path.ismount(filestore):
+        raise RestoreFailed(
+            f"{filestore} is a mount point: a restore writes a new folder next to it and swaps "
+            "the two by rename, which a mount point refuses; mount the disk on the folder that "
+            f"holds it ({filestore.parent}) instead; nothing was changed"
+        )
 
 
 @dataclass
@@ -685,7 +716,7 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
     and the `_restore_`/`.restore-` ones a killed restore left. A kept copy is not live: a
     session open on it (a psql left open, a report) does not keep it; a `_restore_` database
     with a session is one a restore is writing now, and it and its folder are left alone."""
-    db_pattern = re.compile(rf"{re.escape(db)}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
+    db_pattern = re.compile(rf"{re.escape(kept_base(db))}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
     folder_pattern = re.compile(
         rf"{re.escape(filestore.name)}\.(before-{STAMP}|restore-[0-9a-f]{{8}})"
     )

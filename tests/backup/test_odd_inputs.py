@@ -13,8 +13,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import psycopg
-
 from tests.backup.helpers import (
     ODBOX_BACKUP,
     backup,
@@ -23,6 +21,7 @@ from tests.backup.helpers import (
     db_dsn,
     make_odoo,
     odoo_state,
+    snapshot_then_change,
 )
 from tests.helpers import one_error_line
 from tests.odoo_data import Shape
@@ -174,12 +173,7 @@ def test_when_odoo_does_not_start_after_the_swap_the_error_says_the_data_was_swa
 ):
     env = local_env
     name, dsn, filestore = odoo
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    at_backup = odoo_state(dsn, filestore)
-    with psycopg.connect(dsn) as conn:
-        conn.execute("UPDATE res_partner SET city = 'after the backup'")
+    repo, at_backup, _ = snapshot_then_change(env, tmp_path, odoo)
     result = backup(env, "restore", "--repo", repo, "latest", "--db", name, "--filestore",
                     str(filestore), "--odoo-stop", "true", "--odoo-start",
                     "sh -c 'echo odoo.service failed >&2; exit 1'")  # fmt: skip

@@ -13,14 +13,17 @@ import signal
 import subprocess
 import time
 
-from tests.backup.helpers import ODBOX_BACKUP, backup, backup_ok, backup_run, odoo_state
+from tests.backup.helpers import (
+    ODBOX_BACKUP,
+    backup,
+    backup_ok,
+    backup_run,
+    odoo_service,
+    odoo_state,
+    snapshot_then_change,
+    stand_in,
+)
 from tests.helpers import one_error_line
-
-
-def _service(tmp_path):
-    log = tmp_path / "service.log"
-    return log, ["--odoo-stop", f"sh -c 'echo stop >> {log}'",
-                 "--odoo-start", f"sh -c 'echo start >> {log}'"]  # fmt: skip
 
 
 def _wait_for(path, child, deadline=120):
@@ -40,15 +43,13 @@ def test_sigterm_during_a_cold_backup_starts_odoo_again_and_releases_the_lock(
     name, _, filestore = odoo
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
-    stand_in = tmp_path / "bin"
-    stand_in.mkdir()
+    bin_ = tmp_path / "bin"
     started = tmp_path / "dump-started"
-    (stand_in / "pg_dump").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 600\n")
-    (stand_in / "pg_dump").chmod(0o755)
-    log, service = _service(tmp_path)
+    stand_in(bin_, "pg_dump", f"touch {started}\nexec sleep 600\n")
+    log, service = odoo_service(tmp_path)
     child = subprocess.Popen(
         [str(ODBOX_BACKUP), "run", "--repo", repo, "--db", name, "--filestore", str(filestore),
-         "--cold", "--pg-bin", str(stand_in), *service],
+         "--cold", "--pg-bin", str(bin_), *service],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     _wait_for(started, child)
@@ -61,16 +62,12 @@ def test_sigterm_during_a_cold_backup_starts_odoo_again_and_releases_the_lock(
     backup_run(env, repo, odoo)  # the lock is free: no --wait needed
 
 
-def _recording(stand_in, tool, real, record):
+def _recording(folder, tool, real, record):
     """A stand-in for `tool` that appends its argv and whether it has PGPASSWORD to `record`,
     then runs the real one."""
-    (stand_in / tool).write_text(
-        "#!/bin/sh\n"
-        f"tr '\\0' ' ' < /proc/$$/cmdline >> {record}\n"
-        f'echo " PGPASSWORD=${{PGPASSWORD:-unset}}" >> {record}\n'
-        f'exec {real} "$@"\n'
-    )
-    (stand_in / tool).chmod(0o755)
+    stand_in(folder, tool, f"tr '\\0' ' ' < /proc/$$/cmdline >> {record}\n"
+             f'echo " PGPASSWORD=${{PGPASSWORD:-unset}}" >> {record}\n'
+             f'exec {real} "$@"\n')  # fmt: skip
 
 
 def test_no_child_has_the_dsn_password_in_its_argv(postgres, odoo, local_env, tmp_path):
@@ -80,18 +77,17 @@ def test_no_child_has_the_dsn_password_in_its_argv(postgres, odoo, local_env, tm
     secret = "s3cret-not-in-argv"
     dsn_with_password = f"host={postgres.socket_dir} port={postgres.port} user=postgres " \
                         f"password={secret}"  # fmt: skip
-    stand_in = tmp_path / "bin"
-    stand_in.mkdir()
+    bin_ = tmp_path / "bin"
     record = tmp_path / "argv.txt"
     for tool in ("pg_dump", "pg_restore"):
-        _recording(stand_in, tool, postgres.bindir / tool, record)
+        _recording(bin_, tool, postgres.bindir / tool, record)
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
     backup_ok(env, "run", "--repo", repo, "--db", name, "--filestore", str(filestore),
-              "--dsn", dsn_with_password, "--pg-bin", str(stand_in))  # fmt: skip
+              "--dsn", dsn_with_password, "--pg-bin", str(bin_))  # fmt: skip
     at_backup = odoo_state(dsn, filestore)
     backup_ok(env, "restore", "--repo", repo, "latest", "--db", name, "--filestore",
-              str(filestore), "--dsn", dsn_with_password, "--pg-bin", str(stand_in))  # fmt: skip
+              str(filestore), "--dsn", dsn_with_password, "--pg-bin", str(bin_))  # fmt: skip
     assert odoo_state(dsn, filestore) == at_backup
     seen = record.read_text().splitlines()
     assert any("pg_dump" in line for line in seen) and any("pg_restore" in line for line in seen)
@@ -105,19 +101,14 @@ def test_sigterm_before_the_swap_leaves_the_live_data_and_removes_what_it_made(
 ):
     env = local_env
     name, dsn, filestore = odoo
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    before = odoo_state(dsn, filestore)
-    stand_in = tmp_path / "bin"
-    stand_in.mkdir()
+    repo, _, before = snapshot_then_change(env, tmp_path, odoo)
+    bin_ = tmp_path / "bin"
     started = tmp_path / "restore-started"
-    (stand_in / "pg_restore").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 600\n")
-    (stand_in / "pg_restore").chmod(0o755)
-    log, service = _service(tmp_path)
+    stand_in(bin_, "pg_restore", f"touch {started}\nexec sleep 600\n")
+    log, service = odoo_service(tmp_path)
     child = subprocess.Popen(
         [str(ODBOX_BACKUP), "restore", "--repo", repo, "latest", "--db", name, "--filestore",
-         str(filestore), "--pg-bin", str(stand_in), *service],
+         str(filestore), "--pg-bin", str(bin_), *service],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     _wait_for(started, child)

@@ -17,7 +17,15 @@ import psycopg
 import pytest
 
 from odbox_backup.swap import KILL_AT_STEP
-from tests.backup.helpers import backup, backup_ok, backup_run, db_dsn, odoo_state
+from tests.backup.helpers import (
+    backup,
+    backup_ok,
+    backup_run,
+    db_dsn,
+    odoo_service,
+    odoo_state,
+    snapshot_then_change,
+)
 from tests.helpers import one_error_line
 from tests.odoo_data import add_attachments
 
@@ -26,27 +34,17 @@ from tests.odoo_data import add_attachments
 STEPS = 10
 
 
-def _service(tmp_path):
-    log = tmp_path / "service.log"
-    return log, ["--odoo-stop", f"sh -c 'echo stop >> {log}'",
-                 "--odoo-start", f"sh -c 'echo start >> {log}'"]  # fmt: skip
-
-
 @pytest.fixture
 def killed(postgres, odoo, local_env, tmp_path, request):
     """A restore of a snapshot killed at step `request.param` of its swap; the states of the
     snapshot and of the live pair before the restore, and the restore's arguments."""
     env = local_env
     name, dsn, filestore = odoo
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    snapshot = odoo_state(dsn, filestore)
-    with psycopg.connect(dsn) as conn:  # life goes on after the backup
+    repo, snapshot, _ = snapshot_then_change(env, tmp_path, odoo)
+    with psycopg.connect(dsn) as conn:  # and files too
         add_attachments(conn, filestore, 2, random.Random(7))
-        conn.execute("UPDATE res_partner SET city = 'after the backup'")
     before = odoo_state(dsn, filestore)
-    log, service = _service(tmp_path)
+    log, service = odoo_service(tmp_path)
     where = ["--db", name, "--filestore", str(filestore), *service]
     result = backup({**env, KILL_AT_STEP: str(request.param)}, "restore", "--repo", repo,
                     "latest", *where)  # fmt: skip
@@ -63,14 +61,8 @@ def test_a_restore_killed_before_its_journal_changed_nothing_and_runs_again(
     is untouched, and running the restore again removes what the killed one left."""
     env = local_env
     name, dsn, filestore = odoo
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    snapshot = odoo_state(dsn, filestore)
-    with psycopg.connect(dsn) as conn:
-        conn.execute("UPDATE res_partner SET city = 'after the backup'")
-    before = odoo_state(dsn, filestore)
-    log, service = _service(tmp_path)
+    repo, snapshot, before = snapshot_then_change(env, tmp_path, odoo)
+    log, service = odoo_service(tmp_path)
     where = ["restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore),
              *service]  # fmt: skip
     result = backup({**env, KILL_AT_STEP: "1"}, *where)

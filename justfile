@@ -16,15 +16,18 @@ default:
 setup:
     {{uv}} sync --locked --compile-bytecode --quiet
 
-# The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked;
-# then a throwaway PostgreSQL in demo/postgres, set up by dbinit and checked; then Odoo-shaped
-# data backed up by odbox-backup, changed, restored from the first snapshot, verified.
+# The demo: a vault in demo/ (a git repository of its own), made twice, committed, checked.
+# Then, with an Odoo tree (ODOO_SRC or ~/.cache/odbox/odoo-17.0) and root: a real Odoo run as the
+# box runs it (tests/box/demo.py) on 127.0.0.1, backed up, changed, restored, serving the restored
+# data. Without one: a throwaway PostgreSQL in a temp folder (its server's user must reach it, so
+# not under a private home), set up by dbinit and checked, Odoo-shaped data backed up by
+# odbox-backup, changed, restored from the first snapshot, verified; and how to get the real one.
 demo: system-packages setup
     #!/usr/bin/env bash
     set -euo pipefail
     vaultgen() { {{uv}} run --locked vaultgen "$@"; }
     dbinit() { {{uv}} run --locked dbinit "$@"; }
-    if [ -d demo/postgres ]; then scripts/demo-postgres stop demo/postgres || true; fi
+    if [ -d demo/postgres ]; then scripts/demo-postgres stop demo/postgres || true; fi  # an old demo's
     rm -rf demo && mkdir demo && git -C demo init -q
     echo "== vaultgen generate: a new vault in demo/vault"
     vaultgen --vault demo/vault generate --batch
@@ -38,10 +41,15 @@ demo: system-packages setup
     vaultgen --vault demo/vault status
     echo "== vaultgen check"
     vaultgen --vault demo/vault check
-    echo "== a throwaway PostgreSQL in demo/postgres (Unix socket only)"
-    scripts/demo-postgres start demo/postgres
-    trap 'scripts/demo-postgres stop demo/postgres' EXIT
-    export PGHOST="$PWD/demo/postgres" PGPORT=5432 PGUSER=postgres
+    if real=$({{uv}} run --locked python -m tests.box.demo --check); then
+        {{uv}} run --locked python -m tests.box.demo
+        exit 0
+    fi
+    pg=$(mktemp -d "${TMPDIR:-/tmp}/odbox-demo-pg.XXXXXX")
+    echo "== a throwaway PostgreSQL in $pg (Unix socket only)"
+    trap 'scripts/demo-postgres stop "$pg"; rm -rf "$pg"; echo "== $real"' EXIT
+    scripts/demo-postgres start "$pg"
+    export PGHOST="$pg" PGPORT=5432 PGUSER=postgres
     dbinit wait --timeout 30
     echo "== dbinit setup: roles, databases, least-privilege grants"
     dbinit setup

@@ -123,3 +123,34 @@ def key_holding(store: Store, name: str) -> str:
         if any(blob[0] == name for blob in index["blobs"]):
             return f"packs/{index['pack'][:2]}/{index['pack']}"
     raise AssertionError(f"object {name[:12]}… is in no pack and not alone")
+
+
+def odoo_service(tmp_path: Path) -> tuple[Path, list[str]]:
+    """--odoo-stop and --odoo-start commands that write `stop` and `start` to a log; the log."""
+    log = tmp_path / "service.log"
+    return log, ["--odoo-stop", f"sh -c 'echo stop >> {log}'",
+                 "--odoo-start", f"sh -c 'echo start >> {log}'"]  # fmt: skip
+
+
+def snapshot_then_change(
+    env: dict[str, str], tmp_path: Path, odoo: tuple[str, str, Path]
+) -> tuple[str, Any, Any]:
+    """A folder repository with one snapshot of `odoo`, then its partners changed: (the
+    repository, the state the snapshot holds, the live state now)."""
+    import psycopg
+
+    _, dsn, filestore = odoo
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_run(env, repo, odoo)
+    at_backup = odoo_state(dsn, filestore)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE res_partner SET city = 'after the backup'")
+    return repo, at_backup, odoo_state(dsn, filestore)
+
+
+def stand_in(folder: Path, tool: str, script: str) -> None:
+    """An executable shell script `folder/tool` (for --pg-bin)."""
+    folder.mkdir(exist_ok=True)
+    (folder / tool).write_text(f"#!/bin/sh\n{script}")
+    (folder / tool).chmod(0o755)

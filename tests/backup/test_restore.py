@@ -15,18 +15,14 @@ from tests.backup.helpers import (
     backup_run,
     db_dsn,
     key_holding,
+    odoo_service,
     odoo_state,
     show,
+    snapshot_then_change,
     store_for,
 )
 from tests.helpers import one_error_line
 from tests.odoo_data import add_attachments
-
-
-def _service(tmp_path):
-    log = tmp_path / "service.log"
-    return log, ["--odoo-stop", f"sh -c 'echo stop >> {log}'",
-                 "--odoo-start", f"sh -c 'echo start >> {log}'"]  # fmt: skip
 
 
 def test_restore_brings_back_the_snapshot_and_keeps_the_previous_data(
@@ -41,7 +37,7 @@ def test_restore_brings_back_the_snapshot_and_keeps_the_previous_data(
         conn.execute("UPDATE res_partner SET name = name || ' (changed)'")
         conn.commit()
     changed = odoo_state(dsn, filestore)
-    log, service = _service(tmp_path)
+    log, service = odoo_service(tmp_path)
 
     out = backup_ok(env, "restore", "--repo", backend, "latest", "--db", name,
                     "--filestore", str(filestore), *service)  # fmt: skip
@@ -78,7 +74,7 @@ def test_a_damaged_object_stops_the_restore_before_the_swap(
         conn.execute("UPDATE res_partner SET city = 'after the backup'")
         conn.commit()
     before = odoo_state(dsn, filestore)
-    log, service = _service(tmp_path)
+    log, service = odoo_service(tmp_path)
 
     result = backup(env, "restore", "--repo", backend, "latest", "--db", name,
                     "--filestore", str(filestore), *service)  # fmt: skip
@@ -105,15 +101,8 @@ def test_a_snapshot_of_a_box_that_lacked_an_attachment_restores_only_when_allowe
             " ORDER BY id LIMIT 1"
         ).fetchall()
     (filestore / gone).unlink()  # the row stays
-    repo = str(tmp_path / "repo")
-    backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
-    at_backup = odoo_state(dsn, filestore)
-    with psycopg.connect(dsn) as conn:
-        conn.execute("UPDATE res_partner SET city = 'after the backup'")
-        conn.commit()
-    before = odoo_state(dsn, filestore)
-    log, service = _service(tmp_path)
+    repo, at_backup, before = snapshot_then_change(env, tmp_path, odoo)
+    log, service = odoo_service(tmp_path)
     restore = ["restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore),
                *service]  # fmt: skip
 
@@ -156,7 +145,7 @@ def test_restore_without_the_identity_or_with_a_wrong_one_fails_cleanly(
 def test_a_cold_backup_starts_odoo_again_even_when_it_fails(odoo, env, backend, tmp_path):
     name, _, filestore = odoo
     backup_ok(env, "init", "--repo", backend)
-    log, service = _service(tmp_path)
+    log, service = odoo_service(tmp_path)
     out = backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore),
                     "--cold", *service)  # fmt: skip
     assert log.read_text().split() == ["stop", "start"]

@@ -143,6 +143,32 @@ def prepare_odoo(source: Path) -> OdooInstall:
         return OdooInstall(venv / "bin" / "python", tree)
 
 
+def prepare_tools() -> Path:
+    """odbox-backup installed where every user may run it, as the Nix store has it: a restore
+    run as root loads a plain dump as the owner's OS user with the tool's own Python (this
+    checkout's venv may sit on an interpreter under a private home). Its odbox-backup script."""
+    requirements = subprocess.run(
+        [*_uv(), "export", "--frozen", "--package", "odbox-backup", "--no-dev", "--no-hashes",
+         "-q"], cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.replace("-e ./tools/", f"{ROOT}/tools/")  # fmt: skip
+    sources = sorted(p for t in ("backup", "common") for p in (ROOT / "tools" / t).rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
+    key = _digest(requirements, *(str(p) + p.read_text(errors="replace") for p in sources))
+    with _runtime_lock():
+        venv = RUNTIME / f"tools-{key}"
+        if not (venv / ".complete").exists():
+            for old in RUNTIME.glob("tools-*"):  # each change of the tools' code makes one
+                shutil.rmtree(old, ignore_errors=True)
+            subprocess.run([*_uv(), "venv", "-q", "--python", "/usr/bin/python3", venv], check=True)
+            (venv / "requirements.txt").write_text(requirements)
+            subprocess.run(
+                [*_uv(), "pip", "install", "-q", "--python", venv / "bin" / "python", "-r",
+                 venv / "requirements.txt"], check=True,
+            )  # fmt: skip
+            (venv / ".complete").touch()
+    return venv / "bin" / "odbox-backup"
+
+
 def odoo_user() -> pwd.struct_passwd:
     """The unprivileged OS user that plays `odoo` (made if missing, as the box's module does)."""
     try:
@@ -203,6 +229,7 @@ class Box:
     gevent_port: int = field(default_factory=free_port)
     workers: int = 0
     _uid: int | None = None
+    tools: Path = field(default_factory=prepare_tools)  # odbox-backup
 
     # ---------------------------------------------------------------- the box's folders
 
@@ -309,6 +336,21 @@ class Box:
         assert result.returncode == 0, result.stderr
         return unit
 
+    def odoo_python(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Python with Odoo imported and the box's odoo.conf parsed, as the odoo user (sys.argv
+        holds `args`); the PostgreSQL tools of the cluster first on PATH."""
+        self.configure(0)
+        prelude = (
+            f"import sys; sys.path.insert(0, {str(self.install.tree)!r}); import odoo; "
+            f"odoo.tools.config.parse_config(['-c', {str(self.run_dir / 'odoo.conf')!r}]); "
+        )
+        env = {**self.odoo_env, "PATH": f"{self.cluster.bindir}:{self.odoo_env['PATH']}"}
+        return subprocess.run(
+            [self.install.python, "-c", prelude + code, *args], user=self.user.pw_uid,
+            group=self.user.pw_gid, extra_groups=[], cwd=self.home, env=env,
+            capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
+
     def initialize(self) -> subprocess.CompletedProcess[str]:
         """ExecStartPre's odoo-initialize (installs the initial modules on an empty database)."""
         unit = self.configure(0)
@@ -361,7 +403,7 @@ class Box:
     def odbox_backup(
         self, repo: Path, *args: str, identity: Path | None = None, odoo_service: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        command = [str(Path(sys.executable).with_name("odbox-backup")), *args]
+        command = [str(self.tools), *args]
         return subprocess.run(
             command, env=self.backup_env(repo, identity, odoo_service),
             capture_output=True, text=True, timeout=1800,

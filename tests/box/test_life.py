@@ -57,3 +57,19 @@ def test_hot_backup_under_writes_restore_and_cold_backup_serve_every_attachment(
     box.wait_ready()
     assert data.served(box, "after-restore") == {"after-restore": data.sha1(b"new")}
     assert box.log_errors(since) == []
+
+
+def test_odoo_bin_neutralize_works_on_a_restored_copy(box, tmp_path):
+    """The safe-deploy path: a restored database neutralized by Odoo's own command."""
+    repo, key = new_repo(box, tmp_path)
+    ok(box.odbox_backup(repo, "run", "--cold"))
+    ok(box.odbox_backup(repo, "restore", "latest", identity=key))
+    box.stop()
+    odoo = box.unit(0)["start"].split()[0]  # the box's bin/odoo
+    result = box.as_odoo([odoo, "neutralize", "-c", str(box.run_dir / "odoo.conf"), "-d", "odoo"],
+                         timeout=1800)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert box.sql("SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'",
+                   "odoo") == [("true",)]  # fmt: skip
+    box.start(workers=0)
+    wait_serving(box)

@@ -3,32 +3,21 @@ as root, a dump that grants to a role the box lacks, a kept copy with an open se
 
 from __future__ import annotations
 
-import shutil
-
 import psycopg
 import pytest
 
 from tests.box import data
-from tests.box.harness import DB, Box
-from tests.box.helpers import assert_dbinit_content, new_repo, ok, wait_serving
+from tests.box.harness import DB
+from tests.box.helpers import (
+    assert_dbinit_content,
+    become_a_new_box_in_bootstrap_mode,
+    new_repo,
+    ok,
+    switch_to_the_full_configuration,
+    wait_serving,
+)
 
 pytestmark = pytest.mark.odoo
-
-
-def become_a_new_box_in_bootstrap_mode(box: Box) -> None:
-    """Odoo stopped for good, dbinit's empty database, no filestore folder for it yet."""
-    box.stop()
-    box.sql(f"DROP DATABASE {DB} WITH (FORCE)")
-    shutil.rmtree(box.filestore)
-    box.setup()
-    assert box.sql("SELECT to_regclass('public.ir_module_module')", DB) == [(None,)]
-
-
-def switch_to_the_full_configuration(box: Box) -> None:
-    since = box.log_size()
-    box.start(workers=2)  # odoo-initialize finds the restored database and leaves it alone
-    wait_serving(box)
-    assert "is empty: installing" not in box.log.read_text()[since:]
 
 
 def test_a_new_box_in_bootstrap_mode_restored_as_root_serves_every_attachment(box, tmp_path):

@@ -103,6 +103,16 @@ def find_pg_tool(name: str, pg_bin: Path | None = None) -> str:
     raise BackupFailed(f"{name} was not found: install the PostgreSQL client, or pass --pg-bin")
 
 
+def without_password(conninfo: str, **changes: str) -> tuple[str, dict[str, str]]:
+    """`conninfo` (with `changes`) for a child's argv, and the environment that carries its
+    password (PGPASSWORD): /proc/PID/cmdline is readable by every user of the box."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()} | changes
+    password = params.pop("password", None)
+    return make_conninfo(**params), ({"PGPASSWORD": password} if password else {})
+
+
 @dataclass
 class Facts:
     pg_version: str
@@ -190,12 +200,14 @@ def dump_database(
 ) -> dict[str, Any]:
     """Stream `pg_dump -Fc -Z0` into objects; the manifest's `database` part."""
     pg_dump = find_pg_tool("pg_dump", source.pg_bin)
+    conninfo, password = without_password(source.conninfo)
     try:
         child = subprocess.Popen(
-            [pg_dump, "--format=custom", "--compress=0", f"--dbname={source.conninfo}"],
+            [pg_dump, "--format=custom", "--compress=0", f"--dbname={conninfo}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env=os.environ | password,
         )
     except OSError as e:
         raise BackupFailed(f"cannot run {pg_dump}: {e.strerror}") from e

@@ -276,12 +276,19 @@ def show(
 
 @app.command()
 def restore(
-    repo: Repo,
-    snapshot: Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")],
     db: Annotated[str, typer.Option("--db", envvar="ODBOX_DB", help="The live database.")],
     filestore: Annotated[
         Path, typer.Option("--filestore", envvar="ODBOX_FILESTORE", help="The live filestore.")
     ],
+    repo: Annotated[
+        str | None,
+        typer.Option("--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+                     help="The repository: a folder, or s3://bucket/prefix."),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Argument(help="A snapshot ID, a unique prefix, or latest (not with --resume)."),
+    ] = None,
     owner: Annotated[
         str | None,
         typer.Option(
@@ -305,20 +312,47 @@ def restore(
             "(the live filestore lacked them when it was taken); default: refuse.",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish the swap of a restore that was killed during it "
+                     "(its journal says what is left to do)."),
+    ] = False,
+    undo: Annotated[
+        bool,
+        typer.Option("--undo", help="Instead, put the previous database and filestore back "
+                     "under the live names."),
+    ] = False,
     debug: Debug = False,
-) -> None:
+) -> None:  # fmt: skip
     """Restore into a new database and folder, verify, then swap them in (Odoo stopped).
 
-    The previous live database and filestore are kept under new names.
+    The previous live database and filestore are kept under new names. A restore killed
+    during the swap is finished by --resume, or undone by --undo.
     """
     from psycopg.conninfo import make_conninfo
 
     from odbox_backup.progress import progress_for
     from odbox_backup.restore import Target
     from odbox_backup.restore import restore as do_restore
+    from odbox_backup.restore import resume as do_resume
     from odbox_backup.service import OdooService
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    if resume or undo:
+        if (resume and undo) or snapshot:
+            raise UsageError("--resume and --undo take no snapshot, and not both")
+        with progress_for() as progress:
+            plan = do_resume(make_conninfo(dsn or "", dbname="postgres"), filestore, service,
+                             progress, undo=undo)  # fmt: skip
+        if undo:
+            console.say(f"undid {plan.describe()}: {plan.db} and {plan.folder} are the ones "
+                        "from before it again")  # fmt: skip
+        else:
+            console.say(f"finished {plan.describe()}; kept the previous ones as database "
+                        f"{plan.previous_db or '-'} and {plan.previous_folder or '-'}")  # fmt: skip
+        return
+    if repo is None or snapshot is None:
+        raise UsageError("restore needs --repo and a snapshot (or --resume / --undo)")
     repository = _open(repo, identity)
     snapshot_id = repository.resolve(snapshot)
     maintenance = make_conninfo(dsn or "", dbname="postgres")
@@ -532,16 +566,36 @@ def drop_previous(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go; drop nothing.")
     ] = False,
+    leftovers_only: Annotated[
+        bool,
+        typer.Option("--leftovers", help="Drop only what killed restores left "
+                     "(<db>_restore_*, <filestore>.restore-*); keep the previous copies."),
+    ] = False,
     debug: Debug = False,
-) -> None:
-    """Drop the databases and folders restores kept (<db>_before_*, <filestore>.before-*)."""
+) -> None:  # fmt: skip
+    """Drop the databases and folders restores kept (<db>_before_*, <filestore>.before-*).
+
+    Refused while a restore's swap is unfinished, or the live database or folder is missing
+    (one of the copies may be all there is)."""
     from psycopg.conninfo import make_conninfo
 
-    from odbox_backup.restore import drop_previous as do_drop
-    from odbox_backup.restore import find_previous
+    from odbox_backup.restore import find_previous, leftovers, refuse_without_live
+    from odbox_backup.swap import refuse_if_interrupted, restore_lock
 
     maintenance = make_conninfo(dsn or "", dbname="postgres")
-    previous = find_previous(maintenance, db, filestore)
+    with restore_lock(filestore, "drop-previous"):
+        refuse_if_interrupted(filestore, "drop-previous")
+        previous = find_previous(maintenance, db, filestore)
+        if leftovers_only:
+            previous = leftovers(previous)
+        elif previous.databases or previous.folders:
+            refuse_without_live(maintenance, db, filestore, previous)
+        _drop_and_say(maintenance, previous, db, filestore, dry_run)
+
+
+def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry_run: bool) -> None:
+    from odbox_backup.restore import drop_previous as do_drop
+
     for name, sessions in previous.in_use.items():
         console.say(f"left database {name} alone: a restore is writing it ({', '.join(sessions)})")
 
@@ -565,10 +619,17 @@ def run_cli(argv: list[str]) -> int:
     if not argv:
         runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")
         return int(ExitCode.USAGE)
-    return runner.run(
-        app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
-        interrupted="interrupted; no snapshot was written, earlier ones are intact",
-    )  # fmt: skip
+    from odbox_common.signals import interrupts_as_exceptions
+
+    # SIGTERM (systemctl stop, shutdown, TimeoutStartSec) and SIGHUP as Ctrl-C: a cold run
+    # starts Odoo again, locks are released, a restore before its swap removes what it made
+    # (the swap itself ignores them and finishes).
+    with interrupts_as_exceptions():
+        return runner.run(
+            app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+            interrupted="interrupted; earlier snapshots and the live database and filestore "
+            "are intact",
+        )  # fmt: skip
 
 
 def main() -> NoReturn:

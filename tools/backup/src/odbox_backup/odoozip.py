@@ -44,7 +44,7 @@ from odbox_backup.backup import (
     store_dump,
     store_file,
 )
-from odbox_backup.repository import Repository
+from odbox_backup.repository import Repository, file_entries
 from odbox_backup.restore import check_objects
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
@@ -157,8 +157,21 @@ def export_zip(
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
     tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
+    for entry in file_entries(manifest):
+        try:
+            entry["path"].encode()
+        except UnicodeEncodeError:
+            shown = entry["path"].encode(errors="surrogateescape").decode(errors="replace")
+            raise OdooZipError(
+                f"snapshot {snapshot_id} holds a file whose name is not UTF-8 ({shown}): an "
+                "Odoo zip cannot name it (Odoo's own files are hex hashes); restore the "
+                "snapshot instead; nothing was written"
+            ) from None
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        # 0600: the zip is the whole database and every attachment, in clear
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED,
+                                                         compresslevel=1) as zf:  # fmt: skip
             progress.phase(f"writing dump.sql of {manifest['database']['name']}",
                            manifest["database"]["size"])  # fmt: skip
             with zf.open("dump.sql", "w", force_zip64=True) as sink:
@@ -216,6 +229,30 @@ class _Source(abc.ABC):
         return
 
 
+MAX_MANIFEST = 1 << 20  # Odoo's manifest.json: a few KiB (a name per module)
+_MANIFEST_TYPES = {"db_name": str, "version": str, "pg_version": str, "modules": dict}
+
+
+def _checked_manifest(document: Any, where: str) -> dict[str, Any] | None:
+    """Odoo's manifest, its fields of the types Odoo writes (a list as `modules` or a
+    number as `db_name` was an unexpected TypeError)."""
+    if not isinstance(document, dict):
+        return None
+    for key, kind in _MANIFEST_TYPES.items():
+        value = document.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise OdooZipError(
+                f"{where}: {key!r} is a {type(value).__name__}, not a "
+                f"{'JSON object' if kind is dict else 'string'}: it is not Odoo's manifest; "
+                "no snapshot was written"
+            )
+    modules = document.get("modules") or {}
+    if not all(isinstance(v, str | None) for v in modules.values()):
+        raise OdooZipError(f"{where}: a version in 'modules' is not a string; no snapshot "
+                           "was written")  # fmt: skip
+    return document
+
+
 def _safe(path: str) -> str | None:
     p = PurePosixPath(path)
     if p.is_absolute() or ".." in p.parts or not p.parts:
@@ -246,10 +283,17 @@ class _ZipSource(_Source):
         if "manifest.json" not in self.members:
             return None
         try:
-            document = json.loads(self.zf.read("manifest.json"))
+            with self.zf.open(self.members["manifest.json"]) as f:
+                text = f.read(MAX_MANIFEST + 1)  # what it says it holds may be a lie
+            document = json.loads(text) if len(text) <= MAX_MANIFEST else None
         except (ValueError, zipfile.BadZipFile) as e:
             raise OdooZipError(f"{self.name}: manifest.json is damaged: {e}") from e
-        return document if isinstance(document, dict) else None
+        if len(text) > MAX_MANIFEST:
+            raise OdooZipError(
+                f"{self.name}: manifest.json holds more than {MAX_MANIFEST >> 20} MiB (Odoo's "
+                "holds a few KiB): refused; no snapshot was written"
+            )
+        return _checked_manifest(document, f"{self.name}: manifest.json")
 
     def files(self) -> Iterator[tuple[str, int]]:
         for member, info in sorted(self.members.items()):
@@ -288,10 +332,14 @@ class _FolderSource(_Source):
         if not path.is_file():
             return None
         try:
-            document = json.loads(path.read_bytes())
+            with path.open("rb") as f:
+                text = f.read(MAX_MANIFEST + 1)
+            if len(text) > MAX_MANIFEST:
+                raise OdooZipError(f"{path} holds more than {MAX_MANIFEST >> 20} MiB: refused")
+            document = json.loads(text)
         except ValueError as e:
             raise OdooZipError(f"{path} is damaged: {e}") from e
-        return document if isinstance(document, dict) else None
+        return _checked_manifest(document, str(path))
 
     def files(self) -> Iterator[tuple[str, int]]:
         base = self.root / "filestore"

@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.backup import Progress, find_pg_tool
+from odbox_backup import swap
+from odbox_backup.backup import Progress, find_pg_tool, without_password
 from odbox_backup.repository import CorruptObject, Repository
-from odbox_backup.service import OdooService
+from odbox_backup.service import OdooService, ServiceError
 from odbox_common.errors import ToolError
 from odbox_common.files import fsync_dir, sync_filesystem
+from odbox_common.signals import uninterrupted
 
 
 class RestoreFailed(ToolError):
@@ -117,16 +119,6 @@ def _stream_dump(
         if progress:
             progress.advance(len(data))
     return size
-
-
-def without_password(conninfo: str, **changes: str) -> tuple[str, dict[str, str]]:
-    """`conninfo` (with `changes`) for a child's argv, and the environment that carries its
-    password (PGPASSWORD): /proc/PID/cmdline is readable by every user of the box."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()} | changes
-    password = params.pop("password", None)
-    return make_conninfo(**params), ({"PGPASSWORD": password} if password else {})
 
 
 # Where a snapshot came from: a dump this tool made itself from this box's database (or a
@@ -453,29 +445,13 @@ def verify_attachments(conninfo: str, db: str, folder: Path) -> Attachments:
     return Attachments(count, missing, first)
 
 
-def _drop_database(conn: Any, db: str) -> None:
-    from psycopg import sql
-
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+_drop_database = swap.drop_database
 
 
 def _drop(conninfo: str, db: str) -> None:
     """Best effort: the cleanup of a failed restore must not hide why it failed."""
     with contextlib.suppress(Exception), _connect(conninfo) as conn:
         _drop_database(conn, db)
-
-
-def _rename_db(conn: Any, old: str, new: str) -> None:
-    from psycopg import sql
-
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = %s AND pid <> pg_backend_pid()",
-        [old],
-    )
-    conn.execute(
-        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
-    )
 
 
 @contextlib.contextmanager
@@ -506,79 +482,169 @@ def restore(
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
     short = snapshot_id[-8:]
-    new_db = f"{target.db}_restore_{short}"[:63]
+    new_db = f"{kept_base(target.db)}_restore_{short}"
     new_folder = target.filestore.with_name(f"{target.filestore.name}.restore-{short}")
-    with _connect(target.conninfo) as conn:
-        live_exists, live_owner = _exists(conn, target.db)
-        if _exists(conn, new_db)[0] or new_folder.exists():
-            raise RestoreFailed(
-                f"{new_db} or {new_folder} is left from an earlier restore of this snapshot: "
-                "remove it first; nothing was changed"
-            )
-    owner = target.owner or live_owner or "postgres"
-    new_folder.parent.mkdir(parents=True, exist_ok=True)
-    with _cleanup_on_failure(target.conninfo, new_db, new_folder):
-        progress.phase(
-            f"restoring database {manifest['database']['name']} and "
-            f"{manifest['filestore']['count']} files",
-            manifest["database"]["size"] + manifest["filestore"]["bytes"],
-        )
-        # The files are written while PostgreSQL restores the dump: one waits on the server,
-        # the other on the disk, and both finish before anything is verified.
-        cancel = threading.Event()
-        with ThreadPoolExecutor(1) as pool:
-            files_done = pool.submit(restore_filestore, repo, manifest, new_folder, progress,
-                                     cancel)  # fmt: skip
-            try:
-                restore_database(repo, manifest, target, new_db, owner, progress,
-                                 target.db if live_exists else None)  # fmt: skip
-            except BaseException:
-                cancel.set()
-                raise
-            finally:
-                wait([files_done])
-            files, size = files_done.result()
-        if live_exists:
-            copy_database_acl(target.conninfo, target.db, new_db)
-        adopt(new_folder, target.filestore if target.filestore.exists() else new_folder.parent)
-        bad, first_bad = unreadable(new_folder)
-        if bad:
-            raise RestoreFailed(
-                f"the owner of {new_folder} (uid {new_folder.stat().st_uid}) could not read "
-                f"{bad} of its files and folders (first: {first_bad}); nothing was swapped"
-            )
-        attachments = verify_attachments(target.conninfo, new_db, new_folder)
-        if attachments.missing:
-            lacking = (
-                f"the restored database names {attachments.missing} attachments the "
-                f"snapshot's filestore lacks (first: {attachments.first_missing})"
-            )
-            if not allow_missing_attachments:
-                raise RestoreFailed(
-                    f"{lacking}; nothing was swapped. If the live filestore lacked them too "
-                    "when the snapshot was taken, --allow-missing-attachments restores it as it was"
-                )
-            progress.phase(f"warning: {lacking}; restored as it was (--allow-missing-attachments)")
-        progress.phase(
-            f"verified: every object's SHA-256, {files} files, "
-            f"{attachments.checked - attachments.missing} of {attachments.checked} "
-            "attachments present"
-        )
-    previous_db, previous_folder = _previous_names(target, live_exists)
-    with service.stopped(), _connect(target.conninfo) as conn:
-        if previous_db:
-            _rename_db(conn, target.db, previous_db)
-        try:
-            _rename_db(conn, new_db, target.db)
-            if previous_folder:
-                target.filestore.rename(previous_folder)
-            new_folder.rename(target.filestore)
-            fsync_dir(target.filestore.parent)
-        except BaseException:
-            _undo_swap(conn, target, new_db, new_folder, previous_db, previous_folder)
-            raise
+    refuse_mount_point(target.filestore)
+    with swap.restore_lock(target.filestore, "the restore"):
+        swap.refuse_if_interrupted(target.filestore, "the restore")
+        with _connect(target.conninfo) as conn:
+            live_exists, live_owner = _exists(conn, target.db)
+            if _exists(conn, new_db)[0] or new_folder.exists():
+                # The lock is ours and no journal names them: a restore killed before its
+                # swap left them, and this one starts again.
+                progress.phase(f"removing {new_db} and {new_folder}: a killed restore left them")
+                _drop_database(conn, new_db)
+                shutil.rmtree(new_folder, ignore_errors=True)
+        owner = target.owner or live_owner or "postgres"
+        with _cleanup_on_failure(target.conninfo, new_db, new_folder):
+            files, size, attachments = _restore_and_verify(
+                repo, manifest, target, new_db, new_folder, owner, live_exists, progress,
+                allow_missing_attachments=allow_missing_attachments,
+            )  # fmt: skip
+        previous_db, previous_folder = _previous_names(target, live_exists)
+        kept = str(previous_folder) if previous_folder else None
+        plan = swap.Swap(snapshot_id, target.db, new_db, previous_db, str(target.filestore),
+                         str(new_folder), kept)  # fmt: skip
+        run_swap(plan, target.conninfo, service, progress)
     return Restored(snapshot_id, target.db, target.filestore, previous_db, previous_folder,
                     files, size, attachments.checked, attachments.missing)  # fmt: skip
+
+
+def _restore_and_verify(
+    repo: Repository,
+    manifest: dict[str, Any],
+    target: Target,
+    new_db: str,
+    new_folder: Path,
+    owner: str,
+    live_exists: bool,
+    progress: Progress,
+    *,
+    allow_missing_attachments: bool,
+) -> tuple[int, int, Attachments]:
+    """Steps 2 and 3: the new database and folder, restored and verified."""
+    new_folder.parent.mkdir(parents=True, exist_ok=True)
+    progress.phase(
+        f"restoring database {manifest['database']['name']} and "
+        f"{manifest['filestore']['count']} files",
+        manifest["database"]["size"] + manifest["filestore"]["bytes"],
+    )
+    # The files are written while PostgreSQL restores the dump: one waits on the server,
+    # the other on the disk, and both finish before anything is verified.
+    cancel = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        files_done = pool.submit(restore_filestore, repo, manifest, new_folder, progress,
+                                 cancel)  # fmt: skip
+        try:
+            restore_database(repo, manifest, target, new_db, owner, progress,
+                             target.db if live_exists else None)  # fmt: skip
+        except BaseException:
+            cancel.set()
+            raise
+        finally:
+            wait([files_done])
+        files, size = files_done.result()
+    if live_exists:
+        copy_database_acl(target.conninfo, target.db, new_db)
+    adopt(new_folder, target.filestore if target.filestore.exists() else new_folder.parent)
+    bad, first_bad = unreadable(new_folder)
+    if bad:
+        raise RestoreFailed(
+            f"the owner of {new_folder} (uid {new_folder.stat().st_uid}) could not read "
+            f"{bad} of its files and folders (first: {first_bad}); nothing was swapped"
+        )
+    attachments = verify_attachments(target.conninfo, new_db, new_folder)
+    if attachments.missing:
+        lacking = (
+            f"the restored database names {attachments.missing} attachments the "
+            f"snapshot's filestore lacks (first: {attachments.first_missing})"
+        )
+        if not allow_missing_attachments:
+            raise RestoreFailed(
+                f"{lacking}; nothing was swapped. If the live filestore lacked them too "
+                "when the snapshot was taken, --allow-missing-attachments restores it as it was"
+            )
+        progress.phase(f"warning: {lacking}; restored as it was (--allow-missing-attachments)")
+    progress.phase(
+        f"verified: every object's SHA-256, {files} files, "
+        f"{attachments.checked - attachments.missing} of {attachments.checked} "
+        "attachments present"
+    )
+    return files, size, attachments
+
+
+def run_swap(
+    plan: swap.Swap, conninfo: str, service: OdooService, progress: Progress, *, undo: bool = False
+) -> None:
+    """Step 4 with Odoo stopped: the journal, then the renames (or, with `undo`, their
+    reversal), then Odoo started, then the journal removed; signals are ignored meanwhile (a
+    TERM from systemd lets it finish), and after a kill `restore --resume` takes the steps
+    left. When Odoo does not start after the swap, the error says the data was swapped and
+    where the previous copies are."""
+    folder = Path(plan.folder)
+    swapped = False
+    try:
+        with uninterrupted():
+            if swap.read_journal(folder) is None:
+                swap.write_journal(plan)  # before Odoo stops: a kill from here on is resumed
+            with service.stopped(progress.phase):
+                with _connect(conninfo) as conn:
+                    if undo:
+                        swap.undo(conn, plan)
+                    else:
+                        _finish_or_undo(conn, plan)
+                swapped = True
+                swap.step()  # a test kills here: swapped, Odoo not started again yet
+    except ServiceError as e:
+        swap.remove_journal(folder)
+        if not swapped:
+            raise
+        kept = (
+            f"; the previous ones are kept as database {plan.previous_db or '-'} and "
+            f"{plan.previous_folder or '-'}"
+            if not undo
+            else ""
+        )
+        done = "put the previous database and folder back" if undo else "swapped the data in"
+        raise ServiceError(
+            f"{done} ({plan.db}, {plan.folder}){kept}, but Odoo did not start: {e}"
+        ) from e
+    swap.remove_journal(folder)
+
+
+def _finish_or_undo(conn: Any, plan: swap.Swap) -> None:
+    """Finish the swap; when a step fails (not a kill: an error), undo what was done."""
+    try:
+        swap.finish(conn, plan)
+    except Exception as e:
+        try:
+            swap.undo(conn, plan)
+        except Exception as again:
+            raise RestoreFailed(
+                f"{plan.describe()} failed ({e}), and so did undoing it ({again}); the "
+                f"journal {swap.journal_path(Path(plan.folder))} is kept: run `odbox-backup "
+                f"restore --resume --db {plan.db} --filestore {plan.folder}` to finish it, or "
+                "--undo to put the previous ones back"
+            ) from e
+        swap.remove_journal(Path(plan.folder))
+        raise RestoreFailed(
+            f"{plan.describe()} failed ({e}) and was undone: the live database and filestore "
+            "are as they were"
+        ) from e
+
+
+def resume(conninfo: str, filestore: Path, service: OdooService, progress: Progress,
+           *, undo: bool = False) -> swap.Swap:  # fmt: skip
+    """`restore --resume` / `--undo`: finish, or undo, the swap the journal names."""
+    with swap.restore_lock(filestore, "--undo" if undo else "--resume"):
+        plan = swap.read_journal(filestore)
+        if plan is None:
+            raise RestoreFailed(
+                f"no interrupted restore of {filestore}: {swap.journal_path(filestore)} does "
+                "not exist; nothing was changed"
+            )
+        run_swap(plan, conninfo, service, progress, undo=undo)
+    return plan
 
 
 def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path | None]:
@@ -587,9 +653,9 @@ def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path
     import time
 
     with _connect(target.conninfo) as conn:
-        while True:
+        for _ in range(50):  # 10 s: more means the names do not change with the second
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-            db = f"{target.db}_before_{stamp}"[:63] if live_exists else None
+            db = f"{kept_base(target.db)}_before_{stamp}" if live_exists else None
             folder = (
                 target.filestore.with_name(f"{target.filestore.name}.before-{stamp}")
                 if target.filestore.exists()
@@ -598,33 +664,39 @@ def _previous_names(target: Target, live_exists: bool) -> tuple[str | None, Path
             if not (db and _exists(conn, db)[0]) and not (folder and folder.exists()):
                 return db, folder
             time.sleep(0.2)
-
-
-def _undo_swap(
-    conn: Any,
-    target: Target,
-    new_db: str,
-    new_folder: Path,
-    previous_db: str | None,
-    previous_folder: Path | None,
-) -> None:
-    """Put the live database and folder back under their names, best effort."""
-    with contextlib.suppress(Exception):
-        if target.filestore.exists() and not new_folder.exists() and previous_folder:
-            target.filestore.rename(new_folder)
-    with contextlib.suppress(Exception):
-        if previous_folder and previous_folder.exists() and not target.filestore.exists():
-            previous_folder.rename(target.filestore)
-    with contextlib.suppress(Exception):
-        if previous_db and not _exists(conn, previous_db)[0]:
-            return
-        if _exists(conn, target.db)[0] and previous_db:
-            _rename_db(conn, target.db, new_db)
-        if previous_db:
-            _rename_db(conn, previous_db, target.db)
+    raise RestoreFailed(
+        f"{db} and {folder} exist whatever the time: remove them; nothing was swapped"
+    )
 
 
 STAMP = r"\d{8}T\d{6}Z"
+NAMEDATALEN = 63  # bytes in a PostgreSQL name
+LONGEST_SUFFIX = len("_before_20260101T000000Z")
+
+
+def kept_base(db: str) -> str:
+    """What the names of `db`'s kept and restored copies start with: `db` itself, or, when
+    `db` + `_before_<time>` would pass PostgreSQL's 63 bytes (which cuts a name silently: a
+    51-character name lost its time, and the next restore waited forever for a free one),
+    its first bytes and a hash of the whole name."""
+    import hashlib
+
+    if len(db.encode()) + LONGEST_SUFFIX <= NAMEDATALEN:
+        return db
+    digest = hashlib.sha256(db.encode()).hexdigest()[:8]
+    head = db.encode()[: NAMEDATALEN - LONGEST_SUFFIX - 9].decode(errors="ignore")
+    return f"{head}_{digest}"
+
+
+def refuse_mount_point(filestore: Path) -> None:
+    """A filestore that is a mount point cannot be swapped by rename (EBUSY), and a folder
+    next to it is on the parent's file system: refused before anything is written."""
+    if filestore.is_dir() and os.path.ismount(filestore):
+        raise RestoreFailed(
+            f"{filestore} is a mount point: a restore writes a new folder next to it and swaps "
+            "the two by rename, which a mount point refuses; mount the disk on the folder that "
+            f"holds it ({filestore.parent}) instead; nothing was changed"
+        )
 
 
 @dataclass
@@ -644,7 +716,7 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
     and the `_restore_`/`.restore-` ones a killed restore left. A kept copy is not live: a
     session open on it (a psql left open, a report) does not keep it; a `_restore_` database
     with a session is one a restore is writing now, and it and its folder are left alone."""
-    db_pattern = re.compile(rf"{re.escape(db)}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
+    db_pattern = re.compile(rf"{re.escape(kept_base(db))}_(before_{STAMP}|restore_[0-9a-f]{{8}})")
     folder_pattern = re.compile(
         rf"{re.escape(filestore.name)}\.(before-{STAMP}|restore-[0-9a-f]{{8}})"
     )
@@ -672,6 +744,33 @@ def find_previous(conninfo: str, db: str, filestore: Path) -> Previous:
     )  # fmt: skip
     held = {n: sessions[n] for n in databases if n in sessions}
     return Previous(databases, folders, held, in_use)
+
+
+def leftovers(previous: Previous) -> Previous:
+    """Only what killed restores left (`_restore_`, `.restore-`), not the kept copies."""
+    return Previous(
+        [d for d in previous.databases if "_restore_" in d[-17:]],
+        [f for f in previous.folders if ".restore-" in f.name],
+        previous.sessions,
+        previous.in_use,
+    )
+
+
+def refuse_without_live(conninfo: str, db: str, filestore: Path, previous: Previous) -> None:
+    """A kept copy may be all that is left of the live data when the live database or
+    folder is missing: then nothing is dropped (a leftover of a killed restore still is,
+    with --leftovers)."""
+    with _connect(conninfo) as conn:
+        live = _exists(conn, db)[0]
+    missing = [f"database {db}"] if not live else []
+    if previous.folders and not filestore.is_dir():
+        missing.append(str(filestore))
+    if missing:
+        raise RestoreFailed(
+            f"{' and '.join(missing)} does not exist: a kept copy may be all there is of it, "
+            "so nothing was dropped; rename a copy back (or restore), or pass --leftovers to "
+            "drop only what killed restores left"
+        )
 
 
 def drop_previous(conninfo: str, previous: Previous) -> None:

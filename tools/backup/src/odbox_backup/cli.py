@@ -130,15 +130,22 @@ def init(
     debug: Debug = False,
 ) -> None:
     """Make a new, empty repository (encrypted when given recipients)."""
-    from odbox_backup.repository import Repository
+    from odbox_backup.repository import Repository, recipient_lines
     from odbox_backup.store import open_store
 
     recipients = list(recipient or [])
     if recipients_file is not None:
         try:
-            recipients += recipients_file.read_text().splitlines()
+            in_file = recipient_lines(recipients_file.read_text().splitlines())
         except OSError as e:
             raise UsageError(f"cannot read {recipients_file}: {e.strerror}") from e
+        if not in_file:
+            raise UsageError(
+                f"{recipients_file} holds no recipient (only blank lines or # comments): "
+                "add an age1… or ssh-ed25519/ssh-rsa public key, or leave out -R for a "
+                "repository that is not encrypted; nothing was created"
+            )
+        recipients += in_file
     created = Repository.init(open_store(repo), recipients)
     kind = (
         f"encrypted to {len(created.config.recipients)} recipients"

@@ -83,15 +83,18 @@ class Config:
         }
 
 
+def recipient_lines(lines: Iterable[str]) -> list[str]:
+    """The recipients of an age recipients file, one a line: blank lines and `#` comments
+    are not recipients (age's own rule), so they are never stored as one."""
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
 def parse_recipients(lines: Iterable[str]) -> list[Any]:
     """age and SSH recipients, one a line (blank lines and # comments skipped)."""
     from pyrage import ssh, x25519
 
     parsed: list[Any] = []
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in recipient_lines(lines):
         try:
             if line.startswith("age1"):
                 parsed.append(x25519.Recipient.from_str(line))
@@ -263,6 +266,7 @@ class Repository:
 
     @classmethod
     def init(cls, store: Store, recipients: Sequence[str] = ()) -> Repository:
+        recipients = recipient_lines(recipients)  # what is parsed is what is stored
         parse_recipients(recipients)  # refuse a bad one before writing anything
         if store.exists(CONFIG):
             raise RepositoryError(f"{store.url} is already a repository; nothing was changed")
@@ -273,7 +277,7 @@ class Repository:
         config = Config(
             id=secrets.token_hex(16),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            recipients=tuple(r.strip() for r in recipients if r.strip()),
+            recipients=tuple(recipients),
             chunking=dict(CHUNKING),
             packing=dict(PACKING),
         )

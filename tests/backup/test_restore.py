@@ -107,7 +107,7 @@ def test_a_snapshot_of_a_box_that_lacked_an_attachment_restores_only_when_allowe
     (filestore / gone).unlink()  # the row stays
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
+    backup_run(env, repo, odoo, "--allow-missing")  # the run says it too (test_filestore.py)
     at_backup = odoo_state(dsn, filestore)
     with psycopg.connect(dsn) as conn:
         conn.execute("UPDATE res_partner SET city = 'after the backup'")

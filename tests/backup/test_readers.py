@@ -32,7 +32,7 @@ def test_verify_without_identity_checks_what_it_can_and_passes_a_healthy_reposit
     repo, _ = _encrypted(env, tmp_path, odoo)
     result = backup(env, "verify", "--repo", repo)
     assert result.returncode == 0, result.stderr
-    assert "verify ok: 2 snapshots authenticated" in result.stdout
+    assert "verify ok: 2 of 2 snapshots authenticated" in result.stdout
     code, report = verify_json(env, repo)
     assert code == 0 and report["keyless"] and report["problems"] == []
 

@@ -478,10 +478,11 @@ def verify(
             f", {report.orphan_packs} packs a killed run left" if report.orphan_packs else ""
         )
         if report.keyless:
+            authentic = sum(1 for s in report.snapshots if s.ok)
             console.say(
-                f"verify {verdict}: {len(ids)} snapshots authenticated, {report.objects_referenced}"
-                " objects present at their sizes (without --identity: no content read; "
-                f"{leftovers})"
+                f"verify {verdict}: {authentic} of {len(ids)} snapshots authenticated, "
+                f"{report.objects_referenced} objects present at their sizes (without "
+                f"--identity: no content read; {leftovers})"
             )
         else:
             what = "every object read and checked" if read_data else "every object present"

@@ -166,3 +166,20 @@ def test_a_planted_index_or_object_cannot_stop_the_box_storing_a_file(odoo, loca
     code, report = verify_json(env, str(repo), "--read-data")
     assert code == 3 and [s["ok"] for s in report["snapshots"]] == [True, True]
     assert any(f"index/{pack_id}" in p and "not authenticated" in p for p in report["problems"])
+
+
+def test_copy_writes_the_real_manifest_over_one_planted_in_the_destination(odoo, local_env,
+                                                                           tmp_path):  # fmt: skip
+    env = local_env
+    repo, offsite = str(tmp_path / "repo"), tmp_path / "offsite"
+    backup_ok(env, "init", "--repo", repo)
+    backup_ok(env, "init", "--repo", str(offsite))
+    backup_run(env, repo, odoo)
+    [snapshot_id] = open_repo(repo, None).snapshot_ids()
+    planted = offsite / "snapshots" / snapshot_id
+    planted.parent.mkdir()
+    planted.write_bytes(b"the attacker's manifest under the ID the box will copy")
+    out = backup_ok(env, "copy", "--repo", repo, "latest", "--to", str(offsite))
+    assert f"copied snapshot {snapshot_id}" in out  # not "already there"
+    code, report = verify_json(env, str(offsite), "--read-data")
+    assert code == 0 and [s["id"] for s in report["snapshots"]] == [snapshot_id]

@@ -33,7 +33,7 @@ class SnapshotReport:
 
     def problem(self, text: str) -> None:
         self.ok = False
-        self.problems.append(text)
+        self.problems.append(text.removeprefix(f"snapshot {self.id} "))  # said once, in front
 
 
 @dataclass

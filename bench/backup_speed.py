@@ -759,6 +759,7 @@ def main() -> None:
             RESTIC_PASSWORD="bench-password",  # noqa: S106 (a throwaway repository)
             RESTIC_CACHE_DIR=str(work / "restic-cache"),
             ODBOX_BACKUP_CACHE=str(work / "odbox-cache"),  # its default is under ~/.cache
+            ODBOX_BACKUP_AUTH_KEY_FILE=str(work / "odbox-auth.key"),  # init writes it
         )  # fmt: skip
         key = work / "age-key.txt"
         subprocess.run(["age-keygen", "-o", key], check=True, capture_output=True)

@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 
 from odbox_backup.store import LocalStore, S3Store, Store
-from tests.backup.helpers import env_for, make_odoo
+from tests.backup.helpers import AUTH_KEY_FILE, env_for, make_odoo
 from tests.conftest import MotoServer, PostgresCluster
 from tests.odoo_data import Shape
+
+
+@pytest.fixture(autouse=True)
+def auth_key(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tests' authentication key, also for repositories opened in the test's process."""
+    monkeypatch.setenv("ODBOX_BACKUP_AUTH_KEY_FILE", str(AUTH_KEY_FILE))
+    return AUTH_KEY_FILE
 
 
 @pytest.fixture(params=["local", "s3"])

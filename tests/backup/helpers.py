@@ -10,13 +10,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.repository import Repository, load_identities
+from odbox_backup.repository import AuthKey, Repository, load_identities
 from odbox_backup.store import LocalStore, S3Store, Store
 from tests.conftest import MotoServer, PostgresCluster
 
 ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
 # run's cache (odbox_backup.cache) goes here, not into the home folder of whoever runs the tests
 CACHE_HOME = tempfile.mkdtemp(prefix="odbox-backup-test-cache-")
+# The authentication key every test's box and admin hold (`init` writes it on first use).
+AUTH_KEY_FILE = Path(tempfile.mkdtemp(prefix="odbox-backup-test-key-")) / "auth.key"
+if not AUTH_KEY_FILE.exists():
+    AUTH_KEY_FILE.write_text(AuthKey.generate(str(AUTH_KEY_FILE)).text())
 
 
 def env_for(postgres: PostgresCluster, moto: MotoServer | None) -> dict[str, str]:
@@ -24,6 +28,7 @@ def env_for(postgres: PostgresCluster, moto: MotoServer | None) -> dict[str, str
     env = {k: v for k, v in base.items() if not k.startswith(("ODBOX_", "PG"))}
     env.update(PGHOST=str(postgres.socket_dir), PGPORT=str(postgres.port), PGUSER="postgres",
                XDG_CACHE_HOME=CACHE_HOME)  # fmt: skip
+    env["ODBOX_BACKUP_AUTH_KEY_FILE"] = str(AUTH_KEY_FILE)
     env.pop("CACHE_DIRECTORY", None)
     return env
 
@@ -69,7 +74,7 @@ def store_for(repo: str, moto: MotoServer | None) -> Store:
 
 def open_repo(repo: str, moto: MotoServer | None, identity: Path | None = None) -> Repository:
     identities = load_identities(identity.read_bytes(), str(identity)) if identity else []
-    return Repository.open(store_for(repo, moto), identities)
+    return Repository.open(store_for(repo, moto), identities, AuthKey.load(AUTH_KEY_FILE))
 
 
 def dry_prune(
@@ -118,8 +123,7 @@ def key_holding(store: Store, name: str) -> str:
     alone = f"objects/{name[:2]}/{name}"
     if store.exists(alone):
         return alone
-    for key in store.list("index"):
-        index = json.loads(store.get(key))
+    for index in pack_indexes(store).values():
         if any(blob[0] == name for blob in index["blobs"]):
             return f"packs/{index['pack'][:2]}/{index['pack']}"
     raise AssertionError(f"object {name[:12]}… is in no pack and not alone")
@@ -133,16 +137,16 @@ def odoo_service(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def snapshot_then_change(
-    env: dict[str, str], tmp_path: Path, odoo: tuple[str, str, Path]
+    env: dict[str, str], tmp_path: Path, odoo: tuple[str, str, Path], *run_args: str
 ) -> tuple[str, Any, Any]:
-    """A folder repository with one snapshot of `odoo`, then its partners changed: (the
-    repository, the state the snapshot holds, the live state now)."""
+    """A folder repository with one snapshot of `odoo` (`run` with `run_args`), then its
+    partners changed: (the repository, the state the snapshot holds, the live state now)."""
     import psycopg
 
     _, dsn, filestore = odoo
     repo = str(tmp_path / "repo")
     backup_ok(env, "init", "--repo", repo)
-    backup_run(env, repo, odoo)
+    backup_run(env, repo, odoo, *run_args)
     at_backup = odoo_state(dsn, filestore)
     with psycopg.connect(dsn) as conn:
         conn.execute("UPDATE res_partner SET city = 'after the backup'")
@@ -154,3 +158,16 @@ def stand_in(folder: Path, tool: str, script: str) -> None:
     folder.mkdir(exist_ok=True)
     (folder / tool).write_text(f"#!/bin/sh\n{script}")
     (folder / tool).chmod(0o755)
+
+
+def authenticated_body(data: bytes) -> bytes:
+    """What follows the MAC line of an authenticated file (FORMAT.md, "Authentication")."""
+    header, _, body = data.partition(b"\n")
+    assert header.startswith(b"odbox-auth-v1 "), header[:40]
+    return body
+
+
+def pack_indexes(store: Store) -> dict[str, dict[str, Any]]:
+    """Key → JSON of every pack's index (not the indexes of objects stored alone)."""
+    documents = {key: json.loads(authenticated_body(store.get(key))) for key in store.list("index")}
+    return {key: doc for key, doc in documents.items() if "pack" in doc}

@@ -35,9 +35,13 @@ def test_an_object_a_dead_run_left_is_written_again(odoo, env, tmp_path, left):
     else:
         pack_id = "ab" * 32
         leftover = repo / "packs" / pack_id[:2] / pack_id
-        index = {"pack": pack_id, "blobs": [[digest, 0, len(content)]]}
+        index = {"pack": pack_id, "size": len(content) + 200, "blobs": [[digest, 0, len(content)]]}
         (repo / "index").mkdir(exist_ok=True)
-        (repo / "index" / pack_id).write_text(json.dumps(index))
+        auth = open_repo(str(repo), None).auth  # the box's own index: authenticated
+        assert auth is not None
+        (repo / "index" / pack_id).write_bytes(
+            auth.wrap("index", pack_id, json.dumps(index).encode())
+        )
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -40,10 +41,10 @@ def test_another_format_version_is_refused(backend, env, request):
     backup_ok(env, "init", "--repo", backend)
     store = store_for(backend, moto_for(backend, request))
     config = json.loads(store.get("config.json"))
-    store.put("config.json", json.dumps({**config, "version": 3}).encode())
+    store.put("config.json", json.dumps({**config, "version": 4}).encode())
     result = backup(env, "list", "--repo", backend)
     assert result.returncode == 1
-    assert "is a version 3 repository; this odbox-backup reads versions 1 and 2 only" in (
+    assert "is a version 4 repository; this odbox-backup reads versions 1 to 3 only" in (
         one_error_line(result)
     )
 
@@ -58,9 +59,11 @@ def test_unknown_and_corrupt_snapshots_are_one_clear_line(backend, env, request,
     store = store_for(backend, moto_for(backend, request))
     [key] = list(store.list("snapshots"))
     store.put(key, b"\x28\xb5\x2f\xfd garbage")
-    result = backup(env, "show", "--repo", backend, "latest")
+    result = backup(env, "show", "--repo", backend, key.rsplit("/", 1)[1])
     assert result.returncode == 1
-    assert "is damaged" in one_error_line(result)
+    assert "is not authenticated" in one_error_line(result)
+    result = backup(env, "show", "--repo", backend, "latest")
+    assert result.returncode == 1 and "holds no snapshot yet" in result.stderr
 
 
 def test_a_failing_pg_dump_writes_no_snapshot(backend, env, request, odoo):
@@ -81,8 +84,9 @@ def test_a_live_lock_makes_a_second_run_exit_4_and_a_stale_one_is_removed(
     backup_ok(env, "init", "--repo", backend)
     store = store_for(backend, moto_for(backend, request))
     run = ["run", "--repo", backend, "--db", name, "--filestore", str(filestore)]
+    now = dt.datetime.now(dt.UTC).isoformat()  # a lock dated a day ahead would be stale
     live = {"host": socket.gethostname(), "pid": os.getpid(), "command": "odbox-backup run",
-            "time": "2099-01-01T00:00:00+00:00", "repository": "x"}  # fmt: skip
+            "time": now, "repository": "x"}  # fmt: skip
     store.put("locks/other.json", json.dumps(live).encode())
     result = backup(env, *run)
     assert result.returncode == 4

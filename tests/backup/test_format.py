@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import subprocess
 
-from tests.backup.helpers import backup_ok, env_for, make_odoo
+from tests.backup.helpers import AUTH_KEY_FILE, backup_ok, env_for, make_odoo
 from tests.odoo_data import Shape
 
 
-def _open(path, key) -> bytes:
-    """`age -d -i KEY FILE | zstd -d`, as FORMAT.md says."""
-    plain = subprocess.run(["age", "-d", "-i", str(key), str(path)], capture_output=True,
-                           check=True).stdout  # fmt: skip
+def _open(path, key, data: bytes | None = None) -> bytes:
+    """`age -d -i KEY FILE | zstd -d`, as FORMAT.md says (of `data` when given)."""
+    plain = subprocess.run(["age", "-d", "-i", str(key), *([] if data else [str(path)])],
+                           input=data, capture_output=True, check=True).stdout  # fmt: skip
     return subprocess.run(["zstd", "-d", "-c"], input=plain, capture_output=True, check=True).stdout
+
+
+def _authenticated(data: bytes, repo_key: bytes, kind: str, name: str) -> bytes:
+    """The body behind a MAC line, the MAC checked as FORMAT.md's "Authentication" says."""
+    line, _, body = data.partition(b"\n")
+    assert line.startswith(b"odbox-auth-v1 ")
+    expected = hmac.new(repo_key, f"{kind}\0{name}\0".encode() + body, hashlib.sha256)
+    assert line.removeprefix(b"odbox-auth-v1 ").decode() == expected.hexdigest()
+    return body
 
 
 def test_the_repository_is_what_format_md_says(postgres, tmp_path):
@@ -31,7 +41,16 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
     backup_ok(env, "run", "--repo", str(repo), "--db", "odoo_format", "--filestore", str(filestore))
 
     config = json.loads((repo / "config.json").read_text())
-    assert config["format"] == "odbox-backup" and config["version"] == 2
+    assert config["format"] == "odbox-backup" and config["version"] == 3
+    [secret] = re.findall(r"^odbox-backup-auth-key-1:([0-9a-f]{64})$", AUTH_KEY_FILE.read_text(),
+                          flags=re.M)  # fmt: skip
+    repo_key = hmac.new(bytes.fromhex(secret), f"odbox-backup repository {config['id']}".encode(),
+                        hashlib.sha256).digest()  # fmt: skip
+    rest = json.dumps({k: v for k, v in config.items() if k != "mac"}, sort_keys=True,
+                      separators=(",", ":")).encode()  # fmt: skip
+    assert config["mac"] == hmac.new(repo_key, b"config\0\0" + rest, hashlib.sha256).hexdigest()
+    assert config["auth"] == {"algorithm": "hmac-sha256", "key_check": hmac.new(
+        repo_key, b"key-check\0\0", hashlib.sha256).hexdigest()}  # fmt: skip
     assert config["packing"] == {"below": 1 << 20, "target": 8 << 20}
     assert re.fullmatch(r"[0-9a-f]{32}", config["id"]) and config["recipients"] == [recipient]
     assert config["compression"] == "zstd" and config["chunking"]["algorithm"] == "fastcdc2020"
@@ -47,11 +66,17 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
     # Packs: `age -d | zstd -d` gives their objects concatenated; the plain index says where
     # each object's zstd frame is in the decrypted pack.
     packs = sorted(p for p in (repo / "packs").rglob("*") if p.is_file())
-    assert packs and {p.name for p in (repo / "index").iterdir()} == {p.name for p in packs}
+    indexes = {p.name: json.loads(_authenticated(p.read_bytes(), repo_key, "index", p.name))
+               for p in (repo / "index").iterdir()}  # fmt: skip
+    alone_indexed = {
+        name: size for doc in indexes.values() for name, size in doc.get("objects", [])
+    }
+    assert alone_indexed == {p.name: p.stat().st_size for p in objects}  # every one, its size
+    assert packs and {i for i, doc in indexes.items() if "pack" in doc} == {p.name for p in packs}
     for path in packs:
         assert path.parent.name == path.name[:2] and re.fullmatch(r"[0-9a-f]{64}", path.name)
-        index = json.loads((repo / "index" / path.name).read_text())
-        assert index["pack"] == path.name
+        index = indexes[path.name]
+        assert index["pack"] == path.name and index["size"] == path.stat().st_size
         frames = subprocess.run(["age", "-d", "-i", str(key), str(path)], capture_output=True,
                                 check=True).stdout  # fmt: skip
         contents = []
@@ -67,7 +92,8 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
 
     [snapshot] = list((repo / "snapshots").iterdir())
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", snapshot.name)
-    manifest = json.loads(_open(snapshot, key))
+    body = _authenticated(snapshot.read_bytes(), repo_key, "snapshot", snapshot.name)
+    manifest = json.loads(_open(snapshot, key, body))
     assert manifest["id"] == snapshot.name and manifest["version"] == 1
     assert set(manifest) >= {"time", "host", "mode", "source", "database", "odoo", "filestore",
                              "totals"}  # fmt: skip

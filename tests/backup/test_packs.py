@@ -9,20 +9,21 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
+import zstandard
 
-from odbox_backup.repository import Repository
 from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
     ODBOX_BACKUP,
+    authenticated_body,
     backup,
     backup_ok,
     backup_run,
     dry_prune,
     open_repo,
+    pack_indexes,
     show,
     store_for,
     verify_json,
@@ -48,6 +49,10 @@ def _drop_half_the_small_files(dsn, filestore) -> list[str]:
 
 def _keys(store, prefix):
     return {key.rsplit("/", 1)[1] for key in store.list(prefix)}
+
+
+def _pack_index_keys(store):
+    return {key.rsplit("/", 1)[1] for key in pack_indexes(store)}
 
 
 def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backend, env, request):
@@ -78,7 +83,7 @@ def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backen
     kept = set(repo.objects_of(repo.read_snapshot(ids[1])))
     assert repo.known_objects() == kept  # the deleted files' objects went with the old pack
     packs = _keys(store, "packs")
-    assert packs and not packs & first_packs and _keys(store, "index") == packs
+    assert packs and not packs & first_packs and _pack_index_keys(store) == packs
     code, report = verify_json(env, backend, "--read-data")
     assert code == 0 and report["objects"]["unreferenced"] == 0, report["problems"]
 
@@ -138,7 +143,7 @@ def test_a_killed_prune_loses_nothing(odoo, local_env, tmp_path):
             break
     assert kills >= 2  # killed after its first change, and after its second
     store = store_for(str(repo), None)
-    assert _keys(store, "index") == _keys(store, "packs")  # the leftovers are gone
+    assert _pack_index_keys(store) == _keys(store, "packs")  # the leftovers are gone
     assert [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", str(repo), "--json"))] == [
         kept["id"]
     ]
@@ -151,7 +156,7 @@ def test_a_damaged_index_is_reported_and_stops_prune(odoo, backend, env, request
     backup_run(env, backend, odoo)
     backup_run(env, backend, odoo)
     store = store_for(backend, moto_for(backend, request))
-    [index] = list(store.list("index"))
+    [index] = list(pack_indexes(store))
     store.put(index, b'{"pack": "not this one"')
 
     code, report = verify_json(env, backend)
@@ -181,21 +186,43 @@ def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, local_env, tmp_p
     assert not orphan.exists()
 
 
-def test_a_version_1_repository_is_read_and_written_as_version_1(odoo, local_env, tmp_path):
+def _as_version_1(repo: Path) -> None:
+    """Turn a fresh unencrypted repository into what odbox-backup wrote before packs and
+    authentication: every object alone, manifests without a MAC line, config version 1."""
+    opened = open_repo(str(repo), None)
+    compressor = zstandard.ZstdCompressor()
+    for name in opened.known_objects(with_places=True):
+        if opened.location(name) is not None:
+            path = repo / "objects" / name[:2] / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(compressor.compress(opened.get_object(name)))
+    shutil.rmtree(repo / "packs")
+    shutil.rmtree(repo / "index")
+    for snapshot in (repo / "snapshots").iterdir():
+        snapshot.write_bytes(authenticated_body(snapshot.read_bytes()))
+    config = json.loads((repo / "config.json").read_text())
+    for field in ("packing", "auth", "mac"):
+        del config[field]
+    (repo / "config.json").write_text(json.dumps({**config, "version": 1}))
+
+
+def test_a_version_1_repository_is_read_but_never_written(odoo, local_env, tmp_path):
     env = local_env
     repo = tmp_path / "repo"
     backup_ok(env, "init", "--repo", str(repo))
-    config = json.loads((repo / "config.json").read_text())
-    del config["packing"]
-    (repo / "config.json").write_text(json.dumps({**config, "version": 1}))
     backup_run(env, str(repo), odoo)
-    time.sleep(1)
-    backup_run(env, str(repo), odoo)
-    assert not (repo / "packs").exists() and not (repo / "index").exists()
-    assert json.loads((repo / "config.json").read_text())["version"] == 1
-    opened = Repository.open(store_for(str(repo), None))
-    manifest = opened.read_snapshot(opened.snapshot_ids()[-1])
-    for name in opened.objects_of(manifest):
-        assert (repo / "objects" / name[:2] / name).is_file()
-    code, report = verify_json(env, str(repo), "--read-data")
+    _as_version_1(repo)
+    keyless = {k: v for k, v in env.items() if k != "ODBOX_BACKUP_AUTH_KEY_FILE"}
+    code, report = verify_json(keyless, str(repo), "--read-data")
     assert code == 0 and report["objects"]["read"] == report["objects"]["referenced"]
+    result = backup(keyless, "verify", "--repo", str(repo))
+    assert "not authenticated" in result.stderr  # said every time it is read
+    run = ["run", "--repo", str(repo), "--db", odoo[0], "--filestore", str(odoo[2])]
+    result = backup(keyless, *run)
+    assert result.returncode == 1 and "error: " in result.stderr
+    assert "no longer writes into it" in result.stderr and "Traceback" not in result.stderr
+    # With the key (the box's configuration), an unauthenticated repository is refused: its
+    # config.json could be an attacker's.
+    result = backup(env, "list", "--repo", str(repo))
+    assert result.returncode == 1 and "not authenticated" in one_error_line(result)
+    assert len(list((repo / "snapshots").iterdir())) == 1

@@ -23,6 +23,9 @@ def test_every_example_in_the_readme_runs(postgres, tmp_path):
     )  # fmt: skip
     work = tmp_path / "work"
     work.mkdir()
+    # The key the README's `init` writes; its later examples get it as a box does, from
+    # ODBOX_BACKUP_AUTH_KEY_FILE (each example runs in its own shell: the export is gone).
+    env["ODBOX_BACKUP_AUTH_KEY_FILE"] = str(work / "backup-auth.key")
     outputs = run_sh_examples(README, work, env, at_least=1)
     runs = re.findall(r"snapshot \d{8}T\d{6}Z-[0-9a-f]{8}: .* new in (\d+) objects", outputs[0])
     assert len(runs) == 2

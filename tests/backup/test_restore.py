@@ -101,7 +101,9 @@ def test_a_snapshot_of_a_box_that_lacked_an_attachment_restores_only_when_allowe
             " ORDER BY id LIMIT 1"
         ).fetchall()
     (filestore / gone).unlink()  # the row stays
-    repo, at_backup, before = snapshot_then_change(env, tmp_path, odoo)
+    repo, at_backup, before = snapshot_then_change(
+        env, tmp_path, odoo, "--allow-missing"
+    )  # the run says it too (test_filestore.py)
     log, service = odoo_service(tmp_path)
     restore = ["restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore),
                *service]  # fmt: skip

@@ -151,6 +151,8 @@ def shop(k8s: K8sEmulator, postgres: PostgresCluster, tmp_path: Path, request: A
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "ODBOX_", "KUBE"))}
     env |= {**pg_env, "KUBECONFIG": str(k8s.kubeconfig), "XDG_CACHE_HOME": str(tmp_path / "cache"),
             "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
+    # odbox-backup's authentication key, as the box's configuration gives it (`init` writes it)
+    env["ODBOX_BACKUP_AUTH_KEY_FILE"] = str(tmp_path / "backup-auth.key")
     (tmp_path / "tmp").mkdir()
     repo = tmp_path / "repo"
     subprocess.run([str(ODBOX_BACKUP), "init", "--repo", str(repo)], env=env, check=True,

@@ -431,10 +431,11 @@ def test_a_dump_with_every_byte_value_arrives_intact(shop: Shop) -> None:
     args[args.index("--db-pod") + 1] = "raw-0"
     done = shop.migrate("pull", *args)
     assert done.returncode == 0, done.stderr
-    from odbox_backup.repository import Repository
+    from odbox_backup.repository import AuthKey, Repository
     from odbox_backup.store import open_store
 
-    repo = Repository.open(open_store(str(shop.repo)))
+    key = AuthKey.load(Path(shop.env["ODBOX_BACKUP_AUTH_KEY_FILE"]))
+    repo = Repository.open(open_store(str(shop.repo)), key=key)
     database = repo.read_snapshot(repo.resolve("latest"))["database"]
     stored = b"".join(repo.get_object(name) for name in database["objects"])
     assert len(stored) == database["size"] == len(data)

@@ -57,6 +57,12 @@ in
       default = null;
       description = "age identity or SSH key that reads an encrypted repository, for restore, prune and copy (a path outside the Nix store, e.g. the vault's tmpfs). No default: the box usually only encrypts to keys it does not hold.";
     };
+    authKeyFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/odbox-vault/backup-auth.key";
+      description = "odbox-backup's authentication key (`odbox-backup init --auth-key-file` writes it): every command on a version 3 repository needs it, the box to sign what it writes and check what it dedups against. A secret: a path outside the Nix store (the vault's tmpfs), never in the repository.";
+    };
     hot = calendars "hot backups (Odoo keeps running)" [ "*-*-* 02:00:00" ];
     cold = calendars "cold backups (Odoo stopped, then started again whatever happens)" [ ];
     keep = {

@@ -14,6 +14,8 @@ let
     ODBOX_ODOO_SERVICE = cfg.odooService;
   } // lib.optionalAttrs (cfg.identityFile != null) {
     ODBOX_BACKUP_IDENTITY = cfg.identityFile;
+  } // lib.optionalAttrs (cfg.authKeyFile != null) {
+    ODBOX_BACKUP_AUTH_KEY_FILE = cfg.authKeyFile;
   };
   prune = "${bin} prune --wait 3600 --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
   # Pruning reads the kept manifests: without an identity an encrypted repository

@@ -366,9 +366,28 @@ def read_filestore(
     known = repo.known_objects()
     max_whole = int(repo.config.chunking["max"])
     start = len(str(root)) + 1
-    for folder, dirs, names in os.walk(root):  # strings, not pathlib: 20,000 files and more
+
+    def unreadable(e: OSError) -> None:
+        if isinstance(e, FileNotFoundError):
+            return  # removed meanwhile
+        raise BackupFailed(f"cannot read the filestore's folder {e.filename}: {e.strerror}; "
+                           "no snapshot was written")  # fmt: skip
+
+    # Symlinks are followed (a `02/` on another disk is a common way to spread one), each
+    # folder once: a loop fails naming it. os.walk reports a folder it cannot list to
+    # `unreadable`, which fails the run: a folder is never left out without a word.
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        try:
+            here = os.stat(folder)  # noqa: PTH116 (strings, as os.walk gives them)
+        except OSError as e:
+            unreadable(e)
+            continue
+        if (here.st_dev, here.st_ino) in seen:
+            raise BackupFailed(f"the filestore's {folder} is a symlink loop: remove it")
+        seen.add((here.st_dev, here.st_ino))
         dirs.sort()
-        for filename in sorted(names):
+        for filename in sorted(names):  # strings, not pathlib: 20,000 files and more
             if cancel is not None and cancel.is_set():
                 raise BackupFailed("stopped reading the filestore: the dump failed")
             path = os.path.join(folder, filename)  # noqa: PTH118 (pathlib is the cost here)
@@ -377,10 +396,19 @@ def read_filestore(
                 continue
             try:
                 st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    st = os.stat(path)  # noqa: PTH116
             except FileNotFoundError:
+                if os.path.islink(path):  # noqa: PTH114
+                    target = os.readlink(path)  # noqa: PTH115
+                    raise BackupFailed(f"the filestore's {path} is a symlink to {target}, "
+                                       "which does not exist") from None  # fmt: skip
                 continue  # Odoo's garbage collector removed it meanwhile
+            except OSError as e:
+                raise BackupFailed(f"cannot read {path}: {e.strerror}") from e
             if not stat.S_ISREG(st.st_mode):
-                continue
+                raise BackupFailed(f"the filestore's {path} is not a file nor a folder "
+                                   "(a socket, a pipe, a device?): remove it")  # fmt: skip
             text = previous.get(hash(rel))
             if text is not None and ODOO_PATH.fullmatch(rel):
                 before = json.loads(text)
@@ -429,6 +457,33 @@ def previous_files(previous: dict[str, Any] | None) -> dict[int, str]:
     if isinstance(files, JSONTexts):
         return {hash(entry_path(text)): text for text in files}
     return {hash(str(f["path"])): entry_text(f["path"], f["size"], f["objects"]) for f in files}
+
+
+def attachments_missing(conninfo: str, root: Path, files: JSONTexts) -> tuple[int, str]:
+    """How many `ir_attachment.store_fname` the database names that the snapshot's files
+    (sorted, as `filestore_part` leaves them) lack, and the first. Odoo writes a file before
+    it commits its row, so one named now but not read was not in the filestore, unless it
+    is on disk now: it came after the last pass, with a row the dump does not hold."""
+    import psycopg
+
+    stored = PathsOf(files)
+    count, first = 0, ""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            has = conn.execute("SELECT to_regclass('ir_attachment')").fetchone()
+            if not has or not has[0]:
+                return 0, ""
+            with conn.cursor("attachments") as cursor:  # a batch at a time, never a list
+                cursor.itersize = 5000
+                cursor.execute("SELECT DISTINCT store_fname FROM ir_attachment"
+                               " WHERE store_fname IS NOT NULL AND store_fname <> ''")  # fmt: skip
+                for (fname,) in cursor:
+                    if fname not in stored and not os.path.isfile(os.path.join(root, fname)):  # noqa: PTH113, PTH118
+                        count += 1
+                        first = first or str(fname)
+    except psycopg.Error as e:
+        raise BackupFailed(f"cannot read ir_attachment: {str(e).strip().splitlines()[0]}") from e
+    return count, first
 
 
 @dataclass
@@ -497,6 +552,10 @@ def run_backup(
     first += again
     counters.merge(early_counters)
     filestore = filestore_part(first)
+    missing = attachments_missing(source.conninfo, source.filestore, filestore["files"])
+    filestore["missing"] = missing[0]
+    if missing[0]:
+        filestore["missing_first"] = missing[1]
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

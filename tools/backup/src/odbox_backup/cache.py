@@ -20,6 +20,7 @@ written to a temporary name and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -79,7 +80,10 @@ def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None
     tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(4)}")
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tmp.open("w") as f:  # written line by line: no whole copy in memory
+        with contextlib.suppress(OSError):  # one made before this version, or by hand
+            folder.chmod(0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w") as f:  # written line by line: no whole copy in memory
             f.write(json.dumps(header, separators=(",", ":")) + "\n")
             for start in range(0, len(files), 2000):
                 f.writelines(f"{_text(entry)}\n" for entry in files[start : start + 2000])

@@ -17,7 +17,7 @@ import typer
 from odbox_backup import __version__
 from odbox_common import console, runner
 from odbox_common.console import human_size as _size
-from odbox_common.errors import ExitCode, UsageError
+from odbox_common.errors import ExitCode, ToolError, UsageError
 
 if TYPE_CHECKING:
     from odbox_backup.repository import Repository
@@ -44,6 +44,14 @@ Identity = Annotated[
     typer.Option(
         "--identity", envvar="ODBOX_BACKUP_IDENTITY", metavar="FILE",
         help="age identity file or SSH private key, to read an encrypted repository.",
+    ),
+]  # fmt: skip
+AuthKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--auth-key-file", envvar="ODBOX_BACKUP_AUTH_KEY_FILE", metavar="FILE",
+        help="The repository's authentication key (init writes it; keep a copy with the "
+        "identity, never in the repository).",
     ),
 ]  # fmt: skip
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
@@ -78,8 +86,9 @@ Debug = Annotated[
 ]
 
 
-def _open(repo: str, identity: Path | None = None) -> Repository:
-    from odbox_backup.repository import Repository, load_identities
+def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
+    """The repository; the authentication key is `auth_key`, else ODBOX_BACKUP_AUTH_KEY_FILE's."""
+    from odbox_backup.repository import AuthKey, Repository, load_identities
     from odbox_backup.store import open_store
 
     identities: list[Any] = []
@@ -88,7 +97,20 @@ def _open(repo: str, identity: Path | None = None) -> Repository:
             identities = load_identities(identity.read_bytes(), str(identity))
         except OSError as e:
             raise UsageError(f"cannot read the identity {identity}: {e.strerror}") from e
-    return Repository.open(open_store(repo), identities)
+    key = AuthKey.load(auth_key) if auth_key is not None else None
+    repository = Repository.open(open_store(repo), identities, key)
+    repository.warn = console.warn
+    if repository.auth is None:
+        console.warn(
+            f"{repo} is a version {repository.config.version} repository: its files are not "
+            "authenticated, so whoever could write to it could have forged them"
+        )
+    return repository
+
+
+def _log(json: bool) -> Any:
+    """Where a command's progress lines go: stdout, or stderr when --json owns stdout."""
+    return (lambda text: console.say(text, sys.stderr)) if json else console.say
 
 
 @contextlib.contextmanager
@@ -96,10 +118,29 @@ def _locked(repository: Repository, command: str, wait: float) -> Iterator[None]
     """The repository's lock for a writing command; says which stale locks it removed."""
     from odbox_backup import locks
 
+    mode = "prune" if command == "prune" else "write"
     with locks.exclusive(repository.store, f"odbox-backup {command}", repository.config.id,
-                         wait=wait) as stale:  # fmt: skip
+                         wait=wait, mode=mode) as stale:  # fmt: skip
         for lock in stale:
             console.warn(f"removed a stale lock: {lock.describe()}")
+        yield
+
+
+@contextlib.contextmanager
+def _reading(repository: Repository, command: str, wait: float = 0) -> Iterator[None]:
+    """A reader's lock, which a prune respects (and waits for or refuses). Where the lock
+    cannot be written (read-only credentials), the command reads without it, saying so."""
+    from odbox_backup import locks
+    from odbox_backup.store import StoreError
+
+    with contextlib.ExitStack() as held:
+        try:
+            lock = locks.exclusive(repository.store, f"odbox-backup {command}",
+                                   repository.config.id, wait=wait, mode="read")  # fmt: skip
+            held.enter_context(lock)
+        except StoreError as e:
+            console.warn(f"reading without a lock ({e}): a prune meanwhile could make this "
+                         f"{command} see objects go")  # fmt: skip
         yield
 
 
@@ -127,19 +168,53 @@ def init(
         Path | None,
         typer.Option("--recipients-file", "-R", metavar="FILE", help="Recipients, one a line."),
     ] = None,
+    auth_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-key-file", envvar="ODBOX_BACKUP_AUTH_KEY_FILE", metavar="FILE",
+            help="The authentication key: written there (0600) when the file does not exist, "
+            "else the one it holds (one key for several repositories). Required.",
+        ),
+    ] = None,
     debug: Debug = False,
-) -> None:
+) -> None:  # fmt: skip
     """Make a new, empty repository (encrypted when given recipients)."""
-    from odbox_backup.repository import Repository
+    from odbox_backup.repository import AuthKey, Repository, recipient_lines
     from odbox_backup.store import open_store
+    from odbox_common.files import write_private
+
+    if auth_key is None:
+        raise UsageError(
+            "give --auth-key-file FILE (or set ODBOX_BACKUP_AUTH_KEY_FILE): a new key is "
+            "written there unless it exists; the box and the admin keep it, the repository never"
+        )
 
     recipients = list(recipient or [])
     if recipients_file is not None:
         try:
-            recipients += recipients_file.read_text().splitlines()
+            in_file = recipient_lines(recipients_file.read_text().splitlines())
         except OSError as e:
             raise UsageError(f"cannot read {recipients_file}: {e.strerror}") from e
-    created = Repository.init(open_store(repo), recipients)
+        if not in_file:
+            raise UsageError(
+                f"{recipients_file} holds no recipient (only blank lines or # comments): "
+                "add an age1… or ssh-ed25519/ssh-rsa public key, or leave out -R for a "
+                "repository that is not encrypted; nothing was created"
+            )
+        recipients += in_file
+    new_key = not auth_key.exists()
+    key = AuthKey.generate(str(auth_key)) if new_key else AuthKey.load(auth_key)
+    store = open_store(repo)
+    Repository.check_new(store, recipients)  # before a key is written for nothing
+    if new_key:
+        try:
+            write_private(auth_key, key.text().encode())
+        except OSError as e:
+            raise UsageError(f"cannot write the key {auth_key}: {e.strerror}") from e
+    created = Repository.init(store, recipients, key)
+    if new_key:
+        console.say(f"wrote a new authentication key to {auth_key}: keep a copy with the "
+                    "identity (the vault); every command on this repository needs it")  # fmt: skip
     kind = (
         f"encrypted to {len(created.config.recipients)} recipients"
         if created.config.encrypted
@@ -184,7 +259,13 @@ def run(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither use nor keep the cache.")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing",
+                           help="Exit 0 even when the database names attachments the filestore "
+                           "lacks (the snapshot is written either way, and says how many).")
+    ] = False,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
@@ -198,14 +279,15 @@ def run(
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
     if cold and not service.managed:
         raise UsageError("--cold needs --odoo-service, or --odoo-stop and --odoo-start")
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
+    repository.require_writable()
     conninfo = make_conninfo(dsn or "", dbname=db)
     with _locked(repository, "run", wait):
         folder = None if no_cache else (cache_dir or cache.default_dir())
         previous = cache.load(folder, repository) if folder else None
         if previous is None and (not repository.config.encrypted or repository.identities):
-            ids = repository.snapshot_ids()
-            previous = repository.read_snapshot(ids[-1]) if ids else None
+            latest = repository.newest(db)
+            previous = repository.read_snapshot(latest) if latest else None
         source = Source(conninfo, db, filestore, pg_bin, "cold" if cold else "hot")
         with (
             service.stopped(console.say) if cold else contextlib.nullcontext(),
@@ -215,22 +297,37 @@ def run(
         if folder and (reason := cache.save(folder, repository, manifest)):
             console.warn(reason)
     t = manifest["totals"]
+    missing = manifest["filestore"].get("missing", 0)
     console.say(
         f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
         f"{_size(t['bytes'])} in {t['objects']} objects, {_size(t['new_bytes'])} new "
         f"in {t['new_objects']} objects, {t['seconds']:.1f} s"
+        + (f", {missing} attachments missing from the filestore" if missing else "")
     )
+    if missing:
+        what = (f"the database names {missing} attachments the filestore lacks (first: "
+                f"{manifest['filestore']['missing_first']}): Odoo shows them empty, and the "
+                "snapshot holds them as they are")  # fmt: skip
+        if not allow_missing:
+            raise ToolError(f"{what}; pass --allow-missing once that is known and accepted")
+        console.warn(what)
 
 
 @app.command("list")
-def list_(repo: Repo, identity: Identity = None, json: Json = False, debug: Debug = False) -> None:
+def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
+          debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
-    from odbox_backup.repository import snapshot_time
+    from odbox_backup.repository import Unauthenticated, snapshot_time
 
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     rows = []
     for snapshot_id in repository.snapshot_ids():
         row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
+        try:
+            repository.check_snapshot(snapshot_id)
+        except Unauthenticated as e:
+            console.warn(f"left out {e}")
+            continue
         if not repository.config.encrypted or repository.identities:
             m = repository.read_snapshot(snapshot_id)
             row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
@@ -254,11 +351,12 @@ def show(
     repo: Repo,
     snapshot: Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")],
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Show one snapshot's manifest."""
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     manifest = repository.read_snapshot(repository.resolve(snapshot), compact=False)
     if json:
         console.print_json(manifest)
@@ -354,9 +452,9 @@ def restore(
     if repo is None or snapshot is None:
         raise UsageError("restore needs --repo and a snapshot (or --resume / --undo)")
     repository = _open(repo, identity)
-    snapshot_id = repository.resolve(snapshot)
+    snapshot_id = repository.resolve(snapshot, database=db)  # latest: latest of this database
     maintenance = make_conninfo(dsn or "", dbname="postgres")
-    with progress_for() as progress:
+    with _reading(repository, "restore"), progress_for() as progress:
         target = Target(maintenance, db, filestore, owner, pg_bin)
         done = do_restore(repository, snapshot_id, target, service, progress,
                           allow_missing_attachments=allow_missing_attachments)  # fmt: skip
@@ -383,7 +481,9 @@ def verify(
         bool,
         typer.Option("--read-data", help="Read every object and check its content and sizes."),
     ] = False,
+    wait: Wait = 0,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -391,9 +491,14 @@ def verify(
     from odbox_backup.progress import progress_for
     from odbox_backup.verify import verify as do_verify
 
-    repository = _open(repo, identity)
-    ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
-    with progress_for(json) as progress:
+    repository = _open(repo, identity, auth_key)
+    if read_data and repository.config.encrypted and not repository.identities:
+        raise UsageError(
+            "--read-data reads every object of this encrypted repository: pass --identity "
+            "(without both, verify checks the MACs and that everything is there at its size)"
+        )
+    with _reading(repository, "verify", wait), progress_for(json) as progress:
+        ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
         if read_data:
             progress.phase(f"reading the objects of {len(ids)} snapshots")
         report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
@@ -402,15 +507,23 @@ def verify(
     else:
         for problem in report.problems:
             console.warn(problem)
-        what = "every object read and checked" if read_data else "every object present"
         verdict = "ok" if report.ok else f"{len(report.problems)} PROBLEMS"
-        console.say(
-            f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
-            f"({what}; {report.objects_unreferenced} unused objects, "
-            f"{report.leftovers} temp files"
-            + (f", {report.orphan_packs} packs a killed run left" if report.orphan_packs else "")
-            + ")"
+        leftovers = f"{report.leftovers} temp files" + (
+            f", {report.orphan_packs} packs a killed run left" if report.orphan_packs else ""
         )
+        if report.keyless:
+            authentic = sum(1 for s in report.snapshots if s.ok)
+            console.say(
+                f"verify {verdict}: {authentic} of {len(ids)} snapshots authenticated, "
+                f"{report.objects_referenced} objects present at their sizes (without "
+                f"--identity: no content read; {leftovers})"
+            )
+        else:
+            what = "every object read and checked" if read_data else "every object present"
+            console.say(
+                f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
+                f"({what}; {report.objects_unreferenced} unused objects, {leftovers})"
+            )
     if not report.ok:
         raise typer.Exit(int(ExitCode.PROBLEMS))
 
@@ -433,32 +546,45 @@ def prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")
     ] = False,
+    group_by: Annotated[
+        str,
+        typer.Option("--group-by", metavar="FIELDS",
+                     help="Apply the policy to each group of snapshots with the same host, db "
+                     "or both (restic's --group-by); '' for one group."),
+    ] = "host,db",
     wait: Wait = 0,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     json: Json = False,
     debug: Debug = False,
-) -> None:
+) -> None:  # fmt: skip
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
-    from odbox_backup.prune import Policy, explain
+    from odbox_backup.prune import Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
 
     policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
-    repository = _open(repo, identity)
+    fields = parse_group_by(group_by)
+    repository = _open(repo, identity, auth_key)
+    repository.require_writable()
+    log = _log(json)
     with _locked(repository, "prune", wait):
-        result = do_prune(repository, policy, dry_run=dry_run, report=console.say)
+        result = do_prune(repository, policy, dry_run=dry_run, report=log, group_by=fields)
     if json:
         console.print_json({
             "dry_run": dry_run,
             "policy": policy.describe(),
-            "snapshots": [{"id": d.id, "keep": d.keep, "reasons": d.reasons}
+            "group_by": list(fields),
+            "snapshots": [{"id": d.id, "group": d.group, "keep": d.keep, "reasons": d.reasons}
                           for d in result.decisions],
+            "unauthenticated": result.unauthenticated,
             "forgotten": result.forgotten,
             "objects_deleted": result.objects_deleted,
             "packs_rewritten": result.packs_rewritten,
         })  # fmt: skip
         return
     console.table(f"{policy.describe()}{' (dry run)' if dry_run else ''}",
-                  ["id", "time", "action", "reasons"], explain(result.decisions))  # fmt: skip
+                  ["id", "time", "group", "action", "reasons"],
+                  explain(result.decisions))  # fmt: skip
     verb = "would forget" if dry_run else "forgot"
     console.say(
         f"{verb} {len(result.forgotten)} of {len(result.decisions)} snapshots and "
@@ -480,18 +606,25 @@ def copy(
     to: Annotated[str, typer.Option("--to", metavar="REPO", help="The destination repository.")],
     wait: Wait = 0,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    to_auth_key: Annotated[
+        Path | None,
+        typer.Option("--to-auth-key-file", envvar="ODBOX_BACKUP_TO_AUTH_KEY_FILE", metavar="FILE",
+                     help="The destination's authentication key (default: --auth-key-file's)."),
+    ] = None,
     debug: Debug = False,
-) -> None:
+) -> None:  # fmt: skip
     """Copy snapshots into another repository (offsite), sending only what it lacks."""
     from odbox_backup.copy import copy_snapshot
     from odbox_backup.progress import progress_for
 
-    source = _open(repo, identity)
-    destination = _open(to)
+    source = _open(repo, identity, auth_key)
+    destination = _open(to, None, to_auth_key or auth_key)
+    destination.require_writable()
     if destination.config.id == source.config.id:
         raise UsageError("--to names the repository itself")
     ids = source.snapshot_ids() if snapshots == ["all"] else [source.resolve(s) for s in snapshots]
-    with _locked(destination, "copy", wait):
+    with _reading(source, "copy", wait), _locked(destination, "copy", wait):
         for snapshot_id in dict.fromkeys(ids):
             with progress_for() as progress:
                 done = copy_snapshot(source, destination, snapshot_id, progress)

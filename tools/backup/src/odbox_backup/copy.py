@@ -5,7 +5,8 @@ encoded for the destination (its own recipients: a box can copy to an
 offsite repository encrypted to the company's key only), and only those the
 destination lacks are sent. The manifest goes last, under the same ID, so a
 copy killed part-way leaves nothing listed, and a second copy sends only what
-is still missing. The caller holds the destination's lock.
+is still missing. The caller holds the destination's lock. The manifest is
+authenticated under the destination's own key, which may differ from the source's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from odbox_backup.backup import Progress
-from odbox_backup.repository import Repository, file_entries
+from odbox_backup.repository import Repository, Unauthenticated, file_entries
 
 
 @dataclass
@@ -29,7 +30,11 @@ def copy_snapshot(
 ) -> Copied:
     progress = progress or Progress()
     if destination.store.exists(f"snapshots/{snapshot_id}"):
-        return Copied(snapshot_id, True, 0, 0)
+        try:
+            destination.check_snapshot(snapshot_id)
+            return Copied(snapshot_id, True, 0, 0)
+        except Unauthenticated:
+            pass  # one planted under its ID: the real one is written over it
     manifest = source.read_snapshot(snapshot_id)
     known = destination.known_objects()
     wanted = sorted({n for n in source.objects_of(manifest) if n not in known},

@@ -1,4 +1,10 @@
-"""The repository lock (FORMAT.md, "Locks"): one writer at a time, stale locks recognised."""
+"""The repository lock (FORMAT.md, "Locks"): one writer at a time, readers beside writers
+but never beside a prune, stale locks recognised.
+
+Three modes, as restic's shared and exclusive locks (where a backup takes a shared one):
+`read` (verify, restore, copy's source) goes with anything but a prune; `write` (run,
+import, copy's destination: they only add) with readers only; `prune` (which deletes)
+with nothing. A reader during a prune would find objects gone that its manifest names."""
 
 from __future__ import annotations
 
@@ -25,6 +31,18 @@ REFRESH_EVERY = 300.0
 LOCK_TEMP = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.json" + re.escape(TMP_MARK) + ".+")
 
 
+MODES = ("read", "write", "prune")
+
+
+def conflicts(mine: str, theirs: str) -> bool:
+    """Whether a lock of mode `mine` may not be held beside one of mode `theirs`."""
+    if mine == "read":
+        return theirs == "prune"
+    if mine == "write":
+        return theirs != "read"
+    return True
+
+
 @dataclass(frozen=True)
 class LockInfo:
     key: str
@@ -32,6 +50,7 @@ class LockInfo:
     pid: int
     time: dt.datetime
     command: str
+    mode: str = "prune"
 
     def describe(self) -> str:
         return f"`{self.command}` on {self.host} (pid {self.pid}) since {self.time:%Y-%m-%d %H:%M}Z"
@@ -39,7 +58,7 @@ class LockInfo:
 
 def is_stale(lock: LockInfo, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)
-    if now - lock.time > STALE_AFTER:
+    if abs(now - lock.time) > STALE_AFTER:  # a lock dated a day ahead protects nothing either
         return True
     return lock.host == socket.gethostname() and not running(lock.pid)
 
@@ -49,9 +68,13 @@ def read_locks(store: Store) -> list[LockInfo]:
     for key in store.list("locks"):
         try:
             doc: dict[str, Any] = json.loads(store.get(key))
+            command = str(doc.get("command", "?"))
+            # A lock written before modes existed: a prune's, or a writer's.
+            mode = doc.get("mode") or ("prune" if "prune" in command else "write")
             locks.append(
                 LockInfo(key, str(doc["host"]), int(doc["pid"]),
-                         dt.datetime.fromisoformat(doc["time"]), str(doc.get("command", "?")))
+                         dt.datetime.fromisoformat(doc["time"]), command,
+                         mode if mode in MODES else "prune")
             )  # fmt: skip
         except NotFound:
             continue  # released while we looked
@@ -98,18 +121,20 @@ def remove_leftovers(store: Store) -> list[str]:
 
 @contextlib.contextmanager
 def exclusive(
-    store: Store, command: str, repository_id: str, *, wait: float = 0.0
+    store: Store, command: str, repository_id: str, *, wait: float = 0.0, mode: str = "write"
 ) -> Iterator[list[LockInfo]]:
-    """Hold the repository's lock for a writing command; yields the stale locks it removed.
+    """Hold the repository's lock for a command (`mode`: write, prune or read); yields the
+    stale locks it removed.
 
-    Another live lock: exit 4 at once, or after `wait` seconds of retrying.
-    Once the lock is held, the temp files of killed writes are deleted.
+    A live lock it conflicts with: exit 4 at once, or after `wait` seconds of retrying.
+    Once a writer's lock is held, the temp files of killed writes are deleted.
     """
     host, pid = socket.gethostname(), os.getpid()
     key = f"locks/{host}-{pid}-{secrets.token_hex(4)}.json"
 
     def write() -> None:
         doc = {"host": host, "pid": pid, "command": command, "repository": repository_id,
+               "mode": mode,
                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
         store.put(key, json.dumps(doc).encode())
 
@@ -119,21 +144,24 @@ def exclusive(
         write()
         others = [lock for lock in read_locks(store) if lock.key != key]
         stale = [lock for lock in others if is_stale(lock)]
-        live = [lock for lock in others if lock not in stale]
+        live = [lock for lock in others if lock not in stale and conflicts(mode, lock.mode)]
         if not live:
-            for lock in stale:
-                store.delete(lock.key)
-            removed += stale
+            if mode != "read":  # a reader ignores stale locks; the next writer removes them
+                for lock in stale:
+                    store.delete(lock.key)
+                removed += stale
             break
         store.delete(key)
         if time.monotonic() >= deadline:
+            what = "nothing was read" if mode == "read" else "nothing was changed"
             raise LockHeldError(
-                f"{store.url} is locked by {live[0].describe()}; nothing was changed "
+                f"{store.url} is locked by {live[0].describe()}; {what} "
                 "(try again later, or pass --wait SECONDS)"
             )
         time.sleep(min(1.0 + secrets.randbelow(1000) / 1000, max(0.1, deadline - time.monotonic())))
-    with contextlib.suppress(OSError):
-        remove_leftovers(store)  # garbage only: a failure here must not stop the run
+    if mode != "read":  # a reader beside a writer must not take its temp files for garbage
+        with contextlib.suppress(OSError):
+            remove_leftovers(store)  # garbage only: a failure here must not stop the run
     stop = threading.Event()
 
     def refresh() -> None:

@@ -15,7 +15,12 @@ The policy is restic's `forget` policy, rule for rule, so a sysadmin's
 - A snapshot is kept when any bucket keeps it; the reasons are all of them.
 
 Times are the snapshot IDs' UTC times. Giving no `--keep-*` at all is refused
-rather than read as "keep nothing".
+rather than read as "keep nothing". As restic's `--group-by host,paths` (its
+default), the policy applies to each group of snapshots on its own: by default
+those of one host and one database (`--group-by host,db`), so on a repository
+shared by two databases `--keep-last 2` keeps two of each. A manifest that is
+not authenticated is no snapshot: it takes no place, keeps nothing, and is left
+for `verify` to name.
 
 Deleting, under the repository's lock: first every manifest of the
 snapshots kept is read (if one cannot be, nothing is deleted); then the
@@ -32,10 +37,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, RepositoryError, snapshot_time
+from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+GROUP_FIELDS = ("host", "db")
 
 
 def _key(kind: str, t: dt.datetime, nr: int) -> int:
@@ -82,6 +88,37 @@ class Decision:
     time: dt.datetime
     keep: bool
     reasons: list[str] = field(default_factory=list)
+    group: str = ""
+
+
+def parse_group_by(text: str) -> tuple[str, ...]:
+    """`--group-by`: a comma-separated subset of host and db, or "" for one group."""
+    fields = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in fields if f not in GROUP_FIELDS]
+    if bad:
+        raise UsageError(f"--group-by takes host, db or both (comma-separated), not {bad[0]!r}")
+    return fields
+
+
+def group_of(manifest: dict[str, Any], group_by: Sequence[str]) -> str:
+    values = {"host": str(manifest.get("host", "?")),
+              "db": str(manifest.get("database", {}).get("name", "?"))}  # fmt: skip
+    return " ".join(f"{f}={values[f]}" for f in group_by)
+
+
+def apply_grouped(
+    times: dict[str, dt.datetime], groups: dict[str, str], policy: Policy
+) -> list[Decision]:
+    """`apply_policy` to each group on its own; every decision, newest first."""
+    members: dict[str, dict[str, dt.datetime]] = {}
+    for snapshot_id, t in times.items():
+        members.setdefault(groups.get(snapshot_id, ""), {})[snapshot_id] = t
+    decisions = []
+    for group, group_times in members.items():
+        for decision in apply_policy(group_times, policy):
+            decision.group = group
+            decisions.append(decision)
+    return sorted(decisions, key=lambda d: (d.time, d.id), reverse=True)
 
 
 def apply_policy(times: dict[str, dt.datetime], policy: Policy) -> list[Decision]:
@@ -121,6 +158,7 @@ class PruneResult:
     objects_kept: int
     dry_run: bool
     packs_rewritten: int = 0
+    unauthenticated: list[str] = field(default_factory=list)
 
 
 def prune(
@@ -129,28 +167,44 @@ def prune(
     *,
     dry_run: bool = False,
     report: Callable[[str], None] = lambda _: None,
+    group_by: Sequence[str] = GROUP_FIELDS,
 ) -> PruneResult:
-    """Apply `policy` and delete what it forgets (the caller holds the lock)."""
-    ids = repo.snapshot_ids()
-    decisions = apply_policy({i: snapshot_time(i) for i in ids}, policy)
+    """Apply `policy` to each group and delete what it forgets (the caller holds the lock)."""
+    if policy.empty:
+        apply_policy({}, policy)  # the same refusal, before any manifest is read
+    repo.require_writable()
+    groups: dict[str, str] = {}
+    unauthenticated: list[str] = []
+    for snapshot_id in repo.snapshot_ids():
+        try:
+            manifest = repo.read_snapshot(snapshot_id, future_ok=True)
+        except Unauthenticated as e:
+            unauthenticated.append(snapshot_id)
+            report(f"left out {e}")
+            continue
+        groups[snapshot_id] = group_of(manifest, group_by)
+        del manifest
+    decisions = apply_grouped({i: snapshot_time(i) for i in groups}, groups, policy)
     kept = [d.id for d in decisions if d.keep]
     forgotten = [d.id for d in decisions if not d.keep]
-    manifests: list[dict[str, Any]] = [repo.read_snapshot(i) for i in kept]
     referenced: set[str] = set()
-    for manifest in manifests:
-        referenced.update(repo.objects_of(manifest))
-    unreferenced = sorted(repo.known_objects(with_places=True) - referenced)
+    for snapshot_id in kept:  # one manifest in memory at a time
+        referenced.update(repo.objects_of(repo.read_snapshot(snapshot_id, future_ok=True)))
+    known = repo.known_objects(with_places=True)
+    unreferenced = sorted((known | repo.unindexed) - referenced)
     if repo.damaged_indexes:
+        key = repo.damaged_indexes[0]
         raise RepositoryError(
-            f"{repo.damaged_indexes[0]} is damaged: a prune would lose the objects of its pack; "
-            "nothing was deleted (see `odbox-backup verify`)"
+            f"{repo.index_problems.get(key, f'{key} is damaged')}: a prune would lose the "
+            "objects of its pack; nothing was deleted (see `odbox-backup verify`; delete an "
+            "index it calls forged by hand)"
         )
     packs = repo.packs()
     rewrite = sorted(p for p, names in packs.items() if not referenced.issuperset(names))
     alone = [name for name in unreferenced if repo.location(name) is None]
     if dry_run:
         return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), True,
-                           len(rewrite))  # fmt: skip
+                           len(rewrite), unauthenticated)  # fmt: skip
     for snapshot_id in forgotten:
         repo.store.delete(f"snapshots/{snapshot_id}")
     if forgotten:
@@ -164,15 +218,31 @@ def prune(
         repo.delete_pack(pack_id)
     for pack_id in repo.orphan_packs:
         repo.store.delete(repo.pack_key(pack_id))
+    for pack_id in repo.missing_packs:  # an index of a pack that is gone names nothing stored
+        repo.store.delete(repo.index_key(pack_id))
+    if alone and repo.auth is not None:
+        # The indexes of objects stored alone name those about to go: first one new index
+        # of those that stay, on disk, then the old indexes go, then the objects (killed at
+        # any point, every index names only objects that are there).
+        old = list(repo.object_indexes)
+        known = repo.known_objects()
+        left = [(n, size) for n in sorted(referenced) if n in known and repo.location(n) is None
+                and (size := repo.alone_size(n)) is not None]  # fmt: skip
+        if left:
+            repo.write_objects_index(left)
+        repo.flush()
+        for key in old:
+            repo.store.delete(key)
+            repo.object_indexes.remove(key)
     for name in alone:
         repo.store.delete(repo.object_key(name))
         repo.known_objects().discard(name)
     return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), False,
-                       len(rewrite))  # fmt: skip
+                       len(rewrite), unauthenticated)  # fmt: skip
 
 
 def explain(decisions: Sequence[Decision]) -> list[list[str]]:
     return [
-        [d.id, d.time.isoformat(), "keep" if d.keep else "forget", ", ".join(d.reasons)]
+        [d.id, d.time.isoformat(), d.group, "keep" if d.keep else "forget", ", ".join(d.reasons)]
         for d in decisions
     ]

@@ -16,13 +16,16 @@ from __future__ import annotations
 import array
 import datetime as dt
 import hashlib
+import hmac
 import io
 import json
+import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -31,8 +34,9 @@ from odbox_backup.store import LocalStore, NotFound, Store
 from odbox_common.errors import ToolError, UsageError
 
 FORMAT = "odbox-backup"
-VERSION = 2
-READS = (1, 2)  # a version 1 repository (no packs) is read, and written as version 1
+VERSION = 3
+READS = (1, 2, 3)  # versions 1 and 2 (not authenticated) are read, never written
+AUTHENTICATED = 3  # the first version whose config, manifests and indexes carry a MAC
 CONFIG = "config.json"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ZSTD_LEVEL = 3
@@ -45,6 +49,12 @@ PACKING = {"below": 1 << 20, "target": 8 << 20}
 PACK_OBJECTS = 1024
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 OBJECT_NAME = re.compile(r"[0-9a-f]{64}")
+AUTH_KEY_ENV = "ODBOX_BACKUP_AUTH_KEY_FILE"
+AUTH_KEY_LINE = re.compile(r"odbox-backup-auth-key-1:([0-9a-f]{64})")
+AUTH_HEADER = b"odbox-auth-v1 "  # the first line of an authenticated file: this, the MAC, \n
+# A snapshot whose ID is later than this after now was made by a wrong clock or forged: it
+# is refused, and never delays the ID of the next one.
+FUTURE = dt.timedelta(hours=1)
 
 
 class RepositoryError(ToolError):
@@ -53,6 +63,95 @@ class RepositoryError(ToolError):
 
 class CorruptObject(RepositoryError):
     """An object's bytes do not decode to content with its name's hash."""
+
+
+class Unauthenticated(CorruptObject):
+    """A manifest or index whose MAC does not match: forged, or damaged."""
+
+
+class AuthKey:
+    """The repository key (FORMAT.md, "Authentication"): 32 random bytes that the box and
+    the admin hold and the repository does not. Every config, manifest and index carries
+    an HMAC-SHA256 under a key derived from it and the repository's ID, so whoever can
+    write to the bucket but lacks it cannot make a file odbox-backup accepts.
+
+    A MAC, not a signature: the box must check what it reads as well as sign what it writes
+    (a planted index must not stop it storing a file), so it holds the secret either way,
+    and an HMAC costs microseconds where the files are hashed anyway."""
+
+    def __init__(self, secret: bytes, source: str) -> None:
+        self.secret, self.source = secret, source
+
+    @classmethod
+    def generate(cls, source: str) -> AuthKey:
+        return cls(secrets.token_bytes(32), source)
+
+    def text(self) -> str:
+        return (
+            "# odbox-backup authentication key: keep a copy with the admin's identity (the\n"
+            "# vault), never in the repository; every command that reads or writes needs it.\n"
+            f"odbox-backup-auth-key-1:{self.secret.hex()}\n"
+        )
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> AuthKey:
+        keys = [m[1] for line in text.splitlines() if (m := AUTH_KEY_LINE.fullmatch(line.strip()))]
+        if len(keys) != 1:
+            raise UsageError(
+                f"{source} is not an odbox-backup authentication key (one line "
+                "odbox-backup-auth-key-1:<64 hex digits>, as `odbox-backup init` writes)"
+            )
+        return cls(bytes.fromhex(keys[0]), source)
+
+    @classmethod
+    def load(cls, path: Path) -> AuthKey:
+        try:
+            return cls.parse(path.read_text(), str(path))
+        except OSError as e:
+            raise UsageError(f"cannot read the authentication key {path}: {e.strerror}") from e
+
+    @classmethod
+    def from_env(cls) -> AuthKey | None:
+        """The key named by ODBOX_BACKUP_AUTH_KEY_FILE (the box's configuration), if set."""
+        path = os.environ.get(AUTH_KEY_ENV)
+        return cls.load(Path(path)) if path else None
+
+    def for_repository(self, repository_id: str) -> Authenticator:
+        derived = hmac.new(self.secret, b"odbox-backup repository " + repository_id.encode(),
+                           hashlib.sha256).digest()  # fmt: skip
+        return Authenticator(derived)
+
+
+class Authenticator:
+    """MACs under one repository's key: `kind\0name\0body`, so a file is authentic only
+    as what it was written as (a manifest under its own ID, an index under its own)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def mac(self, kind: str, name: str, body: bytes | memoryview) -> str:
+        h = hmac.new(self._key, f"{kind}\0{name}\0".encode(), hashlib.sha256)
+        h.update(body)
+        return h.hexdigest()
+
+    def wrap(self, kind: str, name: str, body: bytes) -> bytes:
+        """`body` behind its MAC line (so `tail -n +2 FILE` is the body)."""
+        return AUTH_HEADER + self.mac(kind, name, body).encode() + b"\n" + body
+
+    def unwrap(self, kind: str, name: str, data: bytes, what: str) -> memoryview:
+        """The body of a file `wrap` made; Unauthenticated if it was not made so."""
+        end = len(AUTH_HEADER) + 64
+        view = memoryview(data)
+        if not data.startswith(AUTH_HEADER) or data[end : end + 1] != b"\n":
+            raise Unauthenticated(f"{what} is not authenticated (no MAC line): forged or damaged")
+        body = view[end + 1 :]
+        if not hmac.compare_digest(
+            data[len(AUTH_HEADER) : end], self.mac(kind, name, body).encode()
+        ):
+            raise Unauthenticated(
+                f"{what} is not authenticated (its MAC does not match): forged or damaged"
+            )
+        return body
 
 
 @dataclass(frozen=True)
@@ -64,10 +163,15 @@ class Config:
     compression_level: int = ZSTD_LEVEL
     version: int = VERSION
     packing: dict[str, int] | None = None  # None in version 1: every content is an object
+    key_check: str | None = None  # version 3: the MAC of nothing, to tell a wrong key
 
     @property
     def encrypted(self) -> bool:
         return bool(self.recipients)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.version >= AUTHENTICATED
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,7 +184,24 @@ class Config:
             "chunking": self.chunking,
             "recipients": list(self.recipients),
             **({"packing": self.packing} if self.packing is not None else {}),
+            **(
+                {"auth": {"algorithm": "hmac-sha256", "key_check": self.key_check}}
+                if self.key_check is not None
+                else {}
+            ),
         }
+
+
+def config_body(document: dict[str, Any]) -> bytes:
+    """What config.json's `mac` covers: every other field, as canonical JSON."""
+    rest = {k: v for k, v in document.items() if k != "mac"}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
+
+
+def recipient_lines(lines: Iterable[str]) -> list[str]:
+    """The recipients of an age recipients file, one a line: blank lines and `#` comments
+    are not recipients (age's own rule), so they are never stored as one."""
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def parse_recipients(lines: Iterable[str]) -> list[Any]:
@@ -88,10 +209,7 @@ def parse_recipients(lines: Iterable[str]) -> list[Any]:
     from pyrage import ssh, x25519
 
     parsed: list[Any] = []
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in recipient_lines(lines):
         try:
             if line.startswith("age1"):
                 parsed.append(x25519.Recipient.from_str(line))
@@ -192,9 +310,19 @@ def json_pieces(value: Any, batch: int = 2000) -> Iterator[str]:
         yield json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def parse_index(data: bytes, pack_id: str) -> list[tuple[str, int, int]]:
+def parse_objects_index(document: dict[str, Any], key: str) -> list[tuple[str, int]]:
+    """An index of objects stored alone (version 3): (name, stored size) of each."""
+    entries = []
+    for item in document["objects"]:
+        name, size = item
+        if not isinstance(name, str) or not OBJECT_NAME.fullmatch(name) or type(size) is not int:
+            raise ValueError(f"{key} holds a bad entry")
+        entries.append((name, size))
+    return entries
+
+
+def parse_index(document: dict[str, Any], pack_id: str) -> list[tuple[str, int, int]]:
     """An `index/<pack ID>` file's blobs: (name, offset, length) in the decrypted pack."""
-    document = json.loads(data)
     if not isinstance(document, dict) or document.get("pack") != pack_id:
         raise ValueError(f"index {pack_id[:12]}… is not that pack's")
     blobs = []
@@ -233,10 +361,18 @@ def snapshot_time(snapshot_id: str) -> dt.datetime:
 
 
 class Repository:
-    def __init__(self, store: Store, config: Config, identities: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        identities: Sequence[Any] = (),
+        auth: Authenticator | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.identities = list(identities)
+        self.auth = auth  # None only for a version 1 or 2 repository, read only
+        self.warn: Callable[[str], None] = lambda _: None  # the command line's warnings
         self._recipients = parse_recipients(config.recipients)
         self._local = threading.local()  # zstd contexts are not safe to share between threads
         self._known: set[str] | None = None
@@ -252,36 +388,76 @@ class Repository:
         self._packs: dict[str, list[str]] | None = None
         self.orphan_packs: list[str] = []  # packs without an index: a killed run's
         self.damaged_indexes: list[str] = []
+        self.index_problems: dict[str, str] = {}  # why each damaged index is
         self._filling = threading.Lock()
         self._frames: list[bytes] = []
         self._blobs: list[tuple[str, int, int]] = []
         self._filled = 0
         self._reading = threading.Lock()
         self._last_pack: tuple[str, bytes | RepositoryError] | None = None
+        # Version 3: objects stored alone are trusted for dedup only when an authenticated
+        # index names them (`index/<ID>` of kind "objects"); those written since the last
+        # flush wait here for theirs. Their stored sizes, and which indexes are of that kind.
+        self._alone_pending: list[tuple[str, int]] = []
+        self._alone_sizes: dict[str, int] = {}
+        self.object_indexes: list[str] = []
+        self.pack_sizes: dict[str, int] = {}  # version 3: each indexed pack's stored size
+        self.missing_packs: list[str] = []  # indexes whose pack is gone (version 3)
+        # Objects alone no authenticated index names (version 3): a killed run's, or planted.
+        # Never trusted; prune deletes those no snapshot names.
+        self.unindexed: set[str] = set()
+        self._blob: tuple[str, bytes] | None = None  # the last manifest checked, not yet read
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def init(cls, store: Store, recipients: Sequence[str] = ()) -> Repository:
-        parse_recipients(recipients)  # refuse a bad one before writing anything
+    def init(
+        cls, store: Store, recipients: Sequence[str] = (), key: AuthKey | None = None
+    ) -> Repository:
+        """A new repository at `store`, authenticated under `key` (else the one
+        ODBOX_BACKUP_AUTH_KEY_FILE names)."""
+        key = key or AuthKey.from_env()
+        if key is None:
+            raise UsageError(f"a new repository needs an authentication key ({AUTH_KEY_ENV})")
+        recipients = cls.check_new(store, recipients)
+        repository_id = secrets.token_hex(16)
+        auth = key.for_repository(repository_id)
+        config = Config(
+            id=repository_id,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            recipients=tuple(recipients),
+            chunking=dict(CHUNKING),
+            packing=dict(PACKING),
+            key_check=auth.mac("key-check", "", b""),
+        )
+        document = config.to_json()
+        document["mac"] = auth.mac("config", "", config_body(document))
+        store.put(CONFIG, (json.dumps(document, indent=2) + "\n").encode())
+        return cls(store, config, (), auth)
+
+    @staticmethod
+    def check_new(store: Store, recipients: Sequence[str]) -> list[str]:
+        """Refuse, before anything is written, what `init` would refuse; the recipients."""
+        recipients = recipient_lines(recipients)  # what is parsed is what is stored
+        parse_recipients(recipients)
         if store.exists(CONFIG):
             raise RepositoryError(f"{store.url} is already a repository; nothing was changed")
         if any(True for _ in store.list("")):
             raise RepositoryError(
                 f"{store.url} is not empty: a repository is made only where nothing is"
             )
-        config = Config(
-            id=secrets.token_hex(16),
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            recipients=tuple(r.strip() for r in recipients if r.strip()),
-            chunking=dict(CHUNKING),
-            packing=dict(PACKING),
-        )
-        store.put(CONFIG, (json.dumps(config.to_json(), indent=2) + "\n").encode())
-        return cls(store, config)
+        return recipients
 
     @classmethod
-    def open(cls, store: Store, identities: Sequence[Any] = ()) -> Repository:
+    def open(
+        cls, store: Store, identities: Sequence[Any] = (), key: AuthKey | None = None
+    ) -> Repository:
+        """The repository at `store`. `key`: the authentication key, else the one
+        ODBOX_BACKUP_AUTH_KEY_FILE names. A version 3 repository needs it, and its
+        config.json must carry its MAC (recipients swapped or emptied: refused); one of
+        version 1 or 2 is read without it, never written, and refused when a key is given
+        (an attacker's config.json of version 2 would otherwise undo the authentication)."""
+        key = key or AuthKey.from_env()
         try:
             raw = store.get(CONFIG)
         except NotFound as e:
@@ -298,7 +474,7 @@ class Repository:
         if version not in READS:
             raise RepositoryError(
                 f"{store.url} is a version {version} repository; this odbox-backup reads "
-                f"versions {' and '.join(map(str, READS))} only"
+                f"versions {READS[0]} to {READS[-1]} only"
             )
         try:
             config = Config(
@@ -316,10 +492,49 @@ class Repository:
                     if version >= 2
                     else None
                 ),
+                key_check=str(document["auth"]["key_check"]) if version >= AUTHENTICATED else None,
             )
+            recipients = document.get("recipients", [])
+            if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+                raise TypeError("recipients is not a list of strings")
         except (KeyError, TypeError, ValueError) as e:
             raise RepositoryError(f"{store.url}/{CONFIG} lacks a field: {e}") from e
-        return cls(store, config, identities)
+        if not config.authenticated:
+            if key is not None:
+                raise RepositoryError(
+                    f"{store.url} is a version {version} repository, whose files are not "
+                    "authenticated, but an authentication key was given: refused (its "
+                    "config.json may have been replaced). To read an old repository, run "
+                    f"without --auth-key-file and {AUTH_KEY_ENV}"
+                )
+            return cls(store, config, identities)
+        if key is None:
+            raise UsageError(
+                f"{store.url} is authenticated: pass --auth-key-file (or set {AUTH_KEY_ENV}) "
+                "with the key `odbox-backup init` wrote"
+            )
+        auth = key.for_repository(config.id)
+        if not hmac.compare_digest(auth.mac("key-check", "", b""), config.key_check or ""):
+            raise RepositoryError(
+                f"{key.source} is not the authentication key of {store.url} (or its "
+                f"{CONFIG} was replaced): nothing was read or written"
+            )
+        if not hmac.compare_digest(auth.mac("config", "", config_body(document)),
+                                   str(document.get("mac", ""))):  # fmt: skip
+            raise Unauthenticated(
+                f"{store.url}/{CONFIG} was changed since `init` (its MAC does not match: "
+                "recipients swapped or emptied?): refused, nothing was read or written"
+            )
+        return cls(store, config, identities, auth)
+
+    def require_writable(self) -> None:
+        """Refuse to write into a repository whose files are not authenticated."""
+        if self.auth is None:
+            raise RepositoryError(
+                f"{self.store.url} is a version {self.config.version} repository, whose files "
+                "are not authenticated: odbox-backup reads it but no longer writes into it; "
+                "make a new one with `odbox-backup init` and `copy all` into it"
+            )
 
     # ------------------------------------------------------------ encoding
 
@@ -463,15 +678,35 @@ class Repository:
         newest = None
         if isinstance(self.store, LocalStore):
             newest = max((mtime for _, mtime in self.store.mtimes("snapshots")), default=-1)
+        # Version 3: an object alone counts only once an authenticated index names it (one
+        # planted under the name of a file the box will store must not stop it storing it).
+        alone: dict[str, bool] | None = {} if self.auth is not None else None
         for key, mtime in self._mtimes("objects"):
             name = key.rsplit("/", 1)[1]
             if OBJECT_NAME.fullmatch(name):
+                fresh = newest is not None and mtime > newest
+                if alone is not None:
+                    alone[name] = fresh
+                    continue
                 known.add(name)
-                if newest is not None and mtime > newest:
+                if fresh:
                     unsynced.add(name)
         if self.config.packing is not None:
-            self._read_indexes(known, unsynced, newest, where)
+            self._read_indexes(known, unsynced, newest, where, alone)
+        if alone is not None:
+            self.unindexed = {name for name in alone if name not in known}
         return known, unsynced
+
+    def _index_document(self, key: str) -> dict[str, Any]:
+        """An index file's JSON, its MAC checked (version 3)."""
+        index_id = key.rsplit("/", 1)[1]
+        data: bytes | memoryview = self.store.get(key)
+        if self.auth is not None:
+            data = self.auth.unwrap("index", index_id, bytes(data), f"{key}")
+        document = json.loads(bytes(data))
+        if not isinstance(document, dict):
+            raise ValueError(f"{key} is not a JSON object")
+        return document
 
     def _read_indexes(
         self,
@@ -479,36 +714,71 @@ class Repository:
         unsynced: set[str],
         newest: int | None,
         where: dict[str, int] | None,
+        alone: dict[str, bool] | None = None,
     ) -> None:
-        """Every pack's index: its blobs become known (and unsynced when the index is newer
-        than every manifest), and with `where`, their places. A pack without an index is a
-        killed run's leftover, an index without its pack names nothing stored."""
-        packs = {k.rsplit("/", 1)[1] for k in self.store.list("packs")}
-        packs = {p for p in packs if OBJECT_NAME.fullmatch(p)}
+        """Every index: a pack's blobs become known (and unsynced when the index is newer
+        than every manifest), and with `where`, their places; an index of objects stored
+        alone (version 3) makes those of them that are listed (`alone`) known. A pack
+        without an index is a killed run's leftover; an index without its pack names
+        nothing stored (version 3: a problem, since prune deletes the index first)."""
+        # Indexes listed before packs: a pack is written before its index, so every index
+        # seen has its pack listed unless the pack is really gone.
         # Oldest first, so the newest index of an object wins: a run that found an unsynced
         # pack after a power cut stored its objects again, in a newer pack.
         listing = sorted(self._mtimes("index"), key=lambda item: item[1])
+        packs = {k.rsplit("/", 1)[1]: k for k in self.store.list("packs")}
+        packs = {p: k for p, k in packs.items() if OBJECT_NAME.fullmatch(p)}
         indexed: set[str] = set()
         damaged: list[str] = []
+        self.index_problems = {}
+        self.object_indexes = []
+        self.missing_packs = []
         for key, mtime in listing:
-            pack_id = key.rsplit("/", 1)[1]
-            if not OBJECT_NAME.fullmatch(pack_id) or pack_id not in packs:
+            index_id = key.rsplit("/", 1)[1]
+            if not OBJECT_NAME.fullmatch(index_id):
                 continue
-            indexed.add(pack_id)
-            try:
-                blobs = parse_index(self.store.get(key), pack_id)
-            except (ValueError, NotFound):
-                damaged.append(key)
+            if self.auth is None and index_id not in packs:
                 continue
             fresh = newest is not None and mtime > newest
-            pack_no = self._pack_no(pack_id) if where is not None else 0
+            try:
+                document = self._index_document(key)
+                if self.auth is not None and "objects" in document:
+                    entries = parse_objects_index(document, key)
+                    self.object_indexes.append(key)
+                    for name, size in entries:
+                        self._alone_sizes[name] = size
+                        if alone is not None and name in alone:
+                            known.add(name)
+                            if fresh or alone[name]:
+                                unsynced.add(name)
+                    continue
+                blobs = parse_index(document, index_id)
+                pack_size = document.get("size") if self.auth is not None else 0
+                if type(pack_size) is not int:
+                    raise ValueError(f"{key} gives no size")
+            except NotFound:
+                continue  # deleted meanwhile (a prune's rewrite)
+            except (ValueError, KeyError, TypeError, RepositoryError) as e:
+                damaged.append(key)
+                self.index_problems[key] = (
+                    str(e) if isinstance(e, Unauthenticated)
+                    else f"{key} is damaged: the objects of its pack cannot be found"
+                )  # fmt: skip
+                continue
+            if index_id not in packs:
+                self.missing_packs.append(index_id)
+                continue
+            indexed.add(index_id)
+            if self.auth is not None:
+                self.pack_sizes[index_id] = pack_size
+            pack_no = self._pack_no(index_id) if where is not None else 0
             for name, offset, length in blobs:
                 known.add(name)
                 if fresh:
                     unsynced.add(name)
                 if where is not None:
                     where[name] = _place(pack_no, offset, length)
-        self.orphan_packs = sorted(packs - indexed)
+        self.orphan_packs = sorted(set(packs) - indexed)
         self.damaged_indexes = damaged
 
     def _pack_no(self, pack_id: str) -> int:
@@ -557,11 +827,16 @@ class Repository:
         unsynced = self.unsynced_objects()
         if name in known and name not in unsynced:
             return name, False
+        if self.auth is None:
+            self.require_writable()
         packing = self.config.packing
         if small_file and packing is not None and len(content) < packing["below"]:
             self._add_to_pack(name, self._compress(content))
         else:
-            self.store.put(self.object_key(name), self.encode(content), sync=False)
+            blob = self.encode(content)
+            self.store.put(self.object_key(name), blob, sync=False)
+            with self._filling:
+                self._alone_pending.append((name, len(blob)))
         known.add(name)
         unsynced.discard(name)
         return name, True
@@ -593,9 +868,34 @@ class Repository:
         a manifest, or a journal line, that names what was written)."""
         with self._filling:
             frames, blobs = self._take_pack()
+            alone, self._alone_pending = self._alone_pending, []
         if blobs:
             self._write_pack(frames, blobs)
+        if alone:
+            self.write_objects_index(alone)
         self.store.flush()
+
+    def write_objects_index(self, entries: Sequence[tuple[str, int]]) -> str:
+        """An authenticated index of objects stored alone, (name, stored size) each: what
+        makes them count for dedup (version 3). Its key."""
+        assert self.auth is not None
+        index_id = secrets.token_hex(32)
+        body = json.dumps({"objects": [[n, size] for n, size in entries]}).encode()
+        key = self.index_key(index_id)
+        self.store.put(key, self.auth.wrap("index", index_id, body), sync=False)
+        self.object_indexes.append(key)
+        for name, size in entries:
+            self._alone_sizes[name] = size
+        return key
+
+    def alone_size(self, name: str) -> int | None:
+        """The stored size an authenticated index gives an object stored alone."""
+        return self._alone_sizes.get(name)
+
+    def indexed_alone(self) -> dict[str, int]:
+        """Every object stored alone that an authenticated index names, and its size."""
+        self.known_objects()
+        return self._alone_sizes
 
     def _write_pack(self, frames: list[bytes], blobs: list[tuple[str, int, int]]) -> None:
         """The pack, then its index: a pack without one is a leftover nobody reads."""
@@ -604,10 +904,15 @@ class Repository:
         frames.clear()  # before the encryption: two copies of the pack at a time, not three
         data = self._seal(joined)
         del joined
+        self.require_writable()
+        assert self.auth is not None
         self.store.put(self.pack_key(pack_id), data, sync=False)
+        index = {"pack": pack_id, "size": len(data),
+                 "blobs": [[n, o, length] for n, o, length in blobs]}  # fmt: skip
+        self.pack_sizes[pack_id] = len(data)
         del data
-        index = {"pack": pack_id, "blobs": [[n, o, length] for n, o, length in blobs]}
-        self.store.put(self.index_key(pack_id), json.dumps(index).encode(), sync=False)
+        body = self.auth.wrap("index", pack_id, json.dumps(index).encode())
+        self.store.put(self.index_key(pack_id), body, sync=False)
         with self._listing:
             if self._where is not None:  # else read from the indexes when first needed
                 pack_no = self._pack_no(pack_id)
@@ -683,37 +988,65 @@ class Repository:
         ids = [k.rsplit("/", 1)[1] for k in self.store.list("snapshots")]
         return sorted(i for i in ids if SNAPSHOT_ID.fullmatch(i))
 
-    def next_snapshot_id(self) -> str:
+    def next_snapshot_id(self, now: dt.datetime | None = None) -> str:
         """A new ID that sorts after every existing one (IDs order snapshots; the caller holds
-        the lock). Two runs in the same second: the second waits for the next second."""
-        import time
-
-        ids = self.snapshot_ids()
-        while True:
-            candidate = new_snapshot_id()
-            if not ids or candidate[:16] > ids[-1][:16]:
-                return candidate
-            time.sleep(0.2)
+        the lock), never waiting: its second is now, or one after the latest ID when that is
+        as late (two runs in one second). IDs later than FUTURE after now are ignored: a
+        forged `2099…` ID must not hold every later run back (it is refused when read)."""
+        now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        plausible = [i for i in self.snapshot_ids() if snapshot_time(i) <= now + FUTURE]
+        if plausible and snapshot_time(plausible[-1]) >= now:
+            now = snapshot_time(plausible[-1]) + dt.timedelta(seconds=1)
+        return new_snapshot_id(now)
 
     def write_snapshot(self, manifest: dict[str, Any]) -> None:
         snapshot_id = str(manifest["id"])
+        self.require_writable()
+        assert self.auth is not None
         blob = self.encode_json(manifest)
         self.flush()  # every object the manifest names is on disk before it is
-        self.store.put(f"snapshots/{snapshot_id}", blob)
+        self.store.put(f"snapshots/{snapshot_id}", self.auth.wrap("snapshot", snapshot_id, blob))
 
-    def read_snapshot(self, snapshot_id: str, *, compact: bool = True) -> dict[str, Any]:
-        """A manifest; with `compact`, its `filestore.files` as `JSONTexts` (read them with
-        `file_entries`), so a snapshot of hundreds of thousands of files stays small."""
+    def snapshot_blob(self, snapshot_id: str, *, future_ok: bool = False) -> bytes:
+        """A manifest's stored bytes, its MAC checked (version 3) and its ID not in the
+        future (unless `future_ok`: prune keeps what such a snapshot names): what can be
+        told of a snapshot without its identity."""
         if not SNAPSHOT_ID.fullmatch(snapshot_id):
             raise UsageError(
                 f"{snapshot_id!r} is not a snapshot ID (like 20261122T020000Z-1a2b3c4d)"
             )
+        if not future_ok and snapshot_time(snapshot_id) > dt.datetime.now(dt.UTC) + FUTURE:
+            raise Unauthenticated(
+                f"snapshot {snapshot_id} is dated in the future: refused (forged, or made by "
+                "a box whose clock was wrong)"
+            )
+        if self._blob is not None and self._blob[0] == snapshot_id:
+            blob = self._blob[1]
+            self._blob = None
+            return blob
         try:
             blob = self.store.get(f"snapshots/{snapshot_id}")
         except NotFound as e:
             raise RepositoryError(
                 f"no snapshot {snapshot_id} in {self.store.url} (see `odbox-backup list`)"
             ) from e
+        if self.auth is not None:
+            body = self.auth.unwrap("snapshot", snapshot_id, blob, f"snapshot {snapshot_id}")
+            del blob  # the stored bytes go as soon as their body is copied out
+            blob = bytes(body)
+        return blob
+
+    def check_snapshot(self, snapshot_id: str) -> None:
+        """Raise unless the snapshot is authentic (and not dated in the future); its bytes are
+        kept for the `read_snapshot` that usually follows."""
+        self._blob = (snapshot_id, self.snapshot_blob(snapshot_id))
+
+    def read_snapshot(
+        self, snapshot_id: str, *, compact: bool = True, future_ok: bool = False
+    ) -> dict[str, Any]:
+        """A manifest; with `compact`, its `filestore.files` as `JSONTexts` (read them with
+        `file_entries`), so a snapshot of hundreds of thousands of files stays small."""
+        blob = self.snapshot_blob(snapshot_id, future_ok=future_ok)
         try:
             # One copy at a time: the stored bytes, the JSON bytes, the text (tens of MB each
             # for a snapshot of 200,000 files), each dropped once the next exists.
@@ -737,13 +1070,39 @@ class Repository:
             raise CorruptObject(f"snapshot {snapshot_id} is damaged: {e}") from e
         return manifest
 
-    def resolve(self, ref: str) -> str:
-        """A snapshot ID from an ID, a unique prefix of one, or `latest`."""
+    def newest(self, database: str | None = None) -> str | None:
+        """The newest snapshot that is authentic and not dated in the future (of `database`,
+        when given: that needs reading the manifests); the others are passed over with a
+        warning (`self.warn`)."""
+        for snapshot_id in reversed(self.snapshot_ids()):
+            try:
+                self.check_snapshot(snapshot_id)
+                if database is not None:
+                    manifest = self.read_snapshot(snapshot_id)
+                    if manifest["database"]["name"] != database:
+                        continue
+            except Unauthenticated as e:
+                self.warn(f"passed over {e}")
+                continue
+            return snapshot_id
+        return None
+
+    def resolve(self, ref: str, database: str | None = None) -> str:
+        """A snapshot ID from an ID, a unique prefix of one, or `latest`: the newest authentic
+        one; of `database` when given and the repository holds one of it (else the newest of
+        all, with a warning naming its database: a restore into a new name)."""
         ids = self.snapshot_ids()
         if ref == "latest":
-            if not ids:
+            found = self.newest(database)
+            if found is None and database is not None:
+                found = self.newest()
+                if found is not None:
+                    other = self.read_snapshot(found)["database"]["name"]
+                    self.warn(f"no snapshot of database {database} in {self.store.url}: "
+                              f"latest is {found}, of database {other}")  # fmt: skip
+            if found is None:
                 raise RepositoryError(f"{self.store.url} holds no snapshot yet")
-            return ids[-1]
+            return found
         matches = [i for i in ids if i.startswith(ref)] if ref else []
         if len(matches) == 1:
             return matches[0]

@@ -42,6 +42,8 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]: ...
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+
     def delete(self, key: str) -> None: ...
 
 
@@ -53,7 +55,8 @@ def _check_key(key: str) -> str:
 
 
 class LocalStore:
-    """A folder: temp file in the final folder, fsync, rename, fsync the folder.
+    """A folder: temp file in the final folder, fsync, rename, fsync the folder. Files are
+    0600 and folders 0700: an unencrypted repository holds the database in clear.
 
     `put(..., sync=False)` skips both fsyncs (still temp file and rename, so a killed
     process leaves no half-written value); `flush()` then makes every such write durable
@@ -80,7 +83,7 @@ class LocalStore:
         tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
         try:
             self._make_folder(path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -109,12 +112,16 @@ class LocalStore:
         """(key, modification time in ns) of every value under `prefix`, sorted by key."""
         return self._walk(prefix, with_mtime=True)
 
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of every value under `prefix`, sorted by key."""
+        return self._walk(prefix, with_mtime=False, with_size=True)
+
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():
             return
         self._make_folder(folder.parent)
         with contextlib.suppress(FileExistsError):
-            folder.mkdir()
+            folder.mkdir(mode=0o700)
             fsync_dir(folder.parent)
 
     def exists(self, key: str) -> bool:
@@ -124,9 +131,12 @@ class LocalStore:
         for key, _ in self._walk(prefix, with_mtime=False):
             yield key
 
-    def _walk(self, prefix: str, *, with_mtime: bool) -> Iterator[tuple[str, int]]:
-        """(key, mtime ns or 0) under `prefix`, sorted; plain strings and scandir, since a
-        repository holds an object per filestore file (pathlib costs seconds there)."""
+    def _walk(
+        self, prefix: str, *, with_mtime: bool, with_size: bool = False
+    ) -> Iterator[tuple[str, int]]:
+        """(key, mtime ns, or size with `with_size`, or 0) under `prefix`, sorted; plain
+        strings and scandir, since a repository holds an object per filestore file (pathlib
+        costs seconds there)."""
         base = f"{self.root}/{prefix}" if prefix else str(self.root)
         start = len(str(self.root)) + 1
         try:
@@ -135,13 +145,18 @@ class LocalStore:
             return
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(entry.path[start:], with_mtime=with_mtime)
+                yield from self._walk(entry.path[start:], with_mtime=with_mtime,
+                                      with_size=with_size)  # fmt: skip
             elif TMP_MARK not in entry.name and entry.is_file(follow_symlinks=False):
                 try:
-                    mtime = entry.stat(follow_symlinks=False).st_mtime_ns if with_mtime else 0
+                    if with_mtime or with_size:
+                        st = entry.stat(follow_symlinks=False)
+                        value = st.st_mtime_ns if with_mtime else st.st_size
+                    else:
+                        value = 0
                 except FileNotFoundError:
                     continue
-                yield entry.path[start:].replace(os.sep, "/"), mtime
+                yield entry.path[start:].replace(os.sep, "/"), value
 
     def delete(self, key: str) -> None:
         try:
@@ -209,7 +224,7 @@ class S3Store:
             raise self._fail("look for", key, e) from e
         return True
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         full = self._key(prefix) if prefix else self.prefix
         if full:
             full += "/"
@@ -220,9 +235,13 @@ class S3Store:
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[strip:]
+                    yield str(item["Key"])[strip:], int(item["Size"])
         except Exception as e:
             raise self._fail("list", prefix or "", e) from e
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.sizes(prefix):
+            yield key
 
     def delete(self, key: str) -> None:
         full = self._key(key)

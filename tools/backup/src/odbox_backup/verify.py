@@ -2,7 +2,12 @@
 
 Without `--read-data` it reads every manifest and checks that each object it
 names is in the repository (one listing and the packs' indexes, no object is
-downloaded); a damaged index is a problem too. With
+downloaded); a damaged or unauthenticated index, an index whose pack is gone,
+and a pack or object whose stored size is not the one its authenticated index
+gives are problems too. Of an encrypted repository, without the identity (the
+box's case), it checks what can be checked: every manifest's MAC (and that
+none is dated in the future), every index's, and that every pack and object
+they name is there at its size; a healthy repository exits 0. With
 `--read-data` it also reads every object the snapshots name, once each,
 checks its content against its name, and checks that the sizes add up to
 each file's and each dump's size. Problems are collected, not raised: the
@@ -28,7 +33,7 @@ class SnapshotReport:
 
     def problem(self, text: str) -> None:
         self.ok = False
-        self.problems.append(text)
+        self.problems.append(text.removeprefix(f"snapshot {self.id} "))  # said once, in front
 
 
 @dataclass
@@ -42,23 +47,25 @@ class VerifyReport:
     objects_unreferenced: int = 0
     leftovers: int = 0
     orphan_packs: int = 0
-    damaged_indexes: list[str] = field(default_factory=list)
+    keyless: bool = False  # encrypted, no identity: manifests authenticated, not read
+    storage_problems: list[str] = field(default_factory=list)  # indexes, packs, sizes
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.snapshots) and not self.damaged_indexes
+        return all(s.ok for s in self.snapshots) and not self.storage_problems
 
     @property
     def problems(self) -> list[str]:
-        damaged = [f"{key} is damaged: the objects of its pack cannot be found"
-                   for key in self.damaged_indexes]  # fmt: skip
-        return damaged + [f"snapshot {s.id}: {p}" for s in self.snapshots for p in s.problems]
+        return self.storage_problems + [
+            f"snapshot {s.id}: {p}" for s in self.snapshots for p in s.problems
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "repository": self.repository,
             "ok": self.ok,
             "read_data": self.read_data,
+            "keyless": self.keyless,
             "snapshots": [{"id": s.id, "ok": s.ok, "problems": s.problems} for s in self.snapshots],
             "objects": {
                 "referenced": self.objects_referenced,
@@ -79,13 +86,20 @@ def verify(
     read_data: bool = False,
     progress: Callable[[int], None] = lambda _: None,
 ) -> VerifyReport:
-    report = VerifyReport(repo.store.url, read_data)
+    keyless = repo.config.encrypted and not repo.identities
+    report = VerifyReport(repo.store.url, read_data and not keyless, keyless=keyless)
     known = repo.known_objects(with_places=True)
     manifests: list[tuple[SnapshotReport, dict[str, Any]]] = []
     referenced: set[str] = set()
     for snapshot_id in snapshot_ids:
         entry = SnapshotReport(snapshot_id)
         report.snapshots.append(entry)
+        if keyless:
+            try:
+                repo.snapshot_blob(snapshot_id)
+            except ToolError as e:
+                entry.problem(str(e))
+            continue
         try:
             manifest = repo.read_snapshot(snapshot_id)
             names = list(repo.objects_of(manifest))
@@ -97,13 +111,20 @@ def verify(
             entry.problem(f"{len(missing)} objects are missing (first: {missing[0][:12]}…)")
         referenced.update(names)
         manifests.append((entry, manifest))
-    report.objects_referenced = len(referenced)
-    report.objects_unreferenced = len(known - referenced)
+    report.objects_referenced = len(referenced) if not keyless else len(known)
+    report.objects_unreferenced = len((known | repo.unindexed) - referenced) if not keyless else 0
     report.orphan_packs = len(repo.orphan_packs)
-    report.damaged_indexes = list(repo.damaged_indexes)
+    report.storage_problems = [repo.index_problems.get(key, f"{key} is damaged")
+                               for key in repo.damaged_indexes]  # fmt: skip
+    report.storage_problems += [
+        f"pack {pack_id[:12]}… is missing: its index names objects that are gone"
+        for pack_id in repo.missing_packs
+    ]
+    if repo.auth is not None:
+        report.storage_problems += _size_problems(repo)
     if isinstance(repo.store, LocalStore):
         report.leftovers = sum(1 for _ in repo.store.temp_files())
-    if not read_data:
+    if not read_data or keyless:
         return report
 
     sizes: dict[str, int] = {}
@@ -134,3 +155,27 @@ def verify(
                     entry.problem(f"{f['path']} adds up to {got} bytes, not {f['size']}")
         entry.problems = list(dict.fromkeys(entry.problems))
     return report
+
+
+def _size_problems(repo: Repository) -> list[str]:
+    """Every indexed pack, and every object alone an authenticated index names, stored at
+    the size that index gives (one listing of each folder; nothing is downloaded)."""
+    problems = []
+    packs = {key.rsplit("/", 1)[1]: size for key, size in repo.store.sizes("packs")}
+    # Only packs that hold the copy of some object that counts: one whose every object a
+    # newer pack holds again (a run after a power cut stored them anew) is not read.
+    used = repo.packs()
+    for pack_id, expected in sorted(repo.pack_sizes.items()):
+        stored = packs.get(pack_id)
+        if pack_id in used and stored is not None and stored != expected:
+            problems.append(f"pack {pack_id[:12]}… is {stored} bytes, its index says {expected}")
+    objects = dict(repo.store.sizes("objects"))
+    for name, expected_size in sorted(repo.indexed_alone().items()):
+        stored = objects.get(repo.object_key(name))
+        if stored is None:
+            problems.append(f"object {name[:12]}… is missing (an index names it)")
+        elif stored != expected_size:
+            problems.append(
+                f"object {name[:12]}… is {stored} bytes, its index says {expected_size}"
+            )
+    return problems

@@ -60,6 +60,7 @@ demo: system-packages setup
     odbox_backup() { {{uv}} run --locked odbox-backup "$@"; }
     odoo_data() { PGOPTIONS="-c role=odoo" {{uv}} run --locked python -m tests.odoo_data "$@"; }
     export ODBOX_BACKUP_REPO=demo/backups ODBOX_DB=odoo ODBOX_FILESTORE=demo/filestore/odoo
+    export ODBOX_BACKUP_AUTH_KEY_FILE=demo/backup-auth.key  # init writes it; never in the repository
     echo "== Odoo-shaped data in database odoo (made as role odoo) and its filestore"
     odoo_data fill dbname=odoo demo/filestore/odoo
     echo "== odbox-backup: a repository encrypted to demo/backup-key.txt, and a first snapshot"

@@ -51,14 +51,14 @@ pkgs.testers.nixosTest {
     box.wait_until_succeeds("curl -sfk https://localhost/pgadmin4/misc/ping", timeout=300)
 
     # A backup, a change, a restore through the unit, and the change is gone.
-    box.succeed("${backup} init --repo /var/lib/odbox-backups")
+    box.succeed("${backup} init --repo /var/lib/odbox-backups --auth-key-file /var/lib/odbox/backup-auth.key")
     box.succeed("systemctl start odbox-backup-hot.service")
     before = box.succeed("${psql} \"SELECT name FROM res_partner WHERE id = 1\"").strip()
     box.succeed("${psql} \"UPDATE res_partner SET name = 'changed' WHERE id = 1\"")
     box.succeed("systemctl start odbox-backup-restore@latest.service")
     after = box.succeed("${psql} \"SELECT name FROM res_partner WHERE id = 1\"").strip()
     assert after == before, f"{after!r} != {before!r}"
-    box.succeed("${backup} verify --repo /var/lib/odbox-backups")
+    box.succeed("${backup} verify --repo /var/lib/odbox-backups --auth-key-file /var/lib/odbox/backup-auth.key")
     box.wait_for_unit("odoo.service")
     box.wait_until_succeeds("curl -sfk https://localhost/odbox/health", timeout=300)
   '';

@@ -392,6 +392,8 @@ class Box:
             "ODBOX_DSN": f"host={self.cluster.socket_dir} user=postgres dbname=postgres",
             "ODBOX_PG_BIN": str(self.cluster.bindir),
             "ODBOX_BACKUP_CACHE": str(repo.parent / "backup-cache"),
+            # the module's authKeyFile: outside the repository; `init` writes it
+            "ODBOX_BACKUP_AUTH_KEY_FILE": str(repo.parent / "backup-auth.key"),
         }
         if odoo_service:
             env["ODBOX_ODOO_STOP"] = shlex.join(self.ctl("stop"))

@@ -51,7 +51,11 @@ def test_a_real_odoo_pulled_out_of_kubernetes_is_restored_on_a_new_box_and_serve
         k8s.add_pod(NS, "postgres-0", {"app": "postgres"}, containers=["postgres"], env=pg_env,
                     image="postgres:15")  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "ODBOX_", "KUBE"))}
-        env |= {"KUBECONFIG": str(k8s.kubeconfig), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        env |= {
+            "KUBECONFIG": str(k8s.kubeconfig),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "ODBOX_BACKUP_AUTH_KEY_FILE": str(repo.parent / "backup-auth.key"),
+        }  # box's
         pulled = subprocess.run(
             [str(Path(sys.executable).with_name("k8s-migrate")), "pull", "--namespace", NS,
              "--db-pod", "postgres-0", "--db-name", SOURCE, "--pvc", "odoo-data",

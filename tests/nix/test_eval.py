@@ -77,6 +77,7 @@ def test_the_backup_units_call_odbox_backup_as_documented():
     env = hot["environment"]
     assert env["ODBOX_BACKUP_REPO"] == "/backup/odbox"
     assert env["ODBOX_BACKUP_IDENTITY"] == "/run/odbox-vault/backup-identity"
+    assert env["ODBOX_BACKUP_AUTH_KEY_FILE"] == "/var/lib/odbox/backup-auth.key"  # init writes it
 
 
 def test_without_an_identity_the_box_backs_up_but_does_not_prune():
@@ -350,7 +351,7 @@ def test_a_secret_setting_comes_from_the_vault_at_start_and_restarts_odoo_when_i
     odoo = config["systemd"]["services"]["odoo"]
     configure = odoo["serviceConfig"]["ExecStartPre"][0]
     assert "head -n 1 /run/odbox-vault/odoo-setting-smtp_password" in configure
-    assert "printf '%s = %s\\n' smtp_password \"$value\" >> \"$runtime.tmp\"" in configure
+    assert 'printf \'%s = %s\\n\' smtp_password "$value" >> "$runtime.tmp"' in configure
     conf = re.search(r"«odoo.conf:\n(.*?)»", configure, re.S)
     assert conf and "smtp_password" not in conf.group(1)
     vault = config["odbox"]["vault"]["secrets"]

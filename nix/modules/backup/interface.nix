@@ -59,9 +59,9 @@ in
     };
     authKeyFile = mkOption {
       type = types.nullOr types.str;
-      default = null;
+      default = "/var/lib/odbox/backup-auth.key";
       example = "/run/odbox-vault/backup-auth.key";
-      description = "odbox-backup's authentication key (`odbox-backup init --auth-key-file` writes it): every command on a version 3 repository needs it, the box to sign what it writes and check what it dedups against. A secret: a path outside the Nix store (the vault's tmpfs), never in the repository.";
+      description = "odbox-backup's authentication key: every command on a version 3 repository needs it, the box to sign what it writes and to check what it dedups against. `odbox-backup init` writes it there (0600) when it is missing. A secret: a path outside the Nix store, never in the repository; the admin keeps a copy to verify or restore elsewhere. null: only repositories of format 1 and 2.";
     };
     hot = calendars "hot backups (Odoo keeps running)" [ "*-*-* 02:00:00" ];
     cold = calendars "cold backups (Odoo stopped, then started again whatever happens)" [ ];

@@ -208,6 +208,7 @@ def init(
     Repository.check_new(store, recipients)  # before a key is written for nothing
     if new_key:
         try:
+            auth_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # /var/lib/odbox
             write_private(auth_key, key.text().encode())
         except OSError as e:
             raise UsageError(f"cannot write the key {auth_key}: {e.strerror}") from e

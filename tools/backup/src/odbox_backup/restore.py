@@ -210,8 +210,15 @@ def restore_database(
                    f"--dbname={session.conninfo}"]  # fmt: skip
         if session.role:
             command.append(f"--role={session.role}")
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
+    except OSError as e:
+        who = f" as the OS user {owner}" if session.run_as else ""
+        raise RestoreFailed(
+            f"cannot run {command[0]}{who} to load the dump: {e.strerror or e} (that user must "
+            "be able to run it: on the box it can); nothing was swapped"
+        ) from e
     assert child.stdin is not None and child.stderr is not None
     try:
         size = _stream_dump(repo, manifest, child.stdin, progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import zipfile
 
@@ -246,3 +247,31 @@ def test_a_snapshot_that_grants_to_a_role_the_box_lacks_restores(
 
     backup_ok(env, "restore", "--repo", repo, "latest", "--db", name, "--filestore", str(filestore))
     assert odoo_state(dsn, filestore) == at_backup
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the load as another OS user: needs root")
+def test_an_owner_the_dsn_cannot_reach_is_tried_as_its_os_user_and_fails_in_one_line(
+    postgres, odoo, local_env, tmp_path
+):
+    """Run as root, where peer authentication lets root in only as postgres, the load runs as
+    the OS user of the owner's name. Here that role may not log in at all: one line, and
+    nothing is left (whether the OS user could not run the loader or was refused)."""
+    env = local_env
+    name, _, filestore = odoo
+    if not postgres.psql("SELECT 1 FROM pg_roles WHERE rolname = 'nobody'"):
+        postgres.psql("CREATE ROLE nobody NOLOGIN")
+    archive = tmp_path / "odoo.zip"
+    _zip(archive, _dump(postgres, name), filestore)
+    repo = str(tmp_path / "repo")
+    backup_ok(env, "init", "--repo", repo)
+    backup_ok(env, "import", "--repo", repo, str(archive))
+    new = tmp_path / "new" / "filestore"
+    result = backup(env, "restore", "--repo", repo, "latest", "--db", f"{name}_new",
+                    "--filestore", str(new), "--owner", "nobody")  # fmt: skip
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "nothing was swapped" in line and ("OS user nobody" in line or "log in" in line)
+    assert (
+        postgres.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{name}_new%'") == "0"
+    )
+    assert not list((tmp_path / "new").glob("*"))

@@ -239,3 +239,30 @@ def test_the_readability_check_names_what_the_owner_cannot_read(tmp_path):
     assert unreadable(folder) == (1, str(folder / "ab" / "secret"))
     (folder / "ab").chmod(0o500)  # no new upload in ab/
     assert unreadable(folder)[0] == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another user")
+def test_handing_the_restored_folder_over_never_follows_a_symlink(tmp_path):
+    """The parent is the odoo user's: it could put symlinks where the restore writes. The
+    hand-over changed the mode of what a symlink in the folder pointed to (chmod follows)."""
+    from odbox_backup.restore import RestoreFailed, adopt
+
+    parent = tmp_path / "data"
+    (parent / "filestore.restore-x" / "ab").mkdir(parents=True)
+    os.chown(parent, NOBODY, NOBODY)
+    parent.chmod(0o750)
+    secret = tmp_path / "shadow"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    folder = parent / "filestore.restore-x"
+    (folder / "ab" / "file").write_bytes(b"x")
+    (folder / "ab" / "link").symlink_to(secret)
+    adopt(folder, parent)
+    assert (secret.stat().st_uid, oct(secret.stat().st_mode & 0o777)) == (0, "0o600")
+    assert (folder / "ab" / "file").stat().st_uid == NOBODY
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (parent / "swapped").symlink_to(elsewhere)  # a folder replaced by a symlink
+    with pytest.raises(RestoreFailed):
+        adopt(parent / "swapped", parent)
+    assert elsewhere.stat().st_uid == 0

@@ -210,8 +210,15 @@ def restore_database(
                    f"--dbname={session.conninfo}"]  # fmt: skip
         if session.role:
             command.append(f"--role={session.role}")
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, env=env, **session.run_as)  # fmt: skip
+    except OSError as e:
+        who = f" as the OS user {owner}" if session.run_as else ""
+        raise RestoreFailed(
+            f"cannot run {command[0]}{who} to load the dump: {e.strerror or e} (that user must "
+            "be able to run it: on the box it can); nothing was swapped"
+        ) from e
     assert child.stdin is not None and child.stderr is not None
     try:
         size = _stream_dump(repo, manifest, child.stdin, progress)
@@ -361,20 +368,32 @@ def adopt(folder: Path, like: Path) -> None:
     on a new box with no live folder yet, its parent (the odoo user's data folder), so Odoo
     can read and write its filestore after the swap. Folders take `like`'s mode, files the
     same without x; the owner always keeps read and write (and x on folders). Owners change
-    only when run as root; modes always."""
+    only when run as root; modes always.
+
+    Through file descriptors, bottom up, never following a symlink: the parent is the odoo
+    user's, who could put a symlink to /etc where the folder was; fwalk holds the folder it
+    opened, and each folder is handed over only once everything in it was."""
+    import stat
+
     st = like.stat()
     chown = os.geteuid() == 0 and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid())
     dir_mode = (st.st_mode & 0o2777) | 0o700
     file_mode = (st.st_mode & 0o666) | 0o600
-    for parent, _, files in os.walk(folder):  # one folder at a time, not a list of them all
+    top = None
+    for _, _, files, fd in os.fwalk(folder, topdown=False):
         for name in files:
-            path = os.path.join(parent, name)  # noqa: PTH118
+            entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(entry.st_mode):
+                continue  # a restore writes regular files only
             if chown:
-                os.lchown(path, st.st_uid, st.st_gid)
-            os.chmod(path, file_mode)  # noqa: PTH101
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=fd, follow_symlinks=False)
+            os.chmod(name, file_mode, dir_fd=fd)  # a regular file, in a folder not yet handed over
         if chown:
-            os.lchown(parent, st.st_uid, st.st_gid)
-        os.chmod(parent, dir_mode)  # noqa: PTH101
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, dir_mode)
+        top = fd
+    if top is None:
+        raise RestoreFailed(f"{folder} is not the folder the restore made; nothing was swapped")
 
 
 def unreadable(folder: Path) -> tuple[int, str]:

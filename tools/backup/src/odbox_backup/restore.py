@@ -240,6 +240,8 @@ def restore_database(
             f"the dump of snapshot {manifest['id']} came back with {size} bytes, "
             f"not {database['size']}"
         )
+    if live:
+        copy_schema_acls(target.conninfo, live, new_db)
 
 
 def copy_default_privileges(conninfo: str, live: str, new: str) -> None:
@@ -279,6 +281,35 @@ def copy_default_privileges(conninfo: str, live: str, new: str) -> None:
             conn.execute(prefix + sql.SQL("GRANT {} ON {} TO {}{}").format(
                 sql.SQL(privilege), objects, who,
                 sql.SQL(" WITH GRANT OPTION" if grantable else "")))  # fmt: skip
+
+
+def copy_schema_acls(conninfo: str, live: str, new: str) -> None:
+    """Give each schema of the new database that the live one has too the live one's
+    privileges (dbinit's USAGE on public for odoo_handyman): the dump's own grants were left
+    out, and a schema's are not default privileges."""
+    from psycopg import sql
+
+    query = (
+        "SELECT n.nspname, a.grantee, pg_get_userbyid(a.grantee), a.privilege_type,"
+        " a.is_grantable FROM pg_namespace n, aclexplode(n.nspacl) a"
+        " WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+    )
+    with _connect(conninfo, live) as conn:
+        acls: dict[str, list[tuple[int, str, str, bool]]] = {}
+        for schema, grantee, role, privilege, grantable in conn.execute(query):
+            acls.setdefault(schema, []).append((grantee, role, privilege, grantable))
+    with _connect(conninfo, new) as conn:
+        present = {str(r[0]) for r in conn.execute("SELECT nspname FROM pg_namespace")}
+        for schema, entries in acls.items():
+            if schema not in present:
+                continue
+            target = sql.Identifier(schema)
+            conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(target))
+            for grantee, role, privilege, grantable in entries:
+                who = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(role)
+                conn.execute(sql.SQL("GRANT {} ON SCHEMA {} TO {}{}").format(
+                    sql.SQL(privilege), target, who,
+                    sql.SQL(" WITH GRANT OPTION" if grantable else "")))  # fmt: skip
 
 
 def copy_database_acl(conninfo: str, live: str, new: str) -> None:

@@ -161,9 +161,12 @@ def prepare_tools() -> Path:
                 shutil.rmtree(old, ignore_errors=True)
             subprocess.run([*_uv(), "venv", "-q", "--python", "/usr/bin/python3", venv], check=True)
             (venv / "requirements.txt").write_text(requirements)
+            # uv caches a wheel it built from a folder by the folder's pyproject.toml, not by
+            # its code: without a refresh the venv got a wheel of older sources.
+            ours = [f"--refresh-package={name}" for name in ("odbox-backup", "odbox-common")]
             subprocess.run(
-                [*_uv(), "pip", "install", "-q", "--python", venv / "bin" / "python", "-r",
-                 venv / "requirements.txt"], check=True,
+                [*_uv(), "pip", "install", "-q", *ours, "--python", venv / "bin" / "python",
+                 "-r", venv / "requirements.txt"], check=True,
             )  # fmt: skip
             (venv / ".complete").touch()
     return venv / "bin" / "odbox-backup"

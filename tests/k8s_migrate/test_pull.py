@@ -8,16 +8,14 @@ odbox-backup (or psql, for the zip) and comparing every table and file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import signal
 import socket
-import stat
 import subprocess
-import threading
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -40,43 +38,35 @@ from tests.k8s_migrate.shop import (
     is_tar,
 )
 
+AUDITED = Path(__file__).with_name("audited.py")
 
-def _files_opened(
-    args: list[str], env: dict[str, str], cwd: Path
-) -> tuple[subprocess.CompletedProcess[str], set[tuple[str, bool]], float]:
-    """Run `k8s-migrate ARGS`; every regular file it held open while it ran, as sampled from
-    /proc/PID/fd as fast as possible: (path, opened for writing); and the longest time
-    between two samples, in seconds."""
-    child = subprocess.Popen([str(K8S_MIGRATE), *args], cwd=cwd, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    outputs: list[str] = []
-    reader = threading.Thread(target=lambda: outputs.extend(child.communicate()))
-    reader.start()
-    seen: set[tuple[str, bool]] = set()
-    fds = Path(f"/proc/{child.pid}/fd")
-    gap, last = 0.0, time.monotonic()
-    while child.poll() is None:
-        now = time.monotonic()
-        gap, last = max(gap, now - last), now
-        with contextlib.suppress(OSError):
-            for fd in fds.iterdir():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    if not stat.S_ISREG(fd.stat().st_mode):
-                        continue  # pipes, sockets, /dev/null
-                    path = str(fd.readlink())
-                    info = Path(f"/proc/{child.pid}/fdinfo/{fd.name}").read_text()
-                    flags = int(info.split("flags:")[1].split()[0], 8)
-                    seen.add((path, flags & (os.O_WRONLY | os.O_RDWR) != 0))
-    reader.join()
-    return subprocess.CompletedProcess(child.args, child.returncode, *outputs), seen, gap
+
+def _audited(
+    args: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> tuple[subprocess.CompletedProcess[str], set[tuple[str, bool]], int]:
+    """Run `k8s-migrate ARGS` under audited.py (its record in `log`): every file it opened
+    (path, for writing), each recorded by the process's own audit hook as it opened it, and
+    its peak memory."""
+    done = subprocess.run([sys.executable, str(AUDITED), str(log), *args], cwd=cwd, env=env,
+                          text=True, capture_output=True, timeout=300)  # fmt: skip
+    opened: set[tuple[str, bool]] = set()
+    peak = 0
+    for line in log.read_text().splitlines():
+        kind, _, value = line.partition(" ")
+        if kind == "peak":
+            peak = int(value)
+        else:
+            opened.add((value, kind == "W"))
+    log.unlink()
+    return done, opened, peak
 
 
 def test_pull_into_a_repository_restores_every_row_and_file(shop: Shop) -> None:
     source = odoo_state(shop.dsn, shop.filestore)
     work, tmp, journal = shop.tmp / "work", shop.tmp / "tmp", shop.tmp / "cache" / "k8s-migrate"
     work.mkdir()
-    done, opened, gap = _files_opened(["pull", *shop.args("--repo", str(shop.repo))], shop.env,
-                                      work)  # fmt: skip
+    done, opened, _ = _audited(["pull", *shop.args("--repo", str(shop.repo))], shop.env, work,
+                                shop.tmp / "opens.log")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(shop.snapshots()) == 1
     assert "deleted helper pod" in done.stdout + done.stderr
@@ -85,9 +75,8 @@ def test_pull_into_a_repository_restores_every_row_and_file(shop: Shop) -> None:
     assert annotations[ANNOTATION] == "2" and PULLING not in annotations
     # Streams stay streams: no tarball or dump file anywhere but the repository's objects,
     # its lock and manifest, and the journal, not even for a moment; nothing at all in the
-    # working folder or TMPDIR. The fds were swept every few milliseconds (a file open for
-    # a transfer cannot slip through), and the sweeps did see the repository's own writes.
-    assert gap < 0.5, gap
+    # working folder or TMPDIR. Every open is in the audit (a file open for a transfer
+    # cannot slip through), and the audit does see the repository's own writes.
     written = {path for path, writing in opened if writing}
     own = tuple(f"{shop.repo}/{folder}/"
                 for folder in ("objects", "packs", "index", "locks", "snapshots"))  # fmt: skip
@@ -295,7 +284,7 @@ def test_ctrl_c_during_the_dump_stream_puts_the_cluster_back(shop: Shop) -> None
     args = shop.args("--repo", str(shop.repo))
     args[args.index("--db-pod") + 1] = "slow-0"
     child = shop.pull_until(args, started)
-    time.sleep(0.3)  # its first megabyte on the way
+    # `started` exists once the emulator has sent most of the megabyte: the dump is streaming
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
@@ -558,19 +547,14 @@ def test_a_terminal_gets_progress_bars_for_the_dump_and_the_filestore(shop: Shop
 
 
 def _peak_rss(shop: Shop, *args: str) -> int:
-    """The peak resident memory (VmHWM) of one `k8s-migrate` process, read until it exits.
+    """The peak resident memory (VmHWM) of one `k8s-migrate` process, as it read it itself
+    at exit (audited.py): no sampling that could miss the peak.
 
     Not wait4's ru_maxrss: Linux carries it across fork and exec, so it would include this
     test process's own size (its emulator, its data)."""
-    child = subprocess.Popen([str(K8S_MIGRATE), *args], env=shop.env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)  # fmt: skip
-    peak = 0
-    while child.poll() is None:
-        with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: a zombie
-            status = Path(f"/proc/{child.pid}/status").read_text()
-            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) * 1024)
-        time.sleep(0.01)
-    assert child.returncode == 0, child.stderr and child.stderr.read()
+    done, _, peak = _audited(list(args), shop.env, shop.tmp, shop.tmp / "opens.log")
+    assert done.returncode == 0, done.stderr
+    assert peak > 0
     return peak
 
 

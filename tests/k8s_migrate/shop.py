@@ -29,7 +29,7 @@ PULLING = "k8s-migrate.odbox/pulling"
 
 
 def is_tar(call: ExecCall) -> bool:
-    return "tar -cf" in " ".join(call.command)
+    return "| tar -c" in " ".join(call.command)
 
 
 def is_dump(call: ExecCall) -> bool:

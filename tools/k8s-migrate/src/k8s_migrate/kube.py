@@ -236,10 +236,12 @@ class Cluster:
         name: str,
         image: str,
         pvc: str,
+        also_at: Sequence[str] = (),
         like: Any = None,
         deployment: str = "",
     ) -> None:
-        """The helper pod; `like` (Odoo's pod template spec) lends it what lets Odoo's own
+        """The helper pod, with the PVC at /pvc (and at each path of `also_at`); `like`
+        (Odoo's pod template spec) lends it what lets Odoo's own
         pods pull their image and land on their nodes: pull secrets, node selector,
         tolerations, affinity, security context."""
         body: dict[str, Any] = {
@@ -258,7 +260,10 @@ class Cluster:
                         "name": "helper",
                         "image": image,
                         "command": ["sleep", "86400"],
-                        "volumeMounts": [{"name": "data", "mountPath": "/pvc", "readOnly": True}],
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": path, "readOnly": True}
+                            for path in ("/pvc", *also_at)
+                        ],
                     }
                 ],
                 "volumes": [

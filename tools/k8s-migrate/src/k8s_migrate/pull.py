@@ -28,24 +28,15 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 
 from __future__ import annotations
 
-import io
 import re
 import secrets
-import tarfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_migrate.kube import (
-    Cluster,
-    CommandFailed,
-    KubeError,
-    StreamCut,
-    conflict,
-    lines,
-    refused,
-)
+from k8s_migrate import filestore
+from k8s_migrate.filestore import NO_FOLDER, Counting, Listing, Sent
+from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines, refused
 from k8s_migrate.lease import PULLING, STOPPED, Owner, held
 from k8s_migrate.sinks import Facts, Sink, plural
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
@@ -57,18 +48,6 @@ from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 # where it cannot clean up (SIGKILL, a lost laptop) leaves it for the next pull and humans.
 ANNOTATION = "k8s-migrate.odbox/replicas"
 LEASE_TRIES = 5  # a 409 on taking the lease, with nobody else's lease: read it again, retry
-NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
-CHECK_SCRIPT = '[ -d "$1" ] || exit 66'
-LIST_SCRIPT = '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; du -s -k . && find . -type f'
-# The file list goes to tar on stdin, ended by a line no file name can be: a v4 exec
-# cannot close stdin, so `-T -` alone would wait for ever there.
-TAR_SCRIPT = (
-    '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; '
-    'while IFS= read -r f; do [ "$f" = "$2" ] && break; printf "%s\\n" "$f"; done '
-    "| tar -cf - -T -"
-)
-
-
 CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
 
 
@@ -122,6 +101,7 @@ class Found:
     odoo_pods: list[str]
     odoo_container: str
     mount: str  # where the Odoo container mounts the PVC
+    mount_sub: str  # the PVC's folder it mounts there (subPath; "" for all of it)
     image: str  # the helper pod's image
     db_container: str
     pg_dump: str
@@ -313,6 +293,7 @@ def preflight(
         odoo_pods=[p.metadata.name for p in pods],
         odoo_container=container.name,
         mount=mount.mount_path,
+        mount_sub=(mount.sub_path or "").strip("/"),
         image=target.helper_image or container.image,
         db_container=db_container,
         pg_dump=version.decode(errors="replace").strip(),
@@ -336,26 +317,26 @@ def preflight(
     elif running:
         inside = rel[len(sub) :].lstrip("/") if sub else rel
         folder = f"{mount.mount_path.rstrip('/')}/{inside}"
-        script = LIST_SCRIPT if sizes_from_odoo else CHECK_SCRIPT  # a pull measures it later
+        # Symlinks are checked only where the pod sees all of the PVC (else a link to
+        # another folder of it looks like one that leaves it): the helper pod checks again.
         try:
-            out = cluster.run(
-                ns,
-                running[0],
-                container.name,
-                ["sh", "-c", script, "sh", folder],
-                limit=1 << 30,
+            listing = filestore.scan(
+                cluster, ns, running[0], container.name, folder,
+                [mount.mount_path] if not sub else [],
+                files=sizes_from_odoo,
                 what=f"the {'file list' if sizes_from_odoo else 'check'} of {folder} in pod "
                 f"{ns}/{running[0]}",
-            )
+            )  # fmt: skip
         except CommandFailed as e:
             if e.code == NO_FOLDER:
                 raise _no_folder(target) from e
             raise PullFailed(f"cannot read the filestore {folder} in pod {running[0]}: {e}") from e
+        if not sub:
+            filestore.check_links(listing, target.pvc, target.filestore)
         found.filestore_checked = True
         if sizes_from_odoo:
-            listing = list(lines(out))
-            found.filestore_bytes = int(listing[0].split()[0]) * 1024 if listing else 0
-            found.filestore_files = len(listing) - 1
+            found.filestore_bytes = listing.kib * 1024
+            found.filestore_files = len(listing.files)
     return found
 
 
@@ -552,17 +533,17 @@ def _steps(
     helper = f"k8s-migrate-{secrets.token_hex(4)}"
     say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
     changed.helper = helper
-    cluster.start_helper(ns, helper, found.image, target.pvc,
+    cluster.start_helper(ns, helper, found.image, target.pvc, _helper_roots(found)[1:],
                          like=deployment.spec.template.spec, deployment=name)  # fmt: skip
     listing = None
     if not found.filestore_checked:  # no Odoo pod showed the folder: the helper checks it first
         cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper)
+        listing = _list(cluster, target, helper, found)
     facts = _facts(cluster, target, found)
     result.dump_bytes = _dump(cluster, target, sink, found, progress)
     if listing is None:  # the helper pod started while pg_dump ran
         cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper)
+        listing = _list(cluster, target, helper, found)
     _filestore(cluster, target, helper, sink, progress, result, listing)
     progress.phase(sink.finishing)
     return facts
@@ -697,28 +678,32 @@ def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: 
         command[1:1] = ["-U", target.db_user]
     progress.phase(f"pg_dump {target.db_name} in pod {target.db_pod}", found.db_bytes or None)
     with cluster.exec(target.namespace, target.db_pod, found.db_container, command) as stream:
-        sink.add_dump(_Counting(stream, progress))
+        sink.add_dump(Counting(stream, progress))
         stream.finish()
         return stream.received
 
 
-def _list(cluster: Cluster, target: Target, helper: str) -> list[str]:
-    """The filestore's size in KiB (`du`), then its files, from the helper pod."""
+def _helper_roots(found: Found) -> list[str]:
+    """Where the helper pod mounts the PVC: /pvc, and Odoo's own mount path when Odoo mounts
+    all of it (so a symlink made in an Odoo pod, absolute, resolves in the helper too)."""
+    return ["/pvc"] + ([found.mount] if not found.mount_sub and found.mount != "/pvc" else [])
+
+
+def _list(cluster: Cluster, target: Target, helper: str, found: Found) -> Listing:
+    """The filestore's size, files and symlinks, from the helper pod; symlinks that leave
+    the PVC stop the pull here, by name, before any file moves."""
     ns = target.namespace
     try:
-        out = cluster.run(
-            ns,
-            helper,
-            "helper",
-            ["sh", "-c", LIST_SCRIPT, "sh", f"/pvc/{target.filestore}"],
-            limit=1 << 30,
-            what=f"the file list of {target.filestore}/ in helper pod {ns}/{helper}",
-        )
+        listing = filestore.scan(
+            cluster, ns, helper, "helper", f"/pvc/{target.filestore}", _helper_roots(found),
+            files=True, what=f"the file list of {target.filestore}/ in helper pod {ns}/{helper}",
+        )  # fmt: skip
     except CommandFailed as e:
         if e.code == NO_FOLDER:
             raise _no_folder(target) from e
         raise
-    return list(lines(out))
+    filestore.check_links(listing, target.pvc, target.filestore)
+    return listing
 
 
 def _filestore(
@@ -728,15 +713,14 @@ def _filestore(
     sink: Sink,
     progress: Progress,
     result: Pulled,
-    listing: list[str],
+    listing: Listing,
 ) -> None:
     ns = target.namespace
-    folder = f"/pvc/{target.filestore}"
-    total = int(listing[0].split()[0]) * 1024 if listing else 0
-    names = [line[2:] if line.startswith("./") else line for line in listing[1:]]
-    listing.clear()  # the names are all that is needed of it now
+    total, names = listing.kib * 1024, listing.files
+    listing.files = []  # the names are all that is needed of it now
     wanted = [name for name in names if not sink.reuse(name)]
     result.files, result.reused_files = len(names), len(names) - len(wanted)
+    del names
     # du's total (blocks) less what is reused: about what tar sends
     to_send = max(total - sink.reused_bytes, 0) if wanted else 0
     progress.phase(
@@ -746,85 +730,13 @@ def _filestore(
     )
     if not wanted:
         return
-    end = f"--end-{secrets.token_hex(8)}--"
+    sent = Sent()
     what = f"the tar of {target.filestore}/ in helper pod {ns}/{helper}"
-    stream = cluster.exec(
-        ns, helper, "helper", ["sh", "-c", TAR_SCRIPT, "sh", folder, end], stdin=True, what=what
-    )
-    with stream:
-        feeder_error: list[BaseException] = []
-
-        def feed() -> None:
-            try:
-                for start in range(0, len(wanted), 1000):
-                    stream.write_stdin(
-                        "".join(f"./{n}\n" for n in wanted[start : start + 1000]).encode(
-                            errors="surrogateescape"
-                        )
-                    )
-                stream.write_stdin(f"{end}\n".encode())
-                stream.close_stdin()
-            except BaseException as e:
-                feeder_error.append(e)
-
-        feeder = threading.Thread(target=feed, name="tar-names", daemon=True)
-        feeder.start()
-        remaining = set(wanted)
-        buffered = io.BufferedReader(stream, 1 << 20)
-        try:
-            with tarfile.open(fileobj=buffered, mode="r|") as tar:
-                for member in tar:
-                    # a stream's TarFile keeps every TarInfo (undocumented `members`)
-                    tar.members.clear()  # type: ignore[attr-defined]
-                    if not member.isreg():
-                        continue
-                    name = member.name[2:] if member.name.startswith("./") else member.name
-                    if name not in remaining:
-                        raise PullFailed(f"tar sent {name!r}, which was not asked for")
-                    content = tar.extractfile(member)
-                    assert content is not None
-                    sink.add_file(name, member.size, _Counting(content, progress))
-                    remaining.discard(name)
-                    result.stored_files += 1
-        except StreamCut as e:
-            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
-        except tarfile.TarError as e:
-            raise PullFailed(
-                f"{what} is damaged or cut short after {stream.received} bytes: "
-                f"{e}{sink.resume_note(result.stored_files)}"
-            ) from e
-        try:
-            stream.finish()
-        except StreamCut as e:
-            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
-        feeder.join(timeout=5)
-        if feeder_error and not isinstance(feeder_error[0], KubeError):
-            raise feeder_error[0]
-        if remaining:
-            example = sorted(remaining)[0]
-            raise PullFailed(
-                f"tar did not send {len(remaining)} of the files listed "
-                f"(e.g. {example}); nothing was written"
-            )
-        result.tar_bytes = stream.received
-
-
-class _Counting:
-    """A reader that advances the progress bar by what is read through it."""
-
-    def __init__(self, stream: Any, progress: Progress) -> None:
-        self.stream = stream
-        self.progress = progress
-
-    def readinto(self, buffer: Any) -> int:
-        n = int(self.stream.readinto(buffer) or 0)
-        self.progress.advance(n)
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        data = bytes(self.stream.read(size))
-        self.progress.advance(len(data))
-        return data
+    try:
+        folder = f"/pvc/{target.filestore}"
+        filestore.transfer(cluster, ns, helper, folder, wanted, sink, progress, sent, what)
+    finally:
+        result.stored_files, result.tar_bytes = sent.stored, sent.tar_bytes
 
 
 def describe_plan(cluster: Cluster, target: Target, sink_text: str, scale_back: bool) -> list[str]:

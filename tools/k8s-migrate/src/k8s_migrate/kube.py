@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +30,14 @@ from odbox_common.errors import ToolError, UsageError
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = (10, 60)  # connect, read: seconds, for every REST call
-STDERR_KEPT = 16 << 10  # the end of a command's stderr, for the error line
+STDERR_KEPT = 16 << 10  # the start and the end of a command's stderr, for the error line
+# The line of stderr that says what went wrong: GNU tar and pg_dump end with a summary
+# (`tar: Exiting with failure status due to previous errors`, `pg_dump: detail: …`).
+ERROR_LINE = re.compile(
+    r"\b(error|fatal|cannot|failed|denied|no such|not found|permission)\b", re.IGNORECASE
+)
+SUMMARY_LINE = re.compile(r"Exiting with failure status|^\S+: (detail|hint): ")
+DETAIL_LINE = re.compile(r"^\S+: (detail|hint): ")
 HELPER_LABELS = {
     "app.kubernetes.io/name": "k8s-migrate",
     "app.kubernetes.io/managed-by": "k8s-migrate",
@@ -430,6 +439,7 @@ class ExecStream(io.RawIOBase):
         self.received = 0
         self._pending = b""
         self._offset = 0
+        self._stderr_head = bytearray()
         self._stderr = bytearray()
         self._ended = False
         self._cut: Exception | None = None  # the connection dropped: after what is buffered
@@ -439,12 +449,21 @@ class ExecStream(io.RawIOBase):
 
     @property
     def stderr(self) -> str:
-        return self._stderr.decode(errors="replace")
+        """Its first STDERR_KEPT bytes, and its last (with `…` between when some were dropped)."""
+        head = self._stderr_head.decode(errors="replace")
+        if not self._stderr:
+            return head
+        return f"{head}\n…\n{self._stderr.decode(errors='replace')}"
 
     def _keep_stderr(self, data: bytes) -> None:
-        if data:
-            self._stderr += data
-            del self._stderr[:-STDERR_KEPT]
+        if not data:
+            return
+        room = STDERR_KEPT - len(self._stderr_head)
+        if room > 0:
+            self._stderr_head += data[:room]
+            data = data[room:]
+        self._stderr += data
+        del self._stderr[:-STDERR_KEPT]
 
     def _frames(self) -> None:
         """Read frames until stdout has bytes or the stream ended.
@@ -528,8 +547,7 @@ class ExecStream(io.RawIOBase):
             return
         causes = (status.get("details") or {}).get("causes") or []
         code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
-        said = f": {lines[-1].strip()}" if lines else ""
+        said = f": {why}" if (why := stderr_reason(self.stderr)) else ""
         if code is not None:
             number = int(code) if str(code).isdigit() else None
             raise CommandFailed(f"{self.what} failed with exit status {code}{said}", number)
@@ -550,6 +568,17 @@ class ExecStream(io.RawIOBase):
                 if self.ws.sock is not None:
                     self.ws.sock.shutdown()
         super().close()
+
+
+def stderr_reason(text: str) -> str:
+    """What a command's stderr says went wrong, in one line: its first error line with the
+    detail and hint lines that follow it (pg_dump's), else its last three lines."""
+    said = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(said):
+        if ERROR_LINE.search(line) and not SUMMARY_LINE.search(line):
+            details = itertools.takewhile(DETAIL_LINE.search, said[i + 1 : i + 3])
+            return "; ".join([line, *details])
+    return " / ".join(said[-3:])
 
 
 def _unreachable(e: BaseException) -> str:

@@ -696,6 +696,26 @@ class K8sEmulator:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
+    def kubeconfig_with(
+        self,
+        path: Path,
+        *,
+        context: Obj | None = None,
+        user: Obj | None = None,
+        cluster: Obj | None = None,
+    ) -> Path:
+        """A copy of `kubeconfig` at `path` with these fields added to its context (e.g.
+        `namespace`), user (e.g. an `exec` credential plugin instead of the token: give
+        `token: None` to remove it) and cluster (e.g. `proxy-url`)."""
+        config = json.loads(self.kubeconfig.read_text())
+        for entry, extra in (("contexts", context), ("users", user), ("clusters", cluster)):
+            inner = config[entry][0][entry[:-1]]
+            inner |= extra or {}
+            config[entry][0][entry[:-1]] = {k: v for k, v in inner.items() if v is not None}
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        return path
+
     def stop(self) -> None:
         """Stop the server: end every watch and exec, kill their processes, remove temp files."""
         if self._thread.is_alive():

@@ -100,3 +100,15 @@ def test_interrupted_during_preflight_says_nothing_was_changed(shop: Shop) -> No
     assert line.endswith("error: interrupted before anything was changed; no snapshot was written")
     assert {r.method for r in shop.k8s.requests} == {"GET"}
     assert shop.k8s.replicas(NS, "odoo") == 2
+
+
+def test_the_namespace_defaults_to_the_kubeconfig_contexts_as_kubectl_does(shop: Shop) -> None:
+    args = shop.args("--repo", str(shop.repo))
+    del args[args.index("--namespace") : args.index("--namespace") + 2]
+    config = shop.k8s.kubeconfig_with(shop.tmp / "ns-config", context={"namespace": NS})
+    done = shop.migrate("plan", *args, "--kubeconfig", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "scale deployment shop/odoo from 2 to 0" in done.stdout
+    done = shop.migrate("plan", *args)  # a context without one: `default`, as kubectl
+    assert done.returncode == 2
+    assert "there is no namespace default in context test" in one_error_line(done)

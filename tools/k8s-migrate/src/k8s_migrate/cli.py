@@ -35,8 +35,11 @@ app = runner.typer_app(
 )
 
 Namespace = Annotated[
-    str, typer.Option("--namespace", "-n", metavar="NS", help="The namespace of Odoo.")
-]
+    str | None,
+    typer.Option("--namespace", "-n", metavar="NS",
+                 help="The namespace of Odoo (default: the kubeconfig context's namespace, "
+                 "else default, as kubectl picks it)."),
+]  # fmt: skip
 Deployment = Annotated[
     str, typer.Option("--odoo-deployment", metavar="NAME", help="Odoo's deployment.")
 ]
@@ -104,12 +107,12 @@ def main_options(
     """Options for every command."""
 
 
-def _target(namespace: str, deployment: str, db_pod: str, db_container: str | None,
+def _target(namespace: str | None, deployment: str, db_pod: str, db_container: str | None,
             db_name: str, db_user: str | None, pvc: str, filestore_path: str | None,
             helper_image: str | None, timeout: float) -> Target:  # fmt: skip
     from k8s_migrate.pull import Target
 
-    target = Target(namespace, deployment, db_pod, db_name, pvc, db_container, db_user,
+    target = Target(namespace or "", deployment, db_pod, db_name, pvc, db_container, db_user,
                     filestore_path, helper_image, timeout)  # fmt: skip
     target.filestore  # noqa: B018 (checks --filestore-path now, before anything is touched)
     return target
@@ -117,10 +120,10 @@ def _target(namespace: str, deployment: str, db_pod: str, db_container: str | No
 
 @app.command()
 def plan(
-    namespace: Namespace,
     db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
@@ -147,6 +150,7 @@ def plan(
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
+    target.namespace = target.namespace or cluster.namespace
     steps = [*notes, *describe_plan(cluster, target, sink_text, scale_back)]
     if json:
         console.print_json({"context": cluster.context, "server": cluster.server, "steps": steps})
@@ -158,10 +162,10 @@ def plan(
 
 @app.command()
 def pull(
-    namespace: Namespace,
     db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
@@ -194,9 +198,10 @@ def pull(
         for note in output.notes:
             console.say(note)
         cluster = Cluster.connect(kubeconfig, context)
+        target.namespace = target.namespace or cluster.namespace
         if resolved := resolve_filestore(cluster, target):  # the journal's key needs the path
             console.say(resolved)
-        key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
+        key = f"{cluster.server} {target.namespace} {pvc} {target.filestore}"
         with output.sink(key, wait=wait, warn=console.warn) as sink, progress_for() as progress:
             done = do_pull(cluster, target, sink, progress, scale_back=scale_back, say=console.say)
     console.say(done.summary)

@@ -86,6 +86,7 @@ class Cluster:
     api_client: Any
     context: str
     server: str
+    namespace: str = "default"  # the context's `namespace:`, as kubectl defaults -n to it
 
     @classmethod
     def connect(cls, kubeconfig: Path | None, context: str | None) -> Cluster:
@@ -100,6 +101,8 @@ class Cluster:
             name = context or (active or {}).get("name", "")
             if context and context not in {c["name"] for c in contexts}:
                 raise UsageError(f"the kubeconfig has no context {context!r}")
+            chosen = next((c for c in contexts if c["name"] == name), None) or active or {}
+            namespace = str((chosen.get("context") or {}).get("namespace") or "default")
             api_client = config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=context
             )
@@ -109,7 +112,7 @@ class Cluster:
             raise
         except Exception as e:
             raise _kubeconfig_error(e, kubeconfig) from e
-        return cls(api_client, name, str(api_client.configuration.host))
+        return cls(api_client, name, str(api_client.configuration.host), namespace)
 
     @functools.cached_property
     def core(self) -> Any:

@@ -112,3 +112,33 @@ def test_the_namespace_defaults_to_the_kubeconfig_contexts_as_kubectl_does(shop:
     done = shop.migrate("plan", *args)  # a context without one: `default`, as kubectl
     assert done.returncode == 2
     assert "there is no namespace default in context test" in one_error_line(done)
+
+
+def test_a_pg_dump_older_than_the_server_is_found_by_plan_before_odoo_stops(shop: Shop) -> None:
+    """pg_dump refuses a server of a later major version: plan says so, and a pull stops
+    before it scales Odoo down (it used to find out from pg_dump, with Odoo at 0)."""
+    server = int(shop.postgres.psql("SHOW server_version_num").strip())
+    older = server // 10000 - 1
+    bin_dir = shop.tmp / "old-bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").write_text(f"#!/bin/sh\necho 'pg_dump (PostgreSQL) {older}.9'\n")
+    (bin_dir / "pg_dump").chmod(0o755)
+    env = {**shop.pg_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    shop.k8s.add_pod(NS, "old-0", {"app": "postgres"}, containers=["postgres"], env=env)
+    args = shop.args("--repo", str(shop.repo))
+    args[args.index("--db-pod") + 1] = "old-0"
+    for command in ("plan", "pull"):
+        done = shop.migrate(command, *args)
+        assert done.returncode == 2, done.stderr
+        line = one_error_line(done)
+        assert f"pg_dump (PostgreSQL) {older}.9 in pod old-0 cannot dump its server" in line
+        assert f"must be of major version {server // 10000} or later" in line
+    assert shop.k8s.replicas(NS, "odoo") == 2
+    assert not [r for r in shop.k8s.requests if r.method != "GET"]
+
+
+def test_plan_shows_pg_dump_and_server_versions(shop: Shop) -> None:
+    done = shop.migrate("plan", *shop.args("--repo", str(shop.repo)))
+    assert done.returncode == 0, done.stderr
+    server = shop.postgres.psql("SHOW server_version").split()[0]
+    assert f", server {server}; database " in done.stdout

@@ -104,7 +104,8 @@ class Found:
     mount_sub: str  # the PVC's folder it mounts there (subPath; "" for all of it)
     image: str  # the helper pod's image
     db_container: str
-    pg_dump: str
+    pg_dump: str  # its --version
+    server_version: str  # the server's, e.g. 16.2
     db_bytes: int
     leftovers: list[str] = field(default_factory=list)  # helper pods of a killed pull
     resource_version: str | None = None  # the deployment's, as read: the lease is taken at it
@@ -137,6 +138,32 @@ def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
         option = "--db-name" if match[1].startswith("database") else "--db-user"
         return UsageError(f"{match[1]} in {where} (check {option})")
     return PullFailed(f"cannot read database {target.db_name} in {where}: {e}")
+
+
+PG_DUMP_VERSION = re.compile(r"\)\s*(\d+)(?:\.(\d+))?")
+
+
+def _major(server_version_num: int) -> tuple[int, int]:
+    """(16, 0) for 160002; (9, 6) for 90624: before 10 a major version had two numbers."""
+    n = server_version_num
+    return (n // 10000, 0) if n >= 100000 else (n // 10000, n // 100 % 100)
+
+
+def _check_pg_dump(target: Target, pg_dump: str, server_version_num: int) -> None:
+    """pg_dump refuses a server of a later major version than its own (`aborting because of
+    server version mismatch`): found here, before anything changes, not after Odoo is down."""
+    match = PG_DUMP_VERSION.search(pg_dump)
+    if match is None:
+        return  # an unknown text: pg_dump itself will say
+    mine = (int(match[1]), int(match[2] or 0) if int(match[1]) < 10 else 0)
+    server = _major(server_version_num)
+    if mine < server:
+        shown = ".".join(map(str, server)) if server[0] < 10 else str(server[0])
+        raise UsageError(
+            f"{pg_dump} in pod {target.db_pod} cannot dump its server, PostgreSQL "
+            f"{pg_version_text(server_version_num)}: pg_dump must be of major version {shown} "
+            "or later (check --db-container, or the pod's image)"
+        )
 
 
 def _no_folder(target: Target) -> UsageError:
@@ -279,14 +306,17 @@ def preflight(
     except CommandFailed as e:
         raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
     try:
-        size = cluster.run(
+        size, server = cluster.run(
             ns,
             target.db_pod,
             db_container,
-            _psql(target, "SELECT pg_database_size(current_database())"),
-        )
+            _psql(target, "SELECT pg_database_size(current_database()) || ' ' || "
+                  "current_setting('server_version_num')"),
+        ).split()  # fmt: skip
     except CommandFailed as e:
         raise _psql_failed(target, e) from e
+    pg_dump = version.decode(errors="replace").strip()
+    _check_pg_dump(target, pg_dump, int(server))
     found = Found(
         replicas=replicas,
         current=current,
@@ -296,7 +326,8 @@ def preflight(
         mount_sub=(mount.sub_path or "").strip("/"),
         image=target.helper_image or container.image,
         db_container=db_container,
-        pg_dump=version.decode(errors="replace").strip(),
+        pg_dump=pg_dump,
+        server_version=pg_version_text(int(server)),
         db_bytes=int(size.strip() or 0),
         # a live pull's helper pods are its own: only a dead (or removed) lease leaves any
         leftovers=[] if live is not None else cluster.helper_pods(ns, target.deployment),
@@ -372,7 +403,8 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
     done += [
         f"start a helper pod (image {found.image}) with PVC {target.pvc} mounted read-only",
         f"run `pg_dump{pg_user} {target.db_name}` in pod {target.db_pod} "
-        f"(container {found.db_container}; {found.pg_dump}; database {_size(found.db_bytes)}) "
+        f"(container {found.db_container}; {found.pg_dump}, server {found.server_version}; "
+        f"database {_size(found.db_bytes)}) "
         f"into {sink_text}",
         f"stream a tar of {target.filestore}/ ({fs}) into {sink_text}",
     ]

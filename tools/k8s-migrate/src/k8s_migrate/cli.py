@@ -183,6 +183,14 @@ def pull(
         float,
         typer.Option("--wait", min=0, metavar="SECONDS", help="Wait for the repository lock."),
     ] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Pull even while other pods mount the PVC or use the database, and "
+            "write the snapshot even if Odoo came back meanwhile (with a warning).",
+        ),
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
@@ -194,6 +202,7 @@ def pull(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
+    target.force = force
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
         for note in output.notes:
             console.say(note)

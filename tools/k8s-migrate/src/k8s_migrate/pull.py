@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_migrate import filestore
+from k8s_migrate import filestore, writers
 from k8s_migrate.filestore import NO_FOLDER, Counting, Listing, Sent
 from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines, refused
 from k8s_migrate.lease import PULLING, STOPPED, Owner, held
@@ -81,6 +81,7 @@ class Target:
     filestore_path: str | None = None  # inside the PVC; default filestore/<db_name>
     helper_image: str | None = None
     timeout: float = 300.0
+    force: bool = False  # pull even with other writers, or Odoo back up, seen
 
     @property
     def filestore(self) -> str:
@@ -118,10 +119,14 @@ class Found:
     filestore_bytes: int | None = None  # known when an Odoo pod runs (plan) or after listing
     filestore_files: int | None = None
     steps: list[str] = field(default_factory=list)
+    writers: writers.Writers = field(default_factory=writers.Writers)  # others on PVC and DB
+    controllers: list[str] = field(default_factory=list)  # what scales Odoo back, how to pause
 
 
-def _psql(target: Target, sql: str) -> list[str]:
+def _psql(target: Target, sql: str, *more: str) -> list[str]:
     command = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", target.db_name, "-c", sql]
+    for query in more:
+        command += ["-c", query]
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     return command
@@ -305,16 +310,17 @@ def preflight(
         version = cluster.run(ns, target.db_pod, db_container, ["pg_dump", "--version"])
     except CommandFailed as e:
         raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
-    try:
-        size, server = cluster.run(
+    try:  # one session: no earlier one of ours, ending, in pg_stat_activity
+        first, *sessions = lines(cluster.run(
             ns,
             target.db_pod,
             db_container,
-            _psql(target, "SELECT pg_database_size(current_database()) || ' ' || "
-                  "current_setting('server_version_num')"),
-        ).split()  # fmt: skip
+            _psql(target, "SELECT pg_database_size(current_database()), "
+                  "current_setting('server_version_num')", writers.SESSIONS_SQL),
+        ))  # fmt: skip
     except CommandFailed as e:
         raise _psql_failed(target, e) from e
+    size, _, server = first.partition("|")
     pg_dump = version.decode(errors="replace").strip()
     _check_pg_dump(target, pg_dump, int(server))
     found = Found(
@@ -329,6 +335,8 @@ def preflight(
         pg_dump=pg_dump,
         server_version=pg_version_text(int(server)),
         db_bytes=int(size.strip() or 0),
+        writers=writers.find(cluster, ns, target.pvc, pods, sessions),
+        controllers=writers.controllers(cluster, ns, deployment),
         # a live pull's helper pods are its own: only a dead (or removed) lease leaves any
         leftovers=[] if live is not None else cluster.helper_pods(ns, target.deployment),
         resource_version=deployment.metadata.resource_version,
@@ -390,6 +398,12 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
         done.append(
             f"delete the helper pods left by a pull that was killed: {', '.join(found.leftovers)}"
         )
+    if found.writers:
+        done.append(
+            f"note: other writers of Odoo's data: {found.writers.text()}; a pull stops here "
+            "(exit 1) unless --force"
+        )
+    done += [f"note: {line}" for line in found.controllers]
     if found.current:
         done.append(
             f"scale deployment {ns}/{name} from {n} to 0 (noting {n} in its annotation "
@@ -539,6 +553,15 @@ def _steps(
 ) -> Facts:
     """Steps 2 to 4 of the module's doc; what the manifest says of the database."""
     ns, name = target.namespace, target.deployment
+    if found.writers:
+        if not target.force:
+            raise PullFailed(
+                f"other writers of Odoo's data: {found.writers.text()}; nothing was changed: "
+                "stop them too, or pass --force to pull while they run"
+            )
+        say(f"warning: pulling while other writers run (--force): {found.writers.text()}")
+    for line in found.controllers:
+        say(f"note: {line}")
     _take_lease(cluster, target, found, changed, say)
     if found.leftovers:
         for pod in found.leftovers:
@@ -577,8 +600,48 @@ def _steps(
         cluster.wait_running(ns, helper, target.timeout)
         listing = _list(cluster, target, helper, found)
     _filestore(cluster, target, helper, sink, progress, result, listing)
+    _recheck(cluster, target, found, helper, say)
     progress.phase(sink.finishing)
     return facts
+
+
+def _recheck(cluster: Cluster, target: Target, found: Found, helper: str, say: Any) -> None:
+    """Before the snapshot is written: Odoo still at 0 with no pods, and nobody else on the
+    PVC or the database (a session still there after a few seconds: our own pg_dump's
+    and psql's take a moment to end). Anything back fails the pull (--force: a warning)."""
+    ns, name = target.namespace, target.deployment
+    deployment = cluster.call(
+        f"read deployment {ns}/{name}", cluster.apps.read_namespaced_deployment, name, ns
+    )
+    pods = cluster.pods_of(ns, deployment)
+    back = []
+    if deployment.spec.replicas or pods:
+        back.append(
+            f"deployment {ns}/{name} was scaled back up to {deployment.spec.replicas or 0} "
+            f"during the pull ({plural(len(pods), 'pod')}: "
+            f"{', '.join(p.metadata.name for p in pods) or 'none yet'})"
+        )
+    deadline = time.monotonic() + 5
+    while True:
+        sessions = list(lines(cluster.run(ns, target.db_pod, found.db_container,
+                                          _psql(target, writers.SESSIONS_SQL))))  # fmt: skip
+        if not sessions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    others = writers.find(cluster, ns, target.pvc, [], sessions, allow=[helper])
+    if others:
+        back.append(f"other writers of Odoo's data appeared: {others.text()}")
+    if not back:
+        return
+    said = "; ".join(back)
+    if target.force:
+        say(f"warning: {said}; the snapshot is written all the same (--force)")
+        return
+    hints = [f" ({'; '.join(found.controllers)})"] if found.controllers else []
+    raise PullFailed(
+        f"{said}: the data may have changed while it was pulled, so no snapshot was written"
+        f"{''.join(hints)}; stop what brings it back and pull again, or pass --force"
+    )
 
 
 def _take_lease(

@@ -4,63 +4,13 @@ No kube-apiserver can run in the tests, so this aiohttp server, on 127.0.0.1 in 
 thread with its own event loop, speaks the wire protocol the official client speaks, and the
 client under test is configured only through the kubeconfig file the emulator writes.
 
-What is emulated
-- Bearer-token auth (401 otherwise) and errors as `Status` JSON with the apiserver's reasons and
-  messages (NotFound, Forbidden, Invalid, BadRequest, ...), so the client raises `ApiException`
-  with the right status and body.
-- core/v1 namespaces (get, list), persistentvolumeclaims (get, list), pods (get, list, watch,
-  create with the apiserver's minimal validation, delete with a grace period) and pods/exec;
-  apps/v1 deployments (get, list, watch; patch of `metadata.labels`, `metadata.annotations` and
-  `spec.replicas`, validated as the apiserver does: qualified-name keys, string values, 256 KiB
-  of annotations, 63-character label values, a `metadata.resourceVersion` precondition, name
-  and uid unchanged) and their `scale` subresource (get; patch as strategic
-  merge, JSON merge or JSON patch, applied to the Scale exactly as serialized, so a JSON patch
-  `replace` of `/spec/replicas` fails at 0 replicas because the field is then omitted, as on a
-  real cluster).
-- `labelSelector` (`a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x)`) and
-  `fieldSelector` (`metadata.name`, `metadata.namespace`, and `status.phase` for pods).
-- Watch: chunked JSON lines of ADDED/MODIFIED/DELETED events; without `resourceVersion` (or
-  with "0") the current objects come first as ADDED; with one, every later event is replayed
-  from the full history; `timeoutSeconds` ends the stream.
-- A deployment controller: scaling down gives the surplus pods a `deletionTimestamp` (MODIFIED)
-  and removes them `pod_stop_delay` seconds later (DELETED); scaling up (or deleting one of its
-  pods) creates new pods (new names) that are Pending, then Running `pod_start_delay` seconds
-  later; `status.replicas`/`readyReplicas` follow the pods. Pods created through the API are
-  Pending, then Running after `pod_start_delay`, unless a PVC they mount does not exist (then
-  they stay Pending and Unschedulable, as on a real cluster).
-- Exec over WebSocket (`v5.channel.k8s.io` preferred, `v4.channel.k8s.io`, and the old
-  `channel.k8s.io`; `exec_protocols` narrows them, e.g. to v4 as a server before 1.30):
-  binary frames with a one-byte channel (0 stdin, 1 stdout, 2 stderr,
-  3 error/status, 4 resize, 255 close in v5), stdout and stderr sent in frames of at most
-  32 KiB, each sent before more is read from the process (so memory stays flat however much it
-  writes), the exit status as a `Status` on channel 3, then a normal WebSocket close.
-  The command runs as a LOCAL PROCESS: argv exactly as given (no shell unless argv says so),
-  with every container path a pod mounts rewritten to the local folder behind it (see
-  `rewrite_argv`), in a scratch working directory, with the test's environment plus the
-  container's `env` values plus the process environment given to `add_pod`/`add_deployment`.
-  A volume is a PVC (its local folder comes from `add_pvc`) or a hostPath (a local folder),
-  `subPath` included. A command that cannot start gets the runtime's InternalError Status; one
-  killed by a signal exits 128+signal; when its pod goes away, the processes in it are killed.
-- Faults a test sets at any time: `drop_exec`, `fail_exec`, `close_exec`, `keep_pending`,
-  `forbid` (from the first request or after some are let through).
-- A log of every request (`requests`), exec and watch included, and of every exec with the
-  bytes it moved and how it ended (`exec_log`).
-
-What is not
-- Protobuf, YAML and CBOR bodies, server-side apply, PUT, pagination (`limit` is ignored and
-  everything comes in one page), dryRun, field managers, finalizers, bookmarks, 410 Gone
-  (the whole history is kept), DELETED events for objects that stop matching a selector.
-- Any other resource or verb; a deployment patch that changes anything but labels,
-  annotations and replicas (no rollouts: 422); strategic merge directives (`$patch`);
-  RBAC beyond `forbid`; admission; a scheduler beyond the PVC
-  check; read-only mounts (the flag is kept in the spec, nothing enforces it).
-- exec with a TTY, terminal resizes (read and ignored), SPDY, attach, logs, port-forward.
-  Output is not rewritten back: a command that prints a mounted path prints the local one.
+What it models, and how each part differs from a real API server: README.md next to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import errno
@@ -105,6 +55,7 @@ _KINDS = {
     "deployments": ("apps/v1", "Deployment"),
     "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
     "events": ("v1", "Event"),
+    "secrets": ("v1", "Secret"),
 }
 _FIELDS = {"metadata.name", "metadata.namespace"}
 _POD_FIELDS = {*_FIELDS, "status.phase"}
@@ -704,6 +655,9 @@ class K8sEmulator:
         # The exec subprotocols the server speaks, by preference: (V4, V1) is a server before
         # Kubernetes 1.30, which answers a client offering v5 and v4 with v4.
         self.exec_protocols: tuple[str, ...] = (V5, V4, V1)
+        # A server from 1.35 with AuthorizePodWebsocketUpgradeCreatePermission: an exec also
+        # needs `create pods/exec` (False: a server that checks only `get`).
+        self.exec_needs_create = True
         self._dir = Path(tempfile.mkdtemp(prefix="k8s-emulator-"))
         self.kubeconfig = self._dir / "kubeconfig"
         self._cwd = self._dir / "cwd"  # the working directory of exec'd processes
@@ -758,6 +712,38 @@ class K8sEmulator:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
+    def exec_plugin_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig at `path` whose user gets its token from an exec credential plugin
+        (client.authentication.k8s.io/v1beta1, as `aws eks get-token` or `gke-gcloud-auth-
+        plugin` are), until `expire_login`. Its tokens carry an expirationTimestamp in the
+        past, so the client runs the plugin again before every request: an EKS token's
+        15 minutes, compressed to none."""
+        plugin, credential = self._dir / "credential-plugin", self._dir / "credential.json"
+        credential.write_text(json.dumps({
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "kind": "ExecCredential",
+            "status": {"token": self.token, "expirationTimestamp": "1970-01-01T00:00:00Z"},
+        }))  # fmt: skip
+        plugin.write_text(
+            "#!/bin/sh\n"
+            f"if [ -e {self._dir / 'login-expired'} ]; then\n"
+            "  echo 'Error loading SSO Token: Token for example does not exist' >&2\n"
+            "  echo 'To refresh this SSO session run aws sso login' >&2\n"
+            "  exit 255\n"
+            "fi\n"
+            f"exec cat {credential}\n"
+        )
+        plugin.chmod(0o755)
+        exec_user = {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                     "command": str(plugin), "interactiveMode": "Never"}  # fmt: skip
+        return self.kubeconfig_with(path, user={"token": None, "exec": exec_user})
+
+    def expire_login(self) -> None:
+        """The plugin's login expires (it exits 255 with the SSO tool's message) and the
+        tokens it gave stop working (401), as when an SSO session ends mid-pull."""
+        (self._dir / "login-expired").touch()
+        self.token = secrets.token_urlsafe(24)
+
     def kubeconfig_with(
         self,
         path: Path,
@@ -807,6 +793,7 @@ class K8sEmulator:
         app.router.add_get("/api/v1/{resource:namespaces}/{name}", self._get)
         app.router.add_get(f"{core}/{namespaced}", self._list)
         app.router.add_get(f"{core}/{{resource:events}}", self._list)
+        app.router.add_get(f"{core}/{{resource:secrets}}/{{name}}", self._get)
         app.router.add_get(f"{core}/{namespaced}/{{name}}", self._get)
         app.router.add_post(f"{core}/pods", self._create_pod)
         app.router.add_delete(f"{core}/pods/{{name}}", self._delete_pod)
@@ -1011,6 +998,22 @@ class K8sEmulator:
 
         self._on_loop(add)
 
+    def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """An Opaque Secret (get only, as a role that may read one Secret would)."""
+
+        def add() -> None:
+            self._ensure_namespace(namespace)
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": _metadata(name, namespace),
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            }
+            self._commit("secrets", secret, "ADDED")
+
+        self._on_loop(add)
+
     def fail_image(self, image: str, message: str = "") -> None:
         """Pods with this image cannot pull it: they stay Pending, their container waiting
         with reason ErrImagePull then ImagePullBackOff, and Warning events (Failed,
@@ -1189,7 +1192,7 @@ class K8sEmulator:
         once `after` such requests have been let through (a permission that goes away midway).
 
         Verbs as RBAC names them: get, list, watch, create, patch, delete; an exec is
-        ("create", "pods/exec").
+        ("get", "pods/exec") and, with `exec_needs_create`, ("create", "pods/exec").
         """
 
         def add() -> None:
@@ -1746,7 +1749,11 @@ class K8sEmulator:
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        self._authorize("create", "pods/exec", namespace, name)
+        # A WebSocket exec is a GET: authorized as `get pods/exec`, and from 1.35 (feature
+        # gate AuthorizePodWebsocketUpgradeCreatePermission, on here) as `create` too.
+        self._authorize("get", "pods/exec", namespace, name)
+        if self.exec_needs_create:
+            self._authorize("create", "pods/exec", namespace, name)
         pod = self._find("pods", namespace, name)
         query = request.query
         command = query.getall("command", [])

@@ -1004,3 +1004,23 @@ def test_autoscalers_are_listed_and_third_parties_scale_on_an_exec(
     k8s.on_exec(lambda e: e.command[0] == "echo", lambda: k8s.scale(NS, "odoo", 3))
     assert output(run(core, "postgres-0", ["echo", "hi"])) == (b"hi\n", b"")
     assert apps.read_namespaced_deployment("odoo", NS).spec.replicas == 3  # before it ended
+
+
+def test_an_exec_is_authorized_as_get_and_create_on_pods_exec(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    """A WebSocket exec is a GET: RBAC checks `get pods/exec`; a 1.35 server with the
+    AuthorizePodWebsocketUpgradeCreatePermission gate checks `create` as well."""
+    for verb in ("get", "create"):
+        k8s.forbid(verb, "pods/exec")
+        # the client fails on a refused upgrade with an AttributeError whose context is it
+        with pytest.raises((ApiException, AttributeError)) as raised:
+            output(run(core, "postgres-0", ["echo", "hi"]))
+        refusal = raised.value if isinstance(raised.value, ApiException) else (
+            raised.value.__context__)  # fmt: skip
+        assert f'cannot {verb} resource \\"pods/exec\\"' in str(refusal) or (
+            f'cannot {verb} resource "pods/exec"' in str(refusal)), str(refusal)  # fmt: skip
+        k8s.clear_faults()
+    k8s.exec_needs_create = False
+    k8s.forbid("create", "pods/exec")
+    assert output(run(core, "postgres-0", ["echo", "hi"])) == (b"hi\n", b"")

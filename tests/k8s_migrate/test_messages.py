@@ -9,7 +9,7 @@ import socket
 import subprocess
 
 from tests.helpers import one_error_line
-from tests.k8s_migrate.shop import K8S_MIGRATE, NS, Shop
+from tests.k8s_migrate.shop import K8S_MIGRATE, NS, Shop, changes, is_tar
 
 
 def test_a_missing_kubeconfig_names_the_files_tried(shop: Shop) -> None:
@@ -77,7 +77,7 @@ def test_an_absolute_filestore_path_under_the_mount_path_is_taken_inside_the_pvc
             f"error: --filestore-path is a path inside the PVC (e.g. filestore/{shop.db}), or "
             "under the Odoo pod's mount path /var/lib/odoo"
         )
-    assert {r.method for r in shop.k8s.requests[before:]} == {"GET"}
+    assert changes(shop.k8s.requests[before:]) == []
 
 
 def test_interrupted_during_preflight_says_nothing_was_changed(shop: Shop) -> None:
@@ -98,7 +98,7 @@ def test_interrupted_during_preflight_says_nothing_was_changed(shop: Shop) -> No
     assert child.returncode == 130, out + err
     line = one_error_line(subprocess.CompletedProcess(child.args, 130, out, err))
     assert line.endswith("error: interrupted before anything was changed; no snapshot was written")
-    assert {r.method for r in shop.k8s.requests} == {"GET"}
+    assert changes(shop.k8s.requests) == []
     assert shop.k8s.replicas(NS, "odoo") == 2
 
 
@@ -134,7 +134,7 @@ def test_a_pg_dump_older_than_the_server_is_found_by_plan_before_odoo_stops(shop
         assert f"pg_dump (PostgreSQL) {older}.9 in pod old-0 cannot dump its server" in line
         assert f"must be of major version {server // 10000} or later" in line
     assert shop.k8s.replicas(NS, "odoo") == 2
-    assert not [r for r in shop.k8s.requests if r.method != "GET"]
+    assert changes(shop.k8s.requests) == []
 
 
 def test_plan_shows_pg_dump_and_server_versions(shop: Shop) -> None:
@@ -142,3 +142,25 @@ def test_plan_shows_pg_dump_and_server_versions(shop: Shop) -> None:
     assert done.returncode == 0, done.stderr
     server = shop.postgres.psql("SHOW server_version").split()[0]
     assert f", server {server}; database " in done.stdout
+
+
+def test_an_expired_login_mid_pull_is_one_line_with_the_plugins_words_and_the_commands(
+    shop: Shop,
+) -> None:
+    """An exec credential plugin (aws eks get-token, say) whose SSO login expires while the
+    filestore comes: the client used to print an `ERROR:root:exec: …` line for each request
+    and the pull left Odoo at 0. Now: one line, with the plugin's own message, and the
+    commands that put the cluster back."""
+    config = shop.k8s.exec_plugin_kubeconfig(shop.tmp / "sso-config")
+    shop.k8s.on_exec(is_tar, shop.k8s.expire_login)
+    done = shop.migrate("pull", *shop.args("--repo", str(shop.repo), "--kubeconfig",
+                                           str(config)))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    line = one_error_line(done)
+    assert "ERROR:root" not in done.stdout + done.stderr
+    assert "401 Unauthorized" in line and "were refused" in line
+    assert line.count("its exec credential plugin failed: exec: process returned 255. Error "
+                      "loading SSO Token: Token for example does not exist") == 1  # fmt: skip
+    assert "run `kubectl -n shop delete pod k8s-migrate-" in line
+    assert line.endswith("run `kubectl -n shop scale deployment odoo --replicas=2`")
+    assert shop.snapshots() == []

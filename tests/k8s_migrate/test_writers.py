@@ -6,11 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from tests.helpers import one_error_line
-from tests.k8s_migrate.shop import NS, Shop, is_dump, is_tar
-
-
-def _changes(shop: Shop) -> list[str]:
-    return [f"{r.method} {r.path}" for r in shop.k8s.requests if r.method != "GET"]
+from tests.k8s_migrate.shop import NS, Shop, changes, is_dump, is_tar
 
 
 def test_a_second_deployment_on_the_pvc_is_named_and_stops_a_pull(shop: Shop) -> None:
@@ -28,7 +24,7 @@ def test_a_second_deployment_on_the_pvc_is_named_and_stops_a_pull(shop: Shop) ->
     line = one_error_line(done)
     assert f"other writers of Odoo's data: pod {cron} (deployment odoo-cron) mounts" in line
     assert "nothing was changed" in line and "--force" in line
-    assert _changes(shop) == [] and shop.k8s.replicas(NS, "odoo") == 2
+    assert changes(shop.k8s.requests) == [] and shop.k8s.replicas(NS, "odoo") == 2
     done = shop.pull("--force")
     assert done.returncode == 0, done.stderr
     assert "warning: pulling while other writers run (--force)" in done.stdout + done.stderr
@@ -43,7 +39,7 @@ def test_a_session_on_the_database_stops_a_pull_and_one_that_comes_later_too(
     assert done.returncode == 1, done.stderr
     line = one_error_line(done)
     assert "(application odoo-queue-worker)" in line and "nothing was changed" in line
-    assert _changes(shop) == []
+    assert changes(shop.k8s.requests) == []
 
     # One that connects while the filestore comes, and stays: no snapshot.
     held: list[psycopg.Connection] = []

@@ -17,6 +17,7 @@ import functools
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import socket
@@ -45,6 +46,13 @@ HELPER_LABELS = {
 # On a helper pod: the deployment whose pull made it (a later pull removes only its own).
 HELPER_FOR = "k8s-migrate.odbox/deployment"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+# A container's waiting reasons that kubelet does not get past by waiting.
+CANNOT_START = {
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}  # fmt: skip
+# Events of a pod that waits for a volume another pod holds (ReadWriteOnce on another node).
+VOLUME_WAITS = {"FailedAttachVolume", "FailedMount"}
 
 
 class KubeError(ToolError):
@@ -81,12 +89,31 @@ def _api_reason(e: Any) -> str:
     return f"{e.status} {e.reason}" + (f": {message}" if message else "")
 
 
+class _ClientLog(logging.Handler):
+    """The kubernetes client's log, kept instead of printed: it logs an exec credential
+    plugin's failure with `logging.error` on the root logger (an `ERROR:root:exec: …` line
+    before every request) and goes on without credentials. Its last `exec:` message goes
+    into the error line of the 401 that follows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.plugin: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if message.startswith("exec:"):
+                self.plugin = message.splitlines()[0].strip()
+
+
 @dataclass
 class Cluster:
     api_client: Any
     context: str
     server: str
     namespace: str = "default"  # the context's `namespace:`, as kubectl defaults -n to it
+    client_log: _ClientLog | None = None
+    _plugin_said: bool = False  # its message is in one error phrase, not in each
 
     @classmethod
     def connect(cls, kubeconfig: Path | None, context: str | None) -> Cluster:
@@ -94,6 +121,10 @@ class Cluster:
         from kubernetes import config
         from kubernetes.config.config_exception import ConfigException
 
+        client_log = _ClientLog()
+        root = logging.getLogger()
+        root.handlers = [h for h in root.handlers if not isinstance(h, _ClientLog)]
+        root.addHandler(client_log)  # with a handler there, logging.error prints nothing
         try:
             contexts, active = config.list_kube_config_contexts(
                 config_file=str(kubeconfig) if kubeconfig else None
@@ -112,7 +143,7 @@ class Cluster:
             raise
         except Exception as e:
             raise _kubeconfig_error(e, kubeconfig) from e
-        return cls(api_client, name, str(api_client.configuration.host), namespace)
+        return cls(api_client, name, str(api_client.configuration.host), namespace, client_log)
 
     @functools.cached_property
     def core(self) -> Any:
@@ -148,9 +179,15 @@ class Cluster:
         """For a 401: whose credentials were refused."""
         if status != 401:
             return ""
-        return (
-            f"; the kubeconfig's credentials for context {self.context} were refused "
-            "(expired token?)"
+        plugin = self.client_log.plugin if self.client_log is not None else None
+        if plugin and not self._plugin_said:
+            self._plugin_said = True
+            return (
+                f"; the kubeconfig's credentials for context {self.context} were refused: "
+                f"its exec credential plugin failed: {plugin} (log in again, then pull again)"
+            )
+        return f"; the kubeconfig's credentials for context {self.context} were refused" + (
+            "" if plugin else " (expired token?)"
         )
 
     def exists(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -251,11 +288,16 @@ class Cluster:
         also_at: Sequence[str] = (),
         like: Any = None,
         deployment: str = "",
+        *,
+        dry_run: bool = False,
     ) -> None:
         """The helper pod, with the PVC at /pvc (and at each path of `also_at`); `like`
         (Odoo's pod template spec) lends it what lets Odoo's own
         pods pull their image and land on their nodes: pull secrets, node selector,
-        tolerations, affinity, security context."""
+        tolerations, affinity, security context, and the user of its container. The helper
+        asks for nothing (no privilege escalation, no capabilities, the runtime's seccomp
+        profile): PodSecurity `restricted` admits it. `dry_run`: admission and validation
+        only (dryRun=All), nothing is created."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -291,41 +333,92 @@ class Cluster:
                 if value:
                     key = like.attribute_map[field]
                     body["spec"][key] = serialize(value)
+        spec, container = body["spec"], body["spec"]["containers"][0]
+        context = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        if like is not None and like.containers:
+            own = like.containers[0].security_context
+            for field in ("run_as_user", "run_as_group", "run_as_non_root"):
+                if own is not None and getattr(own, field) is not None:
+                    context[own.attribute_map[field]] = getattr(own, field)
+        container["securityContext"] = context
+        pod_context = spec.setdefault("securityContext", {})
+        pod_context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
         self.call(
-            f"create the helper pod {namespace}/{name}",
+            f"create the helper pod {namespace}/{name}" + (" (dry run)" if dry_run else ""),
             self.core.create_namespaced_pod,
             namespace,
             body,
+            **({"dry_run": "All"} if dry_run else {}),
         )
 
-    def wait_running(self, namespace: str, name: str, timeout: float) -> None:
+    def wait_running(
+        self, namespace: str, name: str, timeout: float, *, until_blocked: bool = False
+    ) -> bool:
+        """Wait until the pod runs (True). A container kubelet will not start (an image it
+        cannot pull, a config it refuses) fails at once, with its reason and message. With
+        `until_blocked`, a pod that waits for what scaling Odoo down frees (it cannot be
+        scheduled, or its volume is attached elsewhere: Multi-Attach) returns False."""
         deadline = time.monotonic() + timeout
         pause = 0.1
         while True:
             pod = self.call(
                 f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace
             )
-            phase = pod.status.phase if pod.status else None
+            status = pod.status
+            phase = status.phase if status else None
             if phase == "Running":
-                return
+                return True
             if phase in ("Failed", "Succeeded"):
                 raise KubeError(f"the helper pod {namespace}/{name} ended ({phase}) before use")
-            if time.monotonic() >= deadline:
-                why = (
-                    "; ".join(
-                        f"{c.reason}: {c.message}"
-                        for c in (pod.status.conditions or [])
-                        if c.status != "True" and (c.reason or c.message)
-                    )
-                    if pod.status
-                    else ""
+            waiting = [
+                (c.state.waiting.reason or "", c.state.waiting.message or "")
+                for c in (status.container_statuses or [] if status else [])
+                if c.state and c.state.waiting
+            ]
+            fatal = [(r, m) for r, m in waiting if r in CANNOT_START]
+            if fatal:
+                raise KubeError(
+                    f"the helper pod {namespace}/{name} cannot start: {fatal[0][0]}: "
+                    f"{fatal[0][1]}{self._image_hint(fatal[0][0])}"
                 )
+            unscheduled = [
+                c for c in (status.conditions or [] if status else [])
+                if c.type == "PodScheduled" and c.status == "False"
+            ]  # fmt: skip
+            events = self._warnings(namespace, name)
+            if until_blocked and (unscheduled or any(e[0] in VOLUME_WAITS for e in events)):
+                return False
+            if time.monotonic() >= deadline:
+                why = [f"{c.reason}: {c.message}" for c in unscheduled if c.reason or c.message]
+                why += [f"{r}: {m}" if m else r for r, m in waiting]
+                why += [f"{r}: {m}" for r, m in events[-2:] if f"{r}: {m}" not in why]
+                shown = "; ".join(dict.fromkeys(why))
                 raise KubeError(
                     f"the helper pod {namespace}/{name} stayed {phase or 'unknown'} "
-                    f"for {timeout:.0f} s" + (f" ({why})" if why else "")
+                    f"for {timeout:.0f} s" + (f" ({shown})" if shown else "")
                 )
             time.sleep(pause)
             pause = min(pause * 1.5, 2.0)
+
+    @staticmethod
+    def _image_hint(reason: str) -> str:
+        if "Image" in reason:
+            return " (check --helper-image, and that the nodes can pull it)"
+        return ""
+
+    def _warnings(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(reason, message) of the pod's Warning events, oldest first; none if the events
+        cannot be read (no right to list them is no reason to fail)."""
+        try:
+            events = self.call(
+                f"list the events of pod {namespace}/{name}",
+                self.core.list_namespaced_event,
+                namespace,
+                field_selector=f"involvedObject.name={name},type=Warning",
+            ).items
+        except KubeError:
+            return []
+        return [(e.reason or "", e.message or "") for e in events]
 
     def delete_pod(self, namespace: str, name: str, timeout: float = 60) -> None:
         """Delete the pod now and wait until it is gone (a 404 counts as gone)."""

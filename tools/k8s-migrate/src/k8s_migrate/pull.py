@@ -119,6 +119,7 @@ class Found:
     filestore_bytes: int | None = None  # known when an Odoo pod runs (plan) or after listing
     filestore_files: int | None = None
     steps: list[str] = field(default_factory=list)
+    template: Any = None  # the deployment's pod template spec (the helper borrows from it)
     writers: writers.Writers = field(default_factory=writers.Writers)  # others on PVC and DB
     controllers: list[str] = field(default_factory=list)  # what scales Odoo back, how to pause
 
@@ -337,6 +338,7 @@ def preflight(
         db_bytes=int(size.strip() or 0),
         writers=writers.find(cluster, ns, target.pvc, pods, sessions),
         controllers=writers.controllers(cluster, ns, deployment),
+        template=deployment.spec.template.spec,
         # a live pull's helper pods are its own: only a dead (or removed) lease leaves any
         leftovers=[] if live is not None else cluster.helper_pods(ns, target.deployment),
         resource_version=deployment.metadata.resource_version,
@@ -347,6 +349,12 @@ def preflight(
         stopped=stopped,
         steps=notes,
     )
+    try:  # admission (PodSecurity, quotas, policies) says now what it would say to a pull
+        cluster.start_helper(ns, "k8s-migrate-dry-run", found.image, target.pvc,
+                             _helper_roots(found)[1:], like=found.template,
+                             deployment=target.deployment, dry_run=True)  # fmt: skip
+    except KubeError as e:
+        raise PullFailed(f"the helper pod would not be admitted: {e}") from e
     running = [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
     sub = (mount.sub_path or "").strip("/")
     rel = target.filestore
@@ -567,6 +575,16 @@ def _steps(
         for pod in found.leftovers:
             cluster.delete_pod(ns, pod)
         say(f"deleted helper pods left by a pull that was killed: {', '.join(found.leftovers)}")
+    # The helper first: one that cannot start (its image, admission, its config) is found
+    # while Odoo still runs. One waiting for what Odoo holds (its node's room, its
+    # ReadWriteOnce volume on another node) goes on once Odoo is down.
+    helper = f"k8s-migrate-{secrets.token_hex(4)}"
+    say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
+    changed.helper = helper
+    template = found.template
+    cluster.start_helper(ns, helper, found.image, target.pvc, _helper_roots(found)[1:],
+                         like=template, deployment=name)  # fmt: skip
+    cluster.wait_running(ns, helper, target.timeout, until_blocked=True)
     if found.remembered:
         say(found.remembered)
         changed.annotated = changed.scaled = found.stopped  # put back as it would have
@@ -585,20 +603,10 @@ def _steps(
     cluster.wait_until(
         f"the pods of {name} to go", lambda: not cluster.pods_of(ns, deployment), target.timeout
     )
-    helper = f"k8s-migrate-{secrets.token_hex(4)}"
-    say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
-    changed.helper = helper
-    cluster.start_helper(ns, helper, found.image, target.pvc, _helper_roots(found)[1:],
-                         like=deployment.spec.template.spec, deployment=name)  # fmt: skip
-    listing = None
-    if not found.filestore_checked:  # no Odoo pod showed the folder: the helper checks it first
-        cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper, found)
+    cluster.wait_running(ns, helper, target.timeout)
+    listing = _list(cluster, target, helper, found)  # before the dump: a refusal costs none
     facts = _facts(cluster, target, found)
     result.dump_bytes = _dump(cluster, target, sink, found, progress)
-    if listing is None:  # the helper pod started while pg_dump ran
-        cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper, found)
     _filestore(cluster, target, helper, sink, progress, result, listing)
     _recheck(cluster, target, found, helper, say)
     progress.phase(sink.finishing)

@@ -41,3 +41,14 @@ def test_plan_shows_what_podsecurity_admission_would_refuse(shop: Shop) -> None:
     assert shop.k8s.pods(NS) and shop.helpers_left() == [] and _scaled(shop) == []
     creates = [r for r in shop.k8s.requests if r.method == "POST"]
     assert creates and all(r.query.get("dryRun") == ["All"] for r in creates)
+
+
+def test_the_helper_pod_is_deleted_with_a_grace_period_not_forced(shop: Shop) -> None:
+    """gracePeriodSeconds=0 removes the object before kubelet has stopped the pod and
+    unmounted the PVC: Odoo's pods, scaled back on another node, would meet Multi-Attach.
+    One second lets kubelet finish first (the emulator does not model the attachment)."""
+    done = shop.pull("--scale-back")
+    assert done.returncode == 0, done.stderr
+    deletes = [r.query.get("gracePeriodSeconds") for r in shop.k8s.requests
+               if r.method == "DELETE"]  # fmt: skip
+    assert deletes == [["1"]]

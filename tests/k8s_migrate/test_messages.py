@@ -9,6 +9,7 @@ import socket
 import subprocess
 
 from tests.helpers import one_error_line
+from tests.k8s_migrate.proxy import HttpProxy
 from tests.k8s_migrate.shop import K8S_MIGRATE, NS, Shop, changes, is_tar
 
 
@@ -164,3 +165,35 @@ def test_an_expired_login_mid_pull_is_one_line_with_the_plugins_words_and_the_co
     assert "run `kubectl -n shop delete pod k8s-migrate-" in line
     assert line.endswith("run `kubectl -n shop scale deployment odoo --replicas=2`")
     assert shop.snapshots() == []
+
+
+def test_the_kubeconfigs_http_proxy_url_is_used_and_socks_is_refused_clearly(shop: Shop) -> None:
+    """The official client ignores a cluster's proxy-url (kubectl honours it): REST calls and
+    exec both go through it now; a SOCKS proxy is one usage line, not a silent bypass."""
+    with HttpProxy() as proxy:
+        config = shop.k8s.kubeconfig_with(shop.tmp / "proxied", cluster={"proxy-url": proxy.url})
+        done = shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--kubeconfig",
+                                               str(config)))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        methods = {line.split(" ")[0] for line in proxy.requests}
+        assert {"GET", "CONNECT"} <= methods, proxy.requests  # REST calls, and exec's tunnel
+    config = shop.k8s.kubeconfig_with(shop.tmp / "socks",
+                                      cluster={"proxy-url": "socks5://127.0.0.1:1080"})  # fmt: skip
+    done = shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--kubeconfig", str(config)))
+    assert done.returncode == 2
+    line = one_error_line(done)
+    assert "has proxy-url socks5://127.0.0.1:1080: k8s-migrate supports HTTP proxies only" in line
+
+
+def test_a_db_pod_of_odoos_own_deployment_is_refused(shop: Shop) -> None:
+    """With no database pod (RDS, Cloud SQL), an Odoo pod has psql and pg_dump, and reaches
+    the server: but the pull scales it away, so it is refused before anything changes."""
+    odoo = next(p["metadata"]["name"] for p in shop.k8s.pods(NS)
+                if p["metadata"]["name"].startswith("odoo-"))  # fmt: skip
+    args = shop.args("--repo", str(shop.repo))
+    args[args.index("--db-pod") + 1] = odoo
+    args[args.index("--db-container") + 1] = "odoo"
+    done = shop.migrate("pull", *args)
+    assert done.returncode == 2, done.stderr
+    assert f"pod {odoo} is one of deployment odoo's own pods" in one_error_line(done)
+    assert changes(shop.k8s.requests) == []

@@ -56,6 +56,12 @@ DbUser = Annotated[
     typer.Option("--db-user", metavar="ROLE",
                  help="Role for pg_dump (default: the pod's default, e.g. postgres)."),
 ]  # fmt: skip
+DbPasswordSecret = Annotated[
+    str | None,
+    typer.Option("--db-password-secret", metavar="NAME/KEY",
+                 help="A Secret's key with --db-user's password (read through the API, given "
+                 "to psql and pg_dump as PGPASSWORD on their stdin, never in a command line)."),
+]  # fmt: skip
 Pvc = Annotated[
     str, typer.Option("--pvc", metavar="CLAIM", help="The PVC with Odoo's data (filestore).")
 ]
@@ -127,6 +133,7 @@ def plan(
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
+    db_password_secret: DbPasswordSecret = None,
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
@@ -147,6 +154,7 @@ def plan(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
+    target.db_password_secret = db_password_secret
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
@@ -169,6 +177,7 @@ def pull(
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
+    db_password_secret: DbPasswordSecret = None,
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
@@ -202,6 +211,7 @@ def pull(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
+    target.db_password_secret = db_password_secret
     target.force = force
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
         for note in output.notes:

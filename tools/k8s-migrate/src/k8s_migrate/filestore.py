@@ -32,8 +32,13 @@ NO_FOLDER = 66  # the exit status of the scripts below when the filestore's fold
 # inside a symlinked folder are not listed: their files are followed all the same.
 SCAN_SCRIPT = (
     '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; end=$2; what=$3; shift 3; '
-    # du fails on a dangling link, yet sums the rest; those links are refused anyway
-    'if [ "$what" = all ]; then printf "kib %s\\n" "$(du -s -k -L . 2>/dev/null | cut -f1)"; '
+    # du fails on a dangling link, yet sums the rest; those links are refused anyway. It is
+    # silent for minutes on a big NFS or EFS volume: a heartbeat on stderr meanwhile keeps
+    # load balancers (idle ~350 s) and our own idle timeout from taking it for dead.
+    'if [ "$what" = all ]; then '
+    "(while sleep 20; do echo . >&2; done) & beat=$!; "
+    "size=$(du -s -k -L . 2>/dev/null | cut -f1); kill $beat 2>/dev/null; "
+    'printf "kib %s\\n" "$size"; '
     "find -L . -type f || exit 1; fi; "
     'printf "%s\\n" "$end"; '
     'for r; do (cd -- "$r" && pwd -P) || exit 1; done; '
@@ -115,6 +120,28 @@ def scan(
         # the target after "=": an empty line would be dropped (readlink -f may print none)
         listing.links.append(Link(_name(rest[i + 1]), rest[i + 2][1:], rest[i] == "y"))
     return listing
+
+
+# $1 the PVC's mount path, $2 the database, $3 a marker: its top level, then the folders
+# named like the database under a `filestore` folder (4 levels down at most).
+SUGGEST_SCRIPT = (
+    'cd -- "$1" || exit 1; ls -1Ap | head -n 20; printf "%s\\n" "$3"; '
+    'find . -maxdepth 4 -type d -path "*/filestore/$2" 2>/dev/null | head -n 5'
+)
+
+
+def suggest(cluster: Cluster, namespace: str, pod: str, container: str, root: str,
+            db: str) -> tuple[str, str | None]:  # fmt: skip
+    """For the error line of a missing filestore folder: what the PVC holds (` (it holds:
+    data/, lost+found/)`), and a folder of this database's name under a `filestore`
+    folder (`data/filestore/DB`, Bitnami's), if there is one."""
+    end = f"--end-{secrets.token_hex(8)}--"
+    out = list(lines(cluster.run(namespace, pod, container,
+                                 ["sh", "-c", SUGGEST_SCRIPT, "sh", root, db, end])))  # fmt: skip
+    cut = out.index(end) if end in out else len(out)
+    holds, found = out[:cut], [_name(line) for line in out[cut + 1 :]]
+    said = f" (it holds: {', '.join(holds)})" if holds else " (it is empty)"
+    return said, found[0] if found else None
 
 
 def check_links(listing: Listing, pvc: str, filestore: str) -> None:

@@ -143,6 +143,11 @@ class Cluster:
             raise
         except Exception as e:
             raise _kubeconfig_error(e, kubeconfig) from e
+        cluster_name = str((chosen.get("context") or {}).get("cluster") or "")
+        if _use_proxy(api_client.configuration, _proxy_url(kubeconfig, cluster_name), cluster_name):
+            from kubernetes import client
+
+            api_client = client.ApiClient(api_client.configuration)  # its pool, with the proxy
         return cls(api_client, name, str(api_client.configuration.host), namespace, client_log)
 
     @functools.cached_property
@@ -420,15 +425,46 @@ class Cluster:
             return []
         return [(e.reason or "", e.message or "") for e in events]
 
+    def secret(self, namespace: str, reference: str) -> str:
+        """The value of `NAME/KEY`, a key of a Secret (read through the API, never printed)."""
+        import base64
+        import binascii
+
+        name, slash, key = reference.partition("/")
+        if not (name and slash and key):
+            raise UsageError(f"--db-password-secret {reference!r} is not NAME/KEY")
+        secret = self.exists(f"read secret {namespace}/{name}",
+                             self.core.read_namespaced_secret, name, namespace)  # fmt: skip
+        if secret is None:
+            raise UsageError(f"there is no secret {name} in namespace {namespace} "
+                             "(check --db-password-secret)")  # fmt: skip
+        data = secret.data or {}
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise UsageError(f"secret {namespace}/{name} has no key {key} (its keys: {keys}; "
+                             "check --db-password-secret)")  # fmt: skip
+        try:
+            value = base64.b64decode(data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as e:
+            raise UsageError(f"key {key} of secret {namespace}/{name} is not text") from e
+        if "\n" in value.rstrip("\n"):
+            raise UsageError(f"key {key} of secret {namespace}/{name} holds several lines, "
+                             "not a password")  # fmt: skip
+        return value.rstrip("\n")
+
     def delete_pod(self, namespace: str, name: str, timeout: float = 60) -> None:
-        """Delete the pod now and wait until it is gone (a 404 counts as gone)."""
+        """Delete the pod and wait until it is gone (a 404 counts as gone). Not a forced
+        delete (gracePeriodSeconds=0 removes the object at once, before kubelet has stopped
+        the pod and unmounted its volumes: Odoo's pods, scaled back, could then meet the
+        PVC still attached, Multi-Attach): one second's grace, so the object goes once
+        kubelet is done."""
         if (
             self.exists(
                 f"delete pod {namespace}/{name}",
                 self.core.delete_namespaced_pod,
                 name,
                 namespace,
-                grace_period_seconds=0,
+                grace_period_seconds=1,
             )
             is None
         ):
@@ -506,9 +542,15 @@ class Cluster:
         command: Sequence[str],
         limit: int = 1 << 20,
         what: str | None = None,
+        feed: bytes | None = None,
     ) -> bytes:
-        """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails."""
-        with self.exec(namespace, pod, container, command, what=what) as stream:
+        """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails.
+        `feed`: sent on its stdin (a secret for the command, never in its argv)."""
+        with self.exec(namespace, pod, container, command, what=what,
+                       stdin=feed is not None) as stream:  # fmt: skip
+            if feed is not None:
+                stream.write_stdin(feed)
+                stream.close_stdin()
             out = bytearray()
             # read() allocates what it is asked for: ask for 64 KiB, never for `limit`
             while len(out) <= limit and (data := stream.read(min(1 << 16, limit + 1 - len(out)))):
@@ -583,7 +625,9 @@ class ExecStream(io.RawIOBase):
                     self._ended = True
                     break
                 self.ws.update(timeout=1)
-                self._keep_stderr(self.ws.read_stderr(timeout=0))
+                if err := self.ws.read_stderr(timeout=0):
+                    self._keep_stderr(err)
+                    idle_since = time.monotonic()  # alive: a heartbeat, or a long warning
                 self._pending = self.ws.read_stdout(timeout=0)
             except (WebSocketException, OSError) as e:
                 self._cut = e
@@ -666,10 +710,51 @@ class ExecStream(io.RawIOBase):
         super().close()
 
 
+def _proxy_url(kubeconfig: Path | None, cluster: str) -> str | None:
+    """The `proxy-url` of the kubeconfig's cluster: the official client does not read it
+    (kubectl does)."""
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION, KubeConfigMerger
+
+    paths = str(kubeconfig) if kubeconfig else os.environ.get(
+        "KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)  # fmt: skip
+    with contextlib.suppress(Exception):  # the client read the same files without a fault
+        clusters = KubeConfigMerger(paths).config["clusters"]
+        url = clusters.get_with_name(cluster)["cluster"].safe_get("proxy-url")
+        return str(url) if url else None
+    return None
+
+
+def _use_proxy(configuration: Any, url: str | None, cluster: str) -> bool:
+    """An HTTP(S) proxy for REST calls (urllib3) and exec (websocket-client's CONNECT), with
+    its user and password, if the URL has them, as Proxy-Authorization; SOCKS is refused.
+    Whether there is one (then the client's connection pool must be made again)."""
+    if not url:
+        return False
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"the kubeconfig's cluster {cluster} has proxy-url {parts.scheme}://"
+            f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}: k8s-migrate "
+            "supports HTTP proxies only (http://HOST:PORT); for a SOCKS proxy, open an SSH "
+            "tunnel to the API server instead (ssh -L) and point the server at it"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    configuration.proxy = f"{parts.scheme}://{parts.hostname}:{port}"
+    if parts.username is not None:
+        import urllib3
+
+        auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        configuration.proxy_headers = urllib3.make_headers(proxy_basic_auth=auth)
+    return True
+
+
 def stderr_reason(text: str) -> str:
     """What a command's stderr says went wrong, in one line: its first error line with the
-    detail and hint lines that follow it (pg_dump's), else its last three lines."""
-    said = [line.strip() for line in text.splitlines() if line.strip()]
+    detail and hint lines that follow it (pg_dump's), else its last three lines (not the
+    scan's heartbeat dots)."""
+    said = [line.strip() for line in text.splitlines() if line.strip() not in ("", ".")]
     for i, line in enumerate(said):
         if ERROR_LINE.search(line) and not SUMMARY_LINE.search(line):
             details = itertools.takewhile(DETAIL_LINE.search, said[i + 1 : i + 3])

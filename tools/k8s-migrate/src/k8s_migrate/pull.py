@@ -28,6 +28,7 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -82,6 +83,8 @@ class Target:
     helper_image: str | None = None
     timeout: float = 300.0
     force: bool = False  # pull even with other writers, or Odoo back up, seen
+    db_password_secret: str | None = None  # NAME/KEY of a Secret with the role's password
+    db_password: str | None = field(default=None, repr=False)  # read from it (never shown)
 
     @property
     def filestore(self) -> str:
@@ -134,6 +137,27 @@ def _psql(target: Target, sql: str, *more: str) -> list[str]:
 
 
 FATAL = re.compile(r'FATAL:\s+((?:database|role) "[^"]*" does not exist)')
+# libpq without a user name for the process's uid (Bitnami's images run as 1001, unnamed)
+NO_LOCAL_USER = re.compile(r"local user with ID \d+ does not exist")
+NEEDS_PASSWORD = re.compile(r"fe_sendauth: no password supplied|password authentication failed")
+# The password reaches psql and pg_dump as PGPASSWORD, read from stdin: never in an argv
+# (the exec request's URL, the API server's audit log, `ps` in the pod).
+PASSWORD_SCRIPT = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@"'  # noqa: S105 (no secret)
+
+
+def _db_command(target: Target, command: list[str]) -> tuple[list[str], bytes | None]:
+    """The command to exec in the database pod, and what to send on its stdin."""
+    if target.db_password is None:
+        return command, None
+    return ["sh", "-c", PASSWORD_SCRIPT, "sh", *command], f"{target.db_password}\n".encode()
+
+
+def _db_run(cluster: Cluster, target: Target, container: str, command: list[str],
+            limit: int = 1 << 20) -> bytes:  # fmt: skip
+    wrapped, feed = _db_command(target, command)
+    return cluster.run(target.namespace, target.db_pod, container, wrapped, limit=limit,
+                       what=f"run {command[0]} in pod {target.namespace}/{target.db_pod}",
+                       feed=feed)  # fmt: skip
 
 
 def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
@@ -143,6 +167,22 @@ def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
     if match := FATAL.search(str(e)):
         option = "--db-name" if match[1].startswith("database") else "--db-user"
         return UsageError(f"{match[1]} in {where} (check {option})")
+    if match := NO_LOCAL_USER.search(str(e)):
+        return UsageError(
+            f"psql in {where} cannot tell which role to connect as ({match[0]}: the container "
+            "runs as a user with no name, as Bitnami's images do): give --db-user (e.g. "
+            "postgres), and --db-password-secret NAME/KEY if the server asks for a password"
+        )
+    if NEEDS_PASSWORD.search(str(e)):
+        given = (
+            "the password of --db-password-secret was refused"
+            if target.db_password
+            else (
+                "the server asks for a password: give --db-password-secret NAME/KEY (Bitnami's "
+                "chart keeps it in the Secret of its release, key postgres-password or password)"
+            )
+        )
+        return UsageError(f"cannot connect to database {target.db_name} in {where}: {given}")
     return PullFailed(f"cannot read database {target.db_name} in {where}: {e}")
 
 
@@ -172,8 +212,18 @@ def _check_pg_dump(target: Target, pg_dump: str, server_version_num: int) -> Non
         )
 
 
-def _no_folder(target: Target) -> UsageError:
-    return UsageError(f"no folder {target.filestore} in PVC {target.pvc}; check --filestore-path")
+def _no_folder(target: Target, cluster: Cluster, pod: str, container: str,
+               root: str | None) -> UsageError:  # fmt: skip
+    """A missing filestore folder: what the PVC holds (from `root`, its mount path in `pod`)
+    and the folder that looks right (Bitnami's chart keeps it in data/filestore/<db>)."""
+    said, then = "", "check --filestore-path"
+    if root is not None:
+        with contextlib.suppress(KubeError):
+            said, found = filestore.suggest(cluster, target.namespace, pod, container, root,
+                                            target.db_name)  # fmt: skip
+            if found is not None:
+                then = f"{found} is there: pass --filestore-path {found}"
+    return UsageError(f"no folder {target.filestore} in PVC {target.pvc}{said}; {then}")
 
 
 def _annotated_count(annotations: dict[str, str] | None) -> int:
@@ -264,6 +314,8 @@ def preflight(
     once (exit 4); plan notes it."""
     ns = target.namespace
     deployment = _read_deployment(cluster, target)
+    if target.db_password_secret and target.db_password is None:
+        target.db_password = cluster.secret(ns, target.db_password_secret)
     annotations = deployment.metadata.annotations or {}
     lease = annotations.get(PULLING)
     owner = Owner.parse(lease)
@@ -304,6 +356,12 @@ def preflight(
     )
     if pod is None:
         raise UsageError(f"there is no pod {target.db_pod} in namespace {ns}")
+    if pod.metadata.name in {p.metadata.name for p in pods}:
+        raise UsageError(
+            f"pod {target.db_pod} is one of deployment {target.deployment}'s own pods, which "
+            "the pull scales to 0: give --db-pod the pod of the PostgreSQL server (its "
+            "StatefulSet's, e.g. postgres-0)"
+        )
     db_container = _db_container(target, pod)
     if (pod.status.phase if pod.status else None) != "Running":
         raise UsageError(f"pod {target.db_pod} is not running ({pod.status.phase})")
@@ -312,13 +370,10 @@ def preflight(
     except CommandFailed as e:
         raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
     try:  # one session: no earlier one of ours, ending, in pg_stat_activity
-        first, *sessions = lines(cluster.run(
-            ns,
-            target.db_pod,
-            db_container,
-            _psql(target, "SELECT pg_database_size(current_database()), "
-                  "current_setting('server_version_num')", writers.SESSIONS_SQL),
-        ))  # fmt: skip
+        first, *sessions = lines(_db_run(cluster, target, db_container, _psql(
+            target, "SELECT pg_database_size(current_database()), "
+            "current_setting('server_version_num')", writers.SESSIONS_SQL,
+        )))  # fmt: skip
     except CommandFailed as e:
         raise _psql_failed(target, e) from e
     size, _, server = first.partition("|")
@@ -376,7 +431,8 @@ def preflight(
             )  # fmt: skip
         except CommandFailed as e:
             if e.code == NO_FOLDER:
-                raise _no_folder(target) from e
+                raise _no_folder(target, cluster, running[0], container.name,
+                                 None if sub else mount.mount_path) from e  # fmt: skip
             raise PullFailed(f"cannot read the filestore {folder} in pod {running[0]}: {e}") from e
         if not sub:
             filestore.check_links(listing, target.pvc, target.filestore)
@@ -631,8 +687,8 @@ def _recheck(cluster: Cluster, target: Target, found: Found, helper: str, say: A
         )
     deadline = time.monotonic() + 5
     while True:
-        sessions = list(lines(cluster.run(ns, target.db_pod, found.db_container,
-                                          _psql(target, writers.SESSIONS_SQL))))  # fmt: skip
+        sessions = list(lines(_db_run(cluster, target, found.db_container,
+                                      _psql(target, writers.SESSIONS_SQL))))  # fmt: skip
         if not sessions or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -758,18 +814,21 @@ def _cleanup(
 
 
 def _facts(cluster: Cluster, target: Target, found: Found) -> Facts:
-    ns, pod, container = target.namespace, target.db_pod, found.db_container
-    version = int(cluster.run(ns, pod, container, _psql(target, "SHOW server_version_num")).strip())
+    container = found.db_container
+    version = int(_db_run(cluster, target, container, _psql(target, "SHOW server_version_num")))
     sql = (
         "SELECT name || '=' || coalesce(latest_version, '') FROM ir_module_module "
         "WHERE state = 'installed' ORDER BY name"
     )
-    has = cluster.run(
-        ns, pod, container, _psql(target, "SELECT to_regclass('ir_module_module') IS NOT NULL")
+    has = _db_run(
+        cluster,
+        target,
+        container,
+        _psql(target, "SELECT to_regclass('ir_module_module') IS NOT NULL"),
     )
     modules: dict[str, str] = {}
     if has.strip() == b"t":
-        for line in lines(cluster.run(ns, pod, container, _psql(target, sql), limit=16 << 20)):
+        for line in lines(_db_run(cluster, target, container, _psql(target, sql), 16 << 20)):
             name, _, latest = line.partition("=")
             modules[name] = latest
     return Facts(target.db_name, pg_version_text(version), modules, odoo_version_of(modules))
@@ -780,7 +839,13 @@ def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: 
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     progress.phase(f"pg_dump {target.db_name} in pod {target.db_pod}", found.db_bytes or None)
-    with cluster.exec(target.namespace, target.db_pod, found.db_container, command) as stream:
+    wrapped, feed = _db_command(target, command)
+    what = f"run pg_dump in pod {target.namespace}/{target.db_pod}"
+    with cluster.exec(target.namespace, target.db_pod, found.db_container, wrapped,
+                      stdin=feed is not None, what=what) as stream:  # fmt: skip
+        if feed is not None:
+            stream.write_stdin(feed)
+            stream.close_stdin()
         sink.add_dump(Counting(stream, progress))
         stream.finish()
         return stream.received
@@ -803,7 +868,7 @@ def _list(cluster: Cluster, target: Target, helper: str, found: Found) -> Listin
         )  # fmt: skip
     except CommandFailed as e:
         if e.code == NO_FOLDER:
-            raise _no_folder(target) from e
+            raise _no_folder(target, cluster, helper, "helper", "/pvc") from e
         raise
     filestore.check_links(listing, target.pvc, target.filestore)
     return listing

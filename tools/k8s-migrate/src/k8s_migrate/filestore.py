@@ -36,7 +36,10 @@ SCAN_SCRIPT = (
     # silent for minutes on a big NFS or EFS volume: a heartbeat on stderr meanwhile keeps
     # load balancers (idle ~350 s) and our own idle timeout from taking it for dead.
     'if [ "$what" = all ]; then '
-    "(while sleep 20; do echo . >&2; done) & beat=$!; "
+    # (its sleep must not outlive it holding the pipes: the exec would end only then)
+    "(trap 'kill $s 2>/dev/null; exit 0' TERM; "
+    "while :; do sleep 20 >/dev/null 2>&1 & s=$!; wait $s; echo . >&2; done) "
+    "</dev/null >/dev/null & beat=$!; "
     "size=$(du -s -k -L . 2>/dev/null | cut -f1); kill $beat 2>/dev/null; "
     'printf "kib %s\\n" "$size"; '
     "find -L . -type f || exit 1; fi; "

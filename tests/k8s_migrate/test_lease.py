@@ -156,7 +156,7 @@ def test_a_zip_pull_killed_with_sigkill_leaves_a_temp_file_the_next_one_removes(
     def temp_files() -> list[Path]:
         return sorted(shop.tmp.glob(".o.zip.tmp-*"))
 
-    _wait_for(shop.helpers_left, child)
+    _wait_for(lambda: shop.helpers_left() and shop.k8s.replicas(NS, "odoo") == 0, child)
     (temp,) = temp_files()
     # Meanwhile another pull into the same zip: its temporary file is locked, exit 4.
     second = shop.migrate("pull", *shop.args("--odoo-zip", str(out)))

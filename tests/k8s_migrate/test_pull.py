@@ -278,7 +278,8 @@ def test_an_interrupted_pull_that_cannot_scale_back_says_so(shop: Shop) -> None:
                              env=shop.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
     deadline = time.monotonic() + 60
-    while not shop.helpers_left():
+    # its helper pod made (Pending), then Odoo scaled down: the pull waits for the helper
+    while not (shop.helpers_left() and shop.k8s.replicas(NS, "odoo") == 0):
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
         time.sleep(0.05)
     child.send_signal(signal.SIGTERM)
@@ -323,7 +324,8 @@ def test_a_pull_killed_with_sigkill_is_put_back_by_the_next_one(shop: Shop) -> N
                              env=shop.env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 60
-    while not shop.helpers_left():
+    # the helper pod is made first, then Odoo scaled down (the helper waits for its room)
+    while not (shop.helpers_left() and shop.k8s.replicas(NS, "odoo") == 0):
         assert time.monotonic() < deadline and child.poll() is None
         time.sleep(0.05)
     child.kill()
@@ -478,7 +480,8 @@ def test_ctrl_c_sigterm_and_sighup_put_the_cluster_back(shop: Shop, signum: int)
                              env=shop.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
     deadline = time.monotonic() + 60
-    while not shop.helpers_left():
+    # its helper pod made (Pending), then Odoo scaled down: the pull waits for the helper
+    while not (shop.helpers_left() and shop.k8s.replicas(NS, "odoo") == 0):
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
         time.sleep(0.05)
     child.send_signal(signum)

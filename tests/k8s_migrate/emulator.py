@@ -4,63 +4,13 @@ No kube-apiserver can run in the tests, so this aiohttp server, on 127.0.0.1 in 
 thread with its own event loop, speaks the wire protocol the official client speaks, and the
 client under test is configured only through the kubeconfig file the emulator writes.
 
-What is emulated
-- Bearer-token auth (401 otherwise) and errors as `Status` JSON with the apiserver's reasons and
-  messages (NotFound, Forbidden, Invalid, BadRequest, ...), so the client raises `ApiException`
-  with the right status and body.
-- core/v1 namespaces (get, list), persistentvolumeclaims (get, list), pods (get, list, watch,
-  create with the apiserver's minimal validation, delete with a grace period) and pods/exec;
-  apps/v1 deployments (get, list, watch; patch of `metadata.labels`, `metadata.annotations` and
-  `spec.replicas`, validated as the apiserver does: qualified-name keys, string values, 256 KiB
-  of annotations, 63-character label values, a `metadata.resourceVersion` precondition, name
-  and uid unchanged) and their `scale` subresource (get; patch as strategic
-  merge, JSON merge or JSON patch, applied to the Scale exactly as serialized, so a JSON patch
-  `replace` of `/spec/replicas` fails at 0 replicas because the field is then omitted, as on a
-  real cluster).
-- `labelSelector` (`a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x)`) and
-  `fieldSelector` (`metadata.name`, `metadata.namespace`, and `status.phase` for pods).
-- Watch: chunked JSON lines of ADDED/MODIFIED/DELETED events; without `resourceVersion` (or
-  with "0") the current objects come first as ADDED; with one, every later event is replayed
-  from the full history; `timeoutSeconds` ends the stream.
-- A deployment controller: scaling down gives the surplus pods a `deletionTimestamp` (MODIFIED)
-  and removes them `pod_stop_delay` seconds later (DELETED); scaling up (or deleting one of its
-  pods) creates new pods (new names) that are Pending, then Running `pod_start_delay` seconds
-  later; `status.replicas`/`readyReplicas` follow the pods. Pods created through the API are
-  Pending, then Running after `pod_start_delay`, unless a PVC they mount does not exist (then
-  they stay Pending and Unschedulable, as on a real cluster).
-- Exec over WebSocket (`v5.channel.k8s.io` preferred, `v4.channel.k8s.io`, and the old
-  `channel.k8s.io`; `exec_protocols` narrows them, e.g. to v4 as a server before 1.30):
-  binary frames with a one-byte channel (0 stdin, 1 stdout, 2 stderr,
-  3 error/status, 4 resize, 255 close in v5), stdout and stderr sent in frames of at most
-  32 KiB, each sent before more is read from the process (so memory stays flat however much it
-  writes), the exit status as a `Status` on channel 3, then a normal WebSocket close.
-  The command runs as a LOCAL PROCESS: argv exactly as given (no shell unless argv says so),
-  with every container path a pod mounts rewritten to the local folder behind it (see
-  `rewrite_argv`), in a scratch working directory, with the test's environment plus the
-  container's `env` values plus the process environment given to `add_pod`/`add_deployment`.
-  A volume is a PVC (its local folder comes from `add_pvc`) or a hostPath (a local folder),
-  `subPath` included. A command that cannot start gets the runtime's InternalError Status; one
-  killed by a signal exits 128+signal; when its pod goes away, the processes in it are killed.
-- Faults a test sets at any time: `drop_exec`, `fail_exec`, `close_exec`, `keep_pending`,
-  `forbid` (from the first request or after some are let through).
-- A log of every request (`requests`), exec and watch included, and of every exec with the
-  bytes it moved and how it ended (`exec_log`).
-
-What is not
-- Protobuf, YAML and CBOR bodies, server-side apply, PUT, pagination (`limit` is ignored and
-  everything comes in one page), dryRun, field managers, finalizers, bookmarks, 410 Gone
-  (the whole history is kept), DELETED events for objects that stop matching a selector.
-- Any other resource or verb; a deployment patch that changes anything but labels,
-  annotations and replicas (no rollouts: 422); strategic merge directives (`$patch`);
-  RBAC beyond `forbid`; admission; a scheduler beyond the PVC
-  check; read-only mounts (the flag is kept in the spec, nothing enforces it).
-- exec with a TTY, terminal resizes (read and ignored), SPDY, attach, logs, port-forward.
-  Output is not rewritten back: a command that prints a mounted path prints the local one.
+What it models, and how each part differs from a real API server: README.md next to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import errno
@@ -103,9 +53,20 @@ _KINDS = {
     "persistentvolumeclaims": ("v1", "PersistentVolumeClaim"),
     "pods": ("v1", "Pod"),
     "deployments": ("apps/v1", "Deployment"),
+    "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    "events": ("v1", "Event"),
+    "secrets": ("v1", "Secret"),
 }
 _FIELDS = {"metadata.name", "metadata.namespace"}
 _POD_FIELDS = {*_FIELDS, "status.phase"}
+_EVENT_FIELDS = {*_FIELDS, "involvedObject.name", "involvedObject.kind", "type", "reason"}
+POD_SECURITY = "pod-security.kubernetes.io/enforce"
+# What a real image's USER would make kubelet answer (`image_user`): a name it cannot check
+# against runAsNonRoot.
+_NON_ROOT_UNKNOWN = (
+    "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user "
+    'is non-root (pod: "{pod}", container: {container})'
+)
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of generated Kubernetes names
 _EXEC_PATH = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+/exec$")
 
@@ -214,6 +175,8 @@ class _ApiError(Exception):
 
 
 def _group(resource: str) -> str:
+    if resource.startswith("horizontalpodautoscalers"):
+        return "autoscaling"
     return "apps" if resource.startswith("deployments") else ""
 
 
@@ -381,7 +344,7 @@ def _requirement(m: re.Match[str]) -> Callable[[Mapping[str, str]], bool]:
 
 
 def _field_matcher(resource: str, selector: str) -> Callable[[Obj], bool]:
-    supported = _POD_FIELDS if resource == "pods" else _FIELDS
+    supported = {"pods": _POD_FIELDS, "events": _EVENT_FIELDS}.get(resource, _FIELDS)
     checks: list[Callable[[Obj], bool]] = []
     for part in selector.split(","):
         if not part.strip():
@@ -631,6 +594,53 @@ def _validate_pod(pod: Obj) -> None:
         raise _invalid("Pod", meta.get("name") or meta.get("generateName") or "", causes)
 
 
+def _pod_security(pod: Obj, level: str) -> list[str]:
+    """What the PodSecurity admission plugin reports for `level` (a subset of its checks:
+    hostPath volumes and privileged containers for baseline; for restricted also
+    allowPrivilegeEscalation, capabilities, runAsNonRoot and seccompProfile), in its words."""
+    if level not in ("baseline", "restricted"):
+        return []
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    containers = spec["containers"]
+    problems = []
+    privileged = [c["name"] for c in containers
+                  if (c.get("securityContext") or {}).get("privileged")]  # fmt: skip
+    if privileged:
+        problems.append(f'privileged (container "{privileged[0]}" must not set '
+                        "securityContext.privileged=true)")  # fmt: skip
+    host = [v["name"] for v in spec.get("volumes") or [] if "hostPath" in v]
+    if host:
+        problems.append(f'hostPath volumes (volume "{host[0]}")')
+    if level != "restricted":
+        return problems
+    checks = (
+        ("allowPrivilegeEscalation != false", "must set securityContext."
+         "allowPrivilegeEscalation=false", lambda c: c.get("allowPrivilegeEscalation") is False),
+        ("unrestricted capabilities", 'must set securityContext.capabilities.drop=["ALL"]',
+         lambda c: "ALL" in ((c.get("capabilities") or {}).get("drop") or [])),
+    )  # fmt: skip
+    for title, must, ok in checks:
+        bad = [c["name"] for c in containers if not ok(c.get("securityContext") or {})]
+        if bad:
+            problems.append(f'{title} (container "{bad[0]}" {must})')
+    for title, key, must, ok in (
+        ("runAsNonRoot != true", "runAsNonRoot", "must set securityContext.runAsNonRoot=true",
+         lambda v: v is True),
+        ("seccompProfile", "seccompProfile", "must set securityContext.seccompProfile.type to "
+         '"RuntimeDefault" or "Localhost"',
+         lambda v: (v or {}).get("type") in ("RuntimeDefault", "Localhost")),
+    ):  # fmt: skip
+        bad = [
+            c["name"]
+            for c in containers
+            if not ok((c.get("securityContext") or {}).get(key, pod_context.get(key)))
+        ]
+        if bad:
+            problems.append(f'{title} (pod or container "{bad[0]}" {must})')
+    return problems
+
+
 class K8sEmulator:
     """The emulated API server; use as a context manager (or `start()`/`stop()`).
 
@@ -645,6 +655,9 @@ class K8sEmulator:
         # The exec subprotocols the server speaks, by preference: (V4, V1) is a server before
         # Kubernetes 1.30, which answers a client offering v5 and v4 with v4.
         self.exec_protocols: tuple[str, ...] = (V5, V4, V1)
+        # A server from 1.35 with AuthorizePodWebsocketUpgradeCreatePermission: an exec also
+        # needs `create pods/exec` (False: a server that checks only `get`).
+        self.exec_needs_create = True
         self._dir = Path(tempfile.mkdtemp(prefix="k8s-emulator-"))
         self.kubeconfig = self._dir / "kubeconfig"
         self._cwd = self._dir / "cwd"  # the working directory of exec'd processes
@@ -667,6 +680,9 @@ class K8sEmulator:
         self._requests: list[Request] = []
         self._exec_log: list[ExecRecord] = []
         self._exec_faults: list[_ExecFault] = []
+        self._exec_hooks: list[tuple[Callable[[ExecCall], bool], Callable[[], None]]] = []
+        self._failing_images: dict[str, tuple[str, str]] = {}  # image -> (reason, message)
+        self._image_users: dict[str, str] = {}  # image -> its USER, when not root
         self._forbidden: dict[tuple[str, str], int] = {}  # -> requests still let through
         self._keep_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()  # handlers of requests under way
@@ -696,6 +712,58 @@ class K8sEmulator:
         self.kubeconfig.write_text(json.dumps(config, indent=2))
         self.kubeconfig.chmod(0o600)
 
+    def exec_plugin_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig at `path` whose user gets its token from an exec credential plugin
+        (client.authentication.k8s.io/v1beta1, as `aws eks get-token` or `gke-gcloud-auth-
+        plugin` are), until `expire_login`. Its tokens carry an expirationTimestamp in the
+        past, so the client runs the plugin again before every request: an EKS token's
+        15 minutes, compressed to none."""
+        plugin, credential = self._dir / "credential-plugin", self._dir / "credential.json"
+        credential.write_text(json.dumps({
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "kind": "ExecCredential",
+            "status": {"token": self.token, "expirationTimestamp": "1970-01-01T00:00:00Z"},
+        }))  # fmt: skip
+        plugin.write_text(
+            "#!/bin/sh\n"
+            f"if [ -e {self._dir / 'login-expired'} ]; then\n"
+            "  echo 'Error loading SSO Token: Token for example does not exist' >&2\n"
+            "  echo 'To refresh this SSO session run aws sso login' >&2\n"
+            "  exit 255\n"
+            "fi\n"
+            f"exec cat {credential}\n"
+        )
+        plugin.chmod(0o755)
+        exec_user = {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                     "command": str(plugin), "interactiveMode": "Never"}  # fmt: skip
+        return self.kubeconfig_with(path, user={"token": None, "exec": exec_user})
+
+    def expire_login(self) -> None:
+        """The plugin's login expires (it exits 255 with the SSO tool's message) and the
+        tokens it gave stop working (401), as when an SSO session ends mid-pull."""
+        (self._dir / "login-expired").touch()
+        self.token = secrets.token_urlsafe(24)
+
+    def kubeconfig_with(
+        self,
+        path: Path,
+        *,
+        context: Obj | None = None,
+        user: Obj | None = None,
+        cluster: Obj | None = None,
+    ) -> Path:
+        """A copy of `kubeconfig` at `path` with these fields added to its context (e.g.
+        `namespace`), user (e.g. an `exec` credential plugin instead of the token: give
+        `token: None` to remove it) and cluster (e.g. `proxy-url`)."""
+        config = json.loads(self.kubeconfig.read_text())
+        for entry, extra in (("contexts", context), ("users", user), ("clusters", cluster)):
+            inner = config[entry][0][entry[:-1]]
+            inner |= extra or {}
+            config[entry][0][entry[:-1]] = {k: v for k, v in inner.items() if v is not None}
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        return path
+
     def stop(self) -> None:
         """Stop the server: end every watch and exec, kill their processes, remove temp files."""
         if self._thread.is_alive():
@@ -724,6 +792,8 @@ class K8sEmulator:
         app.router.add_get("/api/v1/{resource:namespaces}", self._list)
         app.router.add_get("/api/v1/{resource:namespaces}/{name}", self._get)
         app.router.add_get(f"{core}/{namespaced}", self._list)
+        app.router.add_get(f"{core}/{{resource:events}}", self._list)
+        app.router.add_get(f"{core}/{{resource:secrets}}/{{name}}", self._get)
         app.router.add_get(f"{core}/{namespaced}/{{name}}", self._get)
         app.router.add_post(f"{core}/pods", self._create_pod)
         app.router.add_delete(f"{core}/pods/{{name}}", self._delete_pod)
@@ -733,6 +803,9 @@ class K8sEmulator:
         app.router.add_patch(f"{apps}/deployments/{{name}}", self._patch_deployment)
         app.router.add_get(f"{apps}/deployments/{{name}}/scale", self._get_scale)
         app.router.add_patch(f"{apps}/deployments/{{name}}/scale", self._patch_scale)
+        hpas = "/apis/autoscaling/v2/namespaces/{namespace}/{resource:horizontalpodautoscalers}"
+        app.router.add_get(hpas, self._list)
+        app.router.add_get(f"{hpas}/{{name}}", self._get)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
@@ -875,6 +948,118 @@ class K8sEmulator:
 
         self._on_loop(add)
 
+    def add_hpa(
+        self, namespace: str, name: str, deployment: str, min_replicas: int, max_replicas: int
+    ) -> None:
+        """A HorizontalPodAutoscaler (autoscaling/v2) of the deployment; nothing acts on it
+        (a real one leaves a deployment at 0 alone, and scales it once above 0)."""
+
+        def add() -> None:
+            hpa = {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": _metadata(name, namespace),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "name": deployment},
+                    "minReplicas": min_replicas,
+                    "maxReplicas": max_replicas,
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}
+                    }}],
+                },
+                "status": {"currentReplicas": 0, "desiredReplicas": 0},
+            }  # fmt: skip
+            self._commit("horizontalpodautoscalers", hpa, "ADDED")
+
+        self._on_loop(add)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Scale a deployment as a third party would (a colleague's kubectl, a GitOps
+        controller's self-heal): a new resourceVersion, and its controller acts."""
+
+        def change() -> None:
+            deployment = self._objects["deployments"][(namespace, name)]
+            if deployment["spec"]["replicas"] != replicas:
+                deployment["spec"]["replicas"] = replicas
+                deployment["metadata"]["generation"] += 1
+                self._commit("deployments", deployment, "MODIFIED")
+                self._reconcile(deployment)
+
+        self._on_loop(change)
+
+    def on_exec(self, match: Callable[[ExecCall], bool], action: Callable[[], None]) -> None:
+        """Run `action` (in a thread of its own, so it may call this emulator's methods) when
+        a matching exec starts, before its command does: a third party acting at that moment
+        (Argo CD scaling Odoo back up while the tar runs, say). The exec waits for it."""
+
+        def add() -> None:
+            self._exec_hooks.append((match, action))
+
+        self._on_loop(add)
+
+    def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """An Opaque Secret (get only, as a role that may read one Secret would)."""
+
+        def add() -> None:
+            self._ensure_namespace(namespace)
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": _metadata(name, namespace),
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            }
+            self._commit("secrets", secret, "ADDED")
+
+        self._on_loop(add)
+
+    def fail_image(self, image: str, message: str = "") -> None:
+        """Pods with this image cannot pull it: they stay Pending, their container waiting
+        with reason ErrImagePull then ImagePullBackOff, and Warning events (Failed,
+        BackOff) as kubelet writes them."""
+        text = message or (
+            f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
+            f'failed to resolve reference "{image}": {image}: not found'
+        )
+
+        def add() -> None:
+            self._failing_images[image] = ("ImagePullBackOff", text)
+
+        self._on_loop(add)
+
+    def image_user(self, image: str, user: str) -> None:
+        """The image's USER (as a Dockerfile's `USER odoo`): with runAsNonRoot and no
+        runAsUser, a non-numeric one makes kubelet refuse the container
+        (CreateContainerConfigError), as on a real node."""
+
+        def add() -> None:
+            self._image_users[image] = user
+
+        self._on_loop(add)
+
+    def set_pod_security(self, namespace: str, level: str) -> None:
+        """Label the namespace `pod-security.kubernetes.io/enforce: LEVEL` (privileged,
+        baseline, restricted): pod creation is then admitted as the PodSecurity admission
+        plugin does (see `_pod_security`)."""
+
+        def change() -> None:
+            self._ensure_namespace(namespace)
+            ns = self._objects["namespaces"][("", namespace)]
+            ns["metadata"]["labels"][POD_SECURITY] = level
+            self._commit("namespaces", ns, "MODIFIED")
+
+        self._on_loop(change)
+
+    def events(self, namespace: str) -> list[Obj]:
+        return self._on_loop(
+            lambda: [
+                copy.deepcopy(e)
+                for (ns, _), e in sorted(self._objects["events"].items())
+                if ns == namespace
+            ]
+        )
+
     def pods(self, namespace: str) -> list[Obj]:
         """The pods of a namespace now (terminating ones included), as the API shows them."""
         return self._on_loop(
@@ -895,15 +1080,21 @@ class K8sEmulator:
         """A deployment as the API shows it now."""
         return self._on_loop(lambda: copy.deepcopy(self._objects["deployments"][(namespace, name)]))
 
-    def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
-        """Set (None: remove) annotations of a deployment, as `kubectl annotate` would: a new
-        resourceVersion, as any change of it."""
+    def annotate(
+        self,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str | None],
+        field: Literal["annotations", "labels"] = "annotations",
+    ) -> None:
+        """Set (None: remove) annotations (or labels) of a deployment, as `kubectl annotate`
+        (`kubectl label`) would: a new resourceVersion, as any change of it."""
 
         def change() -> None:
             deployment = self._objects["deployments"][(namespace, name)]
             meta = deployment["metadata"]
-            merged = {**meta.get("annotations", {}), **annotations}
-            meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
+            merged = {**meta.get(field, {}), **annotations}
+            meta[field] = {k: v for k, v in merged.items() if v is not None}
             self._commit("deployments", deployment, "MODIFIED")
 
         self._on_loop(change)
@@ -1001,7 +1192,7 @@ class K8sEmulator:
         once `after` such requests have been let through (a permission that goes away midway).
 
         Verbs as RBAC names them: get, list, watch, create, patch, delete; an exec is
-        ("create", "pods/exec").
+        ("get", "pods/exec") and, with `exec_needs_create`, ("create", "pods/exec").
         """
 
         def add() -> None:
@@ -1012,6 +1203,7 @@ class K8sEmulator:
     def clear_faults(self) -> None:
         def clear() -> None:
             self._exec_faults.clear()
+            self._exec_hooks.clear()
             self._forbidden.clear()
             self._keep_pending = False
 
@@ -1143,12 +1335,67 @@ class K8sEmulator:
              "lastTransitionTime": _now(), "reason": "Unschedulable", "message": why},
         ]  # fmt: skip
         self._commit("pods", pod, "MODIFIED")
+        self._event(pod, "FailedScheduling", why, source="default-scheduler")
+
+    def _event(self, pod: Obj, reason: str, message: str, *, source: str = "kubelet") -> None:
+        """A Warning event about the pod, as the scheduler or kubelet records it."""
+        meta = pod["metadata"]
+        name = f"{meta['name']}.{secrets.token_hex(8)}"
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": _metadata(name, meta["namespace"]),
+            "involvedObject": {"kind": "Pod", "namespace": meta["namespace"],
+                               "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"},
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": source},
+            "firstTimestamp": _now(),
+            "lastTimestamp": _now(),
+            "count": 1,
+        }  # fmt: skip
+        self._commit("events", event, "ADDED")
+
+    def _cannot_start(self, pod: Obj) -> tuple[str, str, str] | None:
+        """(waiting reason, message, event reason) of a container kubelet would not start:
+        an image it cannot pull, a non-numeric USER under runAsNonRoot."""
+        meta, spec = pod["metadata"], pod["spec"]
+        pod_context = spec.get("securityContext") or {}
+        for container in spec["containers"]:
+            if failing := self._failing_images.get(container["image"]):
+                message = f'Back-off pulling image "{container["image"]}": {failing[1]}'
+                return failing[0], message, "Failed"
+            context = {**pod_context, **(container.get("securityContext") or {})}
+            user = self._image_users.get(container["image"], "")
+            if context.get("runAsNonRoot") and "runAsUser" not in context and user and (
+                    not user.isdigit()):  # fmt: skip
+                message = _NON_ROOT_UNKNOWN.format(user=user, pod=f"{meta['name']}_"
+                                                   f"{meta['namespace']}({meta['uid']})",
+                                                   container=container["name"])  # fmt: skip
+                return "CreateContainerConfigError", message, "Failed"
+        return None
 
     def _start_pod(self, namespace: str, name: str, uid: str) -> None:
         pod = self._objects["pods"].get((namespace, name))
         if pod is None or pod["metadata"]["uid"] != uid or "deletionTimestamp" in pod["metadata"]:
             return
         pod["spec"]["nodeName"] = NODE
+        if (blocked := self._cannot_start(pod)) is not None:
+            reason, message, event = blocked
+            pod["status"] |= {
+                "conditions": [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                "lastTransitionTime": _now()}],
+                "containerStatuses": [
+                    {"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                     "restartCount": 0, "started": False,
+                     "state": {"waiting": {"reason": reason, "message": message}}}
+                    for c in pod["spec"]["containers"]
+                ],
+            }  # fmt: skip
+            self._commit("pods", pod, "MODIFIED")
+            self._event(pod, event, message)
+            return
         pod["status"] = _running_status(pod, self._next_ip())
         self._commit("pods", pod, "MODIFIED")
         if (deployment := self._deployment_of(pod)) is not None:
@@ -1363,10 +1610,23 @@ class K8sEmulator:
                 f'pods "{name}" already exists',
                 {"name": name, "kind": "pods"},
             )
+        dry_run = request.query.getall("dryRun", [])
+        if any(value != "All" for value in dry_run):
+            raise _ApiError(400, "BadRequest", f"Invalid dry run value: {dry_run}: "
+                            'supported values: "All"')  # fmt: skip
         extra = {k: v for k, v in meta.items() if k in ("generateName", "labels", "annotations")}
         pod |= {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(name, namespace) | extra}
         pod["spec"] = _with_pod_defaults(pod["spec"])
         pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        level = self._objects["namespaces"][("", namespace)]["metadata"]["labels"].get(
+            POD_SECURITY, "privileged"
+        )
+        if problems := _pod_security(pod, level):
+            raise _ApiError(403, "Forbidden", f'pods "{name}" is forbidden: violates '
+                            f'PodSecurity "{level}:latest": {", ".join(problems)}',
+                            {"name": name, "kind": "pods"})  # fmt: skip
+        if dry_run:  # admitted and validated, not stored: the answer a create would get
+            return web.json_response(pod, status=201)
         self._commit("pods", pod, "ADDED")
         self._schedule(pod)
         return web.json_response(pod, status=201)
@@ -1489,7 +1749,11 @@ class K8sEmulator:
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        self._authorize("create", "pods/exec", namespace, name)
+        # A WebSocket exec is a GET: authorized as `get pods/exec`, and from 1.35 (feature
+        # gate AuthorizePodWebsocketUpgradeCreatePermission, on here) as `create` too.
+        self._authorize("get", "pods/exec", namespace, name)
+        if self.exec_needs_create:
+            self._authorize("create", "pods/exec", namespace, name)
         pod = self._find("pods", namespace, name)
         query = request.query
         command = query.getall("command", [])
@@ -1543,6 +1807,9 @@ class K8sEmulator:
             raise _ApiError(400, "BadRequest", "Upgrade request required")
         protocol = selected or V1  # no protocol offered: the original one
         call = ExecCall(namespace, name, container["name"], tuple(command))
+        for match, action in list(self._exec_hooks):
+            if match(call):
+                await asyncio.to_thread(action)
         fault = self._take_exec_fault(call)
         counts = _ExecCounts(protocol)
         try:

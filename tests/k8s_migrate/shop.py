@@ -18,7 +18,7 @@ import pytest
 
 from tests.backup.helpers import db_dsn, make_odoo, odoo_state
 from tests.conftest import PostgresCluster
-from tests.k8s_migrate.emulator import ExecCall, K8sEmulator
+from tests.k8s_migrate.emulator import ExecCall, K8sEmulator, Request
 from tests.odoo_data import Shape
 
 K8S_MIGRATE = Path(sys.executable).with_name("k8s-migrate")
@@ -29,7 +29,14 @@ PULLING = "k8s-migrate.odbox/pulling"
 
 
 def is_tar(call: ExecCall) -> bool:
-    return "tar -cf" in " ".join(call.command)
+    return "| tar -c" in " ".join(call.command)
+
+
+def changes(requests: list[Request]) -> list[str]:
+    """The requests that change something: not GET (exec included), not a dry run (plan
+    and preflight create the helper pod with dryRun=All: admitted, validated, not stored)."""
+    return [f"{r.method} {r.path}" for r in requests
+            if r.method != "GET" and r.query.get("dryRun") != ["All"]]  # fmt: skip
 
 
 def is_dump(call: ExecCall) -> bool:

@@ -909,3 +909,118 @@ def test_the_request_log(
     assert requests[3].query["command"] == ["true"]
     core.delete_namespaced_pod("postgres-0", NS)
     assert {r.method for r in k8s.requests[len(requests) :]} == {"DELETE"}
+
+
+# -- what real clusters add: admission, images, events, autoscalers, third parties ------------
+
+
+def test_a_dry_run_create_is_admitted_and_validated_but_not_stored(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    made = core.create_namespaced_pod(NS, helper_pod("dry"), dry_run="All")
+    assert made.metadata.name == "dry" and made.status.phase == "Pending"
+    assert [p.metadata.name for p in core.list_namespaced_pod(NS).items if p.metadata.name ==
+            "dry"] == []  # fmt: skip
+    with pytest.raises(ApiException) as raised:
+        core.create_namespaced_pod(NS, helper_pod("dry"), dry_run="Some")
+    assert raised.value.status == 400
+
+
+def test_podsecurity_restricted_refuses_a_pod_in_the_plugins_words(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.set_pod_security(NS, "restricted")
+    for dry_run in ("All", None):
+        with pytest.raises(ApiException) as raised:
+            core.create_namespaced_pod(NS, helper_pod("loose"), dry_run=dry_run)
+        message = json.loads(raised.value.body)["message"]
+        assert raised.value.status == 403
+        assert message.startswith('pods "loose" is forbidden: violates PodSecurity '
+                                  '"restricted:latest": allowPrivilegeEscalation != false '
+                                  '(container "helper" must set')  # fmt: skip
+        assert "runAsNonRoot != true" in message and "seccompProfile" in message
+    tight = helper_pod("tight")
+    tight["spec"]["securityContext"] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    tight["spec"]["containers"][0]["securityContext"] = {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    assert core.create_namespaced_pod(NS, tight).metadata.name == "tight"
+
+
+def test_an_image_that_cannot_be_pulled_waits_with_its_reason_and_events(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.fail_image("busybox:1.36")
+    core.create_namespaced_pod(NS, helper_pod("nopull"))
+
+    def waiting() -> Any:
+        statuses = core.read_namespaced_pod("nopull", NS).status.container_statuses or []
+        return statuses and statuses[0].state.waiting
+
+    poll(lambda: bool(waiting()))
+    assert waiting().reason == "ImagePullBackOff"
+    assert core.read_namespaced_pod("nopull", NS).status.phase == "Pending"
+    events = core.list_namespaced_event(
+        NS, field_selector="involvedObject.name=nopull,type=Warning"
+    ).items
+    assert [e.reason for e in events] == ["Failed"]
+    assert 'Back-off pulling image "busybox:1.36"' in events[0].message
+
+
+def test_runasnonroot_with_a_named_user_is_a_container_config_error(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.image_user("busybox:1.36", "odoo")
+    pod = helper_pod("named")
+    pod["spec"]["securityContext"] = {"runAsNonRoot": True}
+    core.create_namespaced_pod(NS, pod)
+    poll(lambda: bool(core.read_namespaced_pod("named", NS).status.container_statuses))
+    waiting = core.read_namespaced_pod("named", NS).status.container_statuses[0].state.waiting
+    assert waiting.reason == "CreateContainerConfigError"
+    assert "container has runAsNonRoot and image has non-numeric user (odoo)" in waiting.message
+
+
+def test_an_unschedulable_pod_gets_a_failedscheduling_event(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    k8s.keep_pending()
+    core.create_namespaced_pod(NS, helper_pod("stuck"))
+    events = core.list_namespaced_event(NS, field_selector="involvedObject.name=stuck").items
+    assert [(e.reason, e.message) for e in events] == [
+        ("FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")]  # fmt: skip
+
+
+def test_autoscalers_are_listed_and_third_parties_scale_on_an_exec(
+    k8s: K8sEmulator, odoo: Path, api: client.ApiClient, core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:  # fmt: skip
+    k8s.add_hpa(NS, "odoo", "odoo", 2, 5)
+    hpas = client.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(NS).items
+    assert [(h.metadata.name, h.spec.scale_target_ref.name, h.spec.max_replicas)
+            for h in hpas] == [("odoo", "odoo", 5)]  # fmt: skip
+    apps.patch_namespaced_deployment_scale("odoo", NS, {"spec": {"replicas": 0}})
+    k8s.on_exec(lambda e: e.command[0] == "echo", lambda: k8s.scale(NS, "odoo", 3))
+    assert output(run(core, "postgres-0", ["echo", "hi"])) == (b"hi\n", b"")
+    assert apps.read_namespaced_deployment("odoo", NS).spec.replicas == 3  # before it ended
+
+
+def test_an_exec_is_authorized_as_get_and_create_on_pods_exec(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    """A WebSocket exec is a GET: RBAC checks `get pods/exec`; a 1.35 server with the
+    AuthorizePodWebsocketUpgradeCreatePermission gate checks `create` as well."""
+    for verb in ("get", "create"):
+        k8s.forbid(verb, "pods/exec")
+        # the client fails on a refused upgrade with an AttributeError whose context is it
+        with pytest.raises((ApiException, AttributeError)) as raised:
+            output(run(core, "postgres-0", ["echo", "hi"]))
+        refusal = raised.value if isinstance(raised.value, ApiException) else (
+            raised.value.__context__)  # fmt: skip
+        assert f'cannot {verb} resource \\"pods/exec\\"' in str(refusal) or (
+            f'cannot {verb} resource "pods/exec"' in str(refusal)), str(refusal)  # fmt: skip
+        k8s.clear_faults()
+    k8s.exec_needs_create = False
+    k8s.forbid("create", "pods/exec")
+    assert output(run(core, "postgres-0", ["echo", "hi"])) == (b"hi\n", b"")

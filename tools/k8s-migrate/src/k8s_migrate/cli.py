@@ -35,8 +35,11 @@ app = runner.typer_app(
 )
 
 Namespace = Annotated[
-    str, typer.Option("--namespace", "-n", metavar="NS", help="The namespace of Odoo.")
-]
+    str | None,
+    typer.Option("--namespace", "-n", metavar="NS",
+                 help="The namespace of Odoo (default: the kubeconfig context's namespace, "
+                 "else default, as kubectl picks it)."),
+]  # fmt: skip
 Deployment = Annotated[
     str, typer.Option("--odoo-deployment", metavar="NAME", help="Odoo's deployment.")
 ]
@@ -52,6 +55,12 @@ DbUser = Annotated[
     str | None,
     typer.Option("--db-user", metavar="ROLE",
                  help="Role for pg_dump (default: the pod's default, e.g. postgres)."),
+]  # fmt: skip
+DbPasswordSecret = Annotated[
+    str | None,
+    typer.Option("--db-password-secret", metavar="NAME/KEY",
+                 help="A Secret's key with --db-user's password (read through the API, given "
+                 "to psql and pg_dump as PGPASSWORD on their stdin, never in a command line)."),
 ]  # fmt: skip
 Pvc = Annotated[
     str, typer.Option("--pvc", metavar="CLAIM", help="The PVC with Odoo's data (filestore).")
@@ -104,12 +113,12 @@ def main_options(
     """Options for every command."""
 
 
-def _target(namespace: str, deployment: str, db_pod: str, db_container: str | None,
+def _target(namespace: str | None, deployment: str, db_pod: str, db_container: str | None,
             db_name: str, db_user: str | None, pvc: str, filestore_path: str | None,
             helper_image: str | None, timeout: float) -> Target:  # fmt: skip
     from k8s_migrate.pull import Target
 
-    target = Target(namespace, deployment, db_pod, db_name, pvc, db_container, db_user,
+    target = Target(namespace or "", deployment, db_pod, db_name, pvc, db_container, db_user,
                     filestore_path, helper_image, timeout)  # fmt: skip
     target.filestore  # noqa: B018 (checks --filestore-path now, before anything is touched)
     return target
@@ -117,13 +126,14 @@ def _target(namespace: str, deployment: str, db_pod: str, db_container: str | No
 
 @app.command()
 def plan(
-    namespace: Namespace,
     db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
+    db_password_secret: DbPasswordSecret = None,
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
@@ -144,9 +154,11 @@ def plan(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
+    target.db_password_secret = db_password_secret
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
+    target.namespace = target.namespace or cluster.namespace
     steps = [*notes, *describe_plan(cluster, target, sink_text, scale_back)]
     if json:
         console.print_json({"context": cluster.context, "server": cluster.server, "steps": steps})
@@ -158,13 +170,14 @@ def plan(
 
 @app.command()
 def pull(
-    namespace: Namespace,
     db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
     db_user: DbUser = None,
+    db_password_secret: DbPasswordSecret = None,
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
@@ -179,6 +192,14 @@ def pull(
         float,
         typer.Option("--wait", min=0, metavar="SECONDS", help="Wait for the repository lock."),
     ] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Pull even while other pods mount the PVC or use the database, and "
+            "write the snapshot even if Odoo came back meanwhile (with a warning).",
+        ),
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
@@ -190,13 +211,16 @@ def pull(
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout)  # fmt: skip
+    target.db_password_secret = db_password_secret
+    target.force = force
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
         for note in output.notes:
             console.say(note)
         cluster = Cluster.connect(kubeconfig, context)
+        target.namespace = target.namespace or cluster.namespace
         if resolved := resolve_filestore(cluster, target):  # the journal's key needs the path
             console.say(resolved)
-        key = f"{cluster.server} {namespace} {pvc} {target.filestore}"
+        key = f"{cluster.server} {target.namespace} {pvc} {target.filestore}"
         with output.sink(key, wait=wait, warn=console.warn) as sink, progress_for() as progress:
             done = do_pull(cluster, target, sink, progress, scale_back=scale_back, say=console.say)
     console.say(done.summary)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import json
+import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +31,14 @@ from odbox_common.errors import ToolError, UsageError
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = (10, 60)  # connect, read: seconds, for every REST call
-STDERR_KEPT = 16 << 10  # the end of a command's stderr, for the error line
+STDERR_KEPT = 16 << 10  # the start and the end of a command's stderr, for the error line
+# The line of stderr that says what went wrong: GNU tar and pg_dump end with a summary
+# (`tar: Exiting with failure status due to previous errors`, `pg_dump: detail: …`).
+ERROR_LINE = re.compile(
+    r"\b(error|fatal|cannot|failed|denied|no such|not found|permission)\b", re.IGNORECASE
+)
+SUMMARY_LINE = re.compile(r"Exiting with failure status|^\S+: (detail|hint): ")
+DETAIL_LINE = re.compile(r"^\S+: (detail|hint): ")
 HELPER_LABELS = {
     "app.kubernetes.io/name": "k8s-migrate",
     "app.kubernetes.io/managed-by": "k8s-migrate",
@@ -36,6 +46,13 @@ HELPER_LABELS = {
 # On a helper pod: the deployment whose pull made it (a later pull removes only its own).
 HELPER_FOR = "k8s-migrate.odbox/deployment"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+# A container's waiting reasons that kubelet does not get past by waiting.
+CANNOT_START = {
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}  # fmt: skip
+# Events of a pod that waits for a volume another pod holds (ReadWriteOnce on another node).
+VOLUME_WAITS = {"FailedAttachVolume", "FailedMount"}
 
 
 class KubeError(ToolError):
@@ -72,11 +89,31 @@ def _api_reason(e: Any) -> str:
     return f"{e.status} {e.reason}" + (f": {message}" if message else "")
 
 
+class _ClientLog(logging.Handler):
+    """The kubernetes client's log, kept instead of printed: it logs an exec credential
+    plugin's failure with `logging.error` on the root logger (an `ERROR:root:exec: …` line
+    before every request) and goes on without credentials. Its last `exec:` message goes
+    into the error line of the 401 that follows."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.plugin: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if message.startswith("exec:"):
+                self.plugin = message.splitlines()[0].strip()
+
+
 @dataclass
 class Cluster:
     api_client: Any
     context: str
     server: str
+    namespace: str = "default"  # the context's `namespace:`, as kubectl defaults -n to it
+    client_log: _ClientLog | None = None
+    _plugin_said: bool = False  # its message is in one error phrase, not in each
 
     @classmethod
     def connect(cls, kubeconfig: Path | None, context: str | None) -> Cluster:
@@ -84,6 +121,10 @@ class Cluster:
         from kubernetes import config
         from kubernetes.config.config_exception import ConfigException
 
+        client_log = _ClientLog()
+        root = logging.getLogger()
+        root.handlers = [h for h in root.handlers if not isinstance(h, _ClientLog)]
+        root.addHandler(client_log)  # with a handler there, logging.error prints nothing
         try:
             contexts, active = config.list_kube_config_contexts(
                 config_file=str(kubeconfig) if kubeconfig else None
@@ -91,6 +132,8 @@ class Cluster:
             name = context or (active or {}).get("name", "")
             if context and context not in {c["name"] for c in contexts}:
                 raise UsageError(f"the kubeconfig has no context {context!r}")
+            chosen = next((c for c in contexts if c["name"] == name), None) or active or {}
+            namespace = str((chosen.get("context") or {}).get("namespace") or "default")
             api_client = config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=context
             )
@@ -100,7 +143,12 @@ class Cluster:
             raise
         except Exception as e:
             raise _kubeconfig_error(e, kubeconfig) from e
-        return cls(api_client, name, str(api_client.configuration.host))
+        cluster_name = str((chosen.get("context") or {}).get("cluster") or "")
+        if _use_proxy(api_client.configuration, _proxy_url(kubeconfig, cluster_name), cluster_name):
+            from kubernetes import client
+
+            api_client = client.ApiClient(api_client.configuration)  # its pool, with the proxy
+        return cls(api_client, name, str(api_client.configuration.host), namespace, client_log)
 
     @functools.cached_property
     def core(self) -> Any:
@@ -136,9 +184,15 @@ class Cluster:
         """For a 401: whose credentials were refused."""
         if status != 401:
             return ""
-        return (
-            f"; the kubeconfig's credentials for context {self.context} were refused "
-            "(expired token?)"
+        plugin = self.client_log.plugin if self.client_log is not None else None
+        if plugin and not self._plugin_said:
+            self._plugin_said = True
+            return (
+                f"; the kubeconfig's credentials for context {self.context} were refused: "
+                f"its exec credential plugin failed: {plugin} (log in again, then pull again)"
+            )
+        return f"; the kubeconfig's credentials for context {self.context} were refused" + (
+            "" if plugin else " (expired token?)"
         )
 
     def exists(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -236,12 +290,19 @@ class Cluster:
         name: str,
         image: str,
         pvc: str,
+        also_at: Sequence[str] = (),
         like: Any = None,
         deployment: str = "",
+        *,
+        dry_run: bool = False,
     ) -> None:
-        """The helper pod; `like` (Odoo's pod template spec) lends it what lets Odoo's own
+        """The helper pod, with the PVC at /pvc (and at each path of `also_at`); `like`
+        (Odoo's pod template spec) lends it what lets Odoo's own
         pods pull their image and land on their nodes: pull secrets, node selector,
-        tolerations, affinity, security context."""
+        tolerations, affinity, security context, and the user of its container. The helper
+        asks for nothing (no privilege escalation, no capabilities, the runtime's seccomp
+        profile): PodSecurity `restricted` admits it. `dry_run`: admission and validation
+        only (dryRun=All), nothing is created."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -258,7 +319,10 @@ class Cluster:
                         "name": "helper",
                         "image": image,
                         "command": ["sleep", "86400"],
-                        "volumeMounts": [{"name": "data", "mountPath": "/pvc", "readOnly": True}],
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": path, "readOnly": True}
+                            for path in ("/pvc", *also_at)
+                        ],
                     }
                 ],
                 "volumes": [
@@ -274,51 +338,133 @@ class Cluster:
                 if value:
                     key = like.attribute_map[field]
                     body["spec"][key] = serialize(value)
+        spec, container = body["spec"], body["spec"]["containers"][0]
+        context = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        if like is not None and like.containers:
+            own = like.containers[0].security_context
+            for field in ("run_as_user", "run_as_group", "run_as_non_root"):
+                if own is not None and getattr(own, field) is not None:
+                    context[own.attribute_map[field]] = getattr(own, field)
+        container["securityContext"] = context
+        pod_context = spec.setdefault("securityContext", {})
+        pod_context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
         self.call(
-            f"create the helper pod {namespace}/{name}",
+            f"create the helper pod {namespace}/{name}" + (" (dry run)" if dry_run else ""),
             self.core.create_namespaced_pod,
             namespace,
             body,
+            **({"dry_run": "All"} if dry_run else {}),
         )
 
-    def wait_running(self, namespace: str, name: str, timeout: float) -> None:
+    def wait_running(
+        self, namespace: str, name: str, timeout: float, *, until_blocked: bool = False
+    ) -> bool:
+        """Wait until the pod runs (True). A container kubelet will not start (an image it
+        cannot pull, a config it refuses) fails at once, with its reason and message. With
+        `until_blocked`, a pod that waits for what scaling Odoo down frees (it cannot be
+        scheduled, or its volume is attached elsewhere: Multi-Attach) returns False."""
         deadline = time.monotonic() + timeout
         pause = 0.1
         while True:
             pod = self.call(
                 f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace
             )
-            phase = pod.status.phase if pod.status else None
+            status = pod.status
+            phase = status.phase if status else None
             if phase == "Running":
-                return
+                return True
             if phase in ("Failed", "Succeeded"):
                 raise KubeError(f"the helper pod {namespace}/{name} ended ({phase}) before use")
-            if time.monotonic() >= deadline:
-                why = (
-                    "; ".join(
-                        f"{c.reason}: {c.message}"
-                        for c in (pod.status.conditions or [])
-                        if c.status != "True" and (c.reason or c.message)
-                    )
-                    if pod.status
-                    else ""
+            waiting = [
+                (c.state.waiting.reason or "", c.state.waiting.message or "")
+                for c in (status.container_statuses or [] if status else [])
+                if c.state and c.state.waiting
+            ]
+            fatal = [(r, m) for r, m in waiting if r in CANNOT_START]
+            if fatal:
+                raise KubeError(
+                    f"the helper pod {namespace}/{name} cannot start: {fatal[0][0]}: "
+                    f"{fatal[0][1]}{self._image_hint(fatal[0][0])}"
                 )
+            unscheduled = [
+                c for c in (status.conditions or [] if status else [])
+                if c.type == "PodScheduled" and c.status == "False"
+            ]  # fmt: skip
+            events = self._warnings(namespace, name)
+            if until_blocked and (unscheduled or any(e[0] in VOLUME_WAITS for e in events)):
+                return False
+            if time.monotonic() >= deadline:
+                why = [f"{c.reason}: {c.message}" for c in unscheduled if c.reason or c.message]
+                why += [f"{r}: {m}" if m else r for r, m in waiting]
+                why += [f"{r}: {m}" for r, m in events[-2:] if f"{r}: {m}" not in why]
+                shown = "; ".join(dict.fromkeys(why))
                 raise KubeError(
                     f"the helper pod {namespace}/{name} stayed {phase or 'unknown'} "
-                    f"for {timeout:.0f} s" + (f" ({why})" if why else "")
+                    f"for {timeout:.0f} s" + (f" ({shown})" if shown else "")
                 )
             time.sleep(pause)
             pause = min(pause * 1.5, 2.0)
 
+    @staticmethod
+    def _image_hint(reason: str) -> str:
+        if "Image" in reason:
+            return " (check --helper-image, and that the nodes can pull it)"
+        return ""
+
+    def _warnings(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(reason, message) of the pod's Warning events, oldest first; none if the events
+        cannot be read (no right to list them is no reason to fail)."""
+        try:
+            events = self.call(
+                f"list the events of pod {namespace}/{name}",
+                self.core.list_namespaced_event,
+                namespace,
+                field_selector=f"involvedObject.name={name},type=Warning",
+            ).items
+        except KubeError:
+            return []
+        return [(e.reason or "", e.message or "") for e in events]
+
+    def secret(self, namespace: str, reference: str) -> str:
+        """The value of `NAME/KEY`, a key of a Secret (read through the API, never printed)."""
+        import base64
+        import binascii
+
+        name, slash, key = reference.partition("/")
+        if not (name and slash and key):
+            raise UsageError(f"--db-password-secret {reference!r} is not NAME/KEY")
+        secret = self.exists(f"read secret {namespace}/{name}",
+                             self.core.read_namespaced_secret, name, namespace)  # fmt: skip
+        if secret is None:
+            raise UsageError(f"there is no secret {name} in namespace {namespace} "
+                             "(check --db-password-secret)")  # fmt: skip
+        data = secret.data or {}
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise UsageError(f"secret {namespace}/{name} has no key {key} (its keys: {keys}; "
+                             "check --db-password-secret)")  # fmt: skip
+        try:
+            value = base64.b64decode(data[key], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as e:
+            raise UsageError(f"key {key} of secret {namespace}/{name} is not text") from e
+        if "\n" in value.rstrip("\n"):
+            raise UsageError(f"key {key} of secret {namespace}/{name} holds several lines, "
+                             "not a password")  # fmt: skip
+        return value.rstrip("\n")
+
     def delete_pod(self, namespace: str, name: str, timeout: float = 60) -> None:
-        """Delete the pod now and wait until it is gone (a 404 counts as gone)."""
+        """Delete the pod and wait until it is gone (a 404 counts as gone). Not a forced
+        delete (gracePeriodSeconds=0 removes the object at once, before kubelet has stopped
+        the pod and unmounted its volumes: Odoo's pods, scaled back, could then meet the
+        PVC still attached, Multi-Attach): one second's grace, so the object goes once
+        kubelet is done."""
         if (
             self.exists(
                 f"delete pod {namespace}/{name}",
                 self.core.delete_namespaced_pod,
                 name,
                 namespace,
-                grace_period_seconds=0,
+                grace_period_seconds=1,
             )
             is None
         ):
@@ -396,9 +542,15 @@ class Cluster:
         command: Sequence[str],
         limit: int = 1 << 20,
         what: str | None = None,
+        feed: bytes | None = None,
     ) -> bytes:
-        """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails."""
-        with self.exec(namespace, pod, container, command, what=what) as stream:
+        """A short command's whole stdout (at most `limit` bytes); a non-zero exit fails.
+        `feed`: sent on its stdin (a secret for the command, never in its argv)."""
+        with self.exec(namespace, pod, container, command, what=what,
+                       stdin=feed is not None) as stream:  # fmt: skip
+            if feed is not None:
+                stream.write_stdin(feed)
+                stream.close_stdin()
             out = bytearray()
             # read() allocates what it is asked for: ask for 64 KiB, never for `limit`
             while len(out) <= limit and (data := stream.read(min(1 << 16, limit + 1 - len(out)))):
@@ -425,6 +577,7 @@ class ExecStream(io.RawIOBase):
         self.received = 0
         self._pending = b""
         self._offset = 0
+        self._stderr_head = bytearray()
         self._stderr = bytearray()
         self._ended = False
         self._cut: Exception | None = None  # the connection dropped: after what is buffered
@@ -434,12 +587,21 @@ class ExecStream(io.RawIOBase):
 
     @property
     def stderr(self) -> str:
-        return self._stderr.decode(errors="replace")
+        """Its first STDERR_KEPT bytes, and its last (with `…` between when some were dropped)."""
+        head = self._stderr_head.decode(errors="replace")
+        if not self._stderr:
+            return head
+        return f"{head}\n…\n{self._stderr.decode(errors='replace')}"
 
     def _keep_stderr(self, data: bytes) -> None:
-        if data:
-            self._stderr += data
-            del self._stderr[:-STDERR_KEPT]
+        if not data:
+            return
+        room = STDERR_KEPT - len(self._stderr_head)
+        if room > 0:
+            self._stderr_head += data[:room]
+            data = data[room:]
+        self._stderr += data
+        del self._stderr[:-STDERR_KEPT]
 
     def _frames(self) -> None:
         """Read frames until stdout has bytes or the stream ended.
@@ -463,7 +625,9 @@ class ExecStream(io.RawIOBase):
                     self._ended = True
                     break
                 self.ws.update(timeout=1)
-                self._keep_stderr(self.ws.read_stderr(timeout=0))
+                if err := self.ws.read_stderr(timeout=0):
+                    self._keep_stderr(err)
+                    idle_since = time.monotonic()  # alive: a heartbeat, or a long warning
                 self._pending = self.ws.read_stdout(timeout=0)
             except (WebSocketException, OSError) as e:
                 self._cut = e
@@ -523,8 +687,7 @@ class ExecStream(io.RawIOBase):
             return
         causes = (status.get("details") or {}).get("causes") or []
         code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-        lines = [line for line in self.stderr.strip().splitlines() if line.strip()]
-        said = f": {lines[-1].strip()}" if lines else ""
+        said = f": {why}" if (why := stderr_reason(self.stderr)) else ""
         if code is not None:
             number = int(code) if str(code).isdigit() else None
             raise CommandFailed(f"{self.what} failed with exit status {code}{said}", number)
@@ -545,6 +708,58 @@ class ExecStream(io.RawIOBase):
                 if self.ws.sock is not None:
                     self.ws.sock.shutdown()
         super().close()
+
+
+def _proxy_url(kubeconfig: Path | None, cluster: str) -> str | None:
+    """The `proxy-url` of the kubeconfig's cluster: the official client does not read it
+    (kubectl does)."""
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION, KubeConfigMerger
+
+    paths = str(kubeconfig) if kubeconfig else os.environ.get(
+        "KUBECONFIG", KUBE_CONFIG_DEFAULT_LOCATION)  # fmt: skip
+    with contextlib.suppress(Exception):  # the client read the same files without a fault
+        clusters = KubeConfigMerger(paths).config["clusters"]
+        url = clusters.get_with_name(cluster)["cluster"].safe_get("proxy-url")
+        return str(url) if url else None
+    return None
+
+
+def _use_proxy(configuration: Any, url: str | None, cluster: str) -> bool:
+    """An HTTP(S) proxy for REST calls (urllib3) and exec (websocket-client's CONNECT), with
+    its user and password, if the URL has them, as Proxy-Authorization; SOCKS is refused.
+    Whether there is one (then the client's connection pool must be made again)."""
+    if not url:
+        return False
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"the kubeconfig's cluster {cluster} has proxy-url {parts.scheme}://"
+            f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}: k8s-migrate "
+            "supports HTTP proxies only (http://HOST:PORT); for a SOCKS proxy, open an SSH "
+            "tunnel to the API server instead (ssh -L) and point the server at it"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    configuration.proxy = f"{parts.scheme}://{parts.hostname}:{port}"
+    if parts.username is not None:
+        import urllib3
+
+        auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        configuration.proxy_headers = urllib3.make_headers(proxy_basic_auth=auth)
+    return True
+
+
+def stderr_reason(text: str) -> str:
+    """What a command's stderr says went wrong, in one line: its first error line with the
+    detail and hint lines that follow it (pg_dump's), else its last three lines (not the
+    scan's heartbeat dots)."""
+    said = [line.strip() for line in text.splitlines() if line.strip() not in ("", ".")]
+    for i, line in enumerate(said):
+        if ERROR_LINE.search(line) and not SUMMARY_LINE.search(line):
+            details = itertools.takewhile(DETAIL_LINE.search, said[i + 1 : i + 3])
+            return "; ".join([line, *details])
+    return " / ".join(said[-3:])
 
 
 def _unreachable(e: BaseException) -> str:

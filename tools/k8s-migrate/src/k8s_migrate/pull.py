@@ -28,24 +28,16 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 
 from __future__ import annotations
 
-import io
+import contextlib
 import re
 import secrets
-import tarfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s_migrate.kube import (
-    Cluster,
-    CommandFailed,
-    KubeError,
-    StreamCut,
-    conflict,
-    lines,
-    refused,
-)
+from k8s_migrate import filestore, writers
+from k8s_migrate.filestore import NO_FOLDER, Counting, Listing, Sent
+from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines, refused
 from k8s_migrate.lease import PULLING, STOPPED, Owner, held
 from k8s_migrate.sinks import Facts, Sink, plural
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
@@ -57,18 +49,6 @@ from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 # where it cannot clean up (SIGKILL, a lost laptop) leaves it for the next pull and humans.
 ANNOTATION = "k8s-migrate.odbox/replicas"
 LEASE_TRIES = 5  # a 409 on taking the lease, with nobody else's lease: read it again, retry
-NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
-CHECK_SCRIPT = '[ -d "$1" ] || exit 66'
-LIST_SCRIPT = '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; du -s -k . && find . -type f'
-# The file list goes to tar on stdin, ended by a line no file name can be: a v4 exec
-# cannot close stdin, so `-T -` alone would wait for ever there.
-TAR_SCRIPT = (
-    '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; '
-    'while IFS= read -r f; do [ "$f" = "$2" ] && break; printf "%s\\n" "$f"; done '
-    "| tar -cf - -T -"
-)
-
-
 CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
 
 
@@ -102,6 +82,9 @@ class Target:
     filestore_path: str | None = None  # inside the PVC; default filestore/<db_name>
     helper_image: str | None = None
     timeout: float = 300.0
+    force: bool = False  # pull even with other writers, or Odoo back up, seen
+    db_password_secret: str | None = None  # NAME/KEY of a Secret with the role's password
+    db_password: str | None = field(default=None, repr=False)  # read from it (never shown)
 
     @property
     def filestore(self) -> str:
@@ -122,9 +105,11 @@ class Found:
     odoo_pods: list[str]
     odoo_container: str
     mount: str  # where the Odoo container mounts the PVC
+    mount_sub: str  # the PVC's folder it mounts there (subPath; "" for all of it)
     image: str  # the helper pod's image
     db_container: str
-    pg_dump: str
+    pg_dump: str  # its --version
+    server_version: str  # the server's, e.g. 16.2
     db_bytes: int
     leftovers: list[str] = field(default_factory=list)  # helper pods of a killed pull
     resource_version: str | None = None  # the deployment's, as read: the lease is taken at it
@@ -137,16 +122,42 @@ class Found:
     filestore_bytes: int | None = None  # known when an Odoo pod runs (plan) or after listing
     filestore_files: int | None = None
     steps: list[str] = field(default_factory=list)
+    template: Any = None  # the deployment's pod template spec (the helper borrows from it)
+    writers: writers.Writers = field(default_factory=writers.Writers)  # others on PVC and DB
+    controllers: list[str] = field(default_factory=list)  # what scales Odoo back, how to pause
 
 
-def _psql(target: Target, sql: str) -> list[str]:
+def _psql(target: Target, sql: str, *more: str) -> list[str]:
     command = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", target.db_name, "-c", sql]
+    for query in more:
+        command += ["-c", query]
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     return command
 
 
 FATAL = re.compile(r'FATAL:\s+((?:database|role) "[^"]*" does not exist)')
+# libpq without a user name for the process's uid (Bitnami's images run as 1001, unnamed)
+NO_LOCAL_USER = re.compile(r"local user with ID \d+ does not exist")
+NEEDS_PASSWORD = re.compile(r"fe_sendauth: no password supplied|password authentication failed")
+# The password reaches psql and pg_dump as PGPASSWORD, read from stdin: never in an argv
+# (the exec request's URL, the API server's audit log, `ps` in the pod).
+PASSWORD_SCRIPT = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@"'  # noqa: S105 (no secret)
+
+
+def _db_command(target: Target, command: list[str]) -> tuple[list[str], bytes | None]:
+    """The command to exec in the database pod, and what to send on its stdin."""
+    if target.db_password is None:
+        return command, None
+    return ["sh", "-c", PASSWORD_SCRIPT, "sh", *command], f"{target.db_password}\n".encode()
+
+
+def _db_run(cluster: Cluster, target: Target, container: str, command: list[str],
+            limit: int = 1 << 20) -> bytes:  # fmt: skip
+    wrapped, feed = _db_command(target, command)
+    return cluster.run(target.namespace, target.db_pod, container, wrapped, limit=limit,
+                       what=f"run {command[0]} in pod {target.namespace}/{target.db_pod}",
+                       feed=feed)  # fmt: skip
 
 
 def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
@@ -156,11 +167,63 @@ def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
     if match := FATAL.search(str(e)):
         option = "--db-name" if match[1].startswith("database") else "--db-user"
         return UsageError(f"{match[1]} in {where} (check {option})")
+    if match := NO_LOCAL_USER.search(str(e)):
+        return UsageError(
+            f"psql in {where} cannot tell which role to connect as ({match[0]}: the container "
+            "runs as a user with no name, as Bitnami's images do): give --db-user (e.g. "
+            "postgres), and --db-password-secret NAME/KEY if the server asks for a password"
+        )
+    if NEEDS_PASSWORD.search(str(e)):
+        given = (
+            "the password of --db-password-secret was refused"
+            if target.db_password
+            else (
+                "the server asks for a password: give --db-password-secret NAME/KEY (Bitnami's "
+                "chart keeps it in the Secret of its release, key postgres-password or password)"
+            )
+        )
+        return UsageError(f"cannot connect to database {target.db_name} in {where}: {given}")
     return PullFailed(f"cannot read database {target.db_name} in {where}: {e}")
 
 
-def _no_folder(target: Target) -> UsageError:
-    return UsageError(f"no folder {target.filestore} in PVC {target.pvc}; check --filestore-path")
+PG_DUMP_VERSION = re.compile(r"\)\s*(\d+)(?:\.(\d+))?")
+
+
+def _major(server_version_num: int) -> tuple[int, int]:
+    """(16, 0) for 160002; (9, 6) for 90624: before 10 a major version had two numbers."""
+    n = server_version_num
+    return (n // 10000, 0) if n >= 100000 else (n // 10000, n // 100 % 100)
+
+
+def _check_pg_dump(target: Target, pg_dump: str, server_version_num: int) -> None:
+    """pg_dump refuses a server of a later major version than its own (`aborting because of
+    server version mismatch`): found here, before anything changes, not after Odoo is down."""
+    match = PG_DUMP_VERSION.search(pg_dump)
+    if match is None:
+        return  # an unknown text: pg_dump itself will say
+    mine = (int(match[1]), int(match[2] or 0) if int(match[1]) < 10 else 0)
+    server = _major(server_version_num)
+    if mine < server:
+        shown = ".".join(map(str, server)) if server[0] < 10 else str(server[0])
+        raise UsageError(
+            f"{pg_dump} in pod {target.db_pod} cannot dump its server, PostgreSQL "
+            f"{pg_version_text(server_version_num)}: pg_dump must be of major version {shown} "
+            "or later (check --db-container, or the pod's image)"
+        )
+
+
+def _no_folder(target: Target, cluster: Cluster, pod: str, container: str,
+               root: str | None) -> UsageError:  # fmt: skip
+    """A missing filestore folder: what the PVC holds (from `root`, its mount path in `pod`)
+    and the folder that looks right (Bitnami's chart keeps it in data/filestore/<db>)."""
+    said, then = "", "check --filestore-path"
+    if root is not None:
+        with contextlib.suppress(KubeError):
+            said, found = filestore.suggest(cluster, target.namespace, pod, container, root,
+                                            target.db_name)  # fmt: skip
+            if found is not None:
+                then = f"{found} is there: pass --filestore-path {found}"
+    return UsageError(f"no folder {target.filestore} in PVC {target.pvc}{said}; {then}")
 
 
 def _annotated_count(annotations: dict[str, str] | None) -> int:
@@ -251,6 +314,8 @@ def preflight(
     once (exit 4); plan notes it."""
     ns = target.namespace
     deployment = _read_deployment(cluster, target)
+    if target.db_password_secret and target.db_password is None:
+        target.db_password = cluster.secret(ns, target.db_password_secret)
     annotations = deployment.metadata.annotations or {}
     lease = annotations.get(PULLING)
     owner = Owner.parse(lease)
@@ -291,6 +356,12 @@ def preflight(
     )
     if pod is None:
         raise UsageError(f"there is no pod {target.db_pod} in namespace {ns}")
+    if pod.metadata.name in {p.metadata.name for p in pods}:
+        raise UsageError(
+            f"pod {target.db_pod} is one of deployment {target.deployment}'s own pods, which "
+            "the pull scales to 0: give --db-pod the pod of the PostgreSQL server (its "
+            "StatefulSet's, e.g. postgres-0)"
+        )
     db_container = _db_container(target, pod)
     if (pod.status.phase if pod.status else None) != "Running":
         raise UsageError(f"pod {target.db_pod} is not running ({pod.status.phase})")
@@ -298,25 +369,31 @@ def preflight(
         version = cluster.run(ns, target.db_pod, db_container, ["pg_dump", "--version"])
     except CommandFailed as e:
         raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
-    try:
-        size = cluster.run(
-            ns,
-            target.db_pod,
-            db_container,
-            _psql(target, "SELECT pg_database_size(current_database())"),
-        )
+    try:  # one session: no earlier one of ours, ending, in pg_stat_activity
+        first, *sessions = lines(_db_run(cluster, target, db_container, _psql(
+            target, "SELECT pg_database_size(current_database()), "
+            "current_setting('server_version_num')", writers.SESSIONS_SQL,
+        )))  # fmt: skip
     except CommandFailed as e:
         raise _psql_failed(target, e) from e
+    size, _, server = first.partition("|")
+    pg_dump = version.decode(errors="replace").strip()
+    _check_pg_dump(target, pg_dump, int(server))
     found = Found(
         replicas=replicas,
         current=current,
         odoo_pods=[p.metadata.name for p in pods],
         odoo_container=container.name,
         mount=mount.mount_path,
+        mount_sub=(mount.sub_path or "").strip("/"),
         image=target.helper_image or container.image,
         db_container=db_container,
-        pg_dump=version.decode(errors="replace").strip(),
+        pg_dump=pg_dump,
+        server_version=pg_version_text(int(server)),
         db_bytes=int(size.strip() or 0),
+        writers=writers.find(cluster, ns, target.pvc, pods, sessions),
+        controllers=writers.controllers(cluster, ns, deployment),
+        template=deployment.spec.template.spec,
         # a live pull's helper pods are its own: only a dead (or removed) lease leaves any
         leftovers=[] if live is not None else cluster.helper_pods(ns, target.deployment),
         resource_version=deployment.metadata.resource_version,
@@ -327,6 +404,12 @@ def preflight(
         stopped=stopped,
         steps=notes,
     )
+    try:  # admission (PodSecurity, quotas, policies) says now what it would say to a pull
+        cluster.start_helper(ns, "k8s-migrate-dry-run", found.image, target.pvc,
+                             _helper_roots(found)[1:], like=found.template,
+                             deployment=target.deployment, dry_run=True)  # fmt: skip
+    except KubeError as e:
+        raise PullFailed(f"the helper pod would not be admitted: {e}") from e
     running = [p.metadata.name for p in pods if p.status and p.status.phase == "Running"]
     sub = (mount.sub_path or "").strip("/")
     rel = target.filestore
@@ -336,26 +419,27 @@ def preflight(
     elif running:
         inside = rel[len(sub) :].lstrip("/") if sub else rel
         folder = f"{mount.mount_path.rstrip('/')}/{inside}"
-        script = LIST_SCRIPT if sizes_from_odoo else CHECK_SCRIPT  # a pull measures it later
+        # Symlinks are checked only where the pod sees all of the PVC (else a link to
+        # another folder of it looks like one that leaves it): the helper pod checks again.
         try:
-            out = cluster.run(
-                ns,
-                running[0],
-                container.name,
-                ["sh", "-c", script, "sh", folder],
-                limit=1 << 30,
+            listing = filestore.scan(
+                cluster, ns, running[0], container.name, folder,
+                [mount.mount_path] if not sub else [],
+                files=sizes_from_odoo,
                 what=f"the {'file list' if sizes_from_odoo else 'check'} of {folder} in pod "
                 f"{ns}/{running[0]}",
-            )
+            )  # fmt: skip
         except CommandFailed as e:
             if e.code == NO_FOLDER:
-                raise _no_folder(target) from e
+                raise _no_folder(target, cluster, running[0], container.name,
+                                 None if sub else mount.mount_path) from e  # fmt: skip
             raise PullFailed(f"cannot read the filestore {folder} in pod {running[0]}: {e}") from e
+        if not sub:
+            filestore.check_links(listing, target.pvc, target.filestore)
         found.filestore_checked = True
         if sizes_from_odoo:
-            listing = list(lines(out))
-            found.filestore_bytes = int(listing[0].split()[0]) * 1024 if listing else 0
-            found.filestore_files = len(listing) - 1
+            found.filestore_bytes = listing.kib * 1024
+            found.filestore_files = len(listing.files)
     return found
 
 
@@ -378,6 +462,12 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
         done.append(
             f"delete the helper pods left by a pull that was killed: {', '.join(found.leftovers)}"
         )
+    if found.writers:
+        done.append(
+            f"note: other writers of Odoo's data: {found.writers.text()}; a pull stops here "
+            "(exit 1) unless --force"
+        )
+    done += [f"note: {line}" for line in found.controllers]
     if found.current:
         done.append(
             f"scale deployment {ns}/{name} from {n} to 0 (noting {n} in its annotation "
@@ -391,7 +481,8 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
     done += [
         f"start a helper pod (image {found.image}) with PVC {target.pvc} mounted read-only",
         f"run `pg_dump{pg_user} {target.db_name}` in pod {target.db_pod} "
-        f"(container {found.db_container}; {found.pg_dump}; database {_size(found.db_bytes)}) "
+        f"(container {found.db_container}; {found.pg_dump}, server {found.server_version}; "
+        f"database {_size(found.db_bytes)}) "
         f"into {sink_text}",
         f"stream a tar of {target.filestore}/ ({fs}) into {sink_text}",
     ]
@@ -526,11 +617,30 @@ def _steps(
 ) -> Facts:
     """Steps 2 to 4 of the module's doc; what the manifest says of the database."""
     ns, name = target.namespace, target.deployment
+    if found.writers:
+        if not target.force:
+            raise PullFailed(
+                f"other writers of Odoo's data: {found.writers.text()}; nothing was changed: "
+                "stop them too, or pass --force to pull while they run"
+            )
+        say(f"warning: pulling while other writers run (--force): {found.writers.text()}")
+    for line in found.controllers:
+        say(f"note: {line}")
     _take_lease(cluster, target, found, changed, say)
     if found.leftovers:
         for pod in found.leftovers:
             cluster.delete_pod(ns, pod)
         say(f"deleted helper pods left by a pull that was killed: {', '.join(found.leftovers)}")
+    # The helper first: one that cannot start (its image, admission, its config) is found
+    # while Odoo still runs. One waiting for what Odoo holds (its node's room, its
+    # ReadWriteOnce volume on another node) goes on once Odoo is down.
+    helper = f"k8s-migrate-{secrets.token_hex(4)}"
+    say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
+    changed.helper = helper
+    template = found.template
+    cluster.start_helper(ns, helper, found.image, target.pvc, _helper_roots(found)[1:],
+                         like=template, deployment=name)  # fmt: skip
+    cluster.wait_running(ns, helper, target.timeout, until_blocked=True)
     if found.remembered:
         say(found.remembered)
         changed.annotated = changed.scaled = found.stopped  # put back as it would have
@@ -549,23 +659,53 @@ def _steps(
     cluster.wait_until(
         f"the pods of {name} to go", lambda: not cluster.pods_of(ns, deployment), target.timeout
     )
-    helper = f"k8s-migrate-{secrets.token_hex(4)}"
-    say(f"starting helper pod {ns}/{helper} (image {found.image}) with PVC {target.pvc}")
-    changed.helper = helper
-    cluster.start_helper(ns, helper, found.image, target.pvc,
-                         like=deployment.spec.template.spec, deployment=name)  # fmt: skip
-    listing = None
-    if not found.filestore_checked:  # no Odoo pod showed the folder: the helper checks it first
-        cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper)
+    cluster.wait_running(ns, helper, target.timeout)
+    listing = _list(cluster, target, helper, found)  # before the dump: a refusal costs none
     facts = _facts(cluster, target, found)
     result.dump_bytes = _dump(cluster, target, sink, found, progress)
-    if listing is None:  # the helper pod started while pg_dump ran
-        cluster.wait_running(ns, helper, target.timeout)
-        listing = _list(cluster, target, helper)
     _filestore(cluster, target, helper, sink, progress, result, listing)
+    _recheck(cluster, target, found, helper, say)
     progress.phase(sink.finishing)
     return facts
+
+
+def _recheck(cluster: Cluster, target: Target, found: Found, helper: str, say: Any) -> None:
+    """Before the snapshot is written: Odoo still at 0 with no pods, and nobody else on the
+    PVC or the database (a session still there after a few seconds: our own pg_dump's
+    and psql's take a moment to end). Anything back fails the pull (--force: a warning)."""
+    ns, name = target.namespace, target.deployment
+    deployment = cluster.call(
+        f"read deployment {ns}/{name}", cluster.apps.read_namespaced_deployment, name, ns
+    )
+    pods = cluster.pods_of(ns, deployment)
+    back = []
+    if deployment.spec.replicas or pods:
+        back.append(
+            f"deployment {ns}/{name} was scaled back up to {deployment.spec.replicas or 0} "
+            f"during the pull ({plural(len(pods), 'pod')}: "
+            f"{', '.join(p.metadata.name for p in pods) or 'none yet'})"
+        )
+    deadline = time.monotonic() + 5
+    while True:
+        sessions = list(lines(_db_run(cluster, target, found.db_container,
+                                      _psql(target, writers.SESSIONS_SQL))))  # fmt: skip
+        if not sessions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    others = writers.find(cluster, ns, target.pvc, [], sessions, allow=[helper])
+    if others:
+        back.append(f"other writers of Odoo's data appeared: {others.text()}")
+    if not back:
+        return
+    said = "; ".join(back)
+    if target.force:
+        say(f"warning: {said}; the snapshot is written all the same (--force)")
+        return
+    hints = [f" ({'; '.join(found.controllers)})"] if found.controllers else []
+    raise PullFailed(
+        f"{said}: the data may have changed while it was pulled, so no snapshot was written"
+        f"{''.join(hints)}; stop what brings it back and pull again, or pass --force"
+    )
 
 
 def _take_lease(
@@ -674,18 +814,21 @@ def _cleanup(
 
 
 def _facts(cluster: Cluster, target: Target, found: Found) -> Facts:
-    ns, pod, container = target.namespace, target.db_pod, found.db_container
-    version = int(cluster.run(ns, pod, container, _psql(target, "SHOW server_version_num")).strip())
+    container = found.db_container
+    version = int(_db_run(cluster, target, container, _psql(target, "SHOW server_version_num")))
     sql = (
         "SELECT name || '=' || coalesce(latest_version, '') FROM ir_module_module "
         "WHERE state = 'installed' ORDER BY name"
     )
-    has = cluster.run(
-        ns, pod, container, _psql(target, "SELECT to_regclass('ir_module_module') IS NOT NULL")
+    has = _db_run(
+        cluster,
+        target,
+        container,
+        _psql(target, "SELECT to_regclass('ir_module_module') IS NOT NULL"),
     )
     modules: dict[str, str] = {}
     if has.strip() == b"t":
-        for line in lines(cluster.run(ns, pod, container, _psql(target, sql), limit=16 << 20)):
+        for line in lines(_db_run(cluster, target, container, _psql(target, sql), 16 << 20)):
             name, _, latest = line.partition("=")
             modules[name] = latest
     return Facts(target.db_name, pg_version_text(version), modules, odoo_version_of(modules))
@@ -696,29 +839,39 @@ def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: 
     if target.db_user:
         command[1:1] = ["-U", target.db_user]
     progress.phase(f"pg_dump {target.db_name} in pod {target.db_pod}", found.db_bytes or None)
-    with cluster.exec(target.namespace, target.db_pod, found.db_container, command) as stream:
-        sink.add_dump(_Counting(stream, progress))
+    wrapped, feed = _db_command(target, command)
+    what = f"run pg_dump in pod {target.namespace}/{target.db_pod}"
+    with cluster.exec(target.namespace, target.db_pod, found.db_container, wrapped,
+                      stdin=feed is not None, what=what) as stream:  # fmt: skip
+        if feed is not None:
+            stream.write_stdin(feed)
+            stream.close_stdin()
+        sink.add_dump(Counting(stream, progress))
         stream.finish()
         return stream.received
 
 
-def _list(cluster: Cluster, target: Target, helper: str) -> list[str]:
-    """The filestore's size in KiB (`du`), then its files, from the helper pod."""
+def _helper_roots(found: Found) -> list[str]:
+    """Where the helper pod mounts the PVC: /pvc, and Odoo's own mount path when Odoo mounts
+    all of it (so a symlink made in an Odoo pod, absolute, resolves in the helper too)."""
+    return ["/pvc"] + ([found.mount] if not found.mount_sub and found.mount != "/pvc" else [])
+
+
+def _list(cluster: Cluster, target: Target, helper: str, found: Found) -> Listing:
+    """The filestore's size, files and symlinks, from the helper pod; symlinks that leave
+    the PVC stop the pull here, by name, before any file moves."""
     ns = target.namespace
     try:
-        out = cluster.run(
-            ns,
-            helper,
-            "helper",
-            ["sh", "-c", LIST_SCRIPT, "sh", f"/pvc/{target.filestore}"],
-            limit=1 << 30,
-            what=f"the file list of {target.filestore}/ in helper pod {ns}/{helper}",
-        )
+        listing = filestore.scan(
+            cluster, ns, helper, "helper", f"/pvc/{target.filestore}", _helper_roots(found),
+            files=True, what=f"the file list of {target.filestore}/ in helper pod {ns}/{helper}",
+        )  # fmt: skip
     except CommandFailed as e:
         if e.code == NO_FOLDER:
-            raise _no_folder(target) from e
+            raise _no_folder(target, cluster, helper, "helper", "/pvc") from e
         raise
-    return list(lines(out))
+    filestore.check_links(listing, target.pvc, target.filestore)
+    return listing
 
 
 def _filestore(
@@ -728,15 +881,14 @@ def _filestore(
     sink: Sink,
     progress: Progress,
     result: Pulled,
-    listing: list[str],
+    listing: Listing,
 ) -> None:
     ns = target.namespace
-    folder = f"/pvc/{target.filestore}"
-    total = int(listing[0].split()[0]) * 1024 if listing else 0
-    names = [line[2:] if line.startswith("./") else line for line in listing[1:]]
-    listing.clear()  # the names are all that is needed of it now
+    total, names = listing.kib * 1024, listing.files
+    listing.files = []  # the names are all that is needed of it now
     wanted = [name for name in names if not sink.reuse(name)]
     result.files, result.reused_files = len(names), len(names) - len(wanted)
+    del names
     # du's total (blocks) less what is reused: about what tar sends
     to_send = max(total - sink.reused_bytes, 0) if wanted else 0
     progress.phase(
@@ -746,85 +898,13 @@ def _filestore(
     )
     if not wanted:
         return
-    end = f"--end-{secrets.token_hex(8)}--"
+    sent = Sent()
     what = f"the tar of {target.filestore}/ in helper pod {ns}/{helper}"
-    stream = cluster.exec(
-        ns, helper, "helper", ["sh", "-c", TAR_SCRIPT, "sh", folder, end], stdin=True, what=what
-    )
-    with stream:
-        feeder_error: list[BaseException] = []
-
-        def feed() -> None:
-            try:
-                for start in range(0, len(wanted), 1000):
-                    stream.write_stdin(
-                        "".join(f"./{n}\n" for n in wanted[start : start + 1000]).encode(
-                            errors="surrogateescape"
-                        )
-                    )
-                stream.write_stdin(f"{end}\n".encode())
-                stream.close_stdin()
-            except BaseException as e:
-                feeder_error.append(e)
-
-        feeder = threading.Thread(target=feed, name="tar-names", daemon=True)
-        feeder.start()
-        remaining = set(wanted)
-        buffered = io.BufferedReader(stream, 1 << 20)
-        try:
-            with tarfile.open(fileobj=buffered, mode="r|") as tar:
-                for member in tar:
-                    # a stream's TarFile keeps every TarInfo (undocumented `members`)
-                    tar.members.clear()  # type: ignore[attr-defined]
-                    if not member.isreg():
-                        continue
-                    name = member.name[2:] if member.name.startswith("./") else member.name
-                    if name not in remaining:
-                        raise PullFailed(f"tar sent {name!r}, which was not asked for")
-                    content = tar.extractfile(member)
-                    assert content is not None
-                    sink.add_file(name, member.size, _Counting(content, progress))
-                    remaining.discard(name)
-                    result.stored_files += 1
-        except StreamCut as e:
-            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
-        except tarfile.TarError as e:
-            raise PullFailed(
-                f"{what} is damaged or cut short after {stream.received} bytes: "
-                f"{e}{sink.resume_note(result.stored_files)}"
-            ) from e
-        try:
-            stream.finish()
-        except StreamCut as e:
-            raise PullFailed(f"{e}{sink.resume_note(result.stored_files)}") from e
-        feeder.join(timeout=5)
-        if feeder_error and not isinstance(feeder_error[0], KubeError):
-            raise feeder_error[0]
-        if remaining:
-            example = sorted(remaining)[0]
-            raise PullFailed(
-                f"tar did not send {len(remaining)} of the files listed "
-                f"(e.g. {example}); nothing was written"
-            )
-        result.tar_bytes = stream.received
-
-
-class _Counting:
-    """A reader that advances the progress bar by what is read through it."""
-
-    def __init__(self, stream: Any, progress: Progress) -> None:
-        self.stream = stream
-        self.progress = progress
-
-    def readinto(self, buffer: Any) -> int:
-        n = int(self.stream.readinto(buffer) or 0)
-        self.progress.advance(n)
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        data = bytes(self.stream.read(size))
-        self.progress.advance(len(data))
-        return data
+    try:
+        folder = f"/pvc/{target.filestore}"
+        filestore.transfer(cluster, ns, helper, folder, wanted, sink, progress, sent, what)
+    finally:
+        result.stored_files, result.tar_bytes = sent.stored, sent.tar_bytes
 
 
 def describe_plan(cluster: Cluster, target: Target, sink_text: str, scale_back: bool) -> list[str]:

@@ -33,10 +33,11 @@ from odbox_backup.store import LocalStore
 FILES = 20_000
 # Peak traced memory per added file, measured between 4,000 and 20,000 files from the end of
 # the dump (see dump_then_files): 570 bytes for an unchanged run (the entry's text, the
-# object's name in the listing, the path while sorting), the same in every run; 560 to 710
-# for a full run, which also fills packs, seen in runs under a load of 6 to 8 on 2 cores. A
-# dict per entry alone would add about 480, a str subclass per entry 50.
-BYTES_PER_FILE = 800
+# object's name in the listing, the path while sorting), the same in every run. A full run,
+# which also fills packs, took 560 to 710 with format 2 and takes 860 to 885 with format 3's
+# authenticated dedup (seen under a load of 6 to 8 on 2 cores): about 200 bytes a new object
+# more, not yet found (tools/backup/README.md, memory). A dict per entry would add about 480.
+BYTES_PER_FILE = 1000
 # A restore's, measured the same way: about 510 bytes (the entry's text, the packed object's
 # name, its place, its slots in the set of names, which has 4 slots a name below 50,000
 # names and 2 above, and in the table of places). A tuple per place, a str subclass per

@@ -18,7 +18,6 @@ first change to its last, and by drop-previous: two of them never work on one fi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -27,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from odbox_common.errors import LockHeldError, ToolError
-from odbox_common.files import fsync_dir
+from odbox_common.errors import ToolError
+from odbox_common.files import fsync_dir, lock_or_refuse
 
 # Tests kill the process at the Nth step of a swap (the journal's write and removal, each
 # SQL statement, each rename) to show that every state it can be left in is recovered.
@@ -60,13 +59,8 @@ def restore_lock(filestore: Path, what: str) -> Iterator[None]:
     parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(
-                f"another restore or drop-previous of {filestore} is running (it holds a "
-                f"lock on {parent}); {what} did nothing"
-            ) from None
+        lock_or_refuse(fd, f"another restore or drop-previous of {filestore} is running (it "
+                           f"holds a lock on {parent}); {what} did nothing")  # fmt: skip
         yield
     finally:
         os.close(fd)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+
+from odbox_common.errors import LockHeldError
 
 
 def fsync_dir(path: Path) -> None:
@@ -51,3 +54,12 @@ def write_private(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def lock_or_refuse(fd: int, held: str, *, shared: bool = False) -> None:
+    """flock(2) `fd` now, exclusive (or shared), or raise LockHeldError(`held`): every tool's
+    locks say at once that another run holds them, and never wait."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockHeldError(held) from None

@@ -46,8 +46,8 @@ from odbox_backup.backup import (
 from odbox_backup.odoozip import odoo_manifest
 from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
 from odbox_common.console import human_size
-from odbox_common.errors import LockHeldError, ToolError, UsageError
-from odbox_common.files import fsync_dir
+from odbox_common.errors import ToolError, UsageError
+from odbox_common.files import fsync_dir, lock_or_refuse
 
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 JOURNAL_EVERY = 2.0  # seconds between flushes of objects and journal lines
@@ -313,13 +313,9 @@ class ZipSink(Sink):
             except OSError:
                 continue  # gone meanwhile
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise LockHeldError(
-                        f"another pull is writing {self.out} (its temporary file {path} is "
-                        "in use); nothing was done: wait for it, or pick another name"
-                    ) from None
+                lock_or_refuse(fd, f"another pull is writing {self.out} (its temporary file "
+                               f"{path} is in use); nothing was done: wait for it, or pick "
+                               "another name")  # fmt: skip
                 size = human_size(os.fstat(fd).st_size)
                 if self.tidy:
                     path.unlink(missing_ok=True)

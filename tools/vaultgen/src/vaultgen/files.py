@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import secrets
@@ -12,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from odbox_common.files import fsync_dir
-from vaultgen.errors import LockHeldError, VaultError
+from odbox_common.files import fsync_dir, lock_or_refuse
+from vaultgen.errors import VaultError
 
 TEMP_MARKER = ".vaultgen-tmp-"
 SECRET_FILE_MODE = 0o600
@@ -160,13 +159,8 @@ def exclusive_lock(root: Path) -> Iterator[None]:
             return
         raise VaultError(describe_os_error(e, lock_path)) from e
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(
-                f"another vaultgen run is writing {root} (it holds {lock_path}); "
-                "wait for it to finish and run this again"
-            ) from None
+        lock_or_refuse(fd, f"another vaultgen run is writing {root} (it holds {lock_path}); "
+                           "wait for it to finish and run this again")  # fmt: skip
         yield
     finally:
         os.close(fd)
@@ -179,10 +173,7 @@ def refuse_if_being_written(root: Path) -> None:
     except OSError:
         return  # no lock file: nobody has ever written here
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise LockHeldError(
-            f"another vaultgen run is writing {root}: run this again when it is done"
-        ) from None
+        lock_or_refuse(fd, f"another vaultgen run is writing {root}: run this again when it is "
+                           "done", shared=True)  # fmt: skip
     finally:
         os.close(fd)

@@ -1,9 +1,11 @@
 """ec2-install's fixtures: moto server behind a recording proxy that can fail a chosen call.
 
-The proxy sits between boto3 and moto on 127.0.0.1. It records the EC2 Action
-of every request (so a test can say "only Describe calls were made", or check
-the IAM policy against what really ran) and answers a chosen Action with an
-AWS error instead of forwarding it: a real wire-level failure, as AWS sends it.
+The proxy sits between boto3 and moto on 127.0.0.1. It records the operation
+of every request (EC2, IAM and STS name it in the body's Action; S3's REST
+calls are named from their method, path and query) and the IAM permissions it
+needs, so a test can say "only reads were made", or check the IAM policy
+against what really ran. It answers a chosen operation with an AWS error
+instead of forwarding it: a real wire-level failure, as AWS sends it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import contextlib
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,13 +43,79 @@ class Fault:
     message: str
     status: int = 403
     after: int = 0  # let this many calls through first
+    times: int | None = None  # then fail this many (None: every one)
     seen: int = 0
+
+
+# S3 REST calls: (method, a query key it carries or "" for none, on the bucket or an
+# object) -> (the operation's name, the IAM permission it needs).
+S3_BUCKET = {
+    ("PUT", ""): ("CreateBucket", "s3:CreateBucket"),
+    ("PUT", "publicAccessBlock"): ("PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock"),
+    ("PUT", "encryption"): ("PutBucketEncryption", "s3:PutEncryptionConfiguration"),
+    ("PUT", "versioning"): ("PutBucketVersioning", "s3:PutBucketVersioning"),
+    ("PUT", "lifecycle"): ("PutBucketLifecycleConfiguration", "s3:PutLifecycleConfiguration"),
+    ("PUT", "tagging"): ("PutBucketTagging", "s3:PutBucketTagging"),
+    ("PUT", "policy"): ("PutBucketPolicy", "s3:PutBucketPolicy"),
+    ("GET", "versioning"): ("GetBucketVersioning", "s3:GetBucketVersioning"),
+    ("GET", "tagging"): ("GetBucketTagging", "s3:GetBucketTagging"),
+    ("GET", "versions"): ("ListObjectVersions", "s3:ListBucketVersions"),
+    ("GET", "list-type"): ("ListObjectsV2", "s3:ListBucket"),
+    ("HEAD", ""): ("HeadBucket", "s3:ListBucket"),
+    ("DELETE", ""): ("DeleteBucket", "s3:DeleteBucket"),
+}
+S3_OBJECT = {
+    "GET": ("GetObject", "s3:GetObject"),
+    "HEAD": ("HeadObject", "s3:GetObject"),
+    "PUT": ("PutObject", "s3:PutObject"),
+    "DELETE": ("DeleteObject", "s3:DeleteObject"),
+}
+# Query-protocol calls that need a permission besides their own (AWS's service
+# authorization reference): a parameter in the body -> the extra permission.
+ALSO_NEEDS = {
+    ("ec2", "RunInstances", "IamInstanceProfile."): "iam:PassRole",
+    ("iam", "AddRoleToInstanceProfile", ""): "iam:PassRole",
+    ("iam", "CreateRole", "Tags.member."): "iam:TagRole",
+    ("iam", "CreateInstanceProfile", "Tags.member."): "iam:TagInstanceProfile",
+}
+# Calls IAM never refuses: no policy names them.
+NO_PERMISSION = {"sts:GetCallerIdentity"}
+
+
+def operation(method: str, path: str, headers: Any, body: bytes) -> tuple[str, list[str]]:
+    """The operation a request makes and the IAM permissions it needs."""
+    scope = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", headers.get("Authorization", ""))
+    service = scope[1] if scope else "?"
+    split = urllib.parse.urlsplit(path)
+    if service == "s3":
+        query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+        _, _, key = split.path.lstrip("/").partition("/")
+        if key:
+            name, permission = S3_OBJECT[method]
+        else:
+            [name, permission] = next(
+                (found for (m, q), found in S3_BUCKET.items() if m == method and q in query),
+                S3_BUCKET.get((method, ""), (f"S3 {method} ?{split.query}", "s3:?")),
+            )
+        return name, [permission]
+    text = body.decode("utf-8", "replace")
+    action = urllib.parse.parse_qs(text).get("Action", [""])[0]
+    action = action or headers.get("X-Amz-Target", "").rpartition(".")[2]
+    permissions = [f"{service}:{action}"]
+    for (on, name, parameter), extra in ALSO_NEEDS.items():
+        if (on, name) == (service, action) and parameter in text:
+            permissions.append(extra)
+    return action, [p for p in permissions if p not in NO_PERMISSION]
 
 
 @dataclass
 class Proxy:
     upstream: str
     actions: list[str] = field(default_factory=list)
+    # The IAM permissions of those calls, "service:Action", in order.
+    permissions: list[str] = field(default_factory=list)
+    # Each S3 call's permission and request path (/bucket/key?query), in order.
+    s3_paths: list[tuple[str, str]] = field(default_factory=list)
     faults: dict[str, Fault] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     # Called (in the proxy's thread) when the Action arrives, before it is forwarded:
@@ -63,19 +132,21 @@ class Proxy:
 
     def fail(self, action: str, code: str = "UnauthorizedOperation",
              message: str = "You are not authorized to perform this operation.",
-             status: int = 403, after: int = 0) -> None:  # fmt: skip
-        self.faults[action] = Fault(code, message, status, after)
+             status: int = 403, after: int = 0, times: int | None = None) -> None:  # fmt: skip
+        self.faults[action] = Fault(code, message, status, after, times)
 
     def clear(self) -> None:
         with self.lock:
             self.actions.clear()
+            self.permissions.clear()
+            self.s3_paths.clear()
             self.faults.clear()
             self.delays.clear()
             self.hooks.clear()
             self.console = None
 
     def mutating(self) -> list[str]:
-        return [a for a in self.actions if not a.startswith(("Describe", "Get", "List"))]
+        return [a for a in self.actions if not a.startswith(("Describe", "Get", "List", "Head"))]
 
 
 def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
@@ -93,12 +164,18 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
 
         def _serially(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
-            action = action or self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+            action, permissions = operation(self.command, self.path, self.headers, body)
             with proxy.lock:
                 proxy.actions.append(action)
+                proxy.permissions += permissions
+                if "s3:" in "".join(permissions):
+                    proxy.s3_paths += [(p, self.path) for p in permissions]
                 fault = proxy.faults.get(action)
-                failing = fault is not None and fault.seen >= fault.after
+                failing = (
+                    fault is not None
+                    and fault.seen >= fault.after
+                    and (fault.times is None or fault.seen < fault.after + fault.times)
+                )
                 if fault is not None:
                     fault.seen += 1
                 delay = proxy.delays.get(action, 0)
@@ -160,7 +237,7 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _any
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
 
     return Handler
 

@@ -105,7 +105,7 @@ def test_an_explicit_ami_must_be_nixos_and_another_owner_is_warned_of(aws: Aws, 
         ({"--root-gb": "30", "--backup-gb": "30"}, 2, "must differ"),
         ({"--flake": "github:acme/odoo-box#ec2-x86_64"}, 2, "without the #attribute"),
         ({"--flake": "path:/home/me/odoo-box"}, 2, "no flake.nix there"),
-        ({"--subnet-id": "subnet-0123456789abcdef0"}, 2, "does not exist in eu-west-1"),
+        ({"--subnet": "subnet-0123456789abcdef0"}, 2, "does not exist in eu-west-1"),
         ({"--ssh-cidr": "2001:db8::/64"}, 2, "is IPv6, but the box gets no IPv6 address"),
         ({"--flake": "github:acme/odoo-box?dir=" + "x" * 17000}, 2,
          "--flake is 17025 characters long"),
@@ -309,12 +309,17 @@ def test_several_ssh_cidrs_each_get_port_22(aws: Aws, ssh_pub: Path):
     assert ssh == {"203.0.113.7/32", "198.51.100.0/24", "192.0.2.9/32"}
 
 
-def test_vpc_id_puts_the_group_and_the_instance_in_that_vpc(aws: Aws, ssh_pub: Path):
+@pytest.mark.parametrize("vpc_option, subnet_option", [("--vpc", "--subnet"),
+                                                      ("--vpc-id", "--subnet-id")])  # fmt: skip
+def test_vpc_puts_the_group_and_the_instance_in_that_vpc(
+    aws: Aws, ssh_pub: Path, vpc_option: str, subnet_option: str
+):
+    """The issue's and the AWS CLI's names (--subnet, --vpc), and the older -id ones."""
     ec2 = aws.client()
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24",
                                AvailabilityZone="eu-west-1b")["Subnet"]["SubnetId"]  # fmt: skip
-    result = aws.run(*up_args(ssh_pub, "--vpc-id", vpc))
+    result = aws.run(*up_args(ssh_pub, vpc_option, vpc))
     assert result.returncode == 0, result.stderr
     named = [{"Name": "group-name", "Values": ["odbox-shop"]}]
     [group] = ec2.describe_security_groups(Filters=named)["SecurityGroups"]
@@ -323,6 +328,6 @@ def test_vpc_id_puts_the_group_and_the_instance_in_that_vpc(aws: Aws, ssh_pub: P
     [instance] = [i for r in reservations["Reservations"] for i in r["Instances"]]
     assert instance["SubnetId"] == subnet
     other = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
-    mismatch = aws.run(*up_args(ssh_pub, "--vpc-id", vpc, "--subnet-id",
+    mismatch = aws.run(*up_args(ssh_pub, vpc_option, vpc, subnet_option,
                                 other["Subnets"][0]["SubnetId"], name="stage"))  # fmt: skip
-    assert mismatch.returncode == 2 and f"not --vpc-id {vpc}" in mismatch.stderr
+    assert mismatch.returncode == 2 and f"not --vpc {vpc}" in mismatch.stderr

@@ -22,7 +22,15 @@ def _role(volume: dict) -> str | None:
     return {t["Key"]: t["Value"] for t in volume.get("Tags", [])}.get("odbox:volume")
 
 
-def _nothing_but(ec2, volume_ids: set[str]) -> None:
+def _nothing_but(ec2, volume_ids: set[str], aws: Aws | None = None) -> None:
+    """Nothing of the box is left but these volumes (and, with `aws`, no role or instance
+    profile, and the offsite bucket kept)."""
+    if aws is not None:
+        iam = aws.client("iam")
+        assert iam.list_roles()["Roles"] == []
+        assert iam.list_instance_profiles()["InstanceProfiles"] == []
+        buckets = [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]]
+        assert buckets == ["odbox-backups-123456789012-eu-west-1"]
     assert _live_instances(ec2) == []
     assert ec2.describe_addresses()["Addresses"] == []
     assert ec2.describe_key_pairs()["KeyPairs"] == []
@@ -71,6 +79,8 @@ def test_an_interrupt_during_run_instances_leaves_no_instance(aws: Aws, ssh_pub:
 
 
 STEPS = ["ImportKeyPair", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
+         "CreateBucket", "PutBucketVersioning", "PutBucketTagging", "CreateRole",
+         "PutRolePolicy", "CreateInstanceProfile", "AddRoleToInstanceProfile",
          "RunInstances", "CreateTags", "AllocateAddress", "AssociateAddress",
          "DescribeInstanceStatus"]  # fmt: skip
 
@@ -89,9 +99,19 @@ def test_a_run_killed_at_each_step_is_repaired_by_the_next_and_down_keeps_the_ba
     assert _role(ec2.describe_volumes(VolumeIds=[backup])["Volumes"][0]) == "backup"
     [address] = ec2.describe_addresses()["Addresses"]
     assert address["InstanceId"] == instance["InstanceId"]
+    # the offsite side finished too: a versioned bucket, the role with its policy in the
+    # profile the instance runs with
+    s3, iam = aws.client("s3"), aws.client("iam")
+    bucket = "odbox-backups-123456789012-eu-west-1"
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    role = "odbox-shop-eu-west-1"
+    assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["odbox-offsite-backups"]
+    profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [role]
+    assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
     down = aws.run("down", "--name", "shop", "--yes")
     assert down.returncode == 0, down.stderr
-    _nothing_but(ec2, {backup})
+    _nothing_but(ec2, {backup}, aws)
 
 
 def test_delete_backup_volume_deletes_only_the_volumes_it_names(aws: Aws, ssh_pub: Path):

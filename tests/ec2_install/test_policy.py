@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 import sys
 import types
 from typing import Any
@@ -65,8 +66,20 @@ def test_parliament_finds_nothing_unknown_in_the_policy(options):
     findings = _findings(document)
     # Statements split by resource type (so each gets its own condition) are reported
     # one by one as missing the others; the union per action is checked below.
-    assert [f for f in findings if f[0] != "RESOURCE_MISMATCH"] == []
-    assert _findings(_per_action(document)) == []
+    assert [f for f in findings if f[0] != "RESOURCE_MISMATCH" and not _bucket_setup(f)] == []
+    assert [f for f in _findings(_per_action(document)) if not _bucket_setup(f)] == []
+
+
+def _bucket_setup(finding: tuple[str, Any]) -> bool:
+    """parliament's note that setting the offsite bucket's policy or lifecycle could grant
+    or expire what the policy does not allow on objects: `up` sets both once (the
+    boxes' create-only rule, the expiry of what prune deleted). ec2-install runs as the
+    admin, who prunes the offsite anyway; the box's own role has no such power."""
+    issue, detail = finding
+    return issue == "RESOURCE_POLICY_PRIVILEGE_ESCALATION" and bool(re.fullmatch(
+        r"Possible resource policy privilege escalation on arn:aws:s3:::odbox-backups-\* due "
+        r"to s3:\w+ not being allowed, but does allow "
+        r"s3:(PutBucketPolicy|PutLifecycleConfiguration)", str(detail)))  # fmt: skip
 
 
 def test_the_narrowing_options_are_in_the_printed_policy(aws: Aws):

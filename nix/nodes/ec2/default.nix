@@ -32,6 +32,9 @@ in
     rootKeys = lib.optional (builtins.pathExists vaultKey) (builtins.readFile vaultKey);
     adminKeys = lib.optional (builtins.pathExists vaultKey) (builtins.readFile vaultKey);
   };
+  # Offsite copies: `ec2-install up` makes the bucket and the instance role (the
+  # module reads its credentials from the instance metadata, no keys) and prints the
+  # offsite lines to add for the box (its repo is s3://BUCKET/BOX-NAME).
   odbox.backup = {
     enable = true;
     mountBackupDisk = true;

@@ -47,7 +47,7 @@ def session(region: str | None) -> Any:
     return s
 
 
-def ec2_client(s: Any) -> Any:
+def client(s: Any, service: str = "ec2") -> Any:
     from botocore.config import Config
 
     config = Config(
@@ -56,7 +56,7 @@ def ec2_client(s: Any) -> Any:
         retries={"mode": "standard", "max_attempts": 5},
         user_agent_extra="ec2-install",
     )
-    return s.client("ec2", config=config)
+    return s.client(service, config=config)
 
 
 def describe(e: BaseException) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ec2_install import aws
+from ec2_install import aws, offsite
 from ec2_install.amis import Ami
 from ec2_install.progress import Phases, poll
 from ec2_install.spec import (
@@ -34,6 +34,7 @@ LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 RUNNING_TIMEOUT = 600.0
 STATUS_TIMEOUT = 1200.0
 TERMINATE_TIMEOUT = 600.0
+PROFILE_TIMEOUT = 120.0  # IAM's eventual consistency: usually about 10 s
 ANYWHERE = ("0.0.0.0/0", "::/0")
 MANAGED_PORTS = (22, 80, 443)
 # An ingress rule: protocol ("tcp", or "-1" for all), first port, last port, CIDR.
@@ -88,6 +89,7 @@ class Want:
     user_data: str
     install: bool = True
     kms_key: str | None = None  # a customer-managed key for both volumes (default: EBS's own)
+    offsite: offsite.Offsite | None = None  # the bucket and role of its offsite backups
 
     @property
     def group_name(self) -> str:
@@ -148,15 +150,13 @@ def placement(
             Filters=[{"Name": "subnet-id", "Values": [subnet_id]}],
         )["Subnets"]
         if not subnets:
-            raise UsageError(f"--subnet-id {subnet_id} does not exist in {region}")
+            raise UsageError(f"--subnet {subnet_id} does not exist in {region}")
         subnet = subnets[0]
         if vpc_id and subnet["VpcId"] != vpc_id:
-            raise UsageError(
-                f"--subnet-id {subnet_id} is in {subnet['VpcId']}, not --vpc-id {vpc_id}"
-            )
+            raise UsageError(f"--subnet {subnet_id} is in {subnet['VpcId']}, not --vpc {vpc_id}")
         if zone and subnet["AvailabilityZone"] != zone:
             raise UsageError(
-                f"--subnet-id {subnet_id} is in {subnet['AvailabilityZone']}, but the backup "
+                f"--subnet {subnet_id} is in {subnet['AvailabilityZone']}, but the backup "
                 f"volume is in {zone}: give a subnet of {zone}"
             )
         return subnet_id, str(subnet["VpcId"])
@@ -167,7 +167,7 @@ def placement(
             Filters=[{"Name": "isDefault", "Values": ["true"]}],
         )["Vpcs"]
         if not vpcs:
-            raise UsageError(f"{region} has no default VPC: give --vpc-id or --subnet-id")
+            raise UsageError(f"{region} has no default VPC: give --vpc or --subnet")
         default = str(vpcs[0]["VpcId"])
         if zone is None:
             return None, default
@@ -178,7 +178,7 @@ def placement(
     subnets = aws.call("looking up subnets", ec2.describe_subnets, Filters=filters)["Subnets"]
     if not subnets:
         where = f" in {zone} (where the backup volume is)" if zone else ""
-        raise UsageError(f"--vpc-id {vpc_id} has no subnet{where}: give --subnet-id")
+        raise UsageError(f"--vpc {vpc_id} has no subnet{where}: give --subnet")
     # the zone's default subnet first (public), then the rest by zone and ID
     subnets.sort(key=lambda n: (not n.get("DefaultForAz"), n["AvailabilityZone"], n["SubnetId"]))
     return str(subnets[0]["SubnetId"]), vpc_id
@@ -195,20 +195,27 @@ class Found:
     key_pair: dict[str, Any] | None = None
     addresses: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    iam: offsite.FoundIam = field(default_factory=offsite.FoundIam)
 
     @property
     def empty(self) -> bool:
-        return not (self.instance or self.group or self.key_pair or self.addresses or self.volumes)
+        return not (
+            self.instance or self.group or self.key_pair or self.addresses or self.volumes
+            or self.iam.role or self.iam.profile
+        )  # fmt: skip
 
     def detached_volumes(self) -> list[dict[str, Any]]:
         """Volumes of the box attached to nothing: an earlier box's kept backup, or more."""
         return [v for v in self.volumes if not v.get("Attachments")]
 
 
-def find(ec2: Any, name: str) -> Found:
-    """Everything tagged for box `name` in the client's region (read-only)."""
+def find(ec2: Any, name: str, iam: Any = None, region: str = "") -> Found:
+    """Everything tagged for box `name` in the client's region (read-only); with `iam`,
+    the role and instance profile of its offsite backups too."""
     filters = aws.box_filters(name)
     found = Found(name)
+    if iam is not None:
+        found.iam = offsite.find_iam(iam, name, region)
     reservations = aws.call(
         "looking for the box's instance",
         ec2.describe_instances,
@@ -273,9 +280,9 @@ def _permission(rule: Rule) -> dict[str, Any]:
     return {"IpProtocol": protocol, **ports, **ranges}
 
 
-def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
+def status(ec2: Any, name: str, region: str, iam: Any = None) -> dict[str, Any]:
     """The box as one JSON-ready document (state "absent" when nothing is tagged for it)."""
-    found = find(ec2, name)
+    found = find(ec2, name, iam, region)
     doc: dict[str, Any] = {"box": name, "region": region}
     instance = found.instance
     if instance is not None:
@@ -286,6 +293,8 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
         found.group is None
         and found.key_pair is None
         and not found.addresses
+        and found.iam.role is None
+        and found.iam.profile is None
         and all(v in found.detached_volumes() for v in found.volumes)
     ):
         doc["state"] = "down"  # only kept backup volumes are left
@@ -303,6 +312,7 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
             "imdsv2_required": instance.get("MetadataOptions", {}).get("HttpTokens") == "required",
             "public_ip": instance.get("PublicIpAddress"),
             "key_name": instance.get("KeyName"),
+            "instance_profile": (instance.get("IamInstanceProfile") or {}).get("Arn"),
         }
     if found.addresses:
         a = found.addresses[0]
@@ -325,6 +335,15 @@ def status(ec2: Any, name: str, region: str) -> dict[str, Any]:
     elif instance is not None and instance.get("KeyName"):
         doc["key_pair"] = {"name": instance["KeyName"], "made_by_ec2_install": False}
     doc["volumes"] = [_volume_doc(v, instance) for v in found.volumes]
+    bucket = found.iam.bucket
+    doc["offsite"] = None
+    if found.iam.role is not None or found.iam.profile is not None:
+        doc["offsite"] = {
+            "repo": offsite.repo_url(bucket, name) if bucket else None,
+            "bucket": bucket,
+            "role": (found.iam.role or {}).get("RoleName"),
+            "instance_profile": (found.iam.profile or {}).get("InstanceProfileName"),
+        }
     ip = doc.get("address", {}).get("public_ip") or (instance or {}).get("PublicIpAddress")
     if instance is not None and ip:
         doc["ssh"] = f"ssh root@{ip}"
@@ -403,9 +422,10 @@ class UpResult:
     image_id: str
     public_ip: str
     notes: list[str]
+    offsite_url: str | None = None
 
 
-def plan(ec2: Any, want: Want, found: Found) -> list[str]:
+def plan(ec2: Any, want: Want, found: Found, iam: Any = None, s3: Any = None) -> list[str]:
     """The steps `up` would take, in order, for --dry-run (reads only)."""
     steps: list[str] = []
     if found.instance is not None:
@@ -430,10 +450,13 @@ def plan(ec2: Any, want: Want, found: Found) -> list[str]:
     for rule in sorted(current - want.ingress()):
         verb = "revoke" if _managed(rule) else "leave (not 22/80/443)"
         steps.append(f"{verb} {describe_rule(rule)}")
+    if want.offsite is not None:
+        steps += offsite.plan(s3, iam, want.offsite, want.name, found.iam)
     if found.instance is None:
+        profile = f" with instance profile {want.offsite.role}" if want.offsite else ""
         steps += [
             f"launch {want.instance_type} ({want.architecture}) "
-            f"from {want.ami.id} ({want.ami.name}), "
+            f"from {want.ami.id} ({want.ami.name}){profile}, "
             f"IMDSv2 required, {want.root_gb} GB gp3 encrypted root, {want.backup_gb} GB gp3 "
             f"encrypted backup volume kept at termination, user data {len(want.user_data)} bytes "
             "preparing the backup disk",
@@ -458,9 +481,10 @@ def plan(ec2: Any, want: Want, found: Found) -> list[str]:
     return steps
 
 
-def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
-    """Make what is missing of the box; on any failure (or Ctrl-C) undo what this run made."""
-    found = find(ec2, want.name)
+def up(ec2: Any, want: Want, phases: Phases, iam: Any = None, s3: Any = None) -> UpResult:
+    """Make what is missing of the box; on any failure (or Ctrl-C) undo what this run made.
+    `iam` and `s3` make its offsite bucket and role, when `want.offsite` asks for them."""
+    found = find(ec2, want.name, iam, want.region)
     notes: list[str] = []
     for v in found.detached_volumes():
         notes.append(
@@ -482,21 +506,29 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
             key_name = _ensure_key_pair(ec2, want, found, ledger)
             step = "setting up the security group"
             group_id = _ensure_group(ec2, want, found, ledger, phases)
+            profile = None
+            if want.offsite is not None:
+                step = "setting up the offsite bucket and role"
+                profile = offsite.ensure(
+                    s3, iam, want.offsite, want.name, want.region, found.iam, ledger.made
+                )
             created = instance is None
             if instance is None:
                 step = "launch"
                 with phases.phase("launch", f"{want.instance_type} from {want.ami.name}"):
-                    instance = _launch(ec2, want, key_name, group_id, ledger)
+                    instance = _launch(ec2, want, key_name, group_id, profile, ledger)
             else:
                 phases.say(
                     f"box {want.name} exists: {instance['InstanceId']} "
                     f"({instance['InstanceType']}, {instance['State']['Name']}); nothing launched"
                 )
+                has_profile = (instance.get("IamInstanceProfile") or {}).get("Arn", "")
                 for label, asked, has in (
                     ("instance type", want.instance_type, instance["InstanceType"]),
                     ("key pair", key_name, instance.get("KeyName")),
+                    ("instance profile", profile, has_profile.rpartition("/")[2] or "none"),
                 ):
-                    if asked != has:
+                    if asked not in (has, None):
                         notes.append(
                             f"the box runs with {label} {has}, not {asked}: "
                             "ec2-install does not change a running box"
@@ -533,7 +565,7 @@ def up(ec2: Any, want: Want, phases: Phases) -> UpResult:
     return UpResult(
         created, instance["InstanceId"], instance["InstanceType"],
         str(instance.get("Architecture") or want.architecture), instance["ImageId"], public_ip,
-        notes,
+        notes, want.offsite.url(want.name) if want.offsite else None,
     )  # fmt: skip
 
 
@@ -650,7 +682,9 @@ def _ensure_group(ec2: Any, want: Want, found: Found, ledger: Ledger, phases: Ph
     return str(group_id)
 
 
-def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) -> dict[str, Any]:
+def _launch(
+    ec2: Any, want: Want, key_name: str, group_id: str, profile: str | None, ledger: Ledger
+) -> dict[str, Any]:
     kms = {"KmsKeyId": want.kms_key} if want.kms_key else {}
     volumes = [
         {
@@ -675,7 +709,9 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
                 **kms,
             },
         })  # fmt: skip
-    extra = {"SubnetId": want.subnet_id} if want.subnet_id else {}
+    extra: dict[str, Any] = {"SubnetId": want.subnet_id} if want.subnet_id else {}
+    if profile is not None:
+        extra["IamInstanceProfile"] = {"Name": profile}
     params: dict[str, Any] = dict(
         ImageId=want.ami.id,
         InstanceType=want.instance_type,
@@ -698,7 +734,7 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
         **extra,
     )
     try:
-        response = ec2.run_instances(**params)
+        response = _run_instances(ec2, params)
     except aws.errors() as e:
         from botocore.exceptions import ClientError
 
@@ -716,6 +752,27 @@ def _launch(ec2: Any, want: Want, key_name: str, group_id: str, ledger: Ledger) 
 
     ledger.made(f"instance {instance_id} and its volumes", undo)
     return instance
+
+
+def _run_instances(ec2: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """RunInstances, waiting out a new instance profile: IAM takes seconds to show it to
+    EC2, which until then calls it invalid."""
+    from botocore.exceptions import ClientError
+
+    answer: list[dict[str, Any]] = []
+
+    def launched() -> bool:
+        try:
+            answer.append(ec2.run_instances(**params))
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            if "IamInstanceProfile" in params and "iamInstanceProfile" in error.get("Message", ""):
+                return False
+            raise
+        return True
+
+    poll("the new instance profile to reach EC2", PROFILE_TIMEOUT, launched)
+    return answer[0]
 
 
 def client_token(name: str, group_id: str) -> str:
@@ -989,7 +1046,9 @@ def _volume_line(found: Found, volume_id: str) -> str:
     return f"{role} volume {volume_id} of box {found.name} ({size}{on})"
 
 
-def down_plan(found: Found, delete_volumes: list[str]) -> list[str]:
+def down_plan(
+    found: Found, delete_volumes: list[str], delete_bucket: str | None = None
+) -> list[str]:
     steps = []
     for a in found.addresses:
         steps.append(f"release Elastic IP {a['PublicIp']} ({a['AllocationId']})")
@@ -1002,13 +1061,24 @@ def down_plan(found: Found, delete_volumes: list[str]) -> list[str]:
         steps.append(f"delete security group {found.group['GroupId']} ({found.group['GroupName']})")
     if found.key_pair is not None:
         steps.append(f"delete key pair {found.key_pair['KeyName']} (imported by ec2-install)")
+    if found.iam.profile is not None:
+        steps.append(f"delete instance profile {found.iam.profile['InstanceProfileName']}")
+    if found.iam.role is not None:
+        steps.append(f"delete role {found.iam.role['RoleName']} (the box's offsite backups)")
+    bucket = found.iam.bucket
+    if delete_bucket is not None:
+        steps.append(f"DELETE the empty bucket {delete_bucket}")
+    elif bucket is not None:
+        steps.append(f"keep bucket {bucket} and the backups under {found.name}/")
     return steps
 
 
 def down(
-    ec2: Any, found: Found, delete_volumes: list[str], phases: Phases, region: str
-) -> list[str]:
-    """Remove what is tagged for the box but its volumes, of which only those named go."""
+    ec2: Any, found: Found, delete_volumes: list[str], phases: Phases, region: str,
+    iam: Any = None, s3: Any = None, delete_bucket: tuple[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """Remove what is tagged for the box but its volumes, of which only those named go, and
+    its offsite bucket, which goes only when named (`delete_bucket`: bucket and account)."""
     removed: list[str] = []
     kept = kept_volume_ids(found)
     for a in found.addresses:
@@ -1042,4 +1112,22 @@ def down(
     if found.key_pair is not None and aws.tag_dict(found.key_pair).get(TAG_TOOL) == TOOL:
         aws.call("deleting the key pair", ec2.delete_key_pair, KeyName=found.key_pair["KeyName"])
         removed.append(f"key pair {found.key_pair['KeyName']}")
+    if found.iam.profile is not None:
+        name = found.iam.profile["InstanceProfileName"]
+        with aws.failing(f"deleting instance profile {name}"):
+            offsite.delete_profile(iam, name)
+        removed.append(f"instance profile {name}")
+    if found.iam.role is not None:
+        name = found.iam.role["RoleName"]
+        with aws.failing(f"deleting role {name}"):
+            offsite.delete_role(iam, name)
+        removed.append(f"role {name}")
+    if delete_bucket is not None:
+        offsite.delete_bucket(s3, *delete_bucket)
+        removed.append(f"bucket {delete_bucket[0]}")
+    elif (bucket := found.iam.bucket) is not None:
+        phases.say(
+            f"kept bucket {bucket} and the backups under {found.name}/ "
+            f"({offsite.repo_url(bucket, found.name)})"
+        )
     return removed

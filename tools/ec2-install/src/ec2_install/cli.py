@@ -68,7 +68,16 @@ def _client(region: str | None) -> tuple[Any, str]:
     from ec2_install import aws
 
     session = aws.session(region)
-    return aws.ec2_client(session), str(session.region_name)
+    return aws.client(session), str(session.region_name)
+
+
+def _clients(region: str | None) -> tuple[Any, str, Any, Any, Any]:
+    """EC2, the region's name, and the IAM, S3 and STS clients of the offsite backups."""
+    from ec2_install import aws
+
+    session = aws.session(region)
+    ec2, iam, s3, sts = (aws.client(session, s) for s in ("ec2", "iam", "s3", "sts"))
+    return ec2, str(session.region_name), iam, s3, sts
 
 
 @app.command()
@@ -165,13 +174,33 @@ def up(
     subnet_id: Annotated[
         str | None,
         typer.Option(
-            "--subnet-id", metavar="ID", help="A public subnet (default: the default VPC's)."
+            "--subnet",
+            "--subnet-id",
+            metavar="ID",
+            help="A public subnet (default: the default VPC's).",
         ),
     ] = None,
     vpc_id: Annotated[
         str | None,
-        typer.Option("--vpc-id", metavar="ID", help="The VPC (default: the region's default)."),
+        typer.Option(
+            "--vpc", "--vpc-id", metavar="ID", help="The VPC (default: the region's default)."
+        ),
     ] = None,
+    backup_bucket: Annotated[
+        str | None,
+        typer.Option(
+            "--backup-bucket",
+            metavar="NAME",
+            help="S3 bucket of this account for the offsite copies, under the box's name "
+            "(default: odbox-backups-ACCOUNT-REGION, made if missing).",
+        ),
+    ] = None,
+    no_offsite: Annotated[
+        bool,
+        typer.Option(
+            "--no-offsite", help="No bucket, role or instance profile for offsite backups."
+        ),
+    ] = False,
     backup_volume_id: Annotated[
         str | None,
         typer.Option(
@@ -209,12 +238,16 @@ def up(
         )
     if node is not None:
         spec.check_node(node)
+    if no_offsite and backup_bucket is not None:
+        raise UsageError("give --backup-bucket or --no-offsite, not both")
+    if backup_bucket is not None:
+        spec.check_bucket(backup_bucket)
 
-    from ec2_install import amis, box, progress, userdata
+    from ec2_install import amis, box, offsite, progress, userdata
     from ec2_install import policy as policy_module
     from ec2_install.progress import phases_for
 
-    ec2, region_name = _client(region)
+    ec2, region_name, iam, s3, sts = _clients(region)
     arch = box.architecture_of(ec2, instance_type)
     image = (
         amis.explicit(ec2, ami, arch, instance_type) if ami else amis.newest(ec2, arch, region_name)
@@ -256,15 +289,16 @@ def up(
         user_data=userdata.render(box=name, backup_gb=backup_gb, backup_device=spec.BACKUP_DEVICE),
         install=not no_install,
         kms_key=policy_module.check_kms_key(kms_key) if kms_key else None,
+        offsite=None if no_offsite else offsite.want(sts, s3, name, region_name, backup_bucket),
     )
     if dry_run:
-        steps = box.plan(ec2, want, box.find(ec2, name))
+        steps = box.plan(ec2, want, box.find(ec2, name, iam, region_name), iam, s3)
         console.say(f"plan for box {name} in {region_name}; nothing was changed:")
         for i, step in enumerate(steps, 1):
             sys.stdout.write(f"  {i}. {step}\n")
         return
     with phases_for() as phases:
-        result = box.up(ec2, want, phases)
+        result = box.up(ec2, want, phases, iam, s3)
     for note in result.notes:
         console.warn(note)
     state = "is up" if result.created else "was already there"
@@ -295,6 +329,14 @@ def up(
         progress.say(f"box {name} answers: /odbox/health passes through Nginx on {job.ip}")
     for line in box.next_steps(name, region_name, result.public_ip, installed=not no_install):
         progress.write(f"  {line}\n")
+    if result.offsite_url is not None:
+        progress.write(
+            f"  offsite backups: {result.offsite_url}, through the instance's role; to turn "
+            "the copies on, add to the node's configuration in the checkout (and see "
+            'ec2-install\'s README, "Offsite backups"):\n'
+        )
+        for line in offsite.nix_lines(result.offsite_url, region_name):
+            progress.write(f"    {line}\n")
 
 
 def _identity(ssh_key: Path | None) -> Path | None:
@@ -316,8 +358,8 @@ def status(
     from ec2_install import box, spec
 
     spec.check_name(name)
-    ec2, region_name = _client(region)
-    doc = box.status(ec2, name, region_name)
+    ec2, region_name, iam, _, _ = _clients(region)
+    doc = box.status(ec2, name, region_name, iam)
     if json:
         console.print_json(doc)
     else:
@@ -353,6 +395,11 @@ def _print_status(doc: dict[str, Any]) -> None:
             f"  {v['role'] or 'untagged'} volume {v['id']}: {v['size_gb']} GB {v['type']}, "
             f"{'encrypted' if v['encrypted'] else 'NOT encrypted'}, {v['state']}\n"
         )
+    if o := doc.get("offsite"):
+        sys.stdout.write(
+            f"  offsite backups {o['repo'] or '?'}: role {o['role'] or 'MISSING'}, "
+            f"instance profile {o['instance_profile'] or 'MISSING'}\n"
+        )
     if ssh := doc.get("ssh"):
         sys.stdout.write(f"  {ssh}\n")
 
@@ -378,6 +425,15 @@ def down(
             "every other volume is kept.",
         ),
     ] = None,
+    delete_backup_bucket: Annotated[
+        str | None,
+        typer.Option(
+            "--delete-backup-bucket",
+            metavar="NAME",
+            help="Delete this offsite bucket too: only one ec2-install made, and only when "
+            "empty (it is kept otherwise, and other boxes may use it).",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would go; remove nothing.")
@@ -385,14 +441,19 @@ def down(
     debug: Debug = False,
 ) -> None:
     """Remove everything tagged for the box but its volumes (only those named go)."""
-    from ec2_install import box, spec
+    from ec2_install import box, offsite, spec
     from ec2_install.progress import phases_for
 
     spec.check_name(name)
-    ec2, region_name = _client(region)
-    found = box.find(ec2, name)
+    ec2, region_name, iam, s3, sts = _clients(region)
+    found = box.find(ec2, name, iam, region_name)
     named = box.check_named_volumes(found, delete_backup_volume or [])
-    steps = box.down_plan(found, named)
+    bucket = None
+    if delete_backup_bucket is not None:
+        account = offsite.account_of(sts)
+        offsite.check_bucket_to_delete(s3, delete_backup_bucket, account)
+        bucket = (delete_backup_bucket, account)
+    steps = box.down_plan(found, named, delete_backup_bucket)
     removing = [s for s in steps if not s.startswith("keep ")]
     if not removing:
         console.say(
@@ -416,7 +477,7 @@ def down(
         if answer.strip() != name:
             raise ToolError("not confirmed; nothing was removed")
     with phases_for() as phases:
-        removed = box.down(ec2, found, named, phases, region_name)
+        removed = box.down(ec2, found, named, phases, region_name, iam, s3, bucket)
     console.say(f"box {name} is down: removed {', '.join(removed)}")
 
 

@@ -3,8 +3,11 @@
 Reads are allowed everywhere (EC2's Describe calls take no resource). Every
 call that makes something must put ec2-install's tag on it, and every call
 that changes or removes something works only on resources carrying that tag,
-so the policy cannot touch anything else in the account. The tests record
-the calls each command makes and check they are exactly these actions.
+so the policy cannot touch anything else in the account. The offsite backups'
+role and instance profile are reached by their name prefix (`odbox-`), the
+bucket `up` makes by its (`odbox-backups-`); a bucket given with --backup-bucket
+is only read. The tests record the calls each command makes and check they are
+exactly these actions.
 """
 
 from __future__ import annotations
@@ -46,8 +49,48 @@ _REQUEST_TAG = {"StringEquals": {f"aws:RequestTag/{TAG_TOOL}": TOOL}}
 _RESOURCE_TAG = {"StringEquals": {f"ec2:ResourceTag/{TAG_TOOL}": TOOL}}
 
 
+# The box's role and instance profile (offsite.py), all named odbox-NAME-REGION.
+ROLE = [
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:DeleteRolePolicy",
+    "iam:GetRole",
+    "iam:GetRolePolicy",
+    "iam:PassRole",
+    "iam:PutRolePolicy",
+    "iam:TagRole",
+]
+PROFILE = [
+    "iam:AddRoleToInstanceProfile",
+    "iam:CreateInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:GetInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:TagInstanceProfile",
+]
+# The bucket `up` makes (odbox-backups-ACCOUNT-REGION), and what `down
+# --delete-backup-bucket` needs to see that it is empty and delete it.
+BUCKET = [
+    "s3:CreateBucket",
+    "s3:DeleteBucket",
+    "s3:GetBucketTagging",
+    "s3:ListBucketVersions",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketTagging",
+    "s3:PutBucketVersioning",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutLifecycleConfiguration",
+]
+# Any bucket: whether it exists in this account and keeps versions (--backup-bucket).
+BUCKET_READ = ["s3:GetBucketVersioning"]
+
+
 def actions() -> set[str]:
-    return {*READ, *CREATE, *CHANGE, "ec2:CreateTags", "ec2:GetConsoleOutput"}
+    return {
+        *READ, *CREATE, *CHANGE, "ec2:CreateTags", "ec2:GetConsoleOutput",
+        *ROLE, *PROFILE, *BUCKET, *BUCKET_READ,
+    }  # fmt: skip
 
 
 def arns(*kinds: str) -> list[str]:
@@ -168,6 +211,32 @@ def document(
             "Effect": "Allow",
             "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
             "Resource": arns("security-group-rule"),
+        },
+    ]
+    statements += [
+        {
+            "Sid": "BoxRole",
+            "Effect": "Allow",
+            "Action": ROLE,
+            "Resource": "arn:aws:iam::*:role/odbox-*",
+        },
+        {
+            "Sid": "BoxInstanceProfile",
+            "Effect": "Allow",
+            "Action": PROFILE,
+            "Resource": "arn:aws:iam::*:instance-profile/odbox-*",
+        },
+        {
+            "Sid": "OffsiteBucket",
+            "Effect": "Allow",
+            "Action": BUCKET,
+            "Resource": "arn:aws:s3:::odbox-backups-*",
+        },
+        {
+            "Sid": "GivenBucket",
+            "Effect": "Allow",
+            "Action": BUCKET_READ,
+            "Resource": "arn:aws:s3:::*",
         },
     ]
     if kms_key is not None:

@@ -46,6 +46,19 @@ _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 _SSH_TYPES = ("ssh-ed25519", "ssh-rsa")
 
 
+# S3's rules for a bucket name (no dots: virtual-hosted HTTPS cannot carry them).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def check_bucket(bucket: str) -> str:
+    if not _BUCKET.fullmatch(bucket):
+        raise UsageError(
+            f"bad --backup-bucket {bucket!r}: an S3 bucket name, 3-63 lower-case letters, "
+            "digits and inner dashes"
+        )
+    return bucket
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise UsageError(

@@ -1,4 +1,8 @@
-"""The `ec2-install` command line: parses arguments and prints; the work is in box.py.
+"""The `ec2-install` command line: parses arguments and prints; the work is in want.py
+(what `up` asks for), box.py (what is there, `status`), up.py and down.py.
+
+Longer than 450 lines because every command declares its options inline, as Typer
+reads them; there is no work here to split off.
 
 Only typer and the standard library load at the top, so `--help` is fast;
 boto3 loads in the commands that call AWS.
@@ -243,12 +247,12 @@ def up(
     if backup_bucket is not None:
         spec.check_bucket(backup_bucket)
 
-    from ec2_install import amis, box, offsite, progress, userdata
+    from ec2_install import amis, box, offsite, progress, userdata, want
     from ec2_install import policy as policy_module
     from ec2_install.progress import phases_for
 
     ec2, region_name, iam, s3, sts = _clients(region)
-    arch = box.architecture_of(ec2, instance_type)
+    arch = want.architecture_of(ec2, instance_type)
     image = (
         amis.explicit(ec2, ami, arch, instance_type) if ami else amis.newest(ec2, arch, region_name)
     )
@@ -257,20 +261,20 @@ def up(
             f"--ami {image.id} ({image.name}) is not an official NixOS image "
             f"(owner {image.owner}, not {spec.NIXOS_OWNER}); going on as asked"
         )
-    if not box.known_good(instance_type, arch):
+    if not want.known_good(instance_type, arch):
         good = ", ".join(t for types in spec.KNOWN_GOOD.values() for t in types)
         console.warn(f"{instance_type} is not one Odoo Box is tested on ({good}); going on")
-    kept = box.kept_volume(ec2, name, backup_volume_id) if backup_volume_id else None
+    kept = want.kept_volume(ec2, name, backup_volume_id) if backup_volume_id else None
     if kept is not None:
         backup_gb = int(kept["Size"])  # the first boot finds the disk by this size
         spec.check_sizes(root_gb, backup_gb)
-    subnet, vpc = box.placement(
+    subnet, vpc = want.placement(
         ec2, region_name, subnet_id, vpc_id, kept["AvailabilityZone"] if kept else None
     )
     node_name = node or spec.NODES.get(arch)
     if node_name is None:
         raise UsageError(f"no Odoo Box machine for {arch}: give --node")
-    want = box.Want(
+    wanted = want.Want(
         name=name,
         region=region_name,
         instance_type=instance_type,
@@ -292,13 +296,17 @@ def up(
         offsite=None if no_offsite else offsite.want(sts, s3, name, region_name, backup_bucket),
     )
     if dry_run:
-        steps = box.plan(ec2, want, box.find(ec2, name, iam, region_name), iam, s3)
+        from ec2_install.up import up_plan
+
+        steps = up_plan(ec2, wanted, box.find(ec2, name, iam, region_name), iam, s3)
         console.say(f"plan for box {name} in {region_name}; nothing was changed:")
         for i, step in enumerate(steps, 1):
             sys.stdout.write(f"  {i}. {step}\n")
         return
     with phases_for() as phases:
-        result = box.up(ec2, want, phases, iam, s3)
+        from ec2_install.up import make_box
+
+        result = make_box(ec2, wanted, phases, iam, s3)
     for note in result.notes:
         console.warn(note)
     state = "is up" if result.created else "was already there"
@@ -327,7 +335,9 @@ def up(
         with phases_for() as phases:
             install.run(ec2, job, phases)
         progress.say(f"box {name} answers: /odbox/health passes through Nginx on {job.ip}")
-    for line in box.next_steps(name, region_name, result.public_ip, installed=not no_install):
+    from ec2_install.up import next_steps
+
+    for line in next_steps(name, region_name, result.public_ip, installed=not no_install):
         progress.write(f"  {line}\n")
     if result.offsite_url is not None:
         progress.write(
@@ -359,7 +369,7 @@ def status(
 
     spec.check_name(name)
     ec2, region_name, iam, _, _ = _clients(region)
-    doc = box.status(ec2, name, region_name, iam)
+    doc = box.status_document(ec2, name, region_name, iam)
     if json:
         console.print_json(doc)
     else:
@@ -442,18 +452,19 @@ def down(
 ) -> None:
     """Remove everything tagged for the box but its volumes (only those named go)."""
     from ec2_install import box, offsite, spec
+    from ec2_install.down import check_bucket_to_delete, check_named_volumes, down_plan, remove_box
     from ec2_install.progress import phases_for
 
     spec.check_name(name)
     ec2, region_name, iam, s3, sts = _clients(region)
     found = box.find(ec2, name, iam, region_name)
-    named = box.check_named_volumes(found, delete_backup_volume or [])
+    named = check_named_volumes(found, delete_backup_volume or [])
     bucket = None
     if delete_backup_bucket is not None:
         account = offsite.account_of(sts)
-        offsite.check_bucket_to_delete(s3, delete_backup_bucket, account)
+        check_bucket_to_delete(s3, delete_backup_bucket, account)
         bucket = (delete_backup_bucket, account)
-    steps = box.down_plan(found, named, delete_backup_bucket)
+    steps = down_plan(found, named, delete_backup_bucket)
     removing = [s for s in steps if not s.startswith("keep ")]
     if not removing:
         console.say(
@@ -477,7 +488,7 @@ def down(
         if answer.strip() != name:
             raise ToolError("not confirmed; nothing was removed")
     with phases_for() as phases:
-        removed = box.down(ec2, found, named, phases, region_name, iam, s3, bucket)
+        removed = remove_box(ec2, found, named, phases, region_name, iam, s3, bucket)
     console.say(f"box {name} is down: removed {', '.join(removed)}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ec2_install import aws
 from ec2_install.spec import TAG_BOX, TAG_TOOL, TOOL
-from odbox_common.errors import ToolError, UsageError
+from odbox_common.errors import UsageError
 
 BUCKET_PREFIX = "odbox-backups-"
 ROLE_POLICY = "odbox-offsite-backups"
@@ -181,7 +181,7 @@ def versioning(s3: Any, bucket: str, account: str) -> str | None:
     return str(answer.get("Status") or "")
 
 
-def _tagged(s3: Any, bucket: str, account: str) -> bool:
+def tagged(s3: Any, bucket: str, account: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:
@@ -322,7 +322,7 @@ def _ensure_bucket(s3: Any, offsite: Offsite, region: str, made: Made) -> None:
     """Make the default bucket, or finish one a killed run made (the tags come last)."""
     bucket, owner = offsite.bucket, {"ExpectedBucketOwner": offsite.account}
     state = versioning(s3, bucket, offsite.account)
-    if state is not None and _tagged(s3, bucket, offsite.account):
+    if state is not None and tagged(s3, bucket, offsite.account):
         return
     if state is None:
         where = {} if region == "us-east-1" else {
@@ -412,44 +412,6 @@ def delete_profile(iam: Any, name: str) -> None:
 def delete_role(iam: Any, name: str) -> None:
     _ignore_missing(iam.delete_role_policy, RoleName=name, PolicyName=ROLE_POLICY)
     _ignore_missing(iam.delete_role, RoleName=name)
-
-
-def check_bucket_to_delete(s3: Any, bucket: str, account: str) -> None:
-    """--delete-backup-bucket: only a bucket ec2-install made, and only when empty."""
-    if not bucket.startswith(BUCKET_PREFIX):
-        raise UsageError(
-            f"--delete-backup-bucket {bucket}: ec2-install deletes only the buckets it made "
-            f"({BUCKET_PREFIX}ACCOUNT-REGION); nothing was removed"
-        )
-    if versioning(s3, bucket, account) is None:
-        raise UsageError(f"--delete-backup-bucket {bucket}: no such bucket; nothing was removed")
-    if not _tagged(s3, bucket, account):
-        raise UsageError(
-            f"--delete-backup-bucket {bucket} was not made by ec2-install (no {TAG_TOOL} tag); "
-            "nothing was removed"
-        )
-    listed = aws.call(
-        f"looking into bucket {bucket}",
-        s3.list_object_versions,
-        Bucket=bucket,
-        MaxKeys=1,
-        ExpectedBucketOwner=account,
-    )
-    if listed.get("Versions") or listed.get("DeleteMarkers"):
-        raise UsageError(
-            f"--delete-backup-bucket {bucket} still holds backups (objects or their old "
-            "versions): ec2-install never deletes backups; empty it yourself (the S3 "
-            "console's Empty) if you mean it; nothing was removed"
-        )
-
-
-def delete_bucket(s3: Any, bucket: str, account: str) -> None:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.delete_bucket(Bucket=bucket, ExpectedBucketOwner=account)
-    except ClientError as e:
-        raise ToolError(f"deleting bucket {bucket}: {aws.describe(e)}") from e
 
 
 def nix_lines(offsite_url: str, region: str) -> list[str]:

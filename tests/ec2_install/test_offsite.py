@@ -156,6 +156,9 @@ def test_no_offsite_makes_no_bucket_role_or_profile(aws: Aws, ssh_pub: Path):
     result = aws.run(*up_args(ssh_pub, "--no-offsite"))
     assert result.returncode == 0, result.stderr
     assert _buckets(aws) == [] and _roles(aws) == ([], [])
+    # not one IAM, S3 or STS call: credentials without any IAM permission do
+    assert {p.partition(":")[0] for p in aws.proxy.permissions} == {"ec2"}
+    assert "GetCallerIdentity" not in aws.proxy.actions
     assert "IamInstanceProfile" not in _instance(aws)
     assert "offsite backups" not in result.stdout
     both = aws.run(*up_args(ssh_pub, "--no-offsite", "--backup-bucket", "mine"))

@@ -100,6 +100,19 @@ def call(what: str, fn: Any, **kwargs: Any) -> Any:
         return fn(**kwargs)
 
 
+def call_unless(what: str, absent: str, fn: Any, **kwargs: Any) -> Any:
+    """`fn(**kwargs)`, or None when AWS answers the error code `absent` (no such thing);
+    any other failure raised as AwsError saying `what` was being done."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return fn(**kwargs)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == absent:
+            return None
+        raise AwsError(f"{what}: {describe(e)}") from e
+
+
 def tags(box: str, name: str, extra: dict[str, str] | None = None) -> list[dict[str, str]]:
     from ec2_install.spec import TAG_BOX, TAG_TOOL, TOOL
 

@@ -295,10 +295,12 @@ def up(
         kms_key=policy_module.check_kms_key(kms_key) if kms_key else None,
         offsite=None if no_offsite else offsite.want(sts, s3, name, region_name, backup_bucket),
     )
+    # --no-offsite: not one IAM call (the credentials may have no IAM permission at all)
+    offsite_iam = None if no_offsite else iam
     if dry_run:
         from ec2_install.up import up_plan
 
-        steps = up_plan(ec2, wanted, box.find(ec2, name, iam, region_name), iam, s3)
+        steps = up_plan(ec2, wanted, box.find(ec2, name, offsite_iam, region_name), iam, s3)
         console.say(f"plan for box {name} in {region_name}; nothing was changed:")
         for i, step in enumerate(steps, 1):
             sys.stdout.write(f"  {i}. {step}\n")
@@ -306,7 +308,7 @@ def up(
     with phases_for() as phases:
         from ec2_install.up import make_box
 
-        result = make_box(ec2, wanted, phases, iam, s3)
+        result = make_box(ec2, wanted, phases, offsite_iam, s3)
     for note in result.notes:
         console.warn(note)
     state = "is up" if result.created else "was already there"

@@ -182,31 +182,27 @@ def versioning(s3: Any, bucket: str, account: str) -> str | None:
 
 
 def tagged(s3: Any, bucket: str, account: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        tags = s3.get_bucket_tagging(Bucket=bucket, ExpectedBucketOwner=account)["TagSet"]
-    except ClientError as e:
-        if _code(e) == "NoSuchTagSet":
-            return False
-        raise aws.AwsError(f"reading the tags of bucket {bucket}: {aws.describe(e)}") from e
-    return {t["Key"]: t["Value"] for t in tags}.get(TAG_TOOL) == TOOL
+    answer = aws.call_unless(
+        f"reading the tags of bucket {bucket}",
+        "NoSuchTagSet",
+        s3.get_bucket_tagging,
+        Bucket=bucket,
+        ExpectedBucketOwner=account,
+    )
+    tags = (answer or {}).get("TagSet", [])
+    return {t["Key"]: t["Value"] for t in tags}.get(TAG_TOOL) == TOOL  # fmt: skip
 
 
 def find_iam(iam: Any, name: str, region: str) -> FoundIam:
     """The box's role and instance profile (by name: IAM has no tag filter), if ours."""
-    from botocore.exceptions import ClientError
-
     found = FoundIam()
     role = role_name(name, region)
     for kind, get in (("role", iam.get_role), ("profile", iam.get_instance_profile)):
-        try:
-            key = "RoleName" if kind == "role" else "InstanceProfileName"
-            answer = get(**{key: role})
-        except ClientError as e:
-            if _code(e) == "NoSuchEntity":
-                continue
-            raise aws.AwsError(f"looking up the box's {kind} {role}: {aws.describe(e)}") from e
+        key = "RoleName" if kind == "role" else "InstanceProfileName"
+        answer = aws.call_unless(f"looking up the box's {kind} {role}", "NoSuchEntity", get,
+                                 **{key: role})  # fmt: skip
+        if answer is None:
+            continue
         resource = answer["Role" if kind == "role" else "InstanceProfile"]
         tags = aws.tag_dict(resource)
         if tags.get(TAG_TOOL) != TOOL or tags.get(TAG_BOX) != name:
@@ -306,14 +302,16 @@ def ensure(s3: Any, iam: Any, offsite: Offsite, name: str, region: str,
 
 
 def _role_policy(iam: Any, role: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        document = iam.get_role_policy(RoleName=role, PolicyName=ROLE_POLICY)["PolicyDocument"]
-    except ClientError as e:
-        if _code(e) == "NoSuchEntity":
-            return None
-        raise aws.AwsError(f"reading the policy of role {role}: {aws.describe(e)}") from e
+    answer = aws.call_unless(
+        f"reading the policy of role {role}",
+        "NoSuchEntity",
+        iam.get_role_policy,
+        RoleName=role,
+        PolicyName=ROLE_POLICY,
+    )
+    if answer is None:
+        return None
+    document = answer["PolicyDocument"]
     # boto3 decodes the URL-encoded JSON; some servers leave it a string
     return json.loads(document) if isinstance(document, str) else dict(document)
 

@@ -405,6 +405,35 @@ class Cluster:
             time.sleep(pause)
             pause = min(pause * 1.5, 2.0)
 
+    def volume_waits(self, namespace: str, name: str, timeout: float) -> list[str]:
+        """After a scale-back: the deployment's pods that wait for a volume another node
+        holds (`FailedAttachVolume`, Multi-Attach: a helper pod deleted with no grace leaves
+        its ReadWriteOnce volume attached for minutes), each `pod P: REASON: MESSAGE`. Waits
+        until every pod runs, cannot be scheduled (not a volume's doing), or waits so;
+        `timeout` at most."""
+        deadline = time.monotonic() + timeout
+        while True:
+            what = f"read deployment {namespace}/{name}"
+            deployment = self.call(what, self.apps.read_namespaced_deployment, name, namespace)
+            pods = [p for p in self.pods_of(namespace, deployment)
+                    if not p.metadata.deletion_timestamp]  # fmt: skip
+            waits, settled = [], len(pods) >= (deployment.spec.replicas or 0)
+            for pod in pods:
+                if pod.status and pod.status.phase == "Running":
+                    continue
+                conditions = (pod.status.conditions or []) if pod.status else []
+                if any(c.type == "PodScheduled" and c.status == "False" for c in conditions):
+                    continue
+                events = self._warnings(namespace, pod.metadata.name)
+                volume = [f"{r}: {m}" for r, m in events if r in VOLUME_WAITS]
+                if volume:
+                    waits.append(f"pod {pod.metadata.name}: {volume[-1]}")
+                else:
+                    settled = False
+            if waits or settled or time.monotonic() >= deadline:
+                return waits
+            time.sleep(0.2)
+
     @staticmethod
     def _image_hint(reason: str) -> str:
         if "Image" in reason:

@@ -29,13 +29,13 @@ Steps of a pull (`plan` shows them, with sizes, and changes nothing):
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from k8s_migrate import filestore, writers
+from k8s_migrate.database import Database
 from k8s_migrate.filestore import NO_FOLDER, Counting, Listing, Sent
 from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines, refused
 from k8s_migrate.lease import PULLING, STOPPED, Owner, held
@@ -50,6 +50,7 @@ from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 ANNOTATION = "k8s-migrate.odbox/replicas"
 LEASE_TRIES = 5  # a 409 on taking the lease, with nobody else's lease: read it again, retry
 CLEANUP_TRIES = 5  # scale-back attempts, 1+2+4+8 s apart
+BACK_WAIT = 60  # seconds Odoo's pods, scaled back, are watched for a volume they wait for
 
 
 class PullFailed(ToolError):
@@ -85,6 +86,12 @@ class Target:
     force: bool = False  # pull even with other writers, or Odoo back up, seen
     db_password_secret: str | None = None  # NAME/KEY of a Secret with the role's password
     db_password: str | None = field(default=None, repr=False)  # read from it (never shown)
+    db_host: str | None = None  # a server with no pod (RDS, Cloud SQL): pg_dump in the helper
+    db_port: int = 5432
+
+    def database(self, pod: str, container: str) -> Database:
+        return Database(self.namespace, pod, container, self.db_name, self.db_user,
+                        self.db_password, self.db_host, self.db_port)  # fmt: skip
 
     @property
     def filestore(self) -> str:
@@ -103,14 +110,14 @@ class Found:
     replicas: int  # the deployment's count: its scale, or at 0 what ANNOTATION says
     current: int  # its scale now
     odoo_pods: list[str]
-    odoo_container: str
     mount: str  # where the Odoo container mounts the PVC
     mount_sub: str  # the PVC's folder it mounts there (subPath; "" for all of it)
     image: str  # the helper pod's image
-    db_container: str
-    pg_dump: str  # its --version
+    db: Database  # where psql and pg_dump run (--db-host: the helper pod, once it exists)
+    pg_dump: str  # its --version ("" until checked: --db-host, in the helper pod)
     server_version: str  # the server's, e.g. 16.2
     db_bytes: int
+    pods: list[Any] = field(default_factory=list)  # Odoo's, as preflight found them
     leftovers: list[str] = field(default_factory=list)  # helper pods of a killed pull
     resource_version: str | None = None  # the deployment's, as read: the lease is taken at it
     lease: str | None = None  # the PULLING annotation's value, as read
@@ -125,91 +132,6 @@ class Found:
     template: Any = None  # the deployment's pod template spec (the helper borrows from it)
     writers: writers.Writers = field(default_factory=writers.Writers)  # others on PVC and DB
     controllers: list[str] = field(default_factory=list)  # what scales Odoo back, how to pause
-
-
-def _psql(target: Target, sql: str, *more: str) -> list[str]:
-    command = ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", target.db_name, "-c", sql]
-    for query in more:
-        command += ["-c", query]
-    if target.db_user:
-        command[1:1] = ["-U", target.db_user]
-    return command
-
-
-FATAL = re.compile(r'FATAL:\s+((?:database|role) "[^"]*" does not exist)')
-# libpq without a user name for the process's uid (Bitnami's images run as 1001, unnamed)
-NO_LOCAL_USER = re.compile(r"local user with ID \d+ does not exist")
-NEEDS_PASSWORD = re.compile(r"fe_sendauth: no password supplied|password authentication failed")
-# The password reaches psql and pg_dump as PGPASSWORD, read from stdin: never in an argv
-# (the exec request's URL, the API server's audit log, `ps` in the pod).
-PASSWORD_SCRIPT = 'IFS= read -r PGPASSWORD; export PGPASSWORD; exec "$@"'  # noqa: S105 (no secret)
-
-
-def _db_command(target: Target, command: list[str]) -> tuple[list[str], bytes | None]:
-    """The command to exec in the database pod, and what to send on its stdin."""
-    if target.db_password is None:
-        return command, None
-    return ["sh", "-c", PASSWORD_SCRIPT, "sh", *command], f"{target.db_password}\n".encode()
-
-
-def _db_run(cluster: Cluster, target: Target, container: str, command: list[str],
-            limit: int = 1 << 20) -> bytes:  # fmt: skip
-    wrapped, feed = _db_command(target, command)
-    return cluster.run(target.namespace, target.db_pod, container, wrapped, limit=limit,
-                       what=f"run {command[0]} in pod {target.namespace}/{target.db_pod}",
-                       feed=feed)  # fmt: skip
-
-
-def _psql_failed(target: Target, e: CommandFailed) -> ToolError:
-    """A database or role that does not exist is the command line's fault: one usage line
-    with the server's reason; anything else stays a failure with psql's own words."""
-    where = f"pod {target.namespace}/{target.db_pod}"
-    if match := FATAL.search(str(e)):
-        option = "--db-name" if match[1].startswith("database") else "--db-user"
-        return UsageError(f"{match[1]} in {where} (check {option})")
-    if match := NO_LOCAL_USER.search(str(e)):
-        return UsageError(
-            f"psql in {where} cannot tell which role to connect as ({match[0]}: the container "
-            "runs as a user with no name, as Bitnami's images do): give --db-user (e.g. "
-            "postgres), and --db-password-secret NAME/KEY if the server asks for a password"
-        )
-    if NEEDS_PASSWORD.search(str(e)):
-        given = (
-            "the password of --db-password-secret was refused"
-            if target.db_password
-            else (
-                "the server asks for a password: give --db-password-secret NAME/KEY (Bitnami's "
-                "chart keeps it in the Secret of its release, key postgres-password or password)"
-            )
-        )
-        return UsageError(f"cannot connect to database {target.db_name} in {where}: {given}")
-    return PullFailed(f"cannot read database {target.db_name} in {where}: {e}")
-
-
-PG_DUMP_VERSION = re.compile(r"\)\s*(\d+)(?:\.(\d+))?")
-
-
-def _major(server_version_num: int) -> tuple[int, int]:
-    """(16, 0) for 160002; (9, 6) for 90624: before 10 a major version had two numbers."""
-    n = server_version_num
-    return (n // 10000, 0) if n >= 100000 else (n // 10000, n // 100 % 100)
-
-
-def _check_pg_dump(target: Target, pg_dump: str, server_version_num: int) -> None:
-    """pg_dump refuses a server of a later major version than its own (`aborting because of
-    server version mismatch`): found here, before anything changes, not after Odoo is down."""
-    match = PG_DUMP_VERSION.search(pg_dump)
-    if match is None:
-        return  # an unknown text: pg_dump itself will say
-    mine = (int(match[1]), int(match[2] or 0) if int(match[1]) < 10 else 0)
-    server = _major(server_version_num)
-    if mine < server:
-        shown = ".".join(map(str, server)) if server[0] < 10 else str(server[0])
-        raise UsageError(
-            f"{pg_dump} in pod {target.db_pod} cannot dump its server, PostgreSQL "
-            f"{pg_version_text(server_version_num)}: pg_dump must be of major version {shown} "
-            "or later (check --db-container, or the pod's image)"
-        )
 
 
 def _no_folder(target: Target, cluster: Cluster, pod: str, container: str,
@@ -246,6 +168,48 @@ def _db_container(target: Target, pod: Any) -> str:
         return target.db_container
     default = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER)
     return str(default) if default in names else str(names[0])
+
+
+def _db_pod(cluster: Cluster, target: Target, odoo_pods: list[Any]) -> str:
+    """The database pod's container, once the pod is found running and not Odoo's own."""
+    ns = target.namespace
+    pod = cluster.exists(
+        f"read pod {ns}/{target.db_pod}", cluster.core.read_namespaced_pod, target.db_pod, ns
+    )
+    if pod is None:
+        raise UsageError(f"there is no pod {target.db_pod} in namespace {ns}")
+    if pod.metadata.name in {p.metadata.name for p in odoo_pods}:
+        raise UsageError(
+            f"pod {target.db_pod} is one of deployment {target.deployment}'s own pods, which "
+            "the pull scales to 0: give --db-pod the pod of the PostgreSQL server (its "
+            "StatefulSet's, e.g. postgres-0), or --db-host for a server with no pod"
+        )
+    container = _db_container(target, pod)
+    if (pod.status.phase if pod.status else None) != "Running":
+        raise UsageError(f"pod {target.db_pod} is not running ({pod.status.phase})")
+    return container
+
+
+def _check_from_helper(cluster: Cluster, target: Target, found: Found, helper: str,
+                       say: Any) -> None:  # fmt: skip
+    """--db-host: pg_dump's version, the connection, the size and the sessions, from the
+    helper pod, where the dump will run (before Odoo is scaled down when it already runs)."""
+    found.db = target.database(helper, "helper")
+    found.pg_dump, server, found.db_bytes, sessions = found.db.check(cluster, writers.SESSIONS_SQL)
+    found.server_version = pg_version_text(server)
+    say(f"{found.pg_dump} in helper pod {target.namespace}/{helper}; server "
+        f"{found.server_version} at {target.db_host}:{target.db_port}; database "
+        f"{_size(found.db_bytes)}")  # fmt: skip
+    others = writers.find(cluster, target.namespace, target.pvc, found.pods, sessions,
+                          allow=[helper])  # fmt: skip
+    if not others:
+        return
+    if not target.force:
+        raise PullFailed(
+            f"other writers of Odoo's data: {others.text()}; no snapshot was written: "
+            "stop them too, or pass --force to pull while they run"
+        )
+    say(f"warning: pulling while other writers run (--force): {others.text()}")
 
 
 def _read_deployment(cluster: Cluster, target: Target) -> Any:
@@ -351,46 +315,23 @@ def preflight(
     container, mount = _pvc_mount(target, deployment)
     pods = [p for p in cluster.pods_of(ns, deployment) if not p.metadata.deletion_timestamp]
 
-    pod = cluster.exists(
-        f"read pod {ns}/{target.db_pod}", cluster.core.read_namespaced_pod, target.db_pod, ns
-    )
-    if pod is None:
-        raise UsageError(f"there is no pod {target.db_pod} in namespace {ns}")
-    if pod.metadata.name in {p.metadata.name for p in pods}:
-        raise UsageError(
-            f"pod {target.db_pod} is one of deployment {target.deployment}'s own pods, which "
-            "the pull scales to 0: give --db-pod the pod of the PostgreSQL server (its "
-            "StatefulSet's, e.g. postgres-0)"
-        )
-    db_container = _db_container(target, pod)
-    if (pod.status.phase if pod.status else None) != "Running":
-        raise UsageError(f"pod {target.db_pod} is not running ({pod.status.phase})")
-    try:
-        version = cluster.run(ns, target.db_pod, db_container, ["pg_dump", "--version"])
-    except CommandFailed as e:
-        raise PullFailed(f"pg_dump does not run in pod {target.db_pod}: {e}") from e
-    try:  # one session: no earlier one of ours, ending, in pg_stat_activity
-        first, *sessions = lines(_db_run(cluster, target, db_container, _psql(
-            target, "SELECT pg_database_size(current_database()), "
-            "current_setting('server_version_num')", writers.SESSIONS_SQL,
-        )))  # fmt: skip
-    except CommandFailed as e:
-        raise _psql_failed(target, e) from e
-    size, _, server = first.partition("|")
-    pg_dump = version.decode(errors="replace").strip()
-    _check_pg_dump(target, pg_dump, int(server))
+    if target.db_host:  # checked in the helper pod, once it runs (see _check_from_helper)
+        db, pg_dump, server, size, sessions = target.database("", "helper"), "", 0, 0, None
+    else:
+        db = target.database(target.db_pod, _db_pod(cluster, target, pods))
+        pg_dump, server, size, sessions = db.check(cluster, writers.SESSIONS_SQL)
     found = Found(
         replicas=replicas,
         current=current,
         odoo_pods=[p.metadata.name for p in pods],
-        odoo_container=container.name,
+        pods=pods,
         mount=mount.mount_path,
         mount_sub=(mount.sub_path or "").strip("/"),
         image=target.helper_image or container.image,
-        db_container=db_container,
+        db=db,
         pg_dump=pg_dump,
-        server_version=pg_version_text(int(server)),
-        db_bytes=int(size.strip() or 0),
+        server_version=pg_version_text(server) if server else "",
+        db_bytes=size,
         writers=writers.find(cluster, ns, target.pvc, pods, sessions),
         controllers=writers.controllers(cluster, ns, deployment),
         template=deployment.spec.template.spec,
@@ -451,7 +392,6 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
         if found.filestore_bytes is not None
         else "size known once the helper pod runs"
     )
-    pg_user = f" -U {target.db_user}" if target.db_user else ""
     done: list[str] = []
     if found.owner is not None:
         done.append(
@@ -480,10 +420,7 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
         done.append(f"deployment {ns}/{name} is at 0 replicas: nothing to scale")
     done += [
         f"start a helper pod (image {found.image}) with PVC {target.pvc} mounted read-only",
-        f"run `pg_dump{pg_user} {target.db_name}` in pod {target.db_pod} "
-        f"(container {found.db_container}; {found.pg_dump}, server {found.server_version}; "
-        f"database {_size(found.db_bytes)}) "
-        f"into {sink_text}",
+        _dump_step(target, found, sink_text),
         f"stream a tar of {target.filestore}/ ({fs}) into {sink_text}",
     ]
     if not n:
@@ -497,6 +434,44 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
             + ("" if found.current or found.stopped else "; if the pull fails, it stays at 0")
         )
     return done
+
+
+# What a dump restart is estimated with: an exec stream's pace through an API server (a
+# stated guess, not a measure: it runs over the API server, kubelet and the runtime).
+DUMP_RATE = 20_000_000  # bytes per second
+
+
+def _dump_step(target: Target, found: Found, sink_text: str) -> str:
+    """The dump's step: where it runs, the versions and size found, and what a dropped
+    stream costs (the dump is taken again from its start: it must be consistent)."""
+    command = " ".join(["pg_dump", *found.db.connection(), target.db_name])
+    if target.db_host:
+        where = (
+            f"in the helper pod (image {found.image}), against {target.db_host}:"
+            f"{target.db_port}: its pg_dump's version, the connection and the database's size "
+            "are checked there once it runs (before Odoo is scaled down, when the helper pod "
+            "can start while Odoo runs)"
+        )
+        return f"run `{command}` {where}, into {sink_text}; a dump cut short is taken again whole"
+    seconds = found.db_bytes / DUMP_RATE
+    restart = (
+        f"a dump cut short is taken again from its start: {_size(found.db_bytes)} again, "
+        f"about {_duration(seconds)} at {DUMP_RATE // 1_000_000} MB/s (an exec stream's usual "
+        "pace; the database's size on disk, its dump is smaller)"
+    )
+    return (
+        f"run `{command}` in pod {target.db_pod} (container {found.db.container}; "
+        f"{found.pg_dump}, server {found.server_version}; database "
+        f"{_size(found.db_bytes)}) into {sink_text}; {restart}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(n: int | None) -> str:
@@ -579,7 +554,13 @@ def _pull(
                 put_back, unannotate = _afterwards(found, changed, ok, scale_back)
                 with uninterrupted():
                     result.cleanup = _cleanup(
-                        cluster, target, changed.helper, put_back, unannotate, say
+                        cluster,
+                        target,
+                        changed.helper,
+                        put_back,
+                        unannotate,
+                        say,
+                        watch=not isinstance(error, KeyboardInterrupt),
                     )
                 if result.cleanup and error is not None:
                     raise _with_cleanup(error, result.cleanup) from error
@@ -640,7 +621,8 @@ def _steps(
     template = found.template
     cluster.start_helper(ns, helper, found.image, target.pvc, _helper_roots(found)[1:],
                          like=template, deployment=name)  # fmt: skip
-    cluster.wait_running(ns, helper, target.timeout, until_blocked=True)
+    if cluster.wait_running(ns, helper, target.timeout, until_blocked=True) and target.db_host:
+        _check_from_helper(cluster, target, found, helper, say)  # while Odoo still runs
     if found.remembered:
         say(found.remembered)
         changed.annotated = changed.scaled = found.stopped  # put back as it would have
@@ -660,6 +642,8 @@ def _steps(
         f"the pods of {name} to go", lambda: not cluster.pods_of(ns, deployment), target.timeout
     )
     cluster.wait_running(ns, helper, target.timeout)
+    if target.db_host and not found.pg_dump:
+        _check_from_helper(cluster, target, found, helper, say)
     listing = _list(cluster, target, helper, found)  # before the dump: a refusal costs none
     facts = _facts(cluster, target, found)
     result.dump_bytes = _dump(cluster, target, sink, found, progress)
@@ -687,8 +671,7 @@ def _recheck(cluster: Cluster, target: Target, found: Found, helper: str, say: A
         )
     deadline = time.monotonic() + 5
     while True:
-        sessions = list(lines(_db_run(cluster, target, found.db_container,
-                                      _psql(target, writers.SESSIONS_SQL))))  # fmt: skip
+        sessions = list(lines(found.db.run(cluster, found.db.psql(writers.SESSIONS_SQL))))
         if not sessions or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -728,6 +711,7 @@ def _take_lease(
                 raise
         else:
             changed.leased = True
+            changed.annotated = ANNOTATION in annotations  # removed again if the pull fails
             if found.dead_owner is not None:
                 here = " on this host" if found.dead_owner.here() else ""
                 say(
@@ -772,11 +756,16 @@ def _cleanup(
     replicas: int | None,
     unannotate: list[str],
     say: Any,
+    *,
+    watch: bool = True,
 ) -> list[str]:
     """Delete the helper pod, scale back, then remove the annotations `unannotate`; each
-    failure is one phrase with the command that finishes the job, and every step is tried."""
+    failure is one phrase with the command that finishes the job, and every step is tried.
+    With `watch` (not after Ctrl-C), Odoo's pods, scaled back, are watched for a while:
+    one that waits for its volume (Multi-Attach) is a problem, named."""
     ns, name = target.namespace, target.deployment
     problems = []
+    scaled_back = False
     if helper is not None:
         try:
             cluster.delete_pod(ns, helper)
@@ -792,6 +781,7 @@ def _cleanup(
             try:
                 cluster.scale(ns, name, replicas)
                 say(f"scaled deployment {ns}/{name} back to {replicas}")
+                scaled_back = True
                 break
             except Exception as e:  # reported once, with the command that fixes it
                 if attempt + 1 < CLEANUP_TRIES and not refused(e):
@@ -810,45 +800,29 @@ def _cleanup(
             cluster.annotate(ns, name, changes)
         except Exception as e:  # harmless: a deployment above 0 is taken at its own count
             say(f"left the annotations {', '.join(changes)} on deployment {ns}/{name} ({e})")
+    if scaled_back and replicas and watch:
+        waits: list[str] = []
+        with contextlib.suppress(KubeError):
+            waits = cluster.volume_waits(ns, name, min(target.timeout, BACK_WAIT))
+        if waits:
+            problems.append(
+                f"deployment {ns}/{name} was scaled back to {replicas} replicas, yet its pods "
+                f"wait for their volume: {'; '.join(waits)} (another node still holds the "
+                "ReadWriteOnce volume: it detaches once that node has unmounted it, at most "
+                "6 minutes after a forced delete; `kubectl get volumeattachment` shows where "
+                f"it is, `kubectl -n {ns} get pods` when they run)"
+            )
     return problems
 
 
 def _facts(cluster: Cluster, target: Target, found: Found) -> Facts:
-    container = found.db_container
-    version = int(_db_run(cluster, target, container, _psql(target, "SHOW server_version_num")))
-    sql = (
-        "SELECT name || '=' || coalesce(latest_version, '') FROM ir_module_module "
-        "WHERE state = 'installed' ORDER BY name"
-    )
-    has = _db_run(
-        cluster,
-        target,
-        container,
-        _psql(target, "SELECT to_regclass('ir_module_module') IS NOT NULL"),
-    )
-    modules: dict[str, str] = {}
-    if has.strip() == b"t":
-        for line in lines(_db_run(cluster, target, container, _psql(target, sql), 16 << 20)):
-            name, _, latest = line.partition("=")
-            modules[name] = latest
+    version, modules = found.db.facts(cluster)
     return Facts(target.db_name, pg_version_text(version), modules, odoo_version_of(modules))
 
 
 def _dump(cluster: Cluster, target: Target, sink: Sink, found: Found, progress: Progress) -> int:
-    command = ["pg_dump", *sink.dump_options, "-d", target.db_name]
-    if target.db_user:
-        command[1:1] = ["-U", target.db_user]
-    progress.phase(f"pg_dump {target.db_name} in pod {target.db_pod}", found.db_bytes or None)
-    wrapped, feed = _db_command(target, command)
-    what = f"run pg_dump in pod {target.namespace}/{target.db_pod}"
-    with cluster.exec(target.namespace, target.db_pod, found.db_container, wrapped,
-                      stdin=feed is not None, what=what) as stream:  # fmt: skip
-        if feed is not None:
-            stream.write_stdin(feed)
-            stream.close_stdin()
-        sink.add_dump(Counting(stream, progress))
-        stream.finish()
-        return stream.received
+    progress.phase(f"pg_dump {target.db_name} in {found.db.place}", found.db_bytes or None)
+    return found.db.dump(cluster, sink.dump_options, lambda s: sink.add_dump(Counting(s, progress)))
 
 
 def _helper_roots(found: Found) -> list[str]:

@@ -150,7 +150,7 @@ def test_plan_shows_pg_dump_and_server_versions(shop: Shop) -> None:
 
 
 def test_the_time_a_dump_restart_costs_is_in_minutes_and_hours_when_large() -> None:
-    from k8s_migrate.pull import _duration
+    from k8s_migrate.plan import _duration
 
     assert [_duration(s) for s in (0.2, 89, 600, 7200)] == ["1 s", "89 s", "10 min", "2.0 h"]
 

@@ -17,7 +17,7 @@ from odbox_common import console, runner
 from odbox_common.errors import ExitCode, ToolError, UsageError
 
 if TYPE_CHECKING:
-    from k8s_migrate.pull import Target
+    from k8s_migrate.preflight import Target
 
 app = runner.typer_app(
     "k8s-migrate",
@@ -133,7 +133,7 @@ def _target(namespace: str | None, deployment: str, db_pod: str | None,
             filestore_path: str | None, helper_image: str | None, timeout: float,
             db_host: str | None = None, db_port: int = 5432) -> Target:  # fmt: skip
     from k8s_migrate.database import check_host
-    from k8s_migrate.pull import Target
+    from k8s_migrate.preflight import Target
 
     if (db_pod is None) == (db_host is None):
         raise UsageError("give one of --db-pod POD and --db-host HOST")
@@ -176,7 +176,7 @@ def plan(
 ) -> None:
     """Show each step of a pull, with the sizes found; change nothing (reads only)."""
     from k8s_migrate.kube import Cluster
-    from k8s_migrate.pull import describe_plan
+    from k8s_migrate.plan import describe_plan
     from k8s_migrate.sinks import Output
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
@@ -233,8 +233,8 @@ def pull(
 ) -> None:
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
     from k8s_migrate.kube import Cluster
+    from k8s_migrate.preflight import resolve_filestore
     from k8s_migrate.pull import pull as do_pull
-    from k8s_migrate.pull import resolve_filestore
     from k8s_migrate.sinks import Output
     from odbox_backup.progress import progress_for
 

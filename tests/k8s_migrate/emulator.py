@@ -704,6 +704,7 @@ class K8sEmulator:
         self._placements: list[tuple[dict[str, str], str]] = []  # pod labels -> their node
         self._lingering: dict[tuple[str, str], tuple[str, float]] = {}  # claim -> node, until
         self._attach_said: dict[str, str] = {}  # pod uid -> its last Multi-Attach message
+        self._blackhole: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # handlers of requests under way
         self._reapers: set[asyncio.Task[None]] = set()
         self._ips = 0
@@ -718,6 +719,11 @@ class K8sEmulator:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
+        # Where an unreachable `add_db_host` server leads: a port that listens and never
+        # accepts, so a connection gets no answer, as packets a NetworkPolicy drops.
+        self._blackhole = socket.socket()
+        self._blackhole.bind(("127.0.0.1", 0))
+        self._blackhole.listen(1)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._serve(sock), self._loop).result(timeout=30)
         config = {
@@ -790,6 +796,8 @@ class K8sEmulator:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
         self._loop.close()
+        if self._blackhole is not None:
+            self._blackhole.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> K8sEmulator:
@@ -1220,9 +1228,9 @@ class K8sEmulator:
         """A PostgreSQL server outside the cluster (RDS, Cloud SQL) at `host:port`, which is
         the local server on the Unix socket `socket_dir` (port `real_port`). An exec whose
         argv has `-h HOST` (and `-p PORT`) gets them rewritten to that socket, when its pod's
-        labels match `reachable` (None: every pod); from any other pod to 127.0.0.1 port 1,
-        so libpq's connection is refused there, as a NetworkPolicy or a security group that
-        admits only some pods would have it (a real one usually times out instead)."""
+        labels match `reachable` (None: every pod); from any other pod to a local port that
+        listens and never answers, as a NetworkPolicy or a security group that admits only
+        some pods drops the packets: libpq waits for its connect_timeout."""
 
         def add() -> None:
             self._db_hosts[(host, str(port))] = (socket_dir, str(real_port), reachable)
@@ -2046,7 +2054,7 @@ class K8sEmulator:
             if reachable is None or all(labels.get(k) == v for k, v in reachable.items()):
                 out[i + 1], out[i + 3] = str(socket_dir), real_port
             else:
-                out[i + 1], out[i + 3] = "127.0.0.1", "1"
+                out[i + 1], out[i + 3] = "127.0.0.1", str(self._blackhole.getsockname()[1])
         return out
 
     async def _stream(

@@ -36,6 +36,8 @@ NO_CONNECTION = re.compile(r"connection to server .* failed|could not translate 
 # is counted in the pod, the count written last on stderr) or `-`; then the command. The
 # command's exit status is the script's (through fd 3, since a pipeline's is its last's).
 DB_SCRIPT = (
+    # a server that does not answer (a NetworkPolicy dropping packets) fails in 15 s
+    '[ -n "$PGCONNECT_TIMEOUT" ] || export PGCONNECT_TIMEOUT=15; '
     'if [ "$1" = pw ]; then IFS= read -r PGPASSWORD; export PGPASSWORD; fi; '
     'if [ "$2" != count ]; then shift 2; exec "$@"; fi; shift 2; exec 4>&1; '
     'st=$( { { "$@" 3>&- 4>&-; echo $? >&3; } '
@@ -85,7 +87,7 @@ class Database:
 
     def command(self, command: list[str], *, count: bool = False) -> tuple[list[str], bytes | None]:
         """The command to exec (in DB_SCRIPT), and what to send on its stdin."""
-        if self.password is None and not count:
+        if self.password is None and not count and not self.host:
             return command, None
         pw = "pw" if self.password is not None else "-"
         wrapped = ["sh", "-c", DB_SCRIPT, "sh", pw, "count" if count else "-", *command]

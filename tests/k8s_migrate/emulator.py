@@ -96,7 +96,7 @@ class ExecCall:
     command: tuple[str, ...]
 
 
-ExecOutcome = Literal["exited", "dropped", "closed", "client left", "not started"]
+ExecOutcome = Literal["exited", "dropped", "idle", "closed", "client left", "not started"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class _ExecCounts:
     stderr: int = 0
     stdin: int = 0
     logged: bool = False
+    active: float = 0.0  # the loop's time of the last frame either way (the idle clock)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class _ExecFault:
     times: int | None
     reset: bool = False  # a drop with a TCP RST instead of a FIN
     close: bool = False  # a normal WebSocket close, without the status
+    truncate: bool = False  # stdout stops after `after_bytes`; the rest is lost, the status sent
 
 
 @dataclass(eq=False)
@@ -658,6 +660,17 @@ class K8sEmulator:
         # A server from 1.35 with AuthorizePodWebsocketUpgradeCreatePermission: an exec also
         # needs `create pods/exec` (False: a server that checks only `get`).
         self.exec_needs_create = True
+        # kubelet's streaming idle timeout (streamingConnectionIdleTimeout), or a load
+        # balancer's on the way: an exec with no frame either way for this many seconds is
+        # cut (None: never). `on_idle_window` acts once one has outlived two such windows.
+        self.stream_idle_timeout: float | None = None
+        # How long a ReadWriteOnce volume stays attached to a node once its pod is gone:
+        # the CSI driver's detach there (`detach_delay`, by node: none unless said), and
+        # after a delete with grace 0, before kubelet unmounted it, the attach/detach
+        # controller's maxWaitForUnmountDuration (6 minutes), after which it detaches by
+        # force (`force_detach_delay`).
+        self.detach_delay: dict[str, float] = {}
+        self.force_detach_delay = 360.0
         self._dir = Path(tempfile.mkdtemp(prefix="k8s-emulator-"))
         self.kubeconfig = self._dir / "kubeconfig"
         self._cwd = self._dir / "cwd"  # the working directory of exec'd processes
@@ -685,6 +698,13 @@ class K8sEmulator:
         self._image_users: dict[str, str] = {}  # image -> its USER, when not root
         self._forbidden: dict[tuple[str, str], int] = {}  # -> requests still let through
         self._keep_pending = False
+        self._db_hosts: dict[tuple[str, str], tuple[Path, str, Mapping[str, str] | None]] = {}
+        self._image_envs: dict[str, dict[str, str]] = {}
+        self._idle_hooks: list[tuple[Callable[[ExecCall], bool], Callable[[], None]]] = []
+        self._placements: list[tuple[dict[str, str], str]] = []  # pod labels -> their node
+        self._lingering: dict[tuple[str, str], tuple[str, float]] = {}  # claim -> node, until
+        self._attach_said: dict[str, str] = {}  # pod uid -> its last Multi-Attach message
+        self._blackhole: socket.socket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # handlers of requests under way
         self._reapers: set[asyncio.Task[None]] = set()
         self._ips = 0
@@ -699,6 +719,11 @@ class K8sEmulator:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
+        # Where an unreachable `add_db_host` server leads: a port that listens and never
+        # accepts, so a connection gets no answer, as packets a NetworkPolicy drops.
+        self._blackhole = socket.socket()
+        self._blackhole.bind(("127.0.0.1", 0))
+        self._blackhole.listen(1)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._serve(sock), self._loop).result(timeout=30)
         config = {
@@ -771,6 +796,8 @@ class K8sEmulator:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
         self._loop.close()
+        if self._blackhole is not None:
+            self._blackhole.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> K8sEmulator:
@@ -1179,6 +1206,66 @@ class K8sEmulator:
         fault = _ExecFault(match, after_bytes, None, b"", times, close=True)
         self._on_loop(lambda: self._exec_faults.append(fault))
 
+    def truncate_exec(
+        self, match: Callable[[ExecCall], bool], after_bytes: int, times: int | None = None
+    ) -> None:
+        """Lose the end of matching execs' stdout and still end them with their real exit
+        status (Success for a command that worked), as in kubernetes issue 124571: the client
+        gets `after_bytes` stdout bytes, the command runs to its end (the rest of its stdout
+        is read and thrown away), its stderr arrives whole, then the status and a close.
+        `times` as in `drop_exec`."""
+        fault = _ExecFault(match, after_bytes, None, b"", times, truncate=True)
+        self._on_loop(lambda: self._exec_faults.append(fault))
+
+    def add_db_host(
+        self,
+        host: str,
+        port: int,
+        socket_dir: Path,
+        real_port: int,
+        reachable: Mapping[str, str] | None = None,
+    ) -> None:
+        """A PostgreSQL server outside the cluster (RDS, Cloud SQL) at `host:port`, which is
+        the local server on the Unix socket `socket_dir` (port `real_port`). An exec whose
+        argv has `-h HOST` (and `-p PORT`) gets them rewritten to that socket, when its pod's
+        labels match `reachable` (None: every pod); from any other pod to a local port that
+        listens and never answers, as a NetworkPolicy or a security group that admits only
+        some pods drops the packets: libpq waits for its connect_timeout."""
+
+        def add() -> None:
+            self._db_hosts[(host, str(port))] = (socket_dir, str(real_port), reachable)
+
+        self._on_loop(add)
+
+    def image_env(self, image: str, env: Mapping[str, str]) -> None:
+        """What an image holds, as the environment of the processes exec'd in its containers
+        (e.g. a PATH whose `pg_dump` is another version's): the pod's own env comes after."""
+
+        def add() -> None:
+            self._image_envs[image] = dict(env)
+
+        self._on_loop(add)
+
+    def on_idle_window(self, match: Callable[[ExecCall], bool], action: Callable[[], None]) -> None:
+        """Run `action` (in a thread, once per exec) when a matching exec has stayed open for
+        twice `stream_idle_timeout`: proof that it outlived an idle window, for a test that
+        keeps a command silent (but for its heartbeat) until then."""
+
+        def add() -> None:
+            self._idle_hooks.append((match, action))
+
+        self._on_loop(add)
+
+    def place(self, labels: Mapping[str, str], node: str) -> None:
+        """Schedule the pods with these labels on `node` (others: node-1), e.g. the helper
+        pods on node-2, where Odoo's ReadWriteOnce volume attached to node-1 is in the way
+        (Multi-Attach) until Odoo's pods are gone."""
+
+        def add() -> None:
+            self._placements.append((dict(labels), node))
+
+        self._on_loop(add)
+
     def keep_pending(self, enabled: bool = True) -> None:
         """Pods scheduled while this is set stay Pending forever (Unschedulable: no CPU)."""
 
@@ -1305,7 +1392,7 @@ class K8sEmulator:
         env = self._deployment_env[(namespace, deployment["metadata"]["name"])]
         self._process_env[meta["uid"]] = dict(env)
         if running:
-            pod["spec"]["nodeName"] = NODE
+            pod["spec"]["nodeName"] = self._node_for(pod)
             pod["status"] = _running_status(pod, self._next_ip())
         self._commit("pods", pod, "ADDED")
         if not running:
@@ -1380,7 +1467,26 @@ class K8sEmulator:
         pod = self._objects["pods"].get((namespace, name))
         if pod is None or pod["metadata"]["uid"] != uid or "deletionTimestamp" in pod["metadata"]:
             return
-        pod["spec"]["nodeName"] = NODE
+        pod["spec"]["nodeName"] = self._node_for(pod)
+        if (attach := self._multi_attach(pod)) is not None:
+            # the attach/detach controller retries; kubelet waits with the container creating
+            waiting = {"reason": "ContainerCreating"}
+            statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                         "restartCount": 0, "started": False, "state": {"waiting": waiting}}
+                        for c in pod["spec"]["containers"]]  # fmt: skip
+            if pod["status"].get("containerStatuses") != statuses:
+                pod["status"] |= {
+                    "conditions": [{"type": "PodScheduled", "status": "True",
+                                    "lastProbeTime": None, "lastTransitionTime": _now()}],
+                    "containerStatuses": statuses,
+                }  # fmt: skip
+                self._commit("pods", pod, "MODIFIED")
+            if self._attach_said.get(uid) != attach:
+                self._attach_said[uid] = attach  # one event per message (real ones count up)
+                self._event(pod, "FailedAttachVolume", attach, source="attachdetach-controller")
+            self._loop.call_later(0.1, self._start_pod, namespace, name, uid)
+            return
+        self._attach_said.pop(uid, None)
         if (blocked := self._cannot_start(pod)) is not None:
             reason, message, event = blocked
             pod["status"] |= {
@@ -1401,11 +1507,56 @@ class K8sEmulator:
         if (deployment := self._deployment_of(pod)) is not None:
             self._update_deployment_status(deployment)
 
+    def _node_for(self, pod: Obj) -> str:
+        labels = pod["metadata"].get("labels") or {}
+        for selector, node in self._placements:
+            if all(labels.get(k) == v for k, v in selector.items()):
+                return node
+        return NODE
+
+    def _rwo_claims(self, pod: Obj) -> list[str]:
+        """The ReadWriteOnce claims the pod mounts (one node may attach each)."""
+        namespace = pod["metadata"]["namespace"]
+        claims = []
+        for volume in pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            pvc = self._objects["persistentvolumeclaims"].get((namespace, claim or ""))
+            if pvc is not None and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]:
+                claims.append(claim)
+        return claims
+
+    def _multi_attach(self, pod: Obj) -> str | None:
+        """The attach/detach controller's Multi-Attach error for a pod whose ReadWriteOnce
+        volume is attached to another node: by a pod there that runs (or is still stopping),
+        or by one deleted with grace 0, which the API forgot before its node unmounted it."""
+        meta, node = pod["metadata"], pod["spec"]["nodeName"]
+        now = self._loop.time()
+        for claim in self._rwo_claims(pod):
+            pvc = self._objects["persistentvolumeclaims"][(meta["namespace"], claim)]
+            volume = pvc["spec"]["volumeName"]
+            users = sorted(
+                other["metadata"]["name"]
+                for (ns, _), other in self._objects["pods"].items()
+                if ns == meta["namespace"] and other is not pod
+                and other["spec"].get("nodeName") not in (None, node)
+                and other["status"].get("phase") == "Running" and claim in self._rwo_claims(other)
+            )  # fmt: skip
+            if users:
+                return (f'Multi-Attach error for volume "{volume}" Volume is already used by '
+                        f"pod(s) {', '.join(users)}")  # fmt: skip
+            held = self._lingering.get((meta["namespace"], claim))
+            if held is not None and held[0] != node and held[1] > now:
+                return (
+                    f'Multi-Attach error for volume "{volume}" Volume is already '
+                    "exclusively attached to one node and can't be attached to another"
+                )
+        return None
+
     def _terminate(self, pod: Obj, grace: int) -> None:
         """Delete gracefully (deletionTimestamp now, gone after `pod_stop_delay`) or at once."""
         meta = pod["metadata"]
         if grace == 0:
-            self._remove_pod(meta["namespace"], meta["name"], meta["uid"])
+            self._remove_pod(meta["namespace"], meta["name"], meta["uid"], forced=True)
             return
         if "deletionTimestamp" in meta:
             return
@@ -1415,10 +1566,20 @@ class K8sEmulator:
             self.pod_stop_delay, self._remove_pod, meta["namespace"], meta["name"], meta["uid"]
         )
 
-    def _remove_pod(self, namespace: str, name: str, uid: str) -> None:
+    def _remove_pod(self, namespace: str, name: str, uid: str, *, forced: bool = False) -> None:
+        """The pod leaves the API. Its ReadWriteOnce volumes stay attached to its node for
+        `detach_delay[node]` (the CSI driver's detach), or, when it was deleted with grace 0 (the
+        object gone before kubelet unmounted), for `force_detach_delay`."""
         pod = self._objects["pods"].get((namespace, name))
         if pod is None or pod["metadata"]["uid"] != uid:
             return
+        node = pod["spec"].get("nodeName") or NODE
+        linger = self.force_detach_delay if forced else self.detach_delay.get(node, 0.0)
+        if pod["status"].get("phase") == "Running" and linger > 0:
+            for claim in self._rwo_claims(pod):
+                until = self._loop.time() + linger
+                self._lingering[(namespace, claim)] = (pod["spec"]["nodeName"], until)
+        self._attach_said.pop(uid, None)
         self._commit("pods", pod, "DELETED")
         for process in self._processes.pop(uid, set()):
             _kill(process)
@@ -1862,10 +2023,12 @@ class K8sEmulator:
         uid = pod["metadata"]["uid"]
         env = dict(os.environ)
         env |= {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+        env |= self._image_envs.get(container["image"], {})
         env |= self._process_env.get(uid, {})
         pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        argv = self._rewrite_hosts(rewrite_argv(call.command, self._mounts(pod, container)), pod)
         process = await asyncio.create_subprocess_exec(
-            *rewrite_argv(call.command, self._mounts(pod, container)),
+            *argv,
             stdin=pipe if streams[STDIN] else devnull,
             stdout=pipe if streams[STDOUT] else devnull,
             stderr=pipe if streams[STDERR] else devnull,
@@ -1875,6 +2038,24 @@ class K8sEmulator:
         )
         self._processes.setdefault(uid, set()).add(process)
         return process
+
+    def _rewrite_hosts(self, argv: list[str], pod: Obj) -> list[str]:
+        """`-h HOST -p PORT` of an `add_db_host` server: its local socket where the pod may
+        reach it, else a port that refuses."""
+        out = list(argv)
+        for i in range(len(out) - 3):
+            if out[i] != "-h" or out[i + 2] != "-p":
+                continue
+            server = self._db_hosts.get((out[i + 1], out[i + 3]))
+            if server is None:
+                continue
+            socket_dir, real_port, reachable = server
+            labels = pod["metadata"].get("labels") or {}
+            if reachable is None or all(labels.get(k) == v for k, v in reachable.items()):
+                out[i + 1], out[i + 3] = str(socket_dir), real_port
+            else:
+                out[i + 1], out[i + 3] = "127.0.0.1", str(self._blackhole.getsockname()[1])
+        return out
 
     async def _stream(
         self,
@@ -1888,8 +2069,17 @@ class K8sEmulator:
         client: asyncio.Task[None],
         output: asyncio.Task[None],
     ) -> None:
-        """Run until the output ends (then report the exit) or the client leaves."""
-        await asyncio.wait({client, output}, return_when=asyncio.FIRST_COMPLETED)
+        """Run until the output ends (then report the exit), the client leaves, or the
+        stream is idle for `stream_idle_timeout` (then it is cut, as `drop_exec` cuts it)."""
+        idle = asyncio.create_task(self._idle(call, counts))
+        try:
+            await asyncio.wait({client, output, idle}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+        if idle.done() and not idle.cancelled() and not output.done():
+            _kill(process)
+            await self._drop(request, call, counts, client, reset=False, outcome="idle")
+            return
         if not output.done():
             return  # the client closed the connection
         output.result()
@@ -1898,7 +2088,7 @@ class K8sEmulator:
             self._log_exec(call, counts, None, "closed")
             await ws.close()  # a close frame, no Status before it
             return
-        if fault is not None and fault.exit_code is None:
+        if fault is not None and fault.exit_code is None and not fault.truncate:
             await self._drop(request, call, counts, client, reset=fault.reset)
             return
         code = await process.wait()
@@ -1911,6 +2101,26 @@ class K8sEmulator:
         self._log_exec(call, counts, code, "exited")
         await self._finish(ws, protocol, _exit_status(call.command, code))
 
+    async def _idle(self, call: ExecCall, counts: _ExecCounts) -> None:
+        """Return once the exec has had no frame for `stream_idle_timeout` seconds (never,
+        without one); run the `on_idle_window` hooks once it outlives two such windows."""
+        loop = asyncio.get_running_loop()
+        started = counts.active = loop.time()
+        hooked = False
+        while True:
+            limit = self.stream_idle_timeout
+            await asyncio.sleep(0.05 if limit is None else min(limit / 20, 0.05))
+            if limit is None:
+                continue
+            now = loop.time()
+            if now - counts.active > limit:
+                return
+            if not hooked and now - started > 2 * limit:
+                hooked = True
+                for match, action in list(self._idle_hooks):
+                    if match(call):
+                        loop.run_in_executor(None, action)
+
     async def _drop(
         self,
         request: web.Request,
@@ -1919,6 +2129,7 @@ class K8sEmulator:
         client: asyncio.Task[None],
         *,
         reset: bool,
+        outcome: ExecOutcome = "dropped",
     ) -> None:
         """End the TCP stream under the WebSocket: no close frame, no status (see drop_exec)."""
         transport = request.transport
@@ -1927,7 +2138,7 @@ class K8sEmulator:
             await asyncio.sleep(0.005)  # every frame sent, out of asyncio's buffer to the socket
         if transport.is_closing():
             return  # the client left first
-        self._log_exec(call, counts, None, "dropped")
+        self._log_exec(call, counts, None, outcome)
         if reset:
             sock = transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -1988,6 +2199,7 @@ class K8sEmulator:
             if frame is None:
                 continue
             channel, payload = frame
+            counts.active = asyncio.get_running_loop().time()
             if channel == STDIN:
                 counts.stdin += len(payload)
             if process.stdin is None:
@@ -2016,12 +2228,14 @@ class K8sEmulator:
                 if not data:
                     return
                 await ws.send_bytes(bytes([channel]) + data)
+                counts.active = asyncio.get_running_loop().time()
                 sent += len(data)
                 if channel == STDOUT:
                     counts.stdout += len(data)
                 else:
                     counts.stderr += len(data)
-            _kill(process)
+            if fault is None or not fault.truncate:
+                _kill(process)
             while await reader.read(CHUNK):  # to the end: asyncio's wait() waits for the pipes
                 pass
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.backup.helpers import db_dsn, make_odoo, odoo_state
 from tests.conftest import PostgresCluster
-from tests.k8s_migrate.emulator import ExecCall, K8sEmulator, Request
+from tests.k8s_migrate.emulator import ExecCall, ExecRecord, K8sEmulator, Request
 from tests.odoo_data import Shape
 
 K8S_MIGRATE = Path(sys.executable).with_name("k8s-migrate")
@@ -39,8 +39,9 @@ def changes(requests: list[Request]) -> list[str]:
             if r.method != "GET" and r.query.get("dryRun") != ["All"]]  # fmt: skip
 
 
-def is_dump(call: ExecCall) -> bool:
-    return call.command[0] == "pg_dump" and "--version" not in call.command
+def is_dump(call: ExecCall | ExecRecord) -> bool:
+    """pg_dump's dump (in k8s-migrate's `sh -c` script that counts its bytes in the pod)."""
+    return "pg_dump" in call.command and "--version" not in call.command
 
 
 @dataclass

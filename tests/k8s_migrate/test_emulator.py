@@ -1024,3 +1024,65 @@ def test_an_exec_is_authorized_as_get_and_create_on_pods_exec(
     k8s.exec_needs_create = False
     k8s.forbid("create", "pods/exec")
     assert output(run(core, "postgres-0", ["echo", "hi"])) == (b"hi\n", b"")
+
+
+def test_truncate_exec_loses_the_end_of_stdout_and_still_says_success(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    """kubernetes issue 124571: the command ran to its end and exited 0, the client got
+    only the start of its stdout, then Success."""
+    k8s.truncate_exec(lambda e: e.command[0] == "sh", after_bytes=1000)
+    marker = odoo / "ran-to-its-end"
+    resp = run(core, "postgres-0", ["sh", "-c", f"head -c 100000 /dev/zero; echo done >&2; "
+                                    f"touch {marker}"])  # fmt: skip
+    out, err = output(resp)
+    assert (len(out), err, resp.returncode) == (1000, b"done\n", 0)
+    assert marker.exists()
+    assert k8s.exec_log[-1].outcome == "exited" and k8s.exec_log[-1].stdout_bytes == 1000
+
+
+def test_a_silent_exec_is_cut_after_the_idle_timeout(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api
+) -> None:
+    """kubelet's streaming idle timeout, or a load balancer's: no frame either way for that
+    long, and the stream is cut with no status."""
+    k8s.stream_idle_timeout = 0.5
+    resp = run(core, "postgres-0", ["sh", "-c", "echo start; sleep 60"])
+    out, err = bytearray(), bytearray()
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        drain(resp, out, err)
+    assert (bytes(out), resp.returncode) == (b"start\n", None)
+    assert k8s.exec_log[-1].outcome == "idle"
+    close(resp)
+
+
+def test_a_readwriteonce_volume_attached_elsewhere_is_multi_attach(
+    k8s: K8sEmulator, odoo: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    """A pod on node-2 waits ContainerCreating while Odoo's pods on node-1 have the volume,
+    and runs once they are gone; deleted with grace 0, it leaves the volume attached to
+    node-2, and Odoo's new pods on node-1 wait in their turn."""
+    k8s.place({"app": "k8s-migrate"}, "node-2")
+    core.create_namespaced_pod(NS, helper_pod("helper"))
+
+    def attach_events(prefix: str) -> list[str]:
+        return [e["message"] for e in k8s.events(NS) if e["reason"] == "FailedAttachVolume"
+                and e["involvedObject"]["name"].startswith(prefix)]  # fmt: skip
+
+    poll(lambda: bool(attach_events("helper")))
+    assert attach_events("helper")[0].startswith('Multi-Attach error for volume "pvc-')
+    assert "Volume is already used by pod(s) odoo-" in attach_events("helper")[0]
+    pod = core.read_namespaced_pod("helper", NS)
+    assert pod.status.phase == "Pending" and pod.spec.node_name == "node-2"
+    assert pod.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+    apps.patch_namespaced_deployment_scale("odoo", NS, {"spec": {"replicas": 0}})
+    poll(lambda: core.read_namespaced_pod("helper", NS).status.phase == "Running")
+    core.delete_namespaced_pod("helper", NS, grace_period_seconds=0)
+    apps.patch_namespaced_deployment_scale("odoo", NS, {"spec": {"replicas": 1}})
+    poll(lambda: bool(attach_events("odoo-")))
+    assert (
+        "Volume is already exclusively attached to one node and can't be attached to "
+        in (attach_events("odoo-")[0])
+    )
+    odoo_pods = core.list_namespaced_pod(NS, label_selector=ODOO_SELECTOR).items
+    assert [p.status.phase for p in odoo_pods] == ["Pending"]

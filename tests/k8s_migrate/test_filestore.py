@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from tests.backup.helpers import odoo_state
 from tests.helpers import one_error_line
-from tests.k8s_migrate.shop import NS, Shop
+from tests.k8s_migrate.emulator import ExecCall, ExecRecord
+from tests.k8s_migrate.shop import NS, Shop, is_dump
 
 
 def _files(folder: Path) -> list[Path]:
@@ -59,7 +61,7 @@ def test_a_symlink_out_is_refused_by_the_helper_pod_when_odoo_is_down(shop: Shop
     assert "1 symlink in filestore/" in one_error_line(done)
     assert "linked -> /etc/hostname" in done.stderr
     assert len(shop.snapshots()) == 1 and shop.helpers_left() == []
-    dumps = [r for r in shop.k8s.exec_log if r.command[0] == "pg_dump" and len(r.command) > 2]
+    dumps = [r for r in shop.k8s.exec_log if is_dump(r)]
     assert len(dumps) == 1  # the first pull's; the second stopped before its dump
 
 
@@ -77,3 +79,40 @@ def test_a_hardlinked_file_arrives_under_both_names(shop: Shop) -> None:
     assert state == source
     restored = shop.tmp / "restored" / "zz" / first.name
     assert restored.read_bytes() == first.read_bytes()
+
+
+def _is_scan(call: ExecCall | ExecRecord) -> bool:
+    return call.pod.startswith("k8s-migrate-") and "du -s -k -L" in " ".join(call.command)
+
+
+def test_the_scan_heartbeat_keeps_a_silent_du_past_an_idle_timeout(shop: Shop) -> None:
+    """`du -s` of a big NFS or EFS filestore says nothing for minutes, and a stream with no
+    frame for a while is cut (a load balancer's idle timeout, kubelet's streaming one). Here
+    du stays silent until the emulator has seen the scan's exec outlive two idle windows:
+    without a heartbeat it is cut after one; with the scan's dots on stderr it lives on."""
+    gate = shop.tmp / "du-gate"
+    bin_dir = shop.tmp / "silent-du"
+    bin_dir.mkdir()
+    real = shutil.which("du")
+    (bin_dir / "du").write_text(
+        f'#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\nexec {real} "$@"\n'
+    )
+    (bin_dir / "du").chmod(0o755)
+    shop.k8s.image_env("odoo:17.0", {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    shop.k8s.stream_idle_timeout = 5.0
+    shop.k8s.on_idle_window(_is_scan, gate.touch)
+    env = shop.env
+    shop.env = {**env, "K8S_MIGRATE_HEARTBEAT": "0"}
+    done = shop.pull()
+    assert done.returncode == 1, done.stderr
+    assert "the connection dropped" in one_error_line(done)
+    assert [r.outcome for r in shop.k8s.exec_log if _is_scan(r)] == ["idle"]
+    shop.assert_put_back(replicas=2)
+    assert shop.snapshots() == [] and not gate.exists()
+
+    shop.env = {**env, "K8S_MIGRATE_HEARTBEAT": "0.25"}  # 20 s unless told
+    done = shop.pull()
+    assert done.returncode == 0, done.stderr
+    assert gate.exists()  # du answered only once its exec had outlived two idle windows
+    assert [r.outcome for r in shop.k8s.exec_log if _is_scan(r)] == ["idle", "exited"]
+    assert len(shop.snapshots()) == 1

@@ -120,14 +120,15 @@ def test_a_lease_taken_between_read_and_write_loses_with_409(shop: Shop) -> None
     that is not a lease (the controller's, say) only makes it read again and retry."""
     from k8s_migrate.kube import Cluster
     from k8s_migrate.lease import LeaseHeld
-    from k8s_migrate.pull import Target, _Changed, _take_lease, preflight
+    from k8s_migrate.preflight import Target, preflight
+    from k8s_migrate.transfer import Changed, take_lease
 
     cluster = Cluster.connect(shop.k8s.kubeconfig, "test")
     target = Target(NS, "odoo", "postgres-0", shop.db, "odoo-data", "postgres")
     found = preflight(cluster, target, sizes_from_odoo=False, refuse_live=True)
     shop.k8s.annotate(NS, "odoo", {"example.com/touched": "yes"})  # a newer resourceVersion
-    changed = _Changed()
-    _take_lease(cluster, target, found, changed, print)
+    changed = Changed()
+    take_lease(cluster, target, found, changed, print)
     assert changed.leased and json.loads(shop.annotations()[PULLING])["pid"] > 0
     conflicts = [r for r in shop.k8s.requests if r.method == "PATCH"]
     assert len(conflicts) == 2  # one 409, one retry at the new version
@@ -137,7 +138,7 @@ def test_a_lease_taken_between_read_and_write_loses_with_409(shop: Shop) -> None
     other = {"host": "other-host", "pid": 7, "start": None, "since": "2024-05-01T09:00:00Z"}
     shop.k8s.annotate(NS, "odoo", {PULLING: json.dumps(other)})  # the other pull won
     with pytest.raises(LeaseHeld) as held:
-        _take_lease(cluster, target, found, _Changed(), print)
+        take_lease(cluster, target, found, Changed(), print)
     assert held.value.exit_code == 4
     assert str(held.value).startswith(
         "another pull of deployment shop/odoo is under way (pid 7 on host other-host since "

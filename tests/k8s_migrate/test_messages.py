@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,6 +144,15 @@ def test_plan_shows_pg_dump_and_server_versions(shop: Shop) -> None:
     assert done.returncode == 0, done.stderr
     server = shop.postgres.psql("SHOW server_version").split()[0]
     assert f", server {server}; database " in done.stdout
+    # a dropped dump stream is not resumed: plan says what taking it again costs
+    assert re.search(r"a dump cut short is taken again from its start: [\d.]+ [KMG]iB again, "
+                     r"about \d+ s at 20 MB/s", done.stdout), done.stdout  # fmt: skip
+
+
+def test_the_time_a_dump_restart_costs_is_in_minutes_and_hours_when_large() -> None:
+    from k8s_migrate.plan import _duration
+
+    assert [_duration(s) for s in (0.2, 89, 600, 7200)] == ["1 s", "89 s", "10 min", "2.0 h"]
 
 
 def test_an_expired_login_mid_pull_is_one_line_with_the_plugins_words_and_the_commands(

@@ -566,7 +566,7 @@ def test_a_terminal_gets_progress_bars_for_the_dump_and_the_filestore(shop: Shop
     screen = child.before.decode(errors="replace")
     assert child.exitstatus == 0, screen
     assert "━" in screen and "MiB" in screen  # rich's bars, with bytes done
-    assert f"pg_dump {shop.db} in pod postgres-0" in screen
+    assert f"pg_dump {shop.db} in pod shop/postgres-0" in screen
     assert f"tar of filestore/{shop.db}/ in helper pod" in screen
 
 

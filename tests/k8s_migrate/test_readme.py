@@ -20,9 +20,11 @@ def test_every_example_in_the_readme_runs(shop: Shop) -> None:
     }
     work = shop.tmp / "work"
     work.mkdir()
-    plan, pull, zipped = run_sh_examples(README, work, env, at_least=3)
+    shop.k8s.add_secret(NS, "odoo-db", {"password": "its password"})  # the RDS example's
+    plan, pull, zipped, rds = run_sh_examples(README, work, env, at_least=4)
     assert "nothing was changed" in plan and "scale deployment shop/odoo from 2 to 0" in plan
     assert re.search(r"^\d{8}T\d{6}Z-[0-9a-f]{8}", pull, flags=re.M), pull  # odbox-backup list
     files = sum(1 for p in shop.filestore.rglob("*") if p.is_file())
     assert int(zipped.strip().splitlines()[-1]) == files
     assert shop.k8s.replicas(NS, "odoo") == 0  # a pull leaves Odoo down unless --scale-back
+    assert int(rds.strip()) == 1  # plan of a database with no pod: pg_dump in the helper pod

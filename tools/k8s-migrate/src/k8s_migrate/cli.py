@@ -14,17 +14,18 @@ import typer
 
 from k8s_migrate import __version__
 from odbox_common import console, runner
-from odbox_common.errors import ExitCode, ToolError
+from odbox_common.errors import ExitCode, ToolError, UsageError
 
 if TYPE_CHECKING:
-    from k8s_migrate.pull import Target
+    from k8s_migrate.preflight import Target
 
 app = runner.typer_app(
     "k8s-migrate",
     (
         "Pull an Odoo database and filestore out of Kubernetes into an odbox-backup snapshot "
         "(--repo) or an Odoo zip (--odoo-zip): Odoo is scaled to 0, pg_dump runs in the "
-        "database pod, a helper pod tars the filestore from the PVC; both stream, verified, "
+        "database pod (--db-host: in the helper pod), a helper pod tars the filestore from the "
+        "PVC; both stream, verified, "
         "and the cluster is put back whatever fails.\n\n"
         "Exit codes: 0 ok, 1 failed while running, 2 usage (to fix on the command line or "
         "in your files: a wrong name, an output that is a folder or not writable, a "
@@ -43,7 +44,21 @@ Namespace = Annotated[
 Deployment = Annotated[
     str, typer.Option("--odoo-deployment", metavar="NAME", help="Odoo's deployment.")
 ]
-DbPod = Annotated[str, typer.Option("--db-pod", metavar="POD", help="The PostgreSQL pod.")]
+DbPod = Annotated[
+    str | None,
+    typer.Option("--db-pod", metavar="POD",
+                 help="The PostgreSQL pod (or --db-host for a server with no pod)."),
+]  # fmt: skip
+DbHost = Annotated[
+    str | None,
+    typer.Option("--db-host", metavar="HOST",
+                 help="A PostgreSQL server with no pod (RDS, Cloud SQL): pg_dump runs in the "
+                 "helper pod against it (--helper-image needs pg_dump of the server's major "
+                 "version or later; Odoo's image has one)."),
+]  # fmt: skip
+DbPort = Annotated[
+    int, typer.Option("--db-port", min=1, max=65535, metavar="PORT", help="--db-host's port.")
+]
 DbContainer = Annotated[
     str | None,
     typer.Option("--db-container", metavar="NAME",
@@ -113,22 +128,34 @@ def main_options(
     """Options for every command."""
 
 
-def _target(namespace: str | None, deployment: str, db_pod: str, db_container: str | None,
-            db_name: str, db_user: str | None, pvc: str, filestore_path: str | None,
-            helper_image: str | None, timeout: float) -> Target:  # fmt: skip
-    from k8s_migrate.pull import Target
+def _target(namespace: str | None, deployment: str, db_pod: str | None,
+            db_container: str | None, db_name: str, db_user: str | None, pvc: str,
+            filestore_path: str | None, helper_image: str | None, timeout: float,
+            db_host: str | None = None, db_port: int = 5432) -> Target:  # fmt: skip
+    from k8s_migrate.database import check_host
+    from k8s_migrate.preflight import Target
 
-    target = Target(namespace or "", deployment, db_pod, db_name, pvc, db_container, db_user,
-                    filestore_path, helper_image, timeout)  # fmt: skip
+    if (db_pod is None) == (db_host is None):
+        raise UsageError("give one of --db-pod POD and --db-host HOST")
+    if db_host is not None:
+        check_host(db_host)
+        if db_container is not None:
+            raise UsageError("--db-container is for --db-pod; with --db-host, pg_dump runs in "
+                             "the helper pod (--helper-image)")  # fmt: skip
+    target = Target(namespace or "", deployment, db_pod or "", db_name, pvc, db_container,
+                    db_user, filestore_path, helper_image, timeout)  # fmt: skip
+    target.db_host, target.db_port = db_host, db_port
     target.filestore  # noqa: B018 (checks --filestore-path now, before anything is touched)
     return target
 
 
 @app.command()
 def plan(
-    db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    db_pod: DbPod = None,
+    db_host: DbHost = None,
+    db_port: DbPort = 5432,
     namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
@@ -149,11 +176,11 @@ def plan(
 ) -> None:
     """Show each step of a pull, with the sizes found; change nothing (reads only)."""
     from k8s_migrate.kube import Cluster
-    from k8s_migrate.pull import describe_plan
+    from k8s_migrate.plan import describe_plan
     from k8s_migrate.sinks import Output
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
-                     filestore_path, helper_image, timeout)  # fmt: skip
+                     filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
     target.db_password_secret = db_password_secret
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
@@ -170,9 +197,11 @@ def plan(
 
 @app.command()
 def pull(
-    db_pod: DbPod,
     db_name: DbName,
     pvc: Pvc,
+    db_pod: DbPod = None,
+    db_host: DbHost = None,
+    db_port: DbPort = 5432,
     namespace: Namespace = None,
     odoo_deployment: Deployment = "odoo",
     db_container: DbContainer = None,
@@ -204,13 +233,13 @@ def pull(
 ) -> None:
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
     from k8s_migrate.kube import Cluster
+    from k8s_migrate.preflight import resolve_filestore
     from k8s_migrate.pull import pull as do_pull
-    from k8s_migrate.pull import resolve_filestore
     from k8s_migrate.sinks import Output
     from odbox_backup.progress import progress_for
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
-                     filestore_path, helper_image, timeout)  # fmt: skip
+                     filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
     target.db_password_secret = db_password_secret
     target.force = force
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched

@@ -12,6 +12,7 @@ sends a second name as a link member with no content).
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import tarfile
 import threading
@@ -26,21 +27,22 @@ from odbox_common.errors import ToolError, UsageError
 
 NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
 # $1 the folder, $2 a line no file name can be, $3 `all` (size and files too) or `links`,
-# then the PVC's mount paths in this pod. Out: `kib N` (du) and the files (with `all`), the
-# marker, each mount path as the kernel resolves it, the marker, then three lines a
-# symlink: y if its target exists, its path, `=` and its target resolved (readlink -f). Links
-# inside a symlinked folder are not listed: their files are followed all the same.
+# $4 the heartbeat's period in seconds (0: none), then the PVC's mount paths in this pod.
+# Out: `kib N` (du) and the files (with `all`), the marker, each mount path as the kernel
+# resolves it, the marker, then three lines a symlink: y if its target exists, its path,
+# `=` and its target resolved (readlink -f). Links inside a symlinked folder are not
+# listed: their files are followed all the same.
 SCAN_SCRIPT = (
-    '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; end=$2; what=$3; shift 3; '
+    '[ -d "$1" ] || exit 66; cd -- "$1" || exit 1; end=$2; what=$3; every=$4; shift 4; '
     # du fails on a dangling link, yet sums the rest; those links are refused anyway. It is
     # silent for minutes on a big NFS or EFS volume: a heartbeat on stderr meanwhile keeps
     # load balancers (idle ~350 s) and our own idle timeout from taking it for dead.
-    'if [ "$what" = all ]; then '
+    'if [ "$what" = all ]; then beat=; if [ "$every" != 0 ]; then '
     # (its sleep must not outlive it holding the pipes: the exec would end only then)
     "(trap 'kill $s 2>/dev/null; exit 0' TERM; "
-    "while :; do sleep 20 >/dev/null 2>&1 & s=$!; wait $s; echo . >&2; done) "
-    "</dev/null >/dev/null & beat=$!; "
-    "size=$(du -s -k -L . 2>/dev/null | cut -f1); kill $beat 2>/dev/null; "
+    'while :; do sleep "$every" >/dev/null 2>&1 & s=$!; wait $s; echo . >&2; done) '
+    "</dev/null >/dev/null & beat=$!; fi; "
+    'size=$(du -s -k -L . 2>/dev/null | cut -f1); [ -z "$beat" ] || kill $beat 2>/dev/null; '
     'printf "kib %s\\n" "$size"; '
     "find -L . -type f || exit 1; fi; "
     'printf "%s\\n" "$end"; '
@@ -61,6 +63,21 @@ TAR_SCRIPT = (
     '| tar -chf - "$hard" -T -'
 )
 SHOWN = 5  # symlinks named in the error line
+# The scan's heartbeat period, in seconds: under the idle timeouts on the way (a load
+# balancer's, often 60 s or 350 s; kubelet's streaming one; our own 300 s).
+HEARTBEAT = "K8S_MIGRATE_HEARTBEAT"
+
+
+def heartbeat() -> str:
+    """$K8S_MIGRATE_HEARTBEAT (default 20; 0: none), as the scan script takes it."""
+    value = os.environ.get(HEARTBEAT, "").strip() or "20"
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise UsageError(f"${HEARTBEAT} is {value!r}: give seconds, 0 to 3600 (0: no heartbeat)")
+    return f"{seconds:g}"
 
 
 class FilestoreError(ToolError):
@@ -107,7 +124,8 @@ def scan(
     """The listing of `folder` in the pod (with `files`, its size and files too); a missing
     folder is CommandFailed with code NO_FOLDER."""
     end = f"--end-{secrets.token_hex(8)}--"
-    script = ["sh", "-c", SCAN_SCRIPT, "sh", folder, end, "all" if files else "links", *roots]
+    script = ["sh", "-c", SCAN_SCRIPT, "sh", folder, end, "all" if files else "links",
+              heartbeat(), *roots]  # fmt: skip
     out = cluster.run(namespace, pod, container, script, limit=1 << 30, what=what)
     parts = list(lines(out))
     first = parts.index(end)

@@ -98,7 +98,7 @@ def test_a_corrupt_state_cache_is_ignored_and_rebuilt(vault):
 
 def test_check_of_a_missing_vault_is_one_line(tmp_path):
     result = vaultgen(tmp_path / "nowhere", "check")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no vault at" in one_error_line(result)
 
 

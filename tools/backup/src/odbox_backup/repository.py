@@ -61,6 +61,10 @@ class RepositoryError(ToolError):
     """The repository is missing, of another version, or damaged."""
 
 
+class NoRepository(RepositoryError, UsageError):
+    """Nothing at the place given: the command line's to fix (exit 2, as in every tool)."""
+
+
 class CorruptObject(RepositoryError):
     """An object's bytes do not decode to content with its name's hash."""
 
@@ -461,7 +465,7 @@ class Repository:
         try:
             raw = store.get(CONFIG)
         except NotFound as e:
-            raise RepositoryError(
+            raise NoRepository(
                 f"no repository at {store.url}: create one with `odbox-backup init`"
             ) from e
         try:
@@ -1107,9 +1111,7 @@ class Repository:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise RepositoryError(
-                f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)"
-            )
+            raise UsageError(f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)")
         raise UsageError(f"{ref} matches {len(matches)} snapshots: give more of the ID")
 
     def files_in_read_order(self, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:

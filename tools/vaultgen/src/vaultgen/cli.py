@@ -221,7 +221,7 @@ def password(
         raise UsageError("choose one of --stdin, --file and --generate")
     root = _settings(ctx).vault
     if not (root / layout.IDENTITY).exists() and not (root / layout.MANIFEST).exists():
-        raise VaultError(f"no vault at {root}: create it first with `vaultgen generate`")
+        raise UsageError(f"no vault at {root}: create it first with `vaultgen generate`")
     exists = any((root / f"passwords/{name}.txt{ext}").exists() for ext in ("", ".age"))
     if stdin:
         secret = password_from_bytes(sys.stdin.buffer.read(), "standard input")

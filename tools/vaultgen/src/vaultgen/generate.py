@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultgen import agecrypt, layout, records
-from vaultgen.errors import VaultError
+from vaultgen.errors import UsageError, VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
     SECRET_FILE_MODE,
@@ -577,7 +577,7 @@ def apply(plan: Plan) -> None:
 def generate(root: Path, request: Request | None = None) -> Plan:
     """Bring the vault at `root` up to date; returns what was done."""
     if root.exists() and not root.is_dir():
-        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
+        raise UsageError(f"{root} is not a folder: give --vault a vault folder")
     if not (root / layout.IDENTITY).exists():
         layout.refuse_foreign_folder(root)  # before the folder or its lock is made
     ensure_dir(root)

@@ -203,9 +203,9 @@ def discover(
 
 def require_vault(root: Path) -> None:
     if not root.exists():
-        raise VaultError(f"no vault at {root}: create one with `vaultgen generate`")
+        raise UsageError(f"no vault at {root}: create one with `vaultgen generate`")
     if not root.is_dir():
-        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
+        raise UsageError(f"{root} is not a folder: give --vault a vault folder")
 
 
 def refuse_symlinked_folders(root: Path) -> None:

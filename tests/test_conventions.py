@@ -111,3 +111,93 @@ def test_ctrl_c_exits_with_interrupted(tmp_path):
     child.close()
     assert child.exitstatus == code_of("INTERRUPTED")
     assert b"error: interrupted" in child.before
+
+
+def _global_option_cases(tmp: Path) -> list[tuple[str, list[str], list[str], str]]:
+    """(tool, the global option before the command, the same after it, the line both give)."""
+    nowhere = str(tmp / "nowhere")
+    k8s = ["plan", "--db-pod", "p", "--db-name", "d", "--pvc", "v"]
+    return [
+        ("odbox-backup", ["--repo", nowhere, "list"], ["list", "--repo", nowhere],
+         f"no repository at {nowhere}"),
+        ("odbox-backup", ["-r", nowhere, "show", "latest"], ["show", "latest", "-r", nowhere],
+         f"no repository at {nowhere}"),
+        ("vaultgen", ["--vault", nowhere, "check"], ["check", "--vault", nowhere],
+         f"no vault at {nowhere}"),
+        ("dbinit", ["--dsn", f"host={tmp}", "check"], ["check", "--dsn", f"host={tmp}"],
+         f"cannot connect to PostgreSQL at {tmp}"),
+        ("ec2-install", ["--region", "xx-nowhere-9", "status", "--name", "x"],
+         ["status", "--name", "x", "--region", "xx-nowhere-9"], "unknown region 'xx-nowhere-9'"),
+        ("k8s-migrate", ["-r", nowhere, *k8s], [*k8s, "--repo", nowhere],
+         f"no repository at {nowhere}"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(6), ids=lambda i: ["backup --repo", "backup -r",
+                         "vaultgen", "dbinit", "ec2-install", "k8s-migrate"][i])  # fmt: skip
+def test_a_global_option_goes_before_or_after_the_command(case, tmp_path):
+    tool, before, after, line = _global_option_cases(tmp_path)[case]
+    env = {**vaultgen_env(), **dbinit_env(), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    first, second = run_tool(tool, *before, env=env), run_tool(tool, *after, env=env)
+    said = one_error_line(first).split("error: ", 1)[1]
+    assert line in said
+    assert (second.returncode, one_error_line(second).split("error: ", 1)[1]) == (
+        first.returncode, said)  # fmt: skip
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path):
+    result = run_tool("vaultgen", "check", "--vault", tmp_path / "nowhere", "--debug",
+                      env=vaultgen_env())  # fmt: skip
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_dash_r_is_the_repository_in_every_tool_that_has_it():
+    import importlib
+
+    import typer
+
+    for module in ("odbox_backup.cli", "dbinit.cli", "vaultgen.cli", "ec2_install.cli",
+                   "k8s_migrate.cli"):  # fmt: skip
+        group = typer.main.get_command(importlib.import_module(module).app)
+        for command in [group, *getattr(group, "commands", {}).values()]:
+            for param in command.params:
+                if "-r" in param.opts:
+                    assert "--repo" in param.opts, (module, command.name, param.opts)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_completion_prints_a_script_for_each_shell(tool):
+    for shell in ("bash", "zsh", "fish"):
+        result = run_tool(tool, "completion", shell)
+        assert result.returncode == 0, result.stderr
+        assert tool in result.stdout and f"_{tool.replace('-', '_').upper()}_COMPLETE" in (
+            result.stdout)  # fmt: skip
+    refused(run_tool(tool, "completion", "tcsh"), "USAGE", "no completion for 'tcsh'")
+
+
+@pytest.mark.parametrize(
+    "tool, words, expected",
+    [("odbox-backup", "odbox-backup li", ["list"]),
+     ("odbox-backup", "odbox-backup prune --keep-d", ["--keep-daily"]),
+     ("vaultgen", "vaultgen re", ["rekey"]),
+     ("dbinit", "dbinit check --js", ["--json"])],
+)  # fmt: skip
+def test_bash_completes_commands_and_options_with_the_printed_script(tool, words, expected):
+    """The script, sourced by a real bash, asked as bash asks on Tab."""
+    script = run_tool(tool, "completion", "bash").stdout
+    function = re.search(r"complete -o default -F (\S+) " + re.escape(tool), script)
+    assert function
+    ask = (f"{script}\nCOMP_WORDS=({words}); COMP_CWORD={len(words.split()) - 1}; "
+           f"{function[1]} {tool}; printf '%s\\n' \"${{COMPREPLY[@]}}\"")  # fmt: skip
+    env = {"PATH": f"{tool_path(tool).parent}:/usr/bin:/bin"}
+    answer = subprocess.run(["bash", "-c", ask], capture_output=True, text=True, env=env)
+    assert answer.stdout.split() == expected, answer.stderr
+
+
+def test_the_nix_packages_install_the_completion_of_every_shell():
+    from odbox_common.runner import SHELLS
+
+    build = (Path(__file__).parents[1] / "nix/pkgs/tools/default.nix").read_text()
+    installed = re.findall(r"--(\w+) <\(\$out/bin/\$\{name\} completion (\w+)\)", build)
+    assert "installShellCompletion --cmd ${name}" in build
+    assert sorted(installed) == sorted((shell, shell) for shell in SHELLS)

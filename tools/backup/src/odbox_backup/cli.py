@@ -35,7 +35,7 @@ app = runner.typer_app(
 Repo = Annotated[
     str,
     typer.Option(
-        "--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+        "--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
         help="The repository: a folder, or s3://bucket/prefix.",
     ),
 ]  # fmt: skip
@@ -159,7 +159,6 @@ def init(
         list[str] | None,
         typer.Option(
             "--recipient",
-            "-r",
             metavar="RECIPIENT",
             help="Encrypt to this age1… or ssh-ed25519/ssh-rsa public key (repeat).",
         ),
@@ -381,7 +380,7 @@ def restore(
     ],
     repo: Annotated[
         str | None,
-        typer.Option("--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+        typer.Option("--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
                      help="The repository: a folder, or s3://bucket/prefix."),
     ] = None,
     snapshot: Annotated[
@@ -761,6 +760,7 @@ def run_cli(argv: list[str]) -> int:
     with interrupts_as_exceptions():
         return runner.run(
             app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+            global_options=("--repo", "--identity", "--auth-key-file"),
             interrupted="interrupted; earlier snapshots and the live database and filestore "
             "are intact",
         )  # fmt: skip

@@ -358,6 +358,7 @@ def run(argv: list[str]) -> int:
         argv,
         prog="dbinit",
         debug_env="DBINIT_DEBUG",
+        global_options=("--dsn",),
         interrupted="interrupted; each step is a transaction, so it was made in full or not at all",
         known_errors=_known_errors,
         describe=_describe,

@@ -201,3 +201,90 @@ def test_the_nix_packages_install_the_completion_of_every_shell():
     installed = re.findall(r"--(\w+) <\(\$out/bin/\$\{name\} completion (\w+)\)", build)
     assert "installShellCompletion --cmd ${name}" in build
     assert sorted(installed) == sorted((shell, shell) for shell in SHELLS)
+
+
+def test_counts_are_singular_for_one():
+    from odbox_common.console import count_of
+
+    assert [count_of(n, "object") for n in (0, 1, 2)] == ["0 objects", "1 object", "2 objects"]
+    assert count_of(1, "copy", "copies") == "1 copy" and count_of(3, "copy", "copies") == "3 copies"
+
+
+def test_a_repository_for_one_recipient_says_one_recipient(tmp_path, postgres):
+    """`odbox-backup init -r … --recipient age1…` said `encrypted to 1 recipients`."""
+    from odbox_common.age import generate_identity
+
+    result = run_tool("odbox-backup", "init", "-r", tmp_path / "repo", "--recipient",
+                      generate_identity()[1], env=env_for(postgres, None))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(encrypted to 1 recipient)" in result.stdout
+
+
+def _commands(module: str) -> dict[str, object]:
+    import importlib
+
+    import typer
+
+    group = typer.main.get_command(importlib.import_module(module).app)
+    return {"": group, **getattr(group, "commands", {})}
+
+
+@pytest.mark.parametrize("tool, module", [("dbinit", "dbinit.cli"), ("vaultgen", "vaultgen.cli")])
+def test_every_command_has_examples_that_name_real_commands_and_options(tool, module):
+    commands = _commands(module)
+    group_options = {o for p in commands[""].params for o in p.opts}  # type: ignore[attr-defined]
+    for name, command in commands.items():
+        if not name:
+            continue
+        epilog = command.epilog or ""  # type: ignore[attr-defined]
+        assert epilog.startswith("\b\nExamples:"), f"{tool} {name} has no examples"
+        runs = [line.strip() for line in epilog.splitlines()[3::2]]
+        assert runs and all(tool in run for run in runs), epilog
+        own = {o for p in command.params for o in p.opts} | group_options  # type: ignore[attr-defined]
+        for run in runs:
+            words = run.split()[run.split().index(tool) + 1 :]
+            assert name in words, f"{run!r} is not an example of {tool} {name}"
+            unknown = {w for w in words if w.startswith("--")} - own
+            assert not unknown, f"{run!r} names options {tool} {name} does not have"
+
+
+@pytest.mark.parametrize("module", ["odbox_backup.cli", "dbinit.cli", "vaultgen.cli",
+                                    "ec2_install.cli", "k8s_migrate.cli"])  # fmt: skip
+def test_every_placeholder_in_help_is_in_capitals(module):
+    """`--mode <str>`, `--days <int range>`: typer's type names where a placeholder belongs."""
+    import importlib
+
+    tool = {"odbox_backup.cli": "odbox-backup", "ec2_install.cli": "ec2-install",
+            "k8s_migrate.cli": "k8s-migrate"}.get(module, module.split(".")[0])  # fmt: skip
+    for name in _commands(module):
+        if name:
+            text = run_tool(tool, name, "--help").stdout
+            assert not re.search(r"--[a-z-]+ <[a-z ]+>", text), f"{tool} {name}:\n{text}"
+    assert importlib.import_module(module)
+
+
+def test_setup_json_is_one_document_with_every_key_and_its_log_on_stderr(postgres):
+    import json
+
+    result = run_tool("dbinit", "setup", "--dry-run", "--json", "--dsn", postgres.dsn,
+                      env=dbinit_env())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"schema", "server", "dry_run", "changed", "changes", "warnings"}
+    assert document["schema"] == 1 and document["dry_run"] is True and not document["changed"]
+    assert document["changes"], "a cluster nobody set up has changes to make"
+    assert f"would {document['changes'][0]}" in result.stderr
+
+
+@pytest.mark.parametrize("tool, args", [("dbinit", ["status"]), ("vaultgen", ["check"]),
+                                        ("vaultgen", ["status"])])  # fmt: skip
+def test_every_json_document_has_a_schema_version(tool, args, postgres, tmp_path):
+    import json
+
+    if tool == "dbinit":
+        result = run_tool(tool, *args, "--json", "--dsn", postgres.dsn, env=dbinit_env())
+    else:
+        vault = tmp_path / "vault"
+        assert run_tool(tool, "--vault", vault, "--batch", env=vaultgen_env()).returncode == 0
+        result = run_tool(tool, "--vault", vault, *args, "--json", env=vaultgen_env())
+    assert json.loads(result.stdout)["schema"] == 1, result.stderr

@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.repository import AuthKey, Repository, load_identities
+from odbox_backup.repository import AuthKey, Repository
 from odbox_backup.store import LocalStore, S3Store, Store
+from odbox_common.age import load_identities
 from tests.conftest import MotoServer, PostgresCluster
 from tests.helpers import run_tool, tool_path
 

@@ -215,4 +215,4 @@ def test_debug_off_values_of_the_environment_show_no_traceback(vault):
             [VAULTGEN, "--vault", vault, "generate"], capture_output=True, text=True,
             env=clean_env(VAULTGEN_DEBUG=value),
         )  # fmt: skip
-        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -42,6 +42,15 @@ def typer_app(name: str, help: str) -> typer.Typer:
     return app
 
 
+def examples(*pairs: tuple[str, str]) -> str:
+    """A command's `--help` epilog of examples, as kubectl's and restic's: each a `# what it
+    does` line and the command, kept as written (click's \\b: no re-wrapping)."""
+    lines = ["\b", "Examples:"]
+    for what, command in pairs:
+        lines += [f"  # {what}", f"  {command}"]
+    return "\n".join(lines)
+
+
 def _complete_var(prog: str) -> str:
     """The variable the shell's script sets when it asks for completions (click's name)."""
     return f"_{prog}_COMPLETE".replace("-", "_").upper()
@@ -50,11 +59,10 @@ def _complete_var(prog: str) -> str:
 def _add_completion_command(app: typer.Typer, prog: str) -> None:
     @app.command(
         "completion",
-        epilog=(
-            f"Examples:\n\n"
-            f"  {prog} completion bash > ~/.local/share/bash-completion/completions/{prog}\n\n"
-            f'  {prog} completion zsh > "${{fpath[1]}}/_{prog}"\n\n'
-            f"  {prog} completion fish > ~/.config/fish/completions/{prog}.fish"
+        epilog=examples(
+            ("bash", f"{prog} completion bash > ~/.local/share/bash-completion/completions/{prog}"),
+            ("zsh: into a folder of $fpath", f'{prog} completion zsh > "${{fpath[1]}}/_{prog}"'),
+            ("fish", f"{prog} completion fish > ~/.config/fish/completions/{prog}.fish"),
         ),
     )
     def completion(
@@ -164,6 +172,25 @@ def place_global_options(group: Command, argv: list[str], names: Sequence[str]) 
     return [*kept, *moved_before, argv[i], *moved_after, *rest, *argv[end:]]
 
 
+def _metavar(option: Parameter) -> str:
+    """The placeholder of an option that declares none: `N` for a number, `PATH` for a path,
+    else its long name in capitals (`--group-by GROUP_BY`), never typer's `<str>`."""
+    kind = getattr(option.type, "name", "")
+    if kind in ("integer", "float", "integer range", "float range"):
+        return "N"
+    if kind == "path":
+        return "PATH"
+    return str(max(option.opts, key=len)).lstrip("-").replace("-", "_").upper()
+
+
+def _placeholders_in_one_style(group: Command) -> None:
+    """Every option that takes a value shows an UPPERCASE placeholder in `--help`."""
+    for command in [group, *getattr(group, "commands", {}).values()]:
+        for param in command.params:
+            if param.param_type_name == "option" and _takes_value(param) and not param.metavar:
+                param.metavar = _metavar(param)
+
+
 def _say_where_global_options_go(group: Command, names: Sequence[str]) -> None:
     """The group's help says which options go on either side of the command."""
     spelled = [n for n in (*(p.opts[0] for p in group.params), *names) if n != "--version"]
@@ -199,6 +226,7 @@ def run(
     command = typer.main.get_command(app)
     argv = place_global_options(command, argv, global_options)
     _say_where_global_options_go(command, global_options)
+    _placeholders_in_one_style(command)
     try:
         result = command.main(args=argv, prog_name=prog, standalone_mode=False)
     except typer.Exit as e:

@@ -17,19 +17,22 @@ from dbinit import provision
 from dbinit.acl import GRANTEE_SQL
 from dbinit.connect import Target, connect, require_superuser
 from dbinit.names import Names
-from dbinit.provision import (
+from dbinit.plan.change import (
     NOT_EXTENSION_MEMBER,
-    OLD_PARAMS_FUNCTION,
-    PARAMS_FUNCTION,
-    PARAMS_SCHEMA,
     SEQUENCE_RW,
     TABLE_FORBIDDEN,
     TABLE_RW,
     USER_SCHEMAS,
-    PgadminDbState,
-    definer_functions,
-    foreign_owned,
 )
+from dbinit.plan.functions import definer_functions
+from dbinit.plan.pgadmin_db import (
+    OLD_PARAMS_FUNCTION,
+    PARAMS_FUNCTION,
+    PARAMS_SCHEMA,
+    PgadminDbState,
+)
+from dbinit.provision import foreign_owned
+from odbox_common.console import count_of
 from odbox_common.errors import ToolError
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema": 1,  # dbinit.cli.JSON_SCHEMA
             "server": self.where,
             "ok": self.ok,
             "columns": self.columns,
@@ -421,9 +425,8 @@ class Audit:
             def others_drift(who: str, f: dict[str, Any], any_key: str = any_key,
                              noun: str = noun) -> str:  # fmt: skip
                 can = "read or write" if noun == "tables" else "use"
-                return (
-                    f"{who} can {can} {_n(len(f[any_key]), noun[:-1])} in {db}: {_some(f[any_key])}"
-                )
+                what = count_of(len(f[any_key]), noun[:-1])
+                return f"{who} can {can} {what} in {db}: {_some(f[any_key])}"
 
             row(
                 f"{verb} {db} {noun}",
@@ -441,7 +444,7 @@ class Audit:
             ),
             owners,
             lambda who, f: (
-                f"{who} can truncate, alter or drop {_n(len(f['destructive']), 'table')} "
+                f"{who} can truncate, alter or drop {count_of(len(f['destructive']), 'table')} "
                 f"in {db}: {_some(f['destructive'])}"
             ),
         )
@@ -671,10 +674,6 @@ def _count(total: int, lacking: list[str]) -> tuple[str, bool]:
 
 def _of(part: int, total: int) -> str:
     return f"{part} of {total}"
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _shown(roles: list[str]) -> list[str]:

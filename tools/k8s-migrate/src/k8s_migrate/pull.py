@@ -41,7 +41,7 @@ from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines,
 from k8s_migrate.lease import PULLING, STOPPED, Owner, held
 from k8s_migrate.sinks import Facts, Sink, plural
 from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
-from odbox_common.console import human_size
+from odbox_common.console import count_of, human_size
 from odbox_common.errors import ExitCode, ToolError, UsageError
 from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 
@@ -447,7 +447,7 @@ def steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> lis
     """What a pull would do, each step with the sizes found."""
     ns, name, n = target.namespace, target.deployment, found.replicas
     fs = (
-        f"{found.filestore_files} files, {_size(found.filestore_bytes)}"
+        f"{count_of(found.filestore_files or 0, 'file')}, {_size(found.filestore_bytes)}"
         if found.filestore_bytes is not None
         else "size known once the helper pod runs"
     )

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from vaultgen.errors import UsageError, VaultError
+from odbox_common.errors import ToolError as VaultError
+from odbox_common.errors import UsageError
 from vaultgen.files import TEMP_MARKER
 
 IDENTITY = "age.key"

@@ -78,3 +78,16 @@ def test_odbox_backup_never_prints_a_private_key_given_as_a_recipient(tmp_path, 
     assert result.returncode == 2 and "holds a private key" in one_error_line(result)
     assert secret[len(age.AGE_SECRET_PREFIX) :][:8] not in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("key", ["public", "secret"])
+def test_init_refuses_a_key_given_to_r_out_of_ages_habit(key, tmp_path, postgres):
+    """`odbox-backup init -r age1…` (age's -r RECIPIENT) made an unencrypted repository in a
+    folder named after the key: -r is the repository, as restic's."""
+    secret, public = age.generate_identity()
+    given = public if key == "public" else secret
+    result = run_tool(
+        "odbox-backup", "init", "-r", given, cwd=tmp_path, env=env_for(postgres, None)
+    )
+    assert result.returncode == 2 and "-r is --repo" in one_error_line(result)
+    assert given not in result.stderr and list(tmp_path.iterdir()) == []

@@ -182,9 +182,12 @@ def init(
     """Make a new, empty repository (encrypted when given recipients)."""
     from odbox_backup.repository import AuthKey, Repository
     from odbox_backup.store import open_store
-    from odbox_common.age import recipient_lines
+    from odbox_common.age import is_a_key, recipient_lines
     from odbox_common.files import write_private
 
+    if is_a_key(repo):  # age's -r RECIPIENT typed out of habit: -r is the repository here
+        raise UsageError("the repository given is a key: -r is --repo (as restic's -r); give "
+                         "recipients with --recipient (or -R FILE); nothing was made")  # fmt: skip
     if auth_key is None:
         raise UsageError(
             "give --auth-key-file FILE (or set ODBOX_BACKUP_AUTH_KEY_FILE): a new key is "

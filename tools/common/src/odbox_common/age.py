@@ -77,6 +77,17 @@ def parse_recipient(text: str, where: str) -> Recipient:
     raise AgeError(f"{where}: not a recipient: expected age1… or an ssh-ed25519/ssh-rsa public key")
 
 
+def is_a_key(text: str) -> bool:
+    """Whether `text` is an age or SSH key, public or private (where a path was wanted)."""
+    try:
+        parse_recipient(text, "")
+    except SecretKeyInRecipients:
+        return True
+    except AgeError:
+        return False
+    return True
+
+
 def is_recipient_line(line: str) -> bool:
     """Blank lines and `#` comments of a recipients file are not recipients (age's rule)."""
     return bool(line.strip()) and not line.strip().startswith("#")

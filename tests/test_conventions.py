@@ -288,3 +288,8 @@ def test_every_json_document_has_a_schema_version(tool, args, postgres, tmp_path
         assert run_tool(tool, "--vault", vault, "--batch", env=vaultgen_env()).returncode == 0
         result = run_tool(tool, "--vault", vault, *args, "--json", env=vaultgen_env())
     assert json.loads(result.stdout)["schema"] == 1, result.stderr
+
+
+def test_a_global_option_without_a_known_command_says_what_is_missing(tmp_path):
+    refused(run_tool("odbox-backup", "--repo", tmp_path), "USAGE", "Missing command")
+    refused(run_tool("odbox-backup", "--repo", tmp_path, "lis"), "USAGE", "No such command 'lis'")

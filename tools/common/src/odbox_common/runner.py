@@ -154,9 +154,11 @@ def place_global_options(group: Command, argv: list[str], names: Sequence[str]) 
         else:
             break
         i += taken
+    if i == end and moved_after:  # `odbox-backup --repo X`: say the command is missing
+        return kept + argv[end:]
     command = group.commands.get(argv[i]) if i < end else None
-    if command is None:
-        return argv
+    if command is None:  # no such command: click says so, not that --repo is unknown
+        return [*kept, *argv[i:end], *moved_after, *argv[end:]]
     its_own = _options(command)
     group_only = {k: v for k, v in own.items() if k not in its_own}
     moved_before: list[str] = []

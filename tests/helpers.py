@@ -1,11 +1,34 @@
-"""Assertions every tool's tests share: the one-line failure contract and runnable doc examples."""
+"""What every tool's tests share: running a tool as a user does, the one-line failure
+contract, and runnable doc examples."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+
+def tool_path(name: str) -> Path:
+    """The console script `name` (odbox-backup, dbinit, vaultgen…) of the venv running pytest."""
+    return Path(sys.executable).with_name(name)
+
+
+def run_tool(
+    name: str,
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`NAME ARGS…` as a user runs it; never raises on a non-zero exit. Text in and out,
+    unless `input` is bytes."""
+    return subprocess.run(
+        [str(tool_path(name)), *map(str, args)],
+        input=input, capture_output=True, text=not isinstance(input, bytes), env=env, **kwargs,
+    )  # fmt: skip
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.repository import AuthKey, Repository, load_identities
+from odbox_backup.repository import AuthKey, Repository
 from odbox_backup.store import LocalStore, S3Store, Store
+from odbox_common.age import load_identities
 from tests.conftest import MotoServer, PostgresCluster
+from tests.helpers import run_tool, tool_path
 
-ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
+ODBOX_BACKUP = tool_path("odbox-backup")
 # run's cache (odbox_backup.cache) goes here, not into the home folder of whoever runs the tests
 CACHE_HOME = tempfile.mkdtemp(prefix="odbox-backup-test-cache-")
 # The authentication key every test's box and admin hold (`init` writes it on first use).
@@ -35,9 +36,7 @@ def env_for(postgres: PostgresCluster, moto: MotoServer | None) -> dict[str, str
 
 def backup(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """`odbox-backup ARGS…`; never raises on a non-zero exit."""
-    return subprocess.run(
-        [str(ODBOX_BACKUP), *args], capture_output=True, text=True, env=env, **kwargs
-    )
+    return run_tool("odbox-backup", *args, env=env, **kwargs)
 
 
 def backup_ok(env: dict[str, str], *args: str) -> str:

@@ -24,7 +24,7 @@ def odoo(postgres, tmp_path_factory):
 
 def test_a_missing_repository_is_one_clear_line(backend, env):
     result = backup(env, "list", "--repo", backend)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no repository at" in one_error_line(result)
 
 
@@ -54,7 +54,7 @@ def test_unknown_and_corrupt_snapshots_are_one_clear_line(backend, env, request,
     backup_ok(env, "init", "--repo", backend)
     backup_ok(env, "run", "--repo", backend, "--db", name, "--filestore", str(filestore))
     result = backup(env, "show", "--repo", backend, "20990101T000000Z-00000000")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no snapshot 20990101T000000Z-00000000" in one_error_line(result)
     store = store_for(backend, moto_for(backend, request))
     [key] = list(store.list("snapshots"))

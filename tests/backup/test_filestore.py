@@ -76,9 +76,9 @@ def test_an_attachment_missing_from_the_filestore_is_said_and_fails_the_run(
     result = _run(env, repo, odoo)
     assert result.returncode == 1
     fname = f"{gone.parent.name}/{gone.name}"
-    assert "names 1 attachments the filestore lacks" in one_error_line(result)
+    assert "names 1 attachment the filestore lacks" in one_error_line(result)
     assert fname in result.stderr and "--allow-missing" in result.stderr
-    assert "1 attachments missing from the filestore" in result.stdout  # written all the same
+    assert "1 attachment missing from the filestore" in result.stdout  # written all the same
     result = _run(env, repo, odoo, "--allow-missing")
-    assert result.returncode == 0 and "1 attachments missing" in result.stdout
+    assert result.returncode == 0 and "1 attachment missing" in result.stdout
     assert show(env, repo, "latest")["filestore"]["missing"] == 1

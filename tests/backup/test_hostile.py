@@ -41,7 +41,7 @@ def test_comments_in_a_recipients_file_are_never_stored_as_recipients(postgres, 
     recipients = tmp_path / "recipients"
     recipients.write_text(f"# the admin's key\n  {public}  \n\n# the end\n")
     out = backup_ok(env, "init", "--repo", str(tmp_path / "repo"), "-R", str(recipients))
-    assert "encrypted to 1 recipients" in out
+    assert "encrypted to 1 recipient)" in out
     config = json.loads((tmp_path / "repo" / "config.json").read_text())
     assert config["recipients"] == [public]
 

@@ -47,7 +47,7 @@ def test_verify_finds_missing_and_damaged_objects(odoo, backend, env, request):
 
     code, report = verify_json(env, backend)  # presence only: the damage is not seen, the gap is
     assert code == 3 and not report["ok"]
-    assert all("1 objects are missing" in " ".join(s["problems"]) for s in report["snapshots"])
+    assert all("1 object missing" in " ".join(s["problems"]) for s in report["snapshots"])
     code, report = verify_json(env, backend, "--read-data", manifest["id"])
     assert code == 3 and [s["id"] for s in report["snapshots"]] == [manifest["id"]]
     problems = " ".join(report["problems"])

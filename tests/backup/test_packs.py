@@ -77,7 +77,7 @@ def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backen
     )
 
     out = backup_ok(env, "prune", "--repo", backend, "--keep-last", "1")
-    assert "rewrote 1 packs" in out
+    assert "rewrote 1 pack" in out
     repo = open_repo(backend, moto_for(backend, request))
     assert repo.snapshot_ids() == ids[1:]
     kept = set(repo.objects_of(repo.read_snapshot(ids[1])))
@@ -181,7 +181,7 @@ def test_a_pack_without_index_is_a_leftover_prune_deletes(odoo, local_env, tmp_p
     orphan.write_bytes(os.urandom(1000))
     code, report = verify_json(env, str(repo))
     assert code == 0 and report["orphan_packs"] == 1
-    assert "1 packs a killed run left" in backup_ok(env, "verify", "--repo", str(repo))
+    assert "1 pack a killed run left" in backup_ok(env, "verify", "--repo", str(repo))
     backup_ok(env, "prune", "--repo", str(repo), "--keep-last", "1")
     assert not orphan.exists()
 

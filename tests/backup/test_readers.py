@@ -57,7 +57,7 @@ def test_prune_json_is_only_json_on_stdout(odoo, local_env, tmp_path):
     result = backup(env, "prune", "--repo", repo, "--keep-last", "1", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["forgotten"]) == 1  # stdout is the document alone
-    assert "forgot 1 snapshots" in result.stderr
+    assert "forgot 1 snapshot" in result.stderr
 
 
 def _lock(repo: str, mode: str, command: str) -> Path:

@@ -110,7 +110,7 @@ def test_a_snapshot_of_a_box_that_lacked_an_attachment_restores_only_when_allowe
 
     result = backup(env, *restore)
     line = one_error_line(result)
-    assert result.returncode == 1 and "names 1 attachments" in line and gone in line
+    assert result.returncode == 1 and "names 1 attachment" in line and gone in line
     assert "nothing was swapped" in line and "--allow-missing-attachments" in line
     assert odoo_state(dsn, filestore) == before and not log.exists()
     assert not list(filestore.parent.glob("*.restore-*"))

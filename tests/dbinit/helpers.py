@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from tests.conftest import PostgresCluster
-from tests.helpers import one_error_line
+from tests.helpers import one_error_line, run_tool, tool_path
 
 __all__ = ["one_error_line"]
 
-DBINIT = Path(sys.executable).with_name("dbinit")
+DBINIT = tool_path("dbinit")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -28,16 +26,9 @@ def dbinit(
     cluster: PostgresCluster | None, *args: str, dsn: str | None = None, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run `dbinit ARGS… --dsn DSN` as a user would; never raises on a non-zero exit."""
-    command = [str(DBINIT), *args]
     if cluster is not None or dsn is not None:
-        command += ["--dsn", dsn or cluster.dsn]  # type: ignore[union-attr]
-    return subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=kwargs.pop("env", None) or clean_env(),
-        **kwargs,
-    )
+        args += ("--dsn", dsn or cluster.dsn)  # type: ignore[union-attr]
+    return run_tool("dbinit", *args, env=kwargs.pop("env", None) or clean_env(), **kwargs)
 
 
 def dbinit_ok(cluster: PostgresCluster, *args: str, **kwargs: Any) -> str:

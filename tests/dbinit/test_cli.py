@@ -21,13 +21,13 @@ def test_server_down_is_one_line_with_what_to_do(tmp_path):
 def test_an_unknown_database_is_one_line(postgres):
     dsn = postgres.dsn.replace("dbname=postgres", "dbname=nope")
     result = dbinit(None, "check", dsn=dsn)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert 'database "nope" does not exist; check the database name' in one_error_line(result)
 
 
 def test_an_unknown_role_is_one_line(postgres):
     result = dbinit(None, "setup", dsn=postgres.dsn.replace("user=postgres", "user=ghost"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert 'role "ghost" does not exist' in one_error_line(result)
 
 

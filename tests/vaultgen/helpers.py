@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pexpect
 
-from tests.helpers import one_error_line
+from tests.helpers import one_error_line, run_tool, tool_path
 
 __all__ = ["one_error_line"]
 
-VAULTGEN = Path(sys.executable).with_name("vaultgen")
+VAULTGEN = tool_path("vaultgen")
 AGE = "age"
 
 
@@ -38,16 +37,8 @@ def vaultgen(
     vault: Path, *args: str, input: str | bytes | None = None, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
     """Run `vaultgen --vault VAULT ARGS…` as a user would; never raises on a non-zero exit."""
-    text = not isinstance(input, bytes)
-    result = subprocess.run(
-        [str(VAULTGEN), "--vault", str(vault), *args],
-        input=input,
-        capture_output=True,
-        text=text,
-        env=kwargs.pop("env", None) or clean_env(),
-        **kwargs,  # type: ignore[call-overload]
-    )
-    return result  # type: ignore[no-any-return]
+    env = kwargs.pop("env", None) or clean_env()
+    return run_tool("vaultgen", "--vault", vault, *args, input=input, env=env, **kwargs)  # type: ignore[arg-type]
 
 
 def vaultgen_ok(vault: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:

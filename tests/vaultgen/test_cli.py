@@ -163,14 +163,14 @@ def test_version_and_batch_without_a_command(tmp_path):
 def test_status_and_graph_of_a_missing_vault_say_so(tmp_path):
     for command in ("status", "graph", "check"):
         result = vaultgen(tmp_path / "nowhere", command)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "no vault at" in result.stderr
 
 
 def test_a_vault_path_that_is_a_file_is_refused(vault):
     for command in ("generate", "status", "check"):
         result = vaultgen(vault / "manifest.json", command)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "is not a folder" in result.stderr
 
 
@@ -215,4 +215,4 @@ def test_debug_off_values_of_the_environment_show_no_traceback(vault):
             [VAULTGEN, "--vault", vault, "generate"], capture_output=True, text=True,
             env=clean_env(VAULTGEN_DEBUG=value),
         )  # fmt: skip
-        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -38,10 +38,10 @@ def test_a_wrong_age_key_is_refused(vault, tmp_path):
 
 def test_a_corrupt_age_key_is_refused(vault):
     (vault / "age.key").write_text("AGE-SECRET-KEY-1NOTAKEYATALL\n")
-    assert_refused(vault, "generate", "--batch", message="corrupt age identity")
+    assert_refused(vault, "generate", "--batch", code=2, message="corrupt age identity")
     (vault / "age.key").write_text("just some text\n")
-    assert_refused(vault, "generate", "--batch", message="not an age identity")
-    assert_refused(vault, "rekey", message="not an age identity")
+    assert_refused(vault, "generate", "--batch", code=2, message="not an age identity")
+    assert_refused(vault, "rekey", code=2, message="not an age identity")
 
 
 def test_a_truncated_age_file_is_refused(vault):
@@ -78,7 +78,7 @@ def test_a_bad_recipient_line_names_the_line(vault):
     (vault / "recipients.txt").write_text("# ok\nage1notarecipient\n")
     before = snapshot(vault)
     result = vaultgen(vault, "generate", "--batch")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "recipients.txt:2" in one_error_line(result)
     assert changed(before, snapshot(vault)) == set()
 
@@ -98,7 +98,7 @@ def test_a_corrupt_state_cache_is_ignored_and_rebuilt(vault):
 
 def test_check_of_a_missing_vault_is_one_line(tmp_path):
     result = vaultgen(tmp_path / "nowhere", "check")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no vault at" in one_error_line(result)
 
 
@@ -382,7 +382,7 @@ class TestWhereANewVaultMayGo:
 def test_no_traceback_without_debug_and_one_with_it(vault):
     (vault / "age.key").write_text("junk\n")
     quiet = vaultgen(vault, "generate", "--batch")
-    assert quiet.returncode == 1
+    assert quiet.returncode == 2
     assert "not an age identity" in one_error_line(quiet)
     loud = vaultgen(vault, "--debug", "generate", "--batch")
     assert loud.returncode != 0 and "Traceback" in loud.stderr

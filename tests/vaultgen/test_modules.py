@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+from odbox_common import age
+from odbox_common.errors import ToolError as VaultError
+from odbox_common.errors import UsageError
 from vaultgen import agecrypt, crypthash, layout, passphrase, pki
-from vaultgen.errors import UsageError, VaultError
 from vaultgen.files import Transaction
 
 
@@ -136,7 +138,7 @@ def test_recipients_file_errors_name_the_line(tmp_path):
 
 
 def test_recipient_fingerprint_ignores_order_and_comments():
-    a = agecrypt.parse_recipient(agecrypt.generate_identity()[1], "a")
-    b = agecrypt.parse_recipient(agecrypt.generate_identity()[1], "b")
-    assert agecrypt.recipients_fingerprint([a, b]) == agecrypt.recipients_fingerprint([b, a])
-    assert agecrypt.recipients_fingerprint([a]) != agecrypt.recipients_fingerprint([a, b])
+    a = age.parse_recipient(age.generate_identity()[1], "a")
+    b = age.parse_recipient(age.generate_identity()[1], "b")
+    assert age.recipients_fingerprint([a, b]) == age.recipients_fingerprint([b, a])
+    assert age.recipients_fingerprint([a]) != age.recipients_fingerprint([a, b])

@@ -87,7 +87,7 @@ def test_a_teammate_with_the_old_key_gets_a_clear_message(vault, tmp_path):
 
 def test_a_bad_recipient_stops_rekey_before_anything_is_written(vault):
     (vault / "recipients.txt").write_text("age1bogus\n")
-    assert_refused(vault, "rekey", "--new-identity", message="recipients.txt:1")
+    assert_refused(vault, "rekey", "--new-identity", code=2, message="recipients.txt:1")
 
 
 def test_the_old_identity_is_kept_for_old_commits(vault, tmp_path):

@@ -112,7 +112,7 @@ class TestASecretKeyInRecipients:
         before = snapshot(vault)
         for command in ("generate", "rekey"):
             result = vaultgen(vault, command)
-            assert result.returncode == 1
+            assert result.returncode == 2
             warning, error = result.stderr.strip().splitlines()
             assert "!!! " in warning and "recipients.txt:2 is a SECRET KEY" in warning
             assert "leaked" in warning
@@ -127,7 +127,7 @@ class TestASecretKeyInRecipients:
         ssh_key(tmp_path / "id")
         (vault / "recipients.txt").write_text((tmp_path / "id").read_text())
         result = vaultgen(vault, "generate", "--batch")
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "recipients.txt:1 is a SECRET KEY" in result.stderr
 
 
@@ -168,7 +168,7 @@ class TestPassphraseProtectedIdentities:
         child.sendline("not it")
         child.expect(pexpect.EOF)
         child.close()
-        assert child.exitstatus == 1
+        assert child.exitstatus == 2
         assert b"wrong passphrase" in child.before
         assert b"Traceback" not in child.before
 
@@ -194,7 +194,7 @@ class TestPassphraseProtectedIdentities:
             input="carol's long passphrase\n", capture_output=True, text=True,
             env=clean_env(), start_new_session=True,  # no controlling terminal
         )  # fmt: skip
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "no terminal to ask" in one_error_line(result)
 
 
@@ -225,7 +225,7 @@ def test_a_new_recipient_is_shown_before_anyone_commits_what_it_can_read(vault, 
     intruder = new_age_key(tmp_path / "intruder.key")
     (vault / "recipients.txt").write_text(f"{intruder}\n")
     result = vaultgen_ok(vault, "generate", "--batch")
-    assert "now encrypted to these 2 recipients" in result.stderr
+    assert "now encrypted to 2 recipients" in result.stderr
     assert intruder in result.stderr
     assert "recipients" not in vaultgen_ok(vault, "generate", "--batch").stderr  # same set
     assert intruder in vaultgen_ok(vault, "rekey").stderr

@@ -16,20 +16,29 @@ let
   util = pkgs.callPackages pyproject-nix.build.util { };
   libcrypt = "${pkgs.libxcrypt}/lib/${
     if pkgs.stdenv.hostPlatform.isDarwin then "libcrypt.1.dylib" else "libcrypt.so.1"}";
-  # One tool: its own venv (only its dependencies), reduced to its command.
+  # One tool: its own venv (only its dependencies), reduced to its command, with the
+  # completion scripts `TOOL completion SHELL` prints where bash-completion, zsh and fish
+  # look for them (not when cross-compiling: the tool cannot run on the build machine).
   tool = name: wrapArgs:
     let
       app = util.mkApplication {
         venv = pythonSet.mkVirtualEnv "${name}-env" { ${name} = [ ]; };
         package = pythonSet.${name};
       };
+      canRun = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
-    if wrapArgs == "" then app else
     pkgs.symlinkJoin {
       inherit (app) name meta;
       paths = [ app ];
-      nativeBuildInputs = [ pkgs.makeWrapper ];
-      postBuild = "wrapProgram $out/bin/${name} ${wrapArgs}";
+      nativeBuildInputs = [ pkgs.installShellFiles ] ++ lib.optional (wrapArgs != "") pkgs.makeWrapper;
+      postBuild = lib.optionalString (wrapArgs != "") ''
+        wrapProgram $out/bin/${name} ${wrapArgs}
+      '' + lib.optionalString canRun ''
+        installShellCompletion --cmd ${name} \
+          --bash <($out/bin/${name} completion bash) \
+          --zsh <($out/bin/${name} completion zsh) \
+          --fish <($out/bin/${name} completion fish)
+      '';
     };
 in
 {

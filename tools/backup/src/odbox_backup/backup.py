@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -484,12 +484,6 @@ def attachments_missing(conninfo: str, root: Path, files: JSONTexts) -> tuple[in
     except psycopg.Error as e:
         raise BackupFailed(f"cannot read ir_attachment: {str(e).strip().splitlines()[0]}") from e
     return count, first
-
-
-@dataclass
-class RunResult:
-    manifest: dict[str, Any]
-    removed_stale_locks: list[str] = field(default_factory=list)
 
 
 def run_backup(

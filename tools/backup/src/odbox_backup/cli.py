@@ -16,6 +16,7 @@ import typer
 
 from odbox_backup import __version__
 from odbox_common import console, runner
+from odbox_common.console import count_of
 from odbox_common.console import human_size as _size
 from odbox_common.errors import ExitCode, ToolError, UsageError
 
@@ -35,7 +36,7 @@ app = runner.typer_app(
 Repo = Annotated[
     str,
     typer.Option(
-        "--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+        "--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
         help="The repository: a folder, or s3://bucket/prefix.",
     ),
 ]  # fmt: skip
@@ -88,8 +89,9 @@ Debug = Annotated[
 
 def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
     """The repository; the authentication key is `auth_key`, else ODBOX_BACKUP_AUTH_KEY_FILE's."""
-    from odbox_backup.repository import AuthKey, Repository, load_identities
+    from odbox_backup.repository import AuthKey, Repository
     from odbox_backup.store import open_store
+    from odbox_common.age import load_identities
 
     identities: list[Any] = []
     if identity is not None:
@@ -159,7 +161,6 @@ def init(
         list[str] | None,
         typer.Option(
             "--recipient",
-            "-r",
             metavar="RECIPIENT",
             help="Encrypt to this age1… or ssh-ed25519/ssh-rsa public key (repeat).",
         ),
@@ -179,10 +180,14 @@ def init(
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Make a new, empty repository (encrypted when given recipients)."""
-    from odbox_backup.repository import AuthKey, Repository, recipient_lines
+    from odbox_backup.repository import AuthKey, Repository
     from odbox_backup.store import open_store
+    from odbox_common.age import is_a_key, recipient_lines
     from odbox_common.files import write_private
 
+    if is_a_key(repo):  # age's -r RECIPIENT typed out of habit: -r is the repository here
+        raise UsageError("the repository given is a key: -r is --repo (as restic's -r); give "
+                         "recipients with --recipient (or -R FILE); nothing was made")  # fmt: skip
     if auth_key is None:
         raise UsageError(
             "give --auth-key-file FILE (or set ODBOX_BACKUP_AUTH_KEY_FILE): a new key is "
@@ -217,7 +222,7 @@ def init(
         console.say(f"wrote a new authentication key to {auth_key}: keep a copy with the "
                     "identity (the vault); every command on this repository needs it")  # fmt: skip
     kind = (
-        f"encrypted to {len(created.config.recipients)} recipients"
+        f"encrypted to {count_of(len(created.config.recipients), 'recipient')}"
         if created.config.encrypted
         else "not encrypted"
     )
@@ -300,13 +305,13 @@ def run(
     t = manifest["totals"]
     missing = manifest["filestore"].get("missing", 0)
     console.say(
-        f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
-        f"{_size(t['bytes'])} in {t['objects']} objects, {_size(t['new_bytes'])} new "
-        f"in {t['new_objects']} objects, {t['seconds']:.1f} s"
-        + (f", {missing} attachments missing from the filestore" if missing else "")
+        f"snapshot {manifest['id']}: {count_of(manifest['filestore']['count'], 'file')}, "
+        f"{_size(t['bytes'])} in {count_of(t['objects'], 'object')}, {_size(t['new_bytes'])} new "
+        f"in {count_of(t['new_objects'], 'object')}, {t['seconds']:.1f} s"
+        + (f", {count_of(missing, 'attachment')} missing from the filestore" if missing else "")
     )
     if missing:
-        what = (f"the database names {missing} attachments the filestore lacks (first: "
+        what = (f"the database names {count_of(missing, 'attachment')} the filestore lacks (first: "
                 f"{manifest['filestore']['missing_first']}): Odoo shows them empty, and the "
                 "snapshot holds them as they are")  # fmt: skip
         if not allow_missing:
@@ -369,7 +374,7 @@ def show(
         [["time", manifest["time"]], ["host", manifest["host"]], ["mode", manifest["mode"]],
          ["database", f"{db['name']} (PostgreSQL {db['pg_version']}), dump {_size(db['size'])}"],
          ["odoo", f"{odoo.get('version') or '?'}, {len(odoo.get('modules', {}))} modules"],
-         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"]],
+         ["filestore", f"{count_of(fs['count'], 'file')}, {_size(fs['bytes'])}"]],
     )  # fmt: skip
 
 
@@ -381,7 +386,7 @@ def restore(
     ],
     repo: Annotated[
         str | None,
-        typer.Option("--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+        typer.Option("--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
                      help="The repository: a folder, or s3://bucket/prefix."),
     ] = None,
     snapshot: Annotated[
@@ -462,7 +467,8 @@ def restore(
     missing = f" ({done.attachments_missing} missing)" if done.attachments_missing else ""
     console.say(
         f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "
-        f"{done.files} files, {_size(done.bytes)}, {done.attachments_checked} attachments "
+        f"{count_of(done.files, 'file')}, {_size(done.bytes)}, "
+        f"{count_of(done.attachments_checked, 'attachment')} "
         f"verified{missing}"
     )
     if done.previous_db or done.previous_filestore:
@@ -501,7 +507,7 @@ def verify(
     with _reading(repository, "verify", wait), progress_for(json) as progress:
         ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
         if read_data:
-            progress.phase(f"reading the objects of {len(ids)} snapshots")
+            progress.phase(f"reading the objects of {count_of(len(ids), 'snapshot')}")
         report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
     if json:
         console.print_json(report.to_json())
@@ -509,21 +515,24 @@ def verify(
         for problem in report.problems:
             console.warn(problem)
         verdict = "ok" if report.ok else f"{len(report.problems)} PROBLEMS"
-        leftovers = f"{report.leftovers} temp files" + (
-            f", {report.orphan_packs} packs a killed run left" if report.orphan_packs else ""
+        leftovers = f"{count_of(report.leftovers, 'temp file')}" + (
+            f", {count_of(report.orphan_packs, 'pack')} a killed run left"
+            if report.orphan_packs
+            else ""
         )
         if report.keyless:
             authentic = sum(1 for s in report.snapshots if s.ok)
             console.say(
-                f"verify {verdict}: {authentic} of {len(ids)} snapshots authenticated, "
-                f"{report.objects_referenced} objects present at their sizes (without "
+                f"verify {verdict}: {authentic} of {count_of(len(ids), 'snapshot')} authenticated, "
+                f"{count_of(report.objects_referenced, 'object')} present at their sizes (without "
                 f"--identity: no content read; {leftovers})"
             )
         else:
             what = "every object read and checked" if read_data else "every object present"
             console.say(
-                f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
-                f"({what}; {report.objects_unreferenced} unused objects, {leftovers})"
+                f"verify {verdict}: {count_of(len(ids), 'snapshot')}, "
+                f"{count_of(report.objects_referenced, 'object')} "
+                f"({what}; {count_of(report.objects_unreferenced, 'unused object')}, {leftovers})"
             )
     if not report.ok:
         raise typer.Exit(int(ExitCode.PROBLEMS))
@@ -588,10 +597,12 @@ def prune(
                   explain(result.decisions))  # fmt: skip
     verb = "would forget" if dry_run else "forgot"
     console.say(
-        f"{verb} {len(result.forgotten)} of {len(result.decisions)} snapshots and "
-        f"{'would delete' if dry_run else 'deleted'} {result.objects_deleted} unused objects"
+        f"{verb} {len(result.forgotten)} of {count_of(len(result.decisions), 'snapshot')} and "
+        f"{'would delete' if dry_run else 'deleted'} "
+        f"{count_of(result.objects_deleted, 'unused object')}"
         + (
-            f" ({'would rewrite' if dry_run else 'rewrote'} {result.packs_rewritten} packs)"
+            f" ({'would rewrite' if dry_run else 'rewrote'} "
+            f"{count_of(result.packs_rewritten, 'pack')})"
             if result.packs_rewritten
             else ""
         )
@@ -632,7 +643,8 @@ def copy(
             if done.already_there:
                 console.say(f"snapshot {snapshot_id} is already in {to}")
             else:
-                console.say(f"copied snapshot {snapshot_id} to {to}: {done.objects_sent} objects, "
+                console.say(f"copied snapshot {snapshot_id} to {to}: "
+                            f"{count_of(done.objects_sent, 'object')}, "
                             f"{_size(done.bytes_sent)} sent")  # fmt: skip
 
 
@@ -657,7 +669,8 @@ def export(
     snapshot_id = repository.resolve(snapshot)
     with progress_for() as progress:
         done = export_zip(repository, snapshot_id, odoo_zip, pg_bin, progress)
-    console.say(f"wrote {done.path}: dump.sql and {done.files} files ({_size(done.bytes)}), "
+    console.say(f"wrote {done.path}: dump.sql and {count_of(done.files, 'file')} "
+                f"({_size(done.bytes)}), "
                 f"from snapshot {snapshot_id}")  # fmt: skip
 
 
@@ -685,8 +698,8 @@ def import_(
     t = manifest["totals"]
     console.say(
         f"snapshot {manifest['id']}: imported {source.name}, database "
-        f"{manifest['database']['name']}, {manifest['filestore']['count']} files, "
-        f"{_size(t['new_bytes'])} new in {t['new_objects']} objects"
+        f"{manifest['database']['name']}, {count_of(manifest['filestore']['count'], 'file')}, "
+        f"{_size(t['new_bytes'])} new in {count_of(t['new_objects'], 'object')}"
     )
 
 
@@ -761,6 +774,7 @@ def run_cli(argv: list[str]) -> int:
     with interrupts_as_exceptions():
         return runner.run(
             app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+            global_options=("--repo", "--identity", "--auth-key-file"),
             interrupted="interrupted; earlier snapshots and the live database and filestore "
             "are intact",
         )  # fmt: skip

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from odbox_backup.backup import Progress
 from odbox_backup.repository import Repository, Unauthenticated, file_entries
+from odbox_common.console import count_of
 
 
 @dataclass
@@ -40,7 +41,7 @@ def copy_snapshot(
     wanted = sorted({n for n in source.objects_of(manifest) if n not in known},
                     key=source.read_order)  # fmt: skip
     whole_files = {e["objects"][0] for e in file_entries(manifest) if len(e["objects"]) == 1}
-    progress.phase(f"copying snapshot {snapshot_id}: {len(wanted)} objects to send")
+    progress.phase(f"copying snapshot {snapshot_id}: {count_of(len(wanted), 'object')} to send")
     sent = 0
     for name in wanted:
         content = source.get_object(name)

@@ -46,6 +46,7 @@ from odbox_backup.backup import (
 )
 from odbox_backup.repository import Repository, file_entries
 from odbox_backup.restore import check_objects
+from odbox_common.console import count_of
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 
@@ -177,7 +178,7 @@ def export_zip(
             with zf.open("dump.sql", "w", force_zip64=True) as sink:
                 _write_dump_sql(repo, manifest, sink, pg_bin, progress)
             fs = manifest["filestore"]
-            progress.phase(f"writing filestore/: {fs['count']} files", fs["bytes"])
+            progress.phase(f"writing filestore/: {count_of(fs['count'], 'file')}", fs["bytes"])
             for entry in repo.files_in_read_order(manifest):
                 info = zipfile.ZipInfo(f"filestore/{entry['path']}", time.gmtime()[:6])
                 info.compress_type = zipfile.ZIP_DEFLATED

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
+from odbox_common.console import count_of
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -208,7 +209,10 @@ def prune(
     for snapshot_id in forgotten:
         repo.store.delete(f"snapshots/{snapshot_id}")
     if forgotten:
-        report(f"forgot {len(forgotten)} snapshots; deleting {len(unreferenced)} unused objects")
+        report(
+            f"forgot {count_of(len(forgotten), 'snapshot')}; "
+            f"deleting {count_of(len(unreferenced), 'unused object')}"
+        )
     # A pack with unused objects: its used ones go into new packs, on disk before the old
     # pack is deleted (killed in between, some objects are stored twice until the next prune).
     live = {name for p in rewrite for name in packs[p] if name in referenced}

@@ -31,6 +31,7 @@ from typing import Any
 import zstandard
 
 from odbox_backup.store import LocalStore, NotFound, Store
+from odbox_common.age import parse_recipients, recipient_lines
 from odbox_common.errors import ToolError, UsageError
 
 FORMAT = "odbox-backup"
@@ -59,6 +60,10 @@ FUTURE = dt.timedelta(hours=1)
 
 class RepositoryError(ToolError):
     """The repository is missing, of another version, or damaged."""
+
+
+class NoRepository(RepositoryError, UsageError):
+    """Nothing at the place given: the command line's to fix (exit 2, as in every tool)."""
 
 
 class CorruptObject(RepositoryError):
@@ -196,49 +201,6 @@ def config_body(document: dict[str, Any]) -> bytes:
     """What config.json's `mac` covers: every other field, as canonical JSON."""
     rest = {k: v for k, v in document.items() if k != "mac"}
     return json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
-
-
-def recipient_lines(lines: Iterable[str]) -> list[str]:
-    """The recipients of an age recipients file, one a line: blank lines and `#` comments
-    are not recipients (age's own rule), so they are never stored as one."""
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-
-
-def parse_recipients(lines: Iterable[str]) -> list[Any]:
-    """age and SSH recipients, one a line (blank lines and # comments skipped)."""
-    from pyrage import ssh, x25519
-
-    parsed: list[Any] = []
-    for line in recipient_lines(lines):
-        try:
-            if line.startswith("age1"):
-                parsed.append(x25519.Recipient.from_str(line))
-            elif line.startswith(("ssh-ed25519 ", "ssh-rsa ")):
-                parsed.append(ssh.Recipient.from_str(line))
-            else:
-                raise ValueError("not an age1… or ssh-ed25519/ssh-rsa public key")
-        except Exception as e:
-            raise UsageError(f"recipient {line[:40]!r} is not usable: {e}") from e
-    return parsed
-
-
-def load_identities(data: bytes, source: str) -> list[Any]:
-    """An age identity file (AGE-SECRET-KEY-1… lines) or an OpenSSH private key."""
-    from pyrage import ssh, x25519
-
-    text = data.decode(errors="replace")
-    if "PRIVATE KEY-----" in text:
-        try:
-            return [ssh.Identity.from_buffer(data)]
-        except Exception as e:
-            raise UsageError(f"{source} is not a usable SSH private key: {e}") from e
-    keys = [line.strip() for line in text.splitlines() if line.startswith("AGE-SECRET-KEY-1")]
-    if not keys:
-        raise UsageError(f"{source} holds no AGE-SECRET-KEY-1… line and no SSH private key")
-    try:
-        return [x25519.Identity.from_str(k) for k in keys]
-    except Exception as e:
-        raise UsageError(f"{source} holds a damaged age identity: {e}") from e
 
 
 class JSONTexts(list[str]):
@@ -461,7 +423,7 @@ class Repository:
         try:
             raw = store.get(CONFIG)
         except NotFound as e:
-            raise RepositoryError(
+            raise NoRepository(
                 f"no repository at {store.url}: create one with `odbox-backup init`"
             ) from e
         try:
@@ -1107,9 +1069,7 @@ class Repository:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise RepositoryError(
-                f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)"
-            )
+            raise UsageError(f"no snapshot {ref} in {self.store.url} (see `odbox-backup list`)")
         raise UsageError(f"{ref} matches {len(matches)} snapshots: give more of the ID")
 
     def files_in_read_order(self, manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:

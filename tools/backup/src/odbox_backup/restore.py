@@ -44,6 +44,7 @@ from odbox_backup import swap
 from odbox_backup.backup import Progress, find_pg_tool, without_password
 from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService, ServiceError
+from odbox_common.console import count_of
 from odbox_common.errors import ToolError
 from odbox_common.files import fsync_dir, sync_filesystem
 from odbox_common.signals import uninterrupted
@@ -100,7 +101,7 @@ def check_objects(repo: Repository, manifest: dict[str, Any]) -> None:
     missing = [n for n in repo.objects_of(manifest) if n not in known]
     if missing:
         raise RestoreFailed(
-            f"snapshot {manifest['id']} names {len(missing)} objects that are missing from "
+            f"snapshot {manifest['id']} names {count_of(len(missing), 'object')} missing from "
             f"{repo.store.url} (first: {missing[0][:12]}…); nothing was changed"
         )
 
@@ -576,7 +577,7 @@ def _restore_and_verify(
     new_folder.parent.mkdir(parents=True, exist_ok=True)
     progress.phase(
         f"restoring database {manifest['database']['name']} and "
-        f"{manifest['filestore']['count']} files",
+        f"{count_of(manifest['filestore']['count'], 'file')}",
         manifest["database"]["size"] + manifest["filestore"]["bytes"],
     )
     # The files are written while PostgreSQL restores the dump: one waits on the server,
@@ -606,7 +607,7 @@ def _restore_and_verify(
     attachments = verify_attachments(target.conninfo, new_db, new_folder)
     if attachments.missing:
         lacking = (
-            f"the restored database names {attachments.missing} attachments the "
+            f"the restored database names {count_of(attachments.missing, 'attachment')} the "
             f"snapshot's filestore lacks (first: {attachments.first_missing})"
         )
         if not allow_missing_attachments:
@@ -616,7 +617,7 @@ def _restore_and_verify(
             )
         progress.phase(f"warning: {lacking}; restored as it was (--allow-missing-attachments)")
     progress.phase(
-        f"verified: every object's SHA-256, {files} files, "
+        f"verified: every object's SHA-256, {count_of(files, 'file')}, "
         f"{attachments.checked - attachments.missing} of {attachments.checked} "
         "attachments present"
     )

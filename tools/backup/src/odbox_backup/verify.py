@@ -22,6 +22,7 @@ from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, file_entries
 from odbox_backup.store import LocalStore
+from odbox_common.console import count_of
 from odbox_common.errors import ToolError
 
 
@@ -108,7 +109,7 @@ def verify(
             continue
         missing = [n for n in names if n not in known]
         if missing:
-            entry.problem(f"{len(missing)} objects are missing (first: {missing[0][:12]}…)")
+            entry.problem(f"{count_of(len(missing), 'object')} missing (first: {missing[0][:12]}…)")
         referenced.update(names)
         manifests.append((entry, manifest))
     report.objects_referenced = len(referenced) if not keyless else len(known)

@@ -22,8 +22,10 @@ def set_program(name: str) -> None:
     _program = name
 
 
-def program() -> str:
-    return _program
+def count_of(count: int, word: str, plural: str | None = None) -> str:
+    """`1 object`, `2 objects`, `0 objects`; `plural` where adding an s is wrong
+    (`count_of(n, "copy", "copies")`)."""
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def human_size(n: float) -> str:

@@ -10,100 +10,21 @@ tomorrow) and every login role that is neither managed nor a superuser.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbinit import provision
-from dbinit.acl import GRANTEE_SQL
 from dbinit.connect import Target, connect, require_superuser
 from dbinit.names import Names
-from dbinit.provision import (
-    NOT_EXTENSION_MEMBER,
-    OLD_PARAMS_FUNCTION,
-    PARAMS_FUNCTION,
-    PARAMS_SCHEMA,
-    SEQUENCE_RW,
-    TABLE_FORBIDDEN,
-    TABLE_RW,
-    USER_SCHEMAS,
-    PgadminDbState,
-    definer_functions,
-    foreign_owned,
-)
 from odbox_common.errors import ToolError
 
 if TYPE_CHECKING:
     import psycopg
 
-OTHERS = "other roles"
-SHOWN_NAMES = 5
+from dbinit.audit_inside import InsideDatabases
+from dbinit.audit_report import OTHERS, Cell, Report, RoleFacts, as_shown, first_few, yes_no
 
 
-@dataclass
-class Cell:
-    text: str
-    ok: bool = True
-
-
-@dataclass
-class Report:
-    where: str
-    names: Names
-    columns: list[str]
-    rows: list[tuple[str, dict[str, Cell]]] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # The drift setup cannot repair (ownership, an encoding): a human must act.
-    by_hand: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.drift
-
-    def add(self, capability: str, cells: dict[str, Cell]) -> None:
-        self.rows.append((capability, cells))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "server": self.where,
-            "ok": self.ok,
-            "columns": self.columns,
-            "matrix": [
-                {
-                    "capability": capability,
-                    "cells": {c: {"value": cell.text, "ok": cell.ok} for c, cell in cells.items()},
-                }
-                for capability, cells in self.rows
-            ],
-            "drift": self.drift,
-            "by_hand": self.by_hand,
-            "notes": self.notes,
-        }
-
-
-def _yes(value: bool) -> str:
-    return "yes" if value else "no"
-
-
-def _some(items: list[str]) -> str:
-    shown = ", ".join(items[:SHOWN_NAMES])
-    return shown + (f" and {len(items) - SHOWN_NAMES} more" if len(items) > SHOWN_NAMES else "")
-
-
-@dataclass(frozen=True)
-class RoleFacts:
-    name: str
-    exists: bool
-    superuser: bool = False
-    login: bool = False
-    createdb: bool = False
-    createrole: bool = False
-    replication: bool = False
-    bypassrls: bool = False
-    password: bool = False
-
-
-class Audit:
+class Audit(InsideDatabases):
     def __init__(self, target: Target, names: Names) -> None:
         self.target = target
         self.names = names
@@ -174,7 +95,8 @@ class Audit:
         supers = [str(r[0]) for r in rows if r[1]]
         if supers:
             self.report.notes.append(
-                f"superusers that setup does not manage (they can do everything): {_some(supers)}"
+                "superusers that setup does not manage (they can do everything): "
+                + first_few(supers)
             )
         return ["public", *(str(r[0]) for r in rows if not r[1])]
 
@@ -196,11 +118,11 @@ class Audit:
                 elif role == names.admin:
                     # A superuser can do everything; only being one is checked.
                     ok = facts.superuser or label != "superuser"
-                    cells[role] = Cell(_yes(value(facts) or facts.superuser), ok)
+                    cells[role] = Cell(yes_no(value(facts) or facts.superuser), ok)
                     if not ok:
                         report.drift.append(f"{role} is not a superuser")
                 else:
-                    cells[role] = Cell(_yes(value(facts)), not value(facts))
+                    cells[role] = Cell(yes_no(value(facts)), not value(facts))
                     if value(facts):
                         report.drift.append(f"{role} {drift}")
             cells[OTHERS] = Cell("-")
@@ -208,7 +130,7 @@ class Audit:
         cells = {}
         for role in report.columns[:-1]:
             facts = roles[role]
-            cells[role] = Cell(_yes(facts.login), facts.login) if facts.exists else Cell("-")
+            cells[role] = Cell(yes_no(facts.login), facts.login) if facts.exists else Cell("-")
             if facts.exists and not facts.login:
                 report.drift.append(f"{role} cannot log in")
             if facts.password and role != names.admin:
@@ -304,7 +226,7 @@ class Audit:
                     conn, "SELECT has_database_privilege(%s, %s, 'CONNECT')", role, db
                 )
                 ok = can == (role in wanted[db])
-                cells[role] = Cell(_yes(can), ok)
+                cells[role] = Cell(yes_no(can), ok)
                 if not ok:
                     self.report.drift.append(
                         f"{role} {'can' if can else 'cannot'} connect to database {db}"
@@ -317,9 +239,11 @@ class Audit:
             # On `postgres`, a role granted CONNECT by name (a monitoring agent) is the admin's
             # business; only PUBLIC, which includes every future role, is drift there.
             flagged = able if db != "postgres" else [r for r in able if r == "public"]
-            cells[OTHERS] = Cell(_some(_shown(able)) if able else "no", not flagged)
+            cells[OTHERS] = Cell(first_few(as_shown(able)) if able else "no", not flagged)
             if flagged:
-                self.report.drift.append(f"{_some(_shown(flagged))} can connect to database {db}")
+                self.report.drift.append(
+                    f"{first_few(as_shown(flagged))} can connect to database {db}"
+                )
             self.report.add(f"connect to {db}", cells)
         if self._scalar(
             conn,
@@ -333,352 +257,6 @@ class Audit:
                     conn, "SELECT has_database_privilege(%s, 'postgres', %s)", names.odoo, privilege
                 ):
                     self.report.drift.append(f"{names.odoo} holds {privilege} on database postgres")
-
-    @staticmethod
-    def _scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
-        row = conn.execute(query, params).fetchone()
-        return None if row is None else row[0]
-
-    # ------------------------------------------------------------ inside the Odoo database
-
-    def _inside_odoo(
-        self, conn: psycopg.Connection[Any], roles: dict[str, RoleFacts], others: list[str]
-    ) -> None:
-        names, report = self.names, self.report
-        db = names.odoo_db
-        extensions = {str(r[0]) for r in conn.execute("SELECT extname FROM pg_extension")}
-        for extension in names.extensions:
-            if extension not in extensions:
-                report.drift.append(f"extension {extension} is missing in database {db}")
-        columns = [r for r in report.columns[:-1] if roles[r].exists]
-        facts = {role: self._object_facts(conn, role) for role in [*columns, *others]}
-        any_facts = next(iter(facts.values()))  # the totals do not depend on the role
-        total_tables, total_sequences = any_facts["tables"], any_facts["sequences"]
-
-        def row(
-            capability: str,
-            value: Any,
-            wanted: dict[str, bool | None],
-            drift: Any,
-            others_can: Any = None,
-            others_drift: Any = None,
-        ) -> None:
-            cells: dict[str, Cell] = {}
-            for role in report.columns[:-1]:
-                if role not in facts:
-                    cells[role] = Cell("-")
-                    continue
-                text, has = value(facts[role])
-                ok = wanted[role] is None or has == wanted[role]
-                cells[role] = Cell(text, ok)
-                if not ok:
-                    report.drift.append(drift(role, facts[role]))
-            able = [r for r in others if (others_can or (lambda f: value(f)[1]))(facts[r])]
-            if "public" in able:
-                able = ["public"]  # every role has it; naming them all is noise
-            cells[OTHERS] = Cell(_some(_shown(able)) if able else "no", not able)
-            if able:
-                report.drift.append((others_drift or drift)(_some(_shown(able)), facts[able[0]]))
-            report.add(capability, cells)
-
-        everyone: dict[str, bool | None] = {
-            names.admin: True,
-            names.odoo: True,
-            names.pgadmin: True,
-        }
-        creators: dict[str, bool | None] = {
-            names.admin: True,
-            names.odoo: True,
-            names.pgadmin: False,
-        }
-        # Owners may alter what they own; only pgadmin (and others) must not.
-        owners: dict[str, bool | None] = {names.admin: None, names.odoo: None, names.pgadmin: False}
-        row(
-            f"create objects in {db}",
-            lambda f: (_yes(bool(f["create"])), bool(f["create"])),
-            creators,
-            lambda who, f: (
-                f"{who} can create objects in database {db}: {_some(f['create'])}"
-                if f["create"]
-                else f"{who} cannot create objects in database {db}"
-            ),
-        )
-        for key, total, verb, noun in (
-            ("lacking_rw", total_tables, "read and write", "tables"),
-            ("lacking_seq", total_sequences, "use", "sequences"),
-        ):
-
-            def drift(who: str, f: dict[str, Any], key: str = key, total: int = total,
-                      verb: str = verb, noun: str = noun) -> str:  # fmt: skip
-                if not f[key]:
-                    return f"{who} can {verb} {noun} in {db}"
-                return (
-                    f"{who} cannot {verb} {_of(len(f[key]), total)} {noun} in {db}: {_some(f[key])}"
-                )
-
-            any_key = "any_rw" if key == "lacking_rw" else "any_seq"
-
-            def others_drift(who: str, f: dict[str, Any], any_key: str = any_key,
-                             noun: str = noun) -> str:  # fmt: skip
-                can = "read or write" if noun == "tables" else "use"
-                return (
-                    f"{who} can {can} {_n(len(f[any_key]), noun[:-1])} in {db}: {_some(f[any_key])}"
-                )
-
-            row(
-                f"{verb} {db} {noun}",
-                lambda f, key=key, total=total: _count(total, f[key]),
-                everyone,
-                drift,
-                lambda f, any_key=any_key: bool(f[any_key]),
-                others_drift,
-            )
-        row(
-            f"truncate, alter or drop {db} tables",
-            lambda f: (
-                _of(len(f["destructive"]), total_tables) if f["destructive"] else "none",
-                bool(f["destructive"]),
-            ),
-            owners,
-            lambda who, f: (
-                f"{who} can truncate, alter or drop {_n(len(f['destructive']), 'table')} "
-                f"in {db}: {_some(f['destructive'])}"
-            ),
-        )
-        if names.with_pgadmin and names.pgadmin in facts:
-            self._future_objects(conn)
-        if roles[names.odoo].exists and self._scalar(
-            conn,
-            "SELECT NOT has_schema_privilege(%s, oid, 'CREATE') FROM pg_namespace"
-            " WHERE nspname = 'public'",
-            names.odoo,
-        ):
-            report.drift.append(f"{names.odoo} cannot create tables in schema public of {db}")
-        for line in foreign_owned(conn, names):
-            report.drift.append(line)
-            report.by_hand.append(line)
-        strangers = conn.execute(
-            f"""
-            SELECT DISTINCT {GRANTEE_SQL}, d.defaclobjtype
-            FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
-            WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %s)
-              AND a.grantee <> d.defaclrole
-              AND a.grantee NOT IN (SELECT oid FROM pg_roles WHERE rolname = ANY(%s))
-            ORDER BY 1, 2
-            """,  # noqa: S608 (fixed text; names are parameters)
-            [names.odoo, [names.handyman] if names.with_pgadmin else []],
-        ).fetchall()
-        kinds = {"r": "tables", "S": "sequences", "n": "schemas", "f": "functions", "T": "types"}
-        for grantee, objtype in strangers:
-            if grantee == "PUBLIC" and objtype in ("f", "T"):
-                continue  # PostgreSQL's own default: PUBLIC may call functions and use types
-            report.drift.append(
-                f"{'PUBLIC' if grantee == 'PUBLIC' else grantee} will get rights on the "
-                f"{kinds.get(str(objtype), str(objtype))} {names.odoo} creates from now on "
-                "(default privileges)"
-            )
-
-    # ------------------------------------------------------------ functions
-
-    def _definer_functions(self, conn: psycopg.Connection[Any], db: str, skip: Any = ()) -> None:
-        for function in definer_functions(conn, skip):
-            self.report.drift.append(
-                f"function {function.signature} in database {db} runs as superuser "
-                f"{function.owner} (SECURITY DEFINER) and {_some(_shown(list(function.runners)))} "
-                "can run it"
-            )
-
-    def _inside_pgadmin(
-        self, conn: psycopg.Connection[Any], roles: dict[str, RoleFacts], others: list[str]
-    ) -> None:
-        names, report = self.names, self.report
-        db = names.pgadmin_db
-        state = PgadminDbState.read(conn, names)
-        where = f"schema {PARAMS_SCHEMA} of database {db}, which holds connection_params()"
-        if state.schema_owner is None:
-            report.drift.append(f"{where} does not exist: run `dbinit setup`")
-        elif state.schema_owner != names.admin:
-            report.drift.append(
-                f"{state.schema_owner} owns {where}, so it could replace the function"
-            )
-        for grant in sorted(state.schema_grants):
-            if (grant.grantee, grant.privilege) != (names.pgadmin, "USAGE"):
-                report.drift.append(f"{grant.grantee} has {grant.privilege} on {where}")
-        if state.schema_owner not in (None, names.pgadmin) and not any(
-            g.grantee == names.pgadmin for g in state.schema_grants
-        ):
-            report.drift.append(f"{names.pgadmin} cannot use {where}")
-        if differs := state.function_differs(names):
-            report.drift.append(
-                f"connection_params() in database {db} is not the one setup makes: "
-                + "; ".join(differs)
-            )
-        skip = {PARAMS_FUNCTION}
-        if state.old_function_owner == names.admin:
-            skip.add(OLD_PARAMS_FUNCTION)
-            report.drift.append(
-                f"{OLD_PARAMS_FUNCTION} in database {db} is left from an older dbinit: "
-                "run `dbinit setup`"
-            )
-        if state.function is not None:
-            cells: dict[str, Cell] = {}
-            wanted = {names.admin: True, names.odoo: False, names.pgadmin: True}
-            for role in report.columns[:-1]:
-                if not roles[role].exists:
-                    cells[role] = Cell("-")
-                    continue
-                can = bool(self._scalar(
-                    conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", role, PARAMS_FUNCTION
-                ))  # fmt: skip
-                cells[role] = Cell(_yes(can), can == wanted[role])
-                if can != wanted[role]:
-                    report.drift.append(
-                        f"{role} {'can' if can else 'cannot'} run connection_params() "
-                        f"in database {db}"
-                    )
-            able = [
-                r
-                for r in others
-                if self._scalar(
-                    conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", r, PARAMS_FUNCTION
-                )
-            ]
-            if "public" in able:
-                able = ["public"]
-            cells[OTHERS] = Cell(_some(_shown(able)) if able else "no", not able)
-            if able:
-                report.drift.append(
-                    f"{_some(_shown(able))} can run connection_params() in database {db} "
-                    f"(it reads the server's settings as {names.admin})"
-                )
-            report.add("run connection_params()", cells)
-        self._definer_functions(conn, db, skip)
-
-    def _object_facts(self, conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
-        rw = " AND ".join(f"has_table_privilege(%(r)s, c.oid, '{p}')" for p in TABLE_RW)
-        seq = " AND ".join(f"has_sequence_privilege(%(r)s, c.oid, '{p}')" for p in SEQUENCE_RW)
-        bad = " OR ".join(
-            f"has_table_privilege(%(r)s, c.oid, '{p}')"
-            for p in TABLE_FORBIDDEN
-            if p != "MAINTAIN" or conn.info.server_version >= 170000
-        )
-        bad += " OR has_any_column_privilege(%(r)s, c.oid, 'REFERENCES')"
-        # Any access at all, a single column's included.
-        touch = " OR ".join(
-            [f"has_any_column_privilege(%(r)s, c.oid, '{p}')" for p in ("SELECT", "INSERT",
-             "UPDATE", "REFERENCES")] + [f"has_table_privilege(%(r)s, c.oid, '{p}')"
-             for p in ("DELETE", "TRUNCATE", "TRIGGER")]
-        )  # fmt: skip
-        seq_touch = " OR ".join(f"has_sequence_privilege(%(r)s, c.oid, '{p}')" for p in SEQUENCE_RW)
-        name = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-        is_role = role != "public"
-        row = conn.execute(
-            f"""
-            SELECT count(*) FILTER (WHERE c.relkind <> 'S'),
-                   coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind <> 'S' AND NOT ({rw})), '{{}}'),
-                   coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind <> 'S' AND (({bad}) OR CASE WHEN %(is_role)s
-                                    THEN pg_has_role(%(r)s, c.relowner, 'USAGE') END)), '{{}}'),
-                   count(*) FILTER (WHERE c.relkind = 'S'),
-                   coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind = 'S' AND NOT ({seq})), '{{}}'),
-                   coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind <> 'S' AND ({touch})), '{{}}'),
-                   coalesce(array_agg({name} ORDER BY 1)
-                            FILTER (WHERE c.relkind = 'S' AND ({seq_touch})), '{{}}')
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS}
-              AND {NOT_EXTENSION_MEMBER}
-            """,  # noqa: S608 (fixed text; the role is a parameter)
-            {"r": role, "is_role": is_role},
-        ).fetchone()
-        assert row is not None
-        create = conn.execute(
-            f"""
-            SELECT (SELECT CASE WHEN has_database_privilege(%(r)s, current_database(), 'CREATE')
-                                THEN ARRAY['new schemas'] ELSE '{{}}' END)
-                || (SELECT CASE WHEN has_database_privilege(%(r)s, current_database(), 'TEMP')
-                                THEN ARRAY['temporary tables'] ELSE '{{}}' END)
-                || coalesce((SELECT array_agg('schema ' || quote_ident(n.nspname) ORDER BY 1)
-                             FROM pg_namespace n
-                             WHERE {USER_SCHEMAS} AND has_schema_privilege(%(r)s, n.oid, 'CREATE')),
-                            '{{}}')
-            """,  # noqa: S608 (fixed text; the role is a parameter)
-            {"r": role},
-        ).fetchone()
-        assert create is not None
-        return {
-            "tables": int(row[0]),
-            "lacking_rw": list(row[1]),
-            "destructive": list(row[2]),
-            "sequences": int(row[3]),
-            "lacking_seq": list(row[4]),
-            "any_rw": list(row[5]),
-            "any_seq": list(row[6]),
-            "create": list(create[0]),
-        }
-
-    def _future_objects(self, conn: psycopg.Connection[Any]) -> None:
-        """Does pgadmin get read/write on what odoo creates later (default privileges)?"""
-        names, report = self.names, self.report
-        cells = {role: Cell("-") for role in report.columns}
-        problems: list[str] = []
-        for objtype, word, wanted in (
-            ("r", "tables", set(TABLE_RW)),
-            ("S", "sequences", set(SEQUENCE_RW)),
-            ("n", "schemas", {"USAGE"}),
-        ):
-            # Wanted: for every schema. Too much: in any schema, directly, through a
-            # membership, or through PUBLIC.
-            row = conn.execute(
-                """
-                SELECT coalesce(array_agg(DISTINCT a.privilege_type)
-                                FILTER (WHERE d.defaclnamespace = 0), '{}'),
-                       coalesce(array_agg(DISTINCT a.privilege_type), '{}')
-                FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
-                WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(odoo)s)
-                  AND d.defaclobjtype = %(t)s AND a.grantee <> d.defaclrole
-                  AND CASE WHEN a.grantee = 0 THEN true
-                           ELSE pg_has_role(%(p)s, a.grantee, 'USAGE') END
-                """,
-                {"odoo": names.odoo, "t": objtype, "p": names.pgadmin},
-            ).fetchone()
-            assert row is not None
-            held, anywhere = set(row[0]), set(row[1])
-            if wanted - held:
-                problems.append(
-                    f"{names.pgadmin} will not get {', '.join(sorted(wanted - held))} on the "
-                    f"{word} {names.odoo} creates from now on (default privileges)"
-                )
-            if extra := anywhere - wanted:
-                problems.append(
-                    f"{names.pgadmin} will get {', '.join(sorted(extra))} on the {word} "
-                    f"{names.odoo} creates from now on (default privileges)"
-                )
-        cells[names.pgadmin] = Cell("yes" if not problems else "differs", not problems)
-        report.drift += problems
-        report.add(f"read and write what {names.odoo} creates later", cells)
-
-
-def _count(total: int, lacking: list[str]) -> tuple[str, bool]:
-    if not lacking:
-        return (f"all ({total})" if total else "all (none yet)", True)
-    if len(lacking) == total:
-        return ("none", False)
-    return (_of(total - len(lacking), total), False)
-
-
-def _of(part: int, total: int) -> str:
-    return f"{part} of {total}"
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def _shown(roles: list[str]) -> list[str]:
-    return ["PUBLIC" if r == "public" else r for r in roles]
 
 
 def check(target: Target, names: Names) -> Report:

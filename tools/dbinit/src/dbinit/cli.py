@@ -14,6 +14,7 @@ import typer
 
 from dbinit import __version__
 from odbox_common import console, runner
+from odbox_common.console import count_of
 from odbox_common.errors import ExitCode
 
 app = runner.typer_app(
@@ -106,6 +107,11 @@ def _names(
     )
 
 
+# The version of every --json document's layout: a key is added without changing it; one
+# renamed, removed or changed in meaning makes it 2.
+JSON_SCHEMA = 1
+
+
 @app.callback()
 def main_options(
     debug: Debug = False,
@@ -117,7 +123,17 @@ def main_options(
     """Options that apply to every command."""
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("what setup would change, changing nothing", "dbinit setup --dry-run"),
+        ("on the box, as the postgres system user", "sudo -u postgres dbinit setup"),
+        (
+            "another server, without pgAdmin's role and database",
+            "dbinit setup --dsn 'host=db.example.com user=postgres' --no-pgadmin",
+        ),
+        ("what a monitoring script reads", "dbinit setup --dry-run --json"),
+    ),
+)
 def setup(
     dsn: Dsn = None,
     admin_role: AdminRole = "admin",
@@ -140,6 +156,7 @@ def setup(
             help="How long to wait for another setup on the same server before exit 4.",
         ),
     ] = 60,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Create or correct roles, databases and grants; with nothing to change, only reads."""
@@ -151,24 +168,39 @@ def setup(
                    no_pgadmin, extension)  # fmt: skip
     assert isinstance(names, Names)
     target = resolve(dsn)
+    warnings: list[str] = []
+
+    def warn(line: str) -> None:
+        warnings.append(line)
+        console.warn(line)
+
     outcome = Setup(
         target,
         names,
         dry_run=dry_run,
         lock_wait=lock_timeout,
-        report=console.say,
-        warn=console.warn,
+        report=(lambda line: console.say(line, sys.stderr)) if json else console.say,
+        warn=warn,
     ).run()
     changes = len(outcome.changes)
-    if not changes:
+    if json:  # the lines above went to stderr: stdout is the one document
+        console.print_json({"schema": JSON_SCHEMA, "server": target.where, "dry_run": dry_run,
+                            "changed": bool(changes) and not dry_run, "changes": outcome.changes,
+                            "warnings": warnings})  # fmt: skip
+    elif not changes:
         console.say(f"{target.where}: roles, databases and grants are as they should be")
     elif dry_run:
-        console.say(f"{target.where}: {_n(changes, 'change')} to make; nothing was changed")
+        console.say(f"{target.where}: {count_of(changes, 'change')} to make; nothing was changed")
     else:
-        console.say(f"{target.where}: made {_n(changes, 'change')}")
+        console.say(f"{target.where}: made {count_of(changes, 'change')}")
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("the privilege matrix; exit 3 on drift", "sudo -u postgres dbinit check"),
+        ("the same as JSON, for monitoring", "dbinit check --json"),
+    ),
+)
 def check(
     dsn: Dsn = None,
     admin_role: AdminRole = "admin",
@@ -207,17 +239,22 @@ def check(
         if report.ok:
             console.say(f"{report.where}: no drift")
         elif not by_hand:
-            console.say(f"{report.where}: {_n(drifts, 'drift')}; `dbinit setup` fixes them")
+            console.say(f"{report.where}: {count_of(drifts, 'drift')}; `dbinit setup` fixes them")
         else:
             console.say(
-                f"{report.where}: {_n(drifts, 'drift')}; `dbinit setup` fixes "
+                f"{report.where}: {count_of(drifts, 'drift')}; `dbinit setup` fixes "
                 f"{drifts - by_hand}, {by_hand} need a human (the lines that say 'by hand')"
             )
     if not report.ok:
         raise typer.Exit(ExitCode.PROBLEMS)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("down, running or ready (exit 0 only when ready)", "dbinit status"),
+        ("the same as JSON", "dbinit status --dsn 'host=/run/postgresql' --json"),
+    ),
+)
 def status(dsn: Dsn = None, json: Json = False, debug: Debug = False) -> None:
     """Say whether the server is down, running (not yet accepting connections) or ready.
 
@@ -237,7 +274,11 @@ def status(dsn: Dsn = None, json: Json = False, debug: Debug = False) -> None:
         raise typer.Exit(ExitCode.FAILED)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("before a service that needs PostgreSQL", "dbinit wait --timeout 120"),
+    ),
+)
 def wait(
     dsn: Dsn = None,
     timeout: Annotated[
@@ -255,7 +296,17 @@ def wait(
     console.say(f"{target.where}: ready after {waited:.1f} s")
 
 
-@app.command("pgadmin-boot")
+@app.command(
+    "pgadmin-boot",
+    epilog=runner.examples(
+        (
+            "as the NixOS module runs it before pgAdmin starts",
+            "dbinit pgadmin-boot --email admin@example.com "
+            "--password-file /run/secrets/pgadmin.txt "
+            "--db-uri 'postgresql://pgadmin@/pgadmin?host=/run/postgresql'",
+        ),
+    ),
+)
 def pgadmin_boot(
     email: Annotated[
         str,
@@ -330,10 +381,6 @@ def pgadmin_boot(
         )
 
 
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _describe(e: BaseException) -> str:
     from dbinit.connect import describe
 
@@ -358,6 +405,7 @@ def run(argv: list[str]) -> int:
         argv,
         prog="dbinit",
         debug_env="DBINIT_DEBUG",
+        global_options=("--dsn",),
         interrupted="interrupted; each step is a transaction, so it was made in full or not at all",
         known_errors=_known_errors,
         describe=_describe,

@@ -34,6 +34,11 @@ class ConnectError(ToolError):
     """The server could not be reached or refused us."""
 
 
+class NoSuchTarget(ConnectError, UsageError):
+    """The database or role the connection names does not exist: the command line's to fix
+    (exit 2, as a missing repository or an unknown name is in every tool)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A resolved connection: libpq keywords, plus a short description for messages."""
@@ -146,7 +151,8 @@ def connect(target: Target, *, autocommit: bool = True) -> psycopg.Connection[An
                 "; setup and check connect as a superuser (on the box: run them as the "
                 "postgres system user, or pass --dsn 'user=postgres')"
             )
-        raise ConnectError(f"cannot connect to PostgreSQL at {target.where}: {reason}{hint}") from e
+        error = NoSuchTarget if "does not exist" in reason else ConnectError
+        raise error(f"cannot connect to PostgreSQL at {target.where}: {reason}{hint}") from e
 
 
 def require_superuser(conn: psycopg.Connection[Any], command: str) -> str:

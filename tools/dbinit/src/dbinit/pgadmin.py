@@ -237,7 +237,7 @@ class PgAdminBoot:
     def _socket(self, conn: psycopg.Connection[Any]) -> tuple[str, int]:
         import psycopg
 
-        from dbinit.provision import PARAMS_FUNCTION
+        from dbinit.plan.pgadmin_db import PARAMS_FUNCTION
 
         try:
             row = conn.execute(f"SELECT {PARAMS_FUNCTION}").fetchone()

@@ -27,8 +27,8 @@ class Status:
     where: str
     detail: str = ""
 
-    def to_json(self) -> dict[str, str]:
-        return {"state": self.state, "server": self.where, "detail": self.detail}
+    def to_json(self) -> dict[str, str | int]:
+        return {"schema": 1, "state": self.state, "server": self.where, "detail": self.detail}
 
 
 def _reason(target: Target) -> str:

@@ -582,6 +582,7 @@ def run_cli(argv: list[str]) -> int:
         argv,
         prog="ec2-install",
         debug_env="EC2_INSTALL_DEBUG",
+        global_options=("--region",),
         interrupted="interrupted",
         known_errors=known,
         describe=describe,

@@ -94,7 +94,7 @@ HelperImage = Annotated[
 ]  # fmt: skip
 Repo = Annotated[
     str | None,
-    typer.Option("--repo", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
+    typer.Option("--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
                  help="Write a snapshot into this odbox-backup repository (folder or s3://…)."),
 ]  # fmt: skip
 OdooZip = Annotated[
@@ -269,6 +269,7 @@ def run_cli(argv: list[str]) -> int:
         return int(ExitCode.USAGE)
     return runner.run(
         app, argv, prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG",
+        global_options=("--namespace", "--context", "--kubeconfig", "--repo"),
         interrupted="interrupted before anything was changed; no snapshot was written",
     )  # fmt: skip
 

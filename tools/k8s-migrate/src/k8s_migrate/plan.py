@@ -5,14 +5,14 @@ from __future__ import annotations
 from k8s_migrate.kube import Cluster
 from k8s_migrate.lease import held
 from k8s_migrate.preflight import ANNOTATION, Found, Target, preflight
-from odbox_common.console import human_size
+from odbox_common.console import count_of, human_size
 
 
 def plan_steps(target: Target, found: Found, sink_text: str, scale_back: bool) -> list[str]:
     """What a pull would do, each step with the sizes found."""
     ns, name, n = target.namespace, target.deployment, found.replicas
     fs = (
-        f"{found.filestore_files} files, {_size(found.filestore_bytes)}"
+        f"{count_of(found.filestore_files or 0, 'file')}, {_size(found.filestore_bytes)}"
         if found.filestore_bytes is not None
         else "size known once the helper pod runs"
     )

@@ -13,8 +13,9 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from odbox_common import age
+from odbox_common.errors import ToolError as VaultError
 from vaultgen import agecrypt, layout, pki, records
-from vaultgen.errors import VaultError
 from vaultgen.files import read_or_none, sha256_hex
 from vaultgen.layout import Item, Kind
 from vaultgen.records import Manifest
@@ -49,6 +50,7 @@ class Report:
 
     def to_json(self) -> dict[str, object]:
         return {
+            "schema": 1,  # a key added keeps it; one renamed, removed or changed makes it 2
             "vault": self.vault,
             "ok": self.ok,
             "checked_files": self.checked,
@@ -102,7 +104,7 @@ class Checker:
         self.check_git(items)
         return self.report
 
-    def check_identity(self) -> list[agecrypt.Identity]:
+    def check_identity(self) -> list[age.Identity]:
         if self.identity_file is not None:
             try:
                 return agecrypt.load_identity_file(self.identity_file)
@@ -117,12 +119,12 @@ class Checker:
             self.report.add(layout.IDENTITY, str(e))
             return []
 
-    def check_recipients(self, identities: list[agecrypt.Identity]) -> list[agecrypt.Recipient]:
+    def check_recipients(self, identities: list[age.Identity]) -> list[age.Recipient]:
         if self.identity_file is not None:
             vault_public = [self.manifest.identity] if self.manifest.identity else []
         else:
             vault_public = [i.recipient for i in identities[:1] if i.recipient]
-        own = [agecrypt.parse_recipient(r, layout.IDENTITY) for r in vault_public]
+        own = [age.parse_recipient(r, layout.IDENTITY) for r in vault_public]
         try:
             return own + agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
         except VaultError as e:
@@ -130,7 +132,7 @@ class Checker:
             return own
 
     def check_encryption(
-        self, item: Item, identities: list[agecrypt.Identity], recipients: list[agecrypt.Recipient]
+        self, item: Item, identities: list[age.Identity], recipients: list[age.Recipient]
     ) -> None:
         clear = self.read(item.path)
         if clear is not None:
@@ -140,16 +142,16 @@ class Checker:
             if clear is None:
                 self.report.add(item.path, "missing")
             return
-        age = self.read(item.age_path)
-        if age is None:
+        sealed = self.read(item.age_path)
+        if sealed is None:
             self.report.add(item.age_path, "missing" if clear is None else "not encrypted yet")
             return
         self.report.checked += 1
         if not identities:
             return
         try:
-            plain = agecrypt.decrypt(age, identities, item.age_path)
-        except agecrypt.DecryptFailure as e:
+            plain = age.decrypt(sealed, identities, item.age_path)
+        except age.DecryptFailure as e:
             self.report.add(item.age_path, f"does not decrypt: {e.hint}")
             return
         if clear is None:
@@ -157,8 +159,8 @@ class Checker:
         elif plain != clear:
             self.report.add(item.age_path, "holds something else than its cleartext")
         recorded = self.manifest.files.get(item.age_path, {})
-        if recorded.get("sha256") != sha256_hex(age):
-            if sha256_hex(age) in records.pending_hashes(self.root):
+        if recorded.get("sha256") != sha256_hex(sealed):
+            if sha256_hex(sealed) in records.pending_hashes(self.root):
                 problem = "written by an interrupted vaultgen run: run `vaultgen generate`"
             else:
                 problem = (
@@ -166,9 +168,7 @@ class Checker:
                     "(restore it from git, or `vaultgen generate --accept-age` it)"
                 )
             self.report.add(item.age_path, problem)
-        elif recipients and recorded.get("recipients") != agecrypt.recipients_fingerprint(
-            recipients
-        ):
+        elif recipients and recorded.get("recipients") != age.recipients_fingerprint(recipients):
             self.report.add(item.age_path, "not encrypted to the current recipients")
 
     def check_content(self, item: Item) -> None:

@@ -1,7 +1,9 @@
 """The `vaultgen` command line: parses arguments and prints; the work is in the other modules.
 
 Only typer and the standard library are imported at the top, so `--help` is
-fast; each command imports what it needs.
+fast; each command imports what it needs. Over 450 lines on purpose: one function per
+command, most of each its options (their help is the user's first documentation) and
+its examples, then a few lines handing over to the module that does the work.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from odbox_common import runner
-from vaultgen import __version__, console
-from vaultgen.errors import ExitCode, UsageError, VaultError
+from odbox_common import console, runner
+from odbox_common.console import count_of
+from odbox_common.errors import ExitCode, UsageError
+from odbox_common.errors import ToolError as VaultError
+from vaultgen import __version__
 
 if TYPE_CHECKING:
     from vaultgen.generate import Plan, Request
@@ -120,7 +124,7 @@ def _say_recipients(recipients: list[str]) -> None:
     """recipients.txt and manifest.json's identity are committed files: a line someone pushed
     there gets every secret on the next run, so a new set is always shown."""
     console.warn(
-        f"every .age file is now encrypted to these {len(recipients)} recipients, check that "
+        f"every .age file is now encrypted to {count_of(len(recipients), 'recipient')}: check that "
         f"each is meant to read every secret: {', '.join(map(_short, recipients))}"
     )
 
@@ -160,7 +164,22 @@ def _vault_relative(root: Path, files: list[Path] | None) -> tuple[str, ...]:
     return tuple(result)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        (
+            "a new vault, asking each password (the rest are generated)",
+            "vaultgen --vault secrets generate",
+        ),
+        (
+            "the same without a prompt, as CI or a script runs it",
+            "vaultgen --vault secrets generate --batch",
+        ),
+        (
+            "after editing recipients.txt: every .age re-encrypted to it",
+            "vaultgen generate --vault secrets",
+        ),
+    ),
+)
 def generate(
     ctx: typer.Context,
     batch: Annotated[bool, typer.Option("--batch", help=BATCH_HELP)] = False,
@@ -183,7 +202,16 @@ def generate(
     )
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("type a new password for odoo-admin", "vaultgen --vault secrets password odoo-admin"),
+        (
+            "from a file, or a pipe",
+            "vaultgen --vault secrets password backup-s3 --file ./s3-secret.txt",
+        ),
+        ("a new generated passphrase", "vaultgen --vault secrets password admin --generate"),
+    ),
+)
 def password(
     ctx: typer.Context,
     name: Annotated[
@@ -221,7 +249,7 @@ def password(
         raise UsageError("choose one of --stdin, --file and --generate")
     root = _settings(ctx).vault
     if not (root / layout.IDENTITY).exists() and not (root / layout.MANIFEST).exists():
-        raise VaultError(f"no vault at {root}: create it first with `vaultgen generate`")
+        raise UsageError(f"no vault at {root}: create it first with `vaultgen generate`")
     exists = any((root / f"passwords/{name}.txt{ext}").exists() for ext in ("", ".age"))
     if stdin:
         secret = password_from_bytes(sys.stdin.buffer.read(), "standard input")
@@ -247,7 +275,14 @@ def password(
     _run_generate(ctx, Request(passwords={name: secret}), identity)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        (
+            "in $EDITOR, re-encrypted and re-hashed on save",
+            "vaultgen --vault secrets edit odoo-admin",
+        ),
+    ),
+)
 def edit(
     ctx: typer.Context,
     name: Annotated[
@@ -271,7 +306,14 @@ def edit(
         _report(root, plan)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        (
+            "a certificate for two names, valid 90 days",
+            "vaultgen --vault secrets certs odoo.example.com --san www.example.com --days 90",
+        ),
+    ),
+)
 def certs(
     ctx: typer.Context,
     common_names: Annotated[
@@ -315,7 +357,15 @@ def certs(
     _run_generate(ctx, Request(leaves=leaves), identity)
 
 
-@app.command("import")
+@app.command(
+    "import",
+    epilog=runner.examples(
+        (
+            "a certificate and key from elsewhere, as certs/shop.pem",
+            "vaultgen --vault secrets import shop-cert.pem shop-key.pem --name shop",
+        ),
+    ),
+)
 def import_cert(
     ctx: typer.Context,
     cert: Annotated[
@@ -369,7 +419,15 @@ def import_cert(
     _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}), identity)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("after adding or removing a teammate in recipients.txt", "vaultgen --vault secrets rekey"),
+        (
+            "age.key leaked: a new one, every file re-encrypted",
+            "vaultgen --vault secrets rekey --new-identity",
+        ),
+    ),
+)
 def rekey(
     ctx: typer.Context,
     new_identity: Annotated[
@@ -410,7 +468,16 @@ def rekey(
         )
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("everything a vault should be; exit 3 on problems", "vaultgen --vault secrets check"),
+        (
+            "as a teammate, with your own key",
+            "vaultgen check --vault secrets --identity ~/.ssh/id_ed25519",
+        ),
+        ("for CI", "vaultgen --vault secrets check --json"),
+    ),
+)
 def check(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -434,12 +501,12 @@ def check(
         for note in report.notes:
             console.say(f"note: {note}")
         if report.ok:
-            console.say(f"{report.vault}: {report.checked} files checked, no problems")
+            console.say(f"{report.vault}: {count_of(report.checked, 'file')} checked, no problems")
         else:
             count = len(report.problems)
             console.table(
-                f"{report.vault}: {count} problem{'s' if count > 1 else ''} "
-                f"in {report.checked} files",
+                f"{report.vault}: {count_of(count, 'problem')} "
+                f"in {count_of(report.checked, 'file')}",
                 ["file", "problem"],
                 [[p.path, p.problem] for p in report.problems],
             )
@@ -447,7 +514,11 @@ def check(
         raise typer.Exit(ExitCode.PROBLEMS)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        ("what generate would make or remake, and why", "vaultgen --vault secrets status"),
+    ),
+)
 def status(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
@@ -465,6 +536,7 @@ def status(
     if json_output:
         console.print_json(
             {
+                "schema": 1,
                 "vault": str(root),
                 "up_to_date": all(s.state == "ok" for s in statuses),
                 "files": [{"path": s.path, "state": s.state, "reason": s.reason} for s in statuses],
@@ -500,7 +572,19 @@ def _check_out_target(out: Path) -> None:
         raise VaultError(f"{out.parent} does not exist: create the folder first")
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        (
+            "one secret to standard output",
+            "vaultgen --vault secrets decrypt passwords/odoo-admin.txt.age",
+        ),
+        (
+            "on the box, with its SSH host key, to a file only root reads",
+            "vaultgen decrypt secrets/passwords/odoo-admin.txt.age "
+            "--identity /etc/ssh/ssh_host_ed25519_key --out /run/secrets/odoo-admin --mode 0400",
+        ),
+    ),
+)
 def decrypt(
     ctx: typer.Context,
     file: Annotated[
@@ -527,6 +611,7 @@ def decrypt(
     ] = None,
 ) -> None:
     """Decrypt one .age file to standard output, or to --out with a mode (for activation)."""
+    from odbox_common import age
     from vaultgen import agecrypt, layout
     from vaultgen.files import write_atomic
 
@@ -540,7 +625,7 @@ def decrypt(
     except OSError as e:
         raise VaultError(f"cannot read {file}: {e.strerror}") from e
     identities = agecrypt.load_identity_file(_identity(ctx, identity) or root / layout.IDENTITY)
-    plain = agecrypt.decrypt(data, identities, str(source))
+    plain = age.decrypt(data, identities, str(source))
     if out is None:
         sys.stdout.buffer.write(plain)
         sys.stdout.buffer.flush()
@@ -548,7 +633,14 @@ def decrypt(
         write_atomic(out, plain, file_mode)
 
 
-@app.command()
+@app.command(
+    epilog=runner.examples(
+        (
+            "the dependency graph as an SVG",
+            "vaultgen --vault secrets graph | dot -Tsvg > vault.svg",
+        ),
+    ),
+)
 def graph(ctx: typer.Context) -> None:
     """Print the vault's dependency graph in Graphviz DOT (pipe it to `dot -Tsvg`)."""
     from vaultgen import layout

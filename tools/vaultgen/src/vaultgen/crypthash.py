@@ -18,7 +18,7 @@ import hmac
 import os
 from typing import Literal
 
-from vaultgen.errors import VaultError
+from odbox_common.errors import ToolError as VaultError
 
 Method = Literal["sha512", "yescrypt"]
 PREFIXES: dict[Method, bytes] = {"sha512": b"$6$", "yescrypt": b"$y$"}

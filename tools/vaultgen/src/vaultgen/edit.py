@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from vaultgen import console, layout
-from vaultgen.errors import VaultError
+from odbox_common import console
+from odbox_common.errors import ToolError as VaultError
+from vaultgen import layout
 from vaultgen.generate import Plan, Planner, Request, generate
 from vaultgen.verify import check_password, password_from_bytes
 

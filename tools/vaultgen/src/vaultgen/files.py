@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odbox_common.errors import ToolError as VaultError
 from odbox_common.files import fsync_dir, lock_or_refuse
-from vaultgen.errors import VaultError
 
 TEMP_MARKER = ".vaultgen-tmp-"
 SECRET_FILE_MODE = 0o600

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbox_common import age
+from odbox_common.errors import ToolError as VaultError
+from odbox_common.errors import UsageError
 from vaultgen import agecrypt, layout, records
-from vaultgen.errors import VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
     SECRET_FILE_MODE,
@@ -147,8 +149,8 @@ class Planner:
         self.old_manifest = Manifest.load(root / layout.MANIFEST)
         self.new_manifest = Manifest()
         self.imported: set[str] = set()  # certificate stems the vault CA must never re-sign
-        self.identities: list[agecrypt.Identity] = []
-        self.recipients: list[agecrypt.Recipient] = []
+        self.identities: list[age.Identity] = []
+        self.recipients: list[age.Recipient] = []
         self.fingerprint = ""
         self.vault_public = ""  # age.key's public key: always among the recipients
 
@@ -166,7 +168,7 @@ class Planner:
         if item.path not in self.age_plain:
             data = self.read(item.age_path)
             assert data is not None
-            self.age_plain[item.path] = agecrypt.decrypt(
+            self.age_plain[item.path] = age.decrypt(
                 data, self.identities, str(self.root / item.age_path)
             )
         return self.age_plain[item.path]
@@ -252,11 +254,11 @@ class Planner:
                     "copy the vault's identity there (it is never committed)"
                 )
             layout.refuse_foreign_folder(self.root)
-            secret, public = agecrypt.generate_identity()
-            data = agecrypt.identity_file_text(secret, public)
+            secret, public = age.generate_identity()
+            data = age.identity_file_text(secret, public)
             self.write(layout.IDENTITY, data, SECRET_FILE_MODE, "new")
         where = str(self.root / layout.IDENTITY)
-        self.identities = agecrypt.parse_identity_file(data, where)
+        self.identities = age.parse_identity_file(data, where)
         mine, recorded = (
             agecrypt.vault_recipient(self.identities, where),
             self.old_manifest.identity,
@@ -283,8 +285,8 @@ class Planner:
 
     def load_recipients(self) -> None:
         extra = agecrypt.parse_recipients_file(self.root / layout.RECIPIENTS)
-        self.recipients = [agecrypt.parse_recipient(self.vault_public, layout.IDENTITY), *extra]
-        self.fingerprint = agecrypt.recipients_fingerprint(self.recipients)
+        self.recipients = [age.parse_recipient(self.vault_public, layout.IDENTITY), *extra]
+        self.fingerprint = age.recipients_fingerprint(self.recipients)
         if self.request.identity_file is not None:
             agecrypt.require_recipient(self.identities, self.recipients, self.request.identity_file)
 
@@ -320,13 +322,13 @@ class Planner:
             self.write(item.path, content, item.mode, reason)
 
     def sync_with_age(self, item: Item, clear: bytes | None) -> tuple[bytes | None, str]:
-        age = self.read(item.age_path) if item.encrypted else None
-        if age is None:
+        sealed = self.read(item.age_path) if item.encrypted else None
+        if sealed is None:
             return clear, ""
         if clear is None:
             return self.decrypt(item), "restored from its .age"
         known = self.known(item)
-        clear_sha, age_sha = sha256_hex(clear), sha256_hex(age)
+        clear_sha, age_sha = sha256_hex(clear), sha256_hex(sealed)
         if known.get("sha256") == clear_sha and known.get("age_sha256") == age_sha:
             self.age_plain[item.path] = clear  # as the last run left them: in sync
             return clear, ""
@@ -521,26 +523,26 @@ class Planner:
 
     def encrypt(self, item: Item) -> None:
         content = self.content[item.path]
-        age = self.read(item.age_path)
+        sealed = self.read(item.age_path)
         recorded = self.old_manifest.files.get(item.age_path, {})
-        if age is None:
+        if sealed is None:
             reason = "new"
         elif self.decrypt(item) != content:
             reason = "its cleartext changed"
         elif recorded.get("recipients") != self.fingerprint:
             reason = RECIPIENTS_CHANGED
-        elif recorded.get("sha256") != sha256_hex(age):
+        elif recorded.get("sha256") != sha256_hex(sealed):
             reason = "changed outside vaultgen"
         else:
             reason = ""
-        if age is None or reason:
-            age = agecrypt.encrypt(content, self.recipients)
-            self.write(item.age_path, age, PUBLIC_FILE_MODE, reason)
+        if sealed is None or reason:
+            sealed = age.encrypt(content, self.recipients)
+            self.write(item.age_path, sealed, PUBLIC_FILE_MODE, reason)
         self.new_manifest.files[item.age_path] = {
-            "sha256": sha256_hex(age),
+            "sha256": sha256_hex(sealed),
             "recipients": self.fingerprint,
         }
-        self.new_state.files[item.path]["age_sha256"] = sha256_hex(age)
+        self.new_state.files[item.path]["age_sha256"] = sha256_hex(sealed)
 
 
 def _commit_order(write: Write) -> int:
@@ -577,7 +579,7 @@ def apply(plan: Plan) -> None:
 def generate(root: Path, request: Request | None = None) -> Plan:
     """Bring the vault at `root` up to date; returns what was done."""
     if root.exists() and not root.is_dir():
-        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
+        raise UsageError(f"{root} is not a folder: give --vault a vault folder")
     if not (root / layout.IDENTITY).exists():
         layout.refuse_foreign_folder(root)  # before the folder or its lock is made
     ensure_dir(root)

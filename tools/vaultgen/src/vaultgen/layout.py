@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from vaultgen.errors import UsageError, VaultError
+from odbox_common.errors import ToolError as VaultError
+from odbox_common.errors import UsageError
 from vaultgen.files import TEMP_MARKER
 
 IDENTITY = "age.key"
@@ -203,9 +204,9 @@ def discover(
 
 def require_vault(root: Path) -> None:
     if not root.exists():
-        raise VaultError(f"no vault at {root}: create one with `vaultgen generate`")
+        raise UsageError(f"no vault at {root}: create one with `vaultgen generate`")
     if not root.is_dir():
-        raise VaultError(f"{root} is not a folder: give --vault a vault folder")
+        raise UsageError(f"{root} is not a folder: give --vault a vault folder")
 
 
 def refuse_symlinked_folders(root: Path) -> None:

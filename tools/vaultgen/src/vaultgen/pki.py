@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from vaultgen.errors import VaultError
+from odbox_common.errors import ToolError as VaultError
 from vaultgen.layout import LEAF_DAYS
 
 CA_SUBJECT = x509.Name(

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbox_common.errors import ToolError as VaultError
 from odbox_common.files import fsync_dir
 from vaultgen import layout
-from vaultgen.errors import VaultError
 from vaultgen.files import SECRET_FILE_MODE, read_or_none, sha256_hex, write_atomic
 
 FORMAT = 1

@@ -15,8 +15,9 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from odbox_common import age
+from odbox_common.errors import ToolError as VaultError
 from vaultgen import agecrypt, layout, records
-from vaultgen.errors import VaultError
 from vaultgen.files import (
     PUBLIC_FILE_MODE,
     SECRET_FILE_MODE,
@@ -64,7 +65,7 @@ def rekey(
         pending = read_or_none(root / layout.IDENTITY_NEW)
         if pending is not None:
             # An interrupted rekey: some files may already be under the new key.
-            identities += agecrypt.parse_identity_file(pending, str(root / layout.IDENTITY_NEW))
+            identities += age.parse_identity_file(pending, str(root / layout.IDENTITY_NEW))
             new_identity = True
         extra_recipients = agecrypt.parse_recipients_file(root / layout.RECIPIENTS)
         items = [i for i in layout.discover(root) if i.encrypted]
@@ -77,17 +78,17 @@ def rekey(
         manifest = Manifest.load(root / layout.MANIFEST)
         ages = {path.relative_to(root).as_posix(): path.read_bytes() for path in managed}
         plain = {
-            path: agecrypt.decrypt(ages[path.relative_to(root).as_posix()], identities, str(path))
+            path: age.decrypt(ages[path.relative_to(root).as_posix()], identities, str(path))
             for path in managed
         }
         found = records.untrusted(manifest, records.pending_hashes(root), ages, accept_age)
         records.refuse_untrusted(found, "rekey")  # re-encrypting would launder a forgery
         created = None  # a new identity of this run, written only once every file is staged
         if new_identity and pending is None:
-            secret, public = agecrypt.generate_identity()
-            pending = created = agecrypt.identity_file_text(secret, public)
+            secret, public = age.generate_identity()
+            pending = created = age.identity_file_text(secret, public)
         if new_identity and pending is not None:
-            target = agecrypt.parse_identity_file(pending, layout.IDENTITY_NEW)
+            target = age.parse_identity_file(pending, layout.IDENTITY_NEW)
             own = agecrypt.vault_recipient(target, layout.IDENTITY)
         elif identity_file is not None:
             if manifest.identity is None:
@@ -96,15 +97,15 @@ def rekey(
         else:
             target = current[:1]
             own = agecrypt.vault_recipient(target, layout.IDENTITY)
-        recipients = [agecrypt.parse_recipient(own, layout.IDENTITY), *extra_recipients]
-        fingerprint = agecrypt.recipients_fingerprint(recipients)
+        recipients = [age.parse_recipient(own, layout.IDENTITY), *extra_recipients]
+        fingerprint = age.recipients_fingerprint(recipients)
         manifest.identity = own
         state = State.load(root / layout.STATE)
         staged_ages: list[bytes] = []
         tx = Transaction()
         try:
             for path, data in plain.items():
-                encrypted = agecrypt.encrypt(data, recipients)
+                encrypted = age.encrypt(data, recipients)
                 if _round_trip(encrypted, target, path) != data:
                     raise VaultError(
                         f"re-encrypting {path} did not round-trip; nothing was changed"
@@ -144,10 +145,10 @@ def rekey(
         )
 
 
-def _round_trip(encrypted: bytes, target: list[agecrypt.Identity], path: Path) -> bytes:
+def _round_trip(encrypted: bytes, target: list[age.Identity], path: Path) -> bytes:
     try:
-        return agecrypt.decrypt(encrypted, target, str(path))
-    except agecrypt.DecryptFailure:
+        return age.decrypt(encrypted, target, str(path))
+    except age.DecryptFailure:
         raise VaultError(
             "your --identity is not among the recipients any more (recipients.txt): rekey "
             "would lock you out; nothing was changed"

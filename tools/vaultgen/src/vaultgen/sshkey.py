@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from vaultgen.errors import VaultError
+from odbox_common.errors import ToolError as VaultError
 
 COMMENT = "odoo-box-vault"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from vaultgen.errors import VaultError
+from odbox_common.errors import ToolError as VaultError
 from vaultgen.layout import Kind
 
 MIN_PASSWORD_LENGTH = 8

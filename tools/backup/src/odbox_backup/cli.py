@@ -84,6 +84,12 @@ Wait = Annotated[
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", envvar="ODBOX_BACKUP_METRICS_FILE", metavar="PATH",
+                 help="Write node_exporter textfile metrics there when done, failed or not "
+                 "(the other commands' lines in it are kept)."),
+]  # fmt: skip
 
 
 def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
@@ -267,9 +273,13 @@ def run(
     ] = False,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
+    from odbox_backup import metrics
+
+    metrics.begin("run", repo, metrics_file, cache_dir)
     from psycopg.conninfo import make_conninfo
 
     from odbox_backup import cache
@@ -298,6 +308,8 @@ def run(
         if folder and (reason := cache.save(folder, repository, manifest)):
             console.warn(reason)
     t = manifest["totals"]
+    metrics.note(last_bytes_added=t["new_bytes"], snapshots=len(repository.snapshot_ids()),
+                 snapshot=manifest["id"], database=db)  # fmt: skip
     missing = manifest["filestore"].get("missing", 0)
     console.say(
         f"snapshot {manifest['id']}: {manifest['filestore']['count']} files, "
@@ -486,10 +498,14 @@ def verify(
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
     json: Json = False,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:
     """Check that every snapshot is whole (exit 3 when one is not)."""
+    from odbox_backup import metrics
     from odbox_backup.progress import progress_for
+
+    metrics.begin("verify", repo, metrics_file)
     from odbox_backup.verify import verify as do_verify
 
     repository = _open(repo, identity, auth_key)
@@ -503,6 +519,8 @@ def verify(
         if read_data:
             progress.phase(f"reading the objects of {len(ids)} snapshots")
         report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
+    metrics.note(last_bytes_read=report.bytes_read, snapshots=len(ids) if not snapshot else None,
+                 problems=len(report.problems))  # fmt: skip
     if json:
         console.print_json(report.to_json())
     else:
@@ -557,9 +575,13 @@ def prune(
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
     json: Json = False,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
+    from odbox_backup import metrics
+
+    metrics.begin("prune", repo, metrics_file)
     from odbox_backup.prune import Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
 
@@ -570,6 +592,10 @@ def prune(
     log = _log(json)
     with _locked(repository, "prune", wait):
         result = do_prune(repository, policy, dry_run=dry_run, report=log, group_by=fields)
+    metrics.note(
+        last_objects_deleted=0 if dry_run else result.objects_deleted,
+        snapshots=len(result.decisions) - (0 if dry_run else len(result.forgotten)),
+    )
     if json:
         console.print_json({
             "dry_run": dry_run,
@@ -613,11 +639,16 @@ def copy(
         typer.Option("--to-auth-key-file", envvar="ODBOX_BACKUP_TO_AUTH_KEY_FILE", metavar="FILE",
                      help="The destination's authentication key (default: --auth-key-file's)."),
     ] = None,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Copy snapshots into another repository (offsite), sending only what it lacks."""
+    from odbox_backup import metrics
     from odbox_backup.copy import copy_snapshot
     from odbox_backup.progress import progress_for
+
+    metrics.begin("copy", to, metrics_file)
+    sent = 0
 
     source = _open(repo, identity, auth_key)
     destination = _open(to, None, to_auth_key or auth_key)
@@ -629,11 +660,13 @@ def copy(
         for snapshot_id in dict.fromkeys(ids):
             with progress_for() as progress:
                 done = copy_snapshot(source, destination, snapshot_id, progress)
+            sent += done.bytes_sent
             if done.already_there:
                 console.say(f"snapshot {snapshot_id} is already in {to}")
             else:
                 console.say(f"copied snapshot {snapshot_id} to {to}: {done.objects_sent} objects, "
                             f"{_size(done.bytes_sent)} sent")  # fmt: skip
+    metrics.note(last_bytes_added=sent, snapshots=len(destination.snapshot_ids()))
 
 
 @app.command("export")
@@ -749,21 +782,28 @@ def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry
         console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
 
 
+from odbox_backup import cli_ops  # noqa: E402,F401  (status, notify, unlock, repair: registered on app)
+
+
 def run_cli(argv: list[str]) -> int:
     if not argv:
         runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")
         return int(ExitCode.USAGE)
-    from odbox_common.signals import interrupts_as_exceptions
-
     # SIGTERM (systemctl stop, shutdown, TimeoutStartSec) and SIGHUP as Ctrl-C: a cold run
     # starts Odoo again, locks are released, a restore before its swap removes what it made
     # (the swap itself ignores them and finishes).
-    with interrupts_as_exceptions():
-        return runner.run(
+    from odbox_backup import metrics
+    from odbox_common.signals import interrupts_as_exceptions
+
+    with interrupts_as_exceptions(), metrics.errors_seen() as seen:
+        code = runner.run(
             app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
             interrupted="interrupted; earlier snapshots and the live database and filestore "
             "are intact",
         )  # fmt: skip
+    for warning in metrics.finish(code, seen[-1] if seen else None):
+        console.warn(warning)
+    return code
 
 
 def main() -> NoReturn:

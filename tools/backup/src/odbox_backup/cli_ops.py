@@ -109,3 +109,65 @@ def notify(
         console.say(f"mailed the failure of {unit} to {', '.join(mail_to)}")
     if failures:
         raise failures[0]
+
+
+@app.command()
+def unlock(
+    repo: Repo,
+    remove_all: Annotated[
+        bool,
+        typer.Option("--remove-all",
+                     help="Also remove locks that look live: other hosts' (whose processes "
+                     "cannot be checked from here) and this host's running ones."),
+    ] = False,
+    auth_key: AuthKeyFile = None,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Remove stale locks (a killed run's on this host, or older than a day)."""
+    from odbox_backup.repair import unlock as do_unlock
+
+    repository = _open(repo, None, auth_key)
+    result = do_unlock(repository, remove_all=remove_all)
+    for lock, live in result.removed:
+        if live:
+            console.warn(f"removed the lock of {lock.describe()}, which may still be running: "
+                         "if it is, it may now meet a prune")  # fmt: skip
+        else:
+            console.say(f"removed the stale lock of {lock.describe()}")
+    for lock in result.kept:
+        console.say(f"kept the live lock of {lock.describe()} (--remove-all removes it once "
+                    "you know that run is gone)")  # fmt: skip
+    if not result.removed and not result.kept:
+        console.say(f"{repo} holds no lock")
+
+
+repair_app = typer.Typer(help="Repair a repository.", no_args_is_help=True)
+app.add_typer(repair_app, name="repair")
+
+
+@repair_app.command("index")
+def repair_index(
+    repo: Repo,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
+    ] = 0,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Rebuild damaged or missing indexes from the packs and objects (needs the identity)."""
+    from odbox_backup import locks
+    from odbox_backup.repair import repair_index as do_repair
+
+    repository = _open(repo, identity, auth_key)
+    repository.require_writable()
+    with locks.exclusive(repository.store, "odbox-backup repair index", repository.config.id,
+                         wait=wait, mode="prune"):  # fmt: skip
+        result = do_repair(repository, report=console.warn)
+    console.say(
+        f"repair index: read {result.packs_read} packs; {result.indexes_replaced} damaged "
+        f"indexes rebuilt, {result.indexes_written} missing ones written, "
+        f"{result.indexes_removed} removed, {result.objects_indexed} objects stored alone "
+        f"indexed"
+        + (f"; {len(result.lost)} could not be read back (see verify)" if result.lost else "")
+    )

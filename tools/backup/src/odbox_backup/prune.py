@@ -196,8 +196,17 @@ def prune(
         key = repo.damaged_indexes[0]
         raise RepositoryError(
             f"{repo.index_problems.get(key, f'{key} is damaged')}: a prune would lose the "
-            "objects of its pack; nothing was deleted (see `odbox-backup verify`; delete an "
-            "index it calls forged by hand)"
+            "objects of its pack; nothing was deleted (run `odbox-backup repair index` "
+            "to rebuild it from the pack)"
+        )
+    lost = referenced - known
+    if lost and (repo.orphan_packs or lost & repo.unindexed):
+        # A pack without an index looks like a killed run's leftover, which prune deletes:
+        # not while kept snapshots name objects no index places (its index may be what's gone).
+        raise RepositoryError(
+            f"{len(lost)} objects kept snapshots name are in no index (first: "
+            f"{min(lost)[:12]}…) and {len(repo.orphan_packs)} packs have none: a prune would "
+            "delete them; nothing was deleted (run `odbox-backup repair index` first)"
         )
     packs = repo.packs()
     rewrite = sorted(p for p, names in packs.items() if not referenced.issuperset(names))

@@ -30,7 +30,7 @@ from typing import Any
 
 import zstandard
 
-from odbox_backup.store import LocalStore, NotFound, Store
+from odbox_backup.store import Exists, LocalStore, NotFound, Store
 from odbox_common.errors import ToolError, UsageError
 
 FORMAT = "odbox-backup"
@@ -834,9 +834,16 @@ class Repository:
             self._add_to_pack(name, self._compress(content))
         else:
             blob = self.encode(content)
-            self.store.put(self.object_key(name), blob, sync=False)
-            with self._filling:
-                self._alone_pending.append((name, len(blob)))
+            try:
+                self.store.put(self.object_key(name), blob, sync=False)
+            except Exists:
+                # One no index names is there (a killed run's, or planted) and S3 may not
+                # overwrite it (create-only): the content goes into a pack, never trusted as is.
+                self._add_to_pack(name, self._compress(content))
+                blob = b""
+            if blob:
+                with self._filling:
+                    self._alone_pending.append((name, len(blob)))
         known.add(name)
         unsynced.discard(name)
         return name, True

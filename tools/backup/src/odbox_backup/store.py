@@ -29,12 +29,16 @@ class NotFound(StoreError):
     """No value under that key."""
 
 
+class Exists(StoreError):
+    """A create-only write found a value under that key (S3, append-only layout)."""
+
+
 class Store(Protocol):
     url: str
 
     def get(self, key: str) -> bytes: ...
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -78,7 +82,8 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
+        """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
         tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
         try:
@@ -175,9 +180,19 @@ class LocalStore:
 
 
 class S3Store:
-    """An S3 prefix; boto3 takes its settings from the standard AWS_* variables."""
+    """An S3 prefix; boto3 takes its settings from the standard AWS_* variables.
 
-    def __init__(self, bucket: str, prefix: str, client: Any = None) -> None:
+    `create_only` (how odbox-backup opens every S3 repository): every PUT outside `locks/`
+    carries `If-None-Match: *`, so it never overwrites (S3 answers 412, raised as `Exists`)
+    unless the caller says `replace` (repair, the admin's). The layout needs no overwrite
+    but of locks (README, "Append-only offsite"), so a bucket policy that refuses a PUT
+    without it, and credentials without DeleteObject outside `locks/`, let the box add and
+    never destroy."""
+
+    def __init__(
+        self, bucket: str, prefix: str, client: Any = None, *, create_only: bool = False
+    ) -> None:
+        self.create_only = create_only
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -204,11 +219,15 @@ class S3Store:
                 raise NotFound(f"{self.url}: {key} is missing") from e
             raise self._fail("read", key, e) from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
         full = self._key(key)
+        conditional = self.create_only and not replace and not key.startswith("locks/")
+        extra = {"IfNoneMatch": "*"} if conditional else {}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
         except Exception as e:
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise Exists(f"{self.url}/{key} exists and is not overwritten") from e
             raise self._fail("write", key, e) from e
 
     def flush(self) -> None:
@@ -279,5 +298,5 @@ def open_store(url: str) -> Store:
         bucket, _, prefix = url[len("s3://") :].partition("/")
         if not bucket:
             raise ToolError(f"{url} names no bucket: use s3://bucket/prefix")
-        return S3Store(bucket, prefix)
+        return S3Store(bucket, prefix, create_only=True)
     return LocalStore(Path(url))

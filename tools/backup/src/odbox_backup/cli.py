@@ -494,6 +494,24 @@ def verify(
         bool,
         typer.Option("--read-data", help="Read every object and check its content and sizes."),
     ] = False,
+    read_data_subset: Annotated[
+        str | None,
+        typer.Option(
+            "--read-data-subset",
+            metavar="N%|SIZE|n/t",
+            help="--read-data of a part: N% or SIZE (500M) of the stored bytes, least "
+            "recently read first, or the n-th of t fixed parts (restic's forms).",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="ODBOX_BACKUP_CACHE",
+            metavar="DIR",
+            help="Where --read-data-subset keeps what it read (default: as run's).",
+        ),
+    ] = None,
     wait: Wait = 0,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
@@ -504,11 +522,12 @@ def verify(
     """Check that every snapshot is whole (exit 3 when one is not)."""
     from odbox_backup import metrics
     from odbox_backup.progress import progress_for
-
-    metrics.begin("verify", repo, metrics_file)
     from odbox_backup.verify import verify as do_verify
 
+    metrics.begin("verify", repo, metrics_file)
     repository = _open(repo, identity, auth_key)
+    rotation = _rotation(repository, read_data_subset, cache_dir)
+    read_data = read_data or rotation is not None
     if read_data and repository.config.encrypted and not repository.identities:
         raise UsageError(
             "--read-data reads every object of this encrypted repository: pass --identity "
@@ -518,7 +537,10 @@ def verify(
         ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
         if read_data:
             progress.phase(f"reading the objects of {len(ids)} snapshots")
-        report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
+        report = do_verify(repository, ids, read_data=read_data, progress=progress.advance,
+                           subset=rotation)  # fmt: skip
+    if rotation is not None and report.subset is not None:
+        rotation.done(set(report.subset) - report.damaged_keys)
     metrics.note(last_bytes_read=report.bytes_read, snapshots=len(ids) if not snapshot else None,
                  problems=len(report.problems))  # fmt: skip
     if json:
@@ -539,12 +561,28 @@ def verify(
             )
         else:
             what = "every object read and checked" if read_data else "every object present"
+            if report.subset is not None:
+                share = report.subset_bytes / report.stored_bytes if report.stored_bytes else 1
+                what = (f"read {len(report.subset)} packs and objects alone, "
+                        f"{_size(report.subset_bytes)} of {_size(report.stored_bytes)} "
+                        f"({share:.1%}), {_size(report.bytes_read)} of content")  # fmt: skip
             console.say(
                 f"verify {verdict}: {len(ids)} snapshots, {report.objects_referenced} objects "
                 f"({what}; {report.objects_unreferenced} unused objects, {leftovers})"
             )
     if not report.ok:
         raise typer.Exit(int(ExitCode.PROBLEMS))
+
+
+def _rotation(repository: Repository, spec: str | None, cache_dir: Path | None) -> Any:
+    """`--read-data-subset`'s chooser, or None."""
+    if spec is None:
+        return None
+    from odbox_backup import cache
+    from odbox_backup.subset import Rotation, Subset
+
+    return Rotation(Subset.parse(spec), cache_dir or cache.default_dir(), repository.store.url,
+                    repository.config.id)  # fmt: skip
 
 
 def _keep(kind: str) -> Any:

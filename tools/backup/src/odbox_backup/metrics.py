@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbox_common.files import fsync_dir
+from odbox_common.files import fsync_dir, write_private
 
 PREFIX = "odbox_backup_"
 # name, help; every one a gauge with the labels command and repository
@@ -156,11 +156,14 @@ def _number(value: float) -> str:
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """odbox_common.files.write_private, but of any mode (the textfile is read by node_exporter)."""
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)  # whatever the umask: node_exporter reads it as another user
             os.fsync(fd)
         finally:
@@ -184,7 +187,7 @@ def save_last(cache_dir: Path, entry: dict[str, Any]) -> None:
     path = last_path(cache_dir, str(entry["repository"]))
     results = load_last(cache_dir, str(entry["repository"]))
     results[str(entry["command"])] = entry
-    _write_atomically(path, (json.dumps(results, indent=1, default=str) + "\n").encode(), 0o600)
+    write_private(path, (json.dumps(results, indent=1, default=str) + "\n").encode())
 
 
 def load_last(cache_dir: Path, repository: str) -> dict[str, dict[str, Any]]:

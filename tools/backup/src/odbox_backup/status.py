@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from odbox_backup import locks
-from odbox_backup.metrics import _write_atomically, load_last
+from odbox_backup.metrics import load_last
 from odbox_backup.repository import Repository, Unauthenticated, snapshot_time
 from odbox_common.errors import UsageError
+from odbox_common.files import write_private
 
 DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -117,7 +118,7 @@ def database_names(repo: Repository, ids: list[str], cache_dir: Path | None) -> 
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             body = json.dumps({"repository": repo.config.id, "names": names}).encode()
-            _write_atomically(path, body, 0o600)
+            write_private(path, body)
         except OSError:
             pass  # the cache only saves work
     return names

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
+from odbox_backup.store import refuse_unless_deletable
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -173,6 +174,8 @@ def prune(
     if policy.empty:
         apply_policy({}, policy)  # the same refusal, before any manifest is read
     repo.require_writable()
+    if not dry_run:
+        refuse_unless_deletable(repo.store, "prune")
     groups: dict[str, str] = {}
     unauthenticated: list[str] = []
     for snapshot_id in repo.snapshot_ids():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from odbox_backup import locks
 from odbox_backup.repository import Repository, RepositoryError
+from odbox_backup.store import refuse_unless_deletable
 from odbox_common.errors import UsageError
 
 ZSTD_MAGIC = 0xFD2FB528
@@ -127,6 +128,7 @@ def repair_index(repo: Repository, report: Callable[[str], None] = lambda _: Non
             "pass --identity (run it where the admin's key is)"
         )
     assert repo.auth is not None
+    refuse_unless_deletable(repo.store, "repair index")  # it replaces and removes indexes
     repo.known_objects(with_places=True)  # reads every index: what is damaged, what lacks one
     packs = {key.rsplit("/", 1)[1] for key in repo.store.list("packs")}
     result = Repaired()

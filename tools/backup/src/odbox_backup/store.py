@@ -270,6 +270,26 @@ class S3Store:
             raise self._fail("delete", key, e) from e
 
 
+def refuse_unless_deletable(store: Store, command: str) -> None:
+    """Fail before anything is changed when `store` may not be deleted from: an append-only
+    S3 repository, whose prune runs on the admin's machine. S3 answers a DELETE of a key
+    that does not exist with 204 where deleting is allowed, and 403 where it is not, so the
+    probe changes nothing either way."""
+    if not isinstance(store, S3Store):
+        return
+    probe = "snapshots/.odbox-delete-probe"
+    try:
+        store.client.delete_object(Bucket=store.bucket, Key=store._key(probe))
+    except Exception as e:
+        if _code(e) in ("AccessDenied", "403"):
+            raise StoreError(
+                f"{command} deletes, and these credentials may not delete in {store.url} (an "
+                "append-only repository): run it from the admin's machine with the admin's "
+                "credentials; nothing was changed"
+            ) from e
+        raise store._fail("delete", probe, e) from e
+
+
 def _code(e: Exception) -> str:
     response = getattr(e, "response", None)
     if isinstance(response, dict):

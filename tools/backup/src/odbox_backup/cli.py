@@ -677,6 +677,11 @@ def copy(
         typer.Option("--to-auth-key-file", envvar="ODBOX_BACKUP_TO_AUTH_KEY_FILE", metavar="FILE",
                      help="The destination's authentication key (default: --auth-key-file's)."),
     ] = None,
+    limit_upload: Annotated[
+        int | None,
+        typer.Option("--limit-upload", min=1, metavar="KiB/s",
+                     help="Send the destination at most this many KiB a second (restic's flag)."),
+    ] = None,
     metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
@@ -691,6 +696,10 @@ def copy(
     source = _open(repo, identity, auth_key)
     destination = _open(to, None, to_auth_key or auth_key)
     destination.require_writable()
+    if limit_upload is not None:
+        from odbox_backup.store import limit_uploads
+
+        limit_uploads(destination.store, limit_upload)
     if destination.config.id == source.config.id:
         raise UsageError("--to names the repository itself")
     ids = source.snapshot_ids() if snapshots == ["all"] else [source.resolve(s) for s in snapshots]

@@ -260,3 +260,32 @@ class _Refusing(_Hook):
     def do_POST(self) -> None:
         self.send_response(500)
         self.end_headers()
+
+
+def test_a_forged_or_replaced_newest_snapshot_never_makes_backups_look_fresh(
+    odoo, backend, env, request, tmp_path
+):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    backup_ok(env, "init", "--repo", backend)
+    plant_old_snapshot(backend, request, database=odoo[0])
+    store = open_repo(backend, moto_for(backend, request)).store
+    forged = dt_now_id()  # dated now: it would be the newest
+    store.put(f"snapshots/{forged}", b"odbox-auth-v1 " + b"0" * 64 + b"\n" + b"{}")
+    code, report = status_json(env, backend, "--max-age", "26h", *cache)
+    assert code == 3 and report["unauthenticated"] == [forged]
+    assert [n["snapshot"] for n in report["newest"]] == [OLD_ID]
+
+    backup_run(env, backend, odoo)
+    code, report = status_json(env, backend, "--max-age", "26h", *cache)  # now in the cache
+    assert code == 0
+    real = report["newest"][0]["snapshot"]
+    store.put(f"snapshots/{real}", store.get(f"snapshots/{real}")[:-5] + b"xxxxx")
+    code, report = status_json(env, backend, "--max-age", "26h", *cache)
+    assert code == 3 and real in report["unauthenticated"]
+    assert [n["snapshot"] for n in report["newest"]] == [OLD_ID]
+
+
+def dt_now_id() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-0badc0de"

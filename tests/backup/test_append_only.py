@@ -13,20 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.backup.helpers import backup, backup_ok, backup_run, env_for
-from tests.conftest import PostgresCluster, _free_port
+from tests.conftest import PostgresCluster, running_moto
 from tests.helpers import one_error_line
 from tests.odoo_data import store_file
 
@@ -69,23 +65,9 @@ class AuthMoto:
 
 @pytest.fixture(scope="module")
 def auth_moto() -> Iterator[AuthMoto]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+    """Its own moto server (auth is global to a server), IAM enforced once the users exist."""
+    with running_moto() as server:
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
                            aws_access_key_id="setup", aws_secret_access_key="setup")  # fmt: skip
         keys = {}
         allow_all = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
@@ -96,18 +78,15 @@ def auth_moto() -> Iterator[AuthMoto]:
             key = iam.create_access_key(UserName=user)["AccessKey"]
             keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
         # From now on every request is checked against its user's policies.
-        reset = f"{endpoint}/moto-api/reset-auth"
+        reset = f"{server.endpoint}/moto-api/reset-auth"
         request = urllib.request.Request(reset, data=b"0", method="POST",  # noqa: S310 (loopback)
                                          headers={"Content-Type": "text/plain"})  # fmt: skip
         urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
-        moto = AuthMoto(endpoint, keys["admin"], keys["box"])
+        moto = AuthMoto(server.endpoint, keys["admin"], keys["box"])
         admin = moto.client(moto.admin)
         admin.create_bucket(Bucket=BUCKET)
         admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield moto
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _versions(moto: AuthMoto) -> tuple[dict[str, int], list[str]]:

@@ -95,9 +95,11 @@ def test_a_failed_backup_notifies_and_a_daily_check_finds_stale_backups():
         'metricsFile = "/var/lib/prometheus-node-exporter-text-files/odbox-backup.prom"; '
         'notify = { mailTo = [ "admin@example.com" ]; '
         'webhookUrlFile = "/run/odbox-vault/webhook-url"; }; '
-        'offsite = { enable = true; repo = "s3://b/p"; }; }; }'
+        'offsite = { enable = true; repo = "s3://b/p"; limitUpload = 512; }; }; }'
     )
     services, timers = config["systemd"]["services"], config["systemd"]["timers"]
+    copy = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
+    assert copy.endswith("copy all --to s3://b/p --wait 3600 --limit-upload 512")
     for name in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-offsite",
                  "odbox-backup-staleness"):  # fmt: skip
         assert services[name]["unitConfig"]["OnFailure"] == "odbox-backup-notify@%n.service"

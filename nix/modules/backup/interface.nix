@@ -138,6 +138,12 @@ in
         description = "The offsite repository; it must exist (odbox-backup init). Required when offsite.enable.";
       };
       at = calendars "offsite copies" [ "*-*-* 04:00:00" ];
+      limitUpload = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 512;
+        description = "Send the offsite repository at most this many KiB a second (`copy --limit-upload`), so a small office line stays usable. null: no limit.";
+      };
       environmentFile = mkOption {
         type = types.nullOr types.str;
         default = null;

@@ -126,7 +126,8 @@ in
     (lib.mkIf cfg.offsite.enable {
       systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" {
         # `all`: every snapshot the offsite repository lacks (the others are skipped).
-        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600";
+        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600"
+          + lib.optionalString (cfg.offsite.limitUpload != null) " --limit-upload ${toString cfg.offsite.limitUpload}";
         serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
       };
       systemd.timers.odbox-backup-offsite = timer cfg.offsite.at;

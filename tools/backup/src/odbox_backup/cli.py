@@ -524,7 +524,7 @@ def verify(
     from odbox_backup.progress import progress_for
     from odbox_backup.verify import verify as do_verify
 
-    metrics.begin("verify", repo, metrics_file)
+    metrics.begin("verify", repo, metrics_file, cache_dir)
     repository = _open(repo, identity, auth_key)
     rotation = _rotation(repository, read_data_subset, cache_dir)
     read_data = read_data or rotation is not None

@@ -843,11 +843,15 @@ def run_cli(argv: list[str]) -> int:
     from odbox_common.signals import interrupts_as_exceptions
 
     with interrupts_as_exceptions(), metrics.errors_seen() as seen:
-        code = runner.run(
-            app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
-            interrupted="interrupted; earlier snapshots and the live database and filestore "
-            "are intact",
-        )  # fmt: skip
+        try:
+            code = runner.run(
+                app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+                interrupted="interrupted; earlier snapshots and the live database and "
+                "filestore are intact",
+            )  # fmt: skip
+        except BaseException as e:  # --debug lets the error out: it is recorded all the same
+            metrics.finish(int(ExitCode.FAILED), f"{type(e).__name__}: {e}")
+            raise
     for warning in metrics.finish(code, seen[-1] if seen else None):
         console.warn(warning)
     return code

@@ -153,8 +153,11 @@ def test_the_box_runs_and_copies_into_an_append_only_bucket_and_cannot_prune_it(
     }
     assert backup(box_env, "prune", "--repo", REPO, "--keep-last", "1", "--dry-run").returncode == 0
 
+    planted_key = f"{PREFIX}/objects/{name[:2]}/{name}"
+    assert _versions(auth_moto)[0][planted_key] == 1  # the box wrote around it, not over it
     out = backup_ok(admin_env, "prune", "--repo", REPO, "--keep-last", "1")
     assert "forgot 3 of 4 snapshots" in out
+    assert not _exists(auth_moto, planted_key)  # its content is in a pack: prune drops it
     code, report = _verify(admin_env, "--read-data")
     assert code == 0 and len(report["snapshots"]) == 1, report["problems"]
 
@@ -163,3 +166,11 @@ def _verify(env: dict[str, str], *extra: str) -> tuple[int, dict[str, Any]]:
     result = backup(env, "verify", "--repo", REPO, "--json", *extra)
     assert result.returncode in (0, 3), result.stderr
     return result.returncode, json.loads(result.stdout)
+
+
+def _exists(moto: AuthMoto, key: str) -> bool:
+    try:
+        moto.client(moto.admin).head_object(Bucket=BUCKET, Key=key)
+    except Exception:
+        return False
+    return True

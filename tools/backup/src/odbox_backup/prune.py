@@ -249,6 +249,8 @@ def prune(
     for name in alone:
         repo.store.delete(repo.object_key(name))
         repo.known_objects().discard(name)
+    for name in sorted(repo.shadowed):  # its content is in a pack: the file alone is unused
+        repo.store.delete(repo.object_key(name))
     return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), False,
                        len(rewrite), unauthenticated)  # fmt: skip
 

@@ -406,6 +406,7 @@ class Repository:
         # Objects alone no authenticated index names (version 3): a killed run's, or planted.
         # Never trusted; prune deletes those no snapshot names.
         self.unindexed: set[str] = set()
+        self.shadowed: set[str] = set()
         self._blob: tuple[str, bytes] | None = None  # the last manifest checked, not yet read
 
     # ------------------------------------------------------------ opening
@@ -695,6 +696,9 @@ class Repository:
             self._read_indexes(known, unsynced, newest, where, alone)
         if alone is not None:
             self.unindexed = {name for name in alone if name not in known}
+            # Alone but named by no index, their content in a pack (S3 writes into a pack
+            # rather than over such a file): never read, and prune deletes them.
+            self.shadowed = {n for n in alone if n in known and n not in self._alone_sizes}
         return known, unsynced
 
     def _index_document(self, key: str) -> dict[str, Any]:

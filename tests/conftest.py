@@ -249,20 +249,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    """One moto server for the session, on a free port of 127.0.0.1, stopped afterwards."""
+@contextlib.contextmanager
+def running_moto(env: dict[str, str] | None = None) -> Iterator[MotoServer]:
+    """A moto server on a free port of 127.0.0.1, stopped afterwards."""
     import sys
     import time
     import urllib.request
 
     port = _free_port()
-    # ec2-install's tests need the official NixOS images (and an impostor): moto
-    # loads them from this file instead of its own AMI list, in every region.
-    env = {**os.environ, "MOTO_AMIS_PATH": str(Path(__file__).with_name("fake-nixos-amis.json"))}
     server = subprocess.Popen(
         [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env or dict(os.environ),
     )  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -279,3 +276,13 @@ def moto_server() -> Iterator[MotoServer]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server for the session, on a free port of 127.0.0.1, stopped afterwards."""
+    # ec2-install's tests need the official NixOS images (and an impostor): moto
+    # loads them from this file instead of its own AMI list, in every region.
+    env = {**os.environ, "MOTO_AMIS_PATH": str(Path(__file__).with_name("fake-nixos-amis.json"))}
+    with running_moto(env) as server:
+        yield server

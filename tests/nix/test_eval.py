@@ -8,6 +8,7 @@ checks (parse, options, tool calls) are what runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -86,6 +87,44 @@ def test_without_an_identity_the_box_backs_up_but_does_not_prune():
     assert "ExecStartPost" not in hot["serviceConfig"]
     assert not hot.get("unitConfig")
     assert "ODBOX_BACKUP_IDENTITY" not in hot["environment"]
+
+
+def test_a_failed_backup_notifies_and_a_daily_check_finds_stale_backups():
+    config = evaluate(
+        '{ odbox.backup = { enable = true; identityFile = "/run/odbox-vault/id"; '
+        'metricsFile = "/var/lib/prometheus-node-exporter-text-files/odbox-backup.prom"; '
+        'notify = { mailTo = [ "admin@example.com" ]; '
+        'webhookUrlFile = "/run/odbox-vault/webhook-url"; }; '
+        'offsite = { enable = true; repo = "s3://b/p"; limitUpload = 512; }; }; }'
+    )
+    services, timers = config["systemd"]["services"], config["systemd"]["timers"]
+    copy = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
+    assert copy.endswith("copy all --to s3://b/p --wait 3600 --limit-upload 512")
+    for name in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-offsite",
+                 "odbox-backup-staleness"):  # fmt: skip
+        assert services[name]["unitConfig"]["OnFailure"] == "odbox-backup-notify@%n.service"
+        assert services[name]["environment"]["ODBOX_BACKUP_METRICS_FILE"].endswith(".prom")
+    notify = services["odbox-backup-notify@"]
+    assert "OnFailure" not in notify.get("unitConfig", {})  # a failing notifier is no loop
+    command = notify["serviceConfig"]["ExecStart"]
+    assert command.split()[1:3] == ["notify", "%i"]
+    assert (
+        "--mail-to admin@example.com" in command
+        and "--sendmail /run/wrappers/bin/sendmail" in command
+    )
+    assert "--webhook-url-file /run/odbox-vault/webhook-url" in command  # the path, never the URL
+    assert "ODBOX_BACKUP_WEBHOOK" not in json.dumps(notify)
+    checks = services["odbox-backup-staleness"]["serviceConfig"]["ExecStart"]
+    assert [c.split(" ", 1)[1] for c in checks] == [
+        "status --max-age 26h",
+        "status --repo s3://b/p --max-age 26h",
+    ]
+    assert timers["odbox-backup-staleness"]["timerConfig"]["OnCalendar"] == ["*-*-* 09:00:00"]
+
+    quiet = evaluate("{ odbox.backup = { enable = true; staleness.maxAge = null; }; }")
+    assert "odbox-backup-notify@" not in quiet["systemd"]["services"]
+    assert "odbox-backup-staleness" not in quiet["systemd"]["timers"]
+    assert "OnFailure" not in quiet["systemd"]["services"]["odbox-backup-hot"].get("unitConfig", {})
 
 
 def test_offsite_without_a_repo_or_an_identity_fails_its_assertions():

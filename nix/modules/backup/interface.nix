@@ -87,6 +87,44 @@ in
         description = "… of each of the last N months.";
       };
     };
+    metricsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/prometheus-node-exporter-text-files/odbox-backup.prom";
+      description = "Where run, verify, prune and copy write node_exporter textfile metrics (last success and failure time, duration, bytes added, snapshot count), failed or not: a file in the folder node_exporter's textfile collector reads. null: none.";
+    };
+    notify = {
+      mailTo = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "admin@example.com" ];
+        description = "Mail these addresses, through `sendmail`, when a backup, copy, prune or staleness check fails (OnFailure=).";
+      };
+      mailFrom = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "The sender of those mails; null: sendmail's default.";
+      };
+      sendmail = mkOption {
+        type = types.str;
+        default = "/run/wrappers/bin/sendmail";
+        description = "The sendmail program (a mail transfer agent such as msmtp or postfix provides it).";
+      };
+      webhookUrlFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/odbox-vault/backup-webhook-url";
+        description = "A file holding the URL to POST a JSON message to (`text`, `unit`, `host`, `time`: Slack, Mattermost and ntfy read it) when a unit fails. A secret (webhook URLs carry their token): a path outside the Nix store; the URL is never put on a command line or in the environment.";
+      };
+    };
+    staleness = {
+      maxAge = mkOption {
+        type = types.nullOr types.str;
+        default = "26h";
+        description = "Check on a timer that the newest snapshot (of the repository, and of the offsite one when enabled) is younger than this (`odbox-backup status --max-age`); the check fails, and notifies, when it is not. null: no check.";
+      };
+      at = calendars "staleness checks" [ "*-*-* 09:00:00" ];
+    };
     offsite = {
       enable = mkOption {
         type = types.bool;
@@ -100,6 +138,12 @@ in
         description = "The offsite repository; it must exist (odbox-backup init). Required when offsite.enable.";
       };
       at = calendars "offsite copies" [ "*-*-* 04:00:00" ];
+      limitUpload = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 512;
+        description = "Send the offsite repository at most this many KiB a second (`copy --limit-upload`), so a small office line stays usable. null: no limit.";
+      };
       environmentFile = mkOption {
         type = types.nullOr types.str;
         default = null;

@@ -16,7 +16,16 @@ let
     ODBOX_BACKUP_IDENTITY = cfg.identityFile;
   } // lib.optionalAttrs (cfg.authKeyFile != null) {
     ODBOX_BACKUP_AUTH_KEY_FILE = cfg.authKeyFile;
+  } // lib.optionalAttrs (cfg.metricsFile != null) {
+    ODBOX_BACKUP_METRICS_FILE = cfg.metricsFile;
   };
+  # OnFailure= of every timed unit: odbox-backup notify, by mail and/or webhook.
+  notifying = cfg.notify.mailTo != [ ] || cfg.notify.webhookUrlFile != null;
+  notifyArgs = lib.concatMapStrings (to: " --mail-to ${lib.escapeShellArg to}") cfg.notify.mailTo
+    + lib.optionalString (cfg.notify.mailTo != [ ]) " --sendmail ${lib.escapeShellArg cfg.notify.sendmail}"
+    + lib.optionalString (cfg.notify.mailFrom != null) " --mail-from ${lib.escapeShellArg cfg.notify.mailFrom}"
+    + lib.optionalString (cfg.notify.webhookUrlFile != null) " --webhook-url-file ${lib.escapeShellArg cfg.notify.webhookUrlFile}";
+  onFailure = lib.optionalAttrs notifying { OnFailure = "odbox-backup-notify@%n.service"; };
   prune = "${bin} prune --wait 3600 --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
   # Pruning reads the kept manifests: without an identity an encrypted repository
   # cannot be pruned on the box, and a failing prune would mark every backup failed.
@@ -26,7 +35,7 @@ let
     after = [ "postgresql.service" "postgresql.target" "network-online.target" ]
       ++ lib.optional cfg.mountBackupDisk "backup.mount";
     # nofail lets the box boot without the disk; a backup must then fail, not fill /.
-    unitConfig = lib.optionalAttrs cfg.mountBackupDisk { RequiresMountsFor = "/backup"; };
+    unitConfig = lib.optionalAttrs cfg.mountBackupDisk { RequiresMountsFor = "/backup"; } // onFailure;
     wants = [ "network-online.target" ];
     path = [ config.systemd.package ];
     serviceConfig = {
@@ -84,8 +93,29 @@ in
         serviceConfig.ExecStart = "${bin} restore %i";
       };
       systemd.timers.odbox-backup-hot = lib.mkIf (cfg.hot != [ ]) (timer cfg.hot);
+      # Whether backups still happen, whatever failed silently (a stopped timer, a full disk
+      # that made no unit fail, a copy that stopped): the newest snapshot's age.
+      systemd.services.odbox-backup-staleness = lib.mkIf (cfg.staleness.maxAge != null) (unit "Odoo Box check that backups are recent" {
+        serviceConfig.ExecStart = [ "${bin} status --max-age ${lib.escapeShellArg cfg.staleness.maxAge}" ]
+          ++ lib.optional cfg.offsite.enable "${bin} status --repo ${lib.escapeShellArg cfg.offsite.repo} --max-age ${lib.escapeShellArg cfg.staleness.maxAge}";
+        serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.enable && cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
+      });
+      systemd.timers.odbox-backup-staleness = lib.mkIf (cfg.staleness.maxAge != null && cfg.staleness.at != [ ]) (timer cfg.staleness.at);
       systemd.timers.odbox-backup-cold = lib.mkIf (cfg.cold != [ ]) (timer cfg.cold);
     }
+    (lib.mkIf notifying {
+      # Started by OnFailure= with the failed unit's name; it has no OnFailure= of its own.
+      systemd.services."odbox-backup-notify@" = {
+        description = "Odoo Box: tell the admins that %i failed";
+        after = [ "network-online.target" ];
+        wants = [ "network-online.target" ];
+        path = [ config.systemd.package ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${bin} notify %i${notifyArgs}";
+        };
+      };
+    })
     (lib.mkIf cfg.mountBackupDisk {
       fileSystems."/backup" = {
         device = "/dev/disk/by-partlabel/backup";
@@ -96,7 +126,8 @@ in
     (lib.mkIf cfg.offsite.enable {
       systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" {
         # `all`: every snapshot the offsite repository lacks (the others are skipped).
-        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600";
+        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600"
+          + lib.optionalString (cfg.offsite.limitUpload != null) " --limit-upload ${toString cfg.offsite.limitUpload}";
         serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
       };
       systemd.timers.odbox-backup-offsite = timer cfg.offsite.at;

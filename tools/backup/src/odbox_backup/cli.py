@@ -85,6 +85,12 @@ Wait = Annotated[
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", envvar="ODBOX_BACKUP_METRICS_FILE", metavar="PATH",
+                 help="Write node_exporter textfile metrics there when done, failed or not "
+                 "(the other commands' lines in it are kept)."),
+]  # fmt: skip
 
 
 def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
@@ -272,9 +278,13 @@ def run(
     ] = False,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
+    from odbox_backup import metrics
+
+    metrics.begin("run", repo, metrics_file, cache_dir)
     from psycopg.conninfo import make_conninfo
 
     from odbox_backup import cache
@@ -303,6 +313,8 @@ def run(
         if folder and (reason := cache.save(folder, repository, manifest)):
             console.warn(reason)
     t = manifest["totals"]
+    metrics.note(last_bytes_added=t["new_bytes"], snapshots=len(repository.snapshot_ids()),
+                 snapshot=manifest["id"], database=db)  # fmt: skip
     missing = manifest["filestore"].get("missing", 0)
     console.say(
         f"snapshot {manifest['id']}: {count_of(manifest['filestore']['count'], 'file')}, "
@@ -488,17 +500,40 @@ def verify(
         bool,
         typer.Option("--read-data", help="Read every object and check its content and sizes."),
     ] = False,
+    read_data_subset: Annotated[
+        str | None,
+        typer.Option(
+            "--read-data-subset",
+            metavar="N%|SIZE|n/t",
+            help="--read-data of a part: N% or SIZE (500M) of the stored bytes, least "
+            "recently read first, or the n-th of t fixed parts (restic's forms).",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="ODBOX_BACKUP_CACHE",
+            metavar="DIR",
+            help="Where --read-data-subset keeps what it read (default: as run's).",
+        ),
+    ] = None,
     wait: Wait = 0,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
     json: Json = False,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:
     """Check that every snapshot is whole (exit 3 when one is not)."""
+    from odbox_backup import metrics
     from odbox_backup.progress import progress_for
     from odbox_backup.verify import verify as do_verify
 
+    metrics.begin("verify", repo, metrics_file, cache_dir)
     repository = _open(repo, identity, auth_key)
+    rotation = _rotation(repository, read_data_subset, cache_dir)
+    read_data = read_data or rotation is not None
     if read_data and repository.config.encrypted and not repository.identities:
         raise UsageError(
             "--read-data reads every object of this encrypted repository: pass --identity "
@@ -508,7 +543,12 @@ def verify(
         ids = [repository.resolve(snapshot)] if snapshot else repository.snapshot_ids()
         if read_data:
             progress.phase(f"reading the objects of {count_of(len(ids), 'snapshot')}")
-        report = do_verify(repository, ids, read_data=read_data, progress=progress.advance)
+        report = do_verify(repository, ids, read_data=read_data, progress=progress.advance,
+                           subset=rotation)  # fmt: skip
+    if rotation is not None and report.subset is not None:
+        rotation.done(set(report.subset) - report.damaged_keys)
+    metrics.note(last_bytes_read=report.bytes_read, snapshots=len(ids) if not snapshot else None,
+                 problems=len(report.problems))  # fmt: skip
     if json:
         console.print_json(report.to_json())
     else:
@@ -529,6 +569,11 @@ def verify(
             )
         else:
             what = "every object read and checked" if read_data else "every object present"
+            if report.subset is not None:
+                share = report.subset_bytes / report.stored_bytes if report.stored_bytes else 1
+                what = (f"read {len(report.subset)} packs and objects alone, "
+                        f"{_size(report.subset_bytes)} of {_size(report.stored_bytes)} "
+                        f"({share:.1%}), {_size(report.bytes_read)} of content")  # fmt: skip
             console.say(
                 f"verify {verdict}: {count_of(len(ids), 'snapshot')}, "
                 f"{count_of(report.objects_referenced, 'object')} "
@@ -536,6 +581,17 @@ def verify(
             )
     if not report.ok:
         raise typer.Exit(int(ExitCode.PROBLEMS))
+
+
+def _rotation(repository: Repository, spec: str | None, cache_dir: Path | None) -> Any:
+    """`--read-data-subset`'s chooser, or None."""
+    if spec is None:
+        return None
+    from odbox_backup import cache
+    from odbox_backup.subset import Rotation, Subset
+
+    return Rotation(Subset.parse(spec), cache_dir or cache.default_dir(), repository.store.url,
+                    repository.config.id)  # fmt: skip
 
 
 def _keep(kind: str) -> Any:
@@ -566,9 +622,13 @@ def prune(
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
     json: Json = False,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
+    from odbox_backup import metrics
+
+    metrics.begin("prune", repo, metrics_file)
     from odbox_backup.prune import Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
 
@@ -579,6 +639,10 @@ def prune(
     log = _log(json)
     with _locked(repository, "prune", wait):
         result = do_prune(repository, policy, dry_run=dry_run, report=log, group_by=fields)
+    metrics.note(
+        last_objects_deleted=0 if dry_run else result.objects_deleted,
+        snapshots=len(result.decisions) - (0 if dry_run else len(result.forgotten)),
+    )
     if json:
         console.print_json({
             "dry_run": dry_run,
@@ -624,15 +688,29 @@ def copy(
         typer.Option("--to-auth-key-file", envvar="ODBOX_BACKUP_TO_AUTH_KEY_FILE", metavar="FILE",
                      help="The destination's authentication key (default: --auth-key-file's)."),
     ] = None,
+    limit_upload: Annotated[
+        int | None,
+        typer.Option("--limit-upload", min=1, metavar="KiB/s",
+                     help="Send the destination at most this many KiB a second (restic's flag)."),
+    ] = None,
+    metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Copy snapshots into another repository (offsite), sending only what it lacks."""
+    from odbox_backup import metrics
     from odbox_backup.copy import copy_snapshot
     from odbox_backup.progress import progress_for
+
+    metrics.begin("copy", to, metrics_file)
+    sent = 0
 
     source = _open(repo, identity, auth_key)
     destination = _open(to, None, to_auth_key or auth_key)
     destination.require_writable()
+    if limit_upload is not None:
+        from odbox_backup.store import limit_uploads
+
+        limit_uploads(destination.store, limit_upload)
     if destination.config.id == source.config.id:
         raise UsageError("--to names the repository itself")
     ids = source.snapshot_ids() if snapshots == ["all"] else [source.resolve(s) for s in snapshots]
@@ -640,12 +718,14 @@ def copy(
         for snapshot_id in dict.fromkeys(ids):
             with progress_for() as progress:
                 done = copy_snapshot(source, destination, snapshot_id, progress)
+            sent += done.bytes_sent
             if done.already_there:
                 console.say(f"snapshot {snapshot_id} is already in {to}")
             else:
                 console.say(f"copied snapshot {snapshot_id} to {to}: "
                             f"{count_of(done.objects_sent, 'object')}, "
                             f"{_size(done.bytes_sent)} sent")  # fmt: skip
+    metrics.note(last_bytes_added=sent, snapshots=len(destination.snapshot_ids()))
 
 
 @app.command("export")
@@ -762,22 +842,33 @@ def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry
         console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
 
 
+from odbox_backup import cli_ops  # noqa: E402,F401  (status, notify, unlock, repair: registered on app)
+
+
 def run_cli(argv: list[str]) -> int:
     if not argv:
         runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")
         return int(ExitCode.USAGE)
-    from odbox_common.signals import interrupts_as_exceptions
-
     # SIGTERM (systemctl stop, shutdown, TimeoutStartSec) and SIGHUP as Ctrl-C: a cold run
     # starts Odoo again, locks are released, a restore before its swap removes what it made
     # (the swap itself ignores them and finishes).
-    with interrupts_as_exceptions():
-        return runner.run(
-            app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
-            global_options=("--repo", "--identity", "--auth-key-file"),
-            interrupted="interrupted; earlier snapshots and the live database and filestore "
-            "are intact",
-        )  # fmt: skip
+    from odbox_backup import metrics
+    from odbox_common.signals import interrupts_as_exceptions
+
+    with interrupts_as_exceptions(), metrics.errors_seen() as seen:
+        try:
+            code = runner.run(
+                app, argv, prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG",
+                global_options=("--repo", "--identity", "--auth-key-file"),
+                interrupted="interrupted; earlier snapshots and the live database and "
+                "filestore are intact",
+            )  # fmt: skip
+        except BaseException as e:  # --debug lets the error out: it is recorded all the same
+            metrics.finish(int(ExitCode.FAILED), f"{type(e).__name__}: {e}")
+            raise
+    for warning in metrics.finish(code, seen[-1] if seen else None):
+        console.warn(warning)
+    return code
 
 
 def main() -> NoReturn:

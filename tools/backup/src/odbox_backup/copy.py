@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from odbox_backup.backup import Progress
 from odbox_backup.repository import Repository, Unauthenticated, file_entries
+from odbox_backup.store import Exists
 from odbox_common.console import count_of
 
 
@@ -48,5 +49,9 @@ def copy_snapshot(
         destination.put_object(content, small_file=name in whole_files)
         sent += len(content)
         progress.advance(len(content))
-    destination.write_snapshot({**manifest, "source": "copy"})
+    try:
+        destination.write_snapshot({**manifest, "source": "copy"})
+    except Exists:  # one planted under its ID, on S3 (create-only): replaced, if it may be
+        destination.store.delete(f"snapshots/{snapshot_id}")
+        destination.write_snapshot({**manifest, "source": "copy"})
     return Copied(snapshot_id, False, len(wanted), sent)

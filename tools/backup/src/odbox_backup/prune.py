@@ -39,6 +39,7 @@ from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
 from odbox_common.console import count_of
+from odbox_backup.store import refuse_unless_deletable
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -174,6 +175,8 @@ def prune(
     if policy.empty:
         apply_policy({}, policy)  # the same refusal, before any manifest is read
     repo.require_writable()
+    if not dry_run:
+        refuse_unless_deletable(repo.store, "prune")
     groups: dict[str, str] = {}
     unauthenticated: list[str] = []
     for snapshot_id in repo.snapshot_ids():
@@ -197,8 +200,17 @@ def prune(
         key = repo.damaged_indexes[0]
         raise RepositoryError(
             f"{repo.index_problems.get(key, f'{key} is damaged')}: a prune would lose the "
-            "objects of its pack; nothing was deleted (see `odbox-backup verify`; delete an "
-            "index it calls forged by hand)"
+            "objects of its pack; nothing was deleted (run `odbox-backup repair index` "
+            "to rebuild it from the pack)"
+        )
+    lost = referenced - known
+    if lost and (repo.orphan_packs or lost & repo.unindexed):
+        # A pack without an index looks like a killed run's leftover, which prune deletes:
+        # not while kept snapshots name objects no index places (its index may be what's gone).
+        raise RepositoryError(
+            f"{len(lost)} objects kept snapshots name are in no index (first: "
+            f"{min(lost)[:12]}…) and {len(repo.orphan_packs)} packs have none: a prune would "
+            "delete them; nothing was deleted (run `odbox-backup repair index` first)"
         )
     packs = repo.packs()
     rewrite = sorted(p for p, names in packs.items() if not referenced.issuperset(names))
@@ -241,6 +253,8 @@ def prune(
     for name in alone:
         repo.store.delete(repo.object_key(name))
         repo.known_objects().discard(name)
+    for name in sorted(repo.shadowed):  # its content is in a pack: the file alone is unused
+        repo.store.delete(repo.object_key(name))
     return PruneResult(decisions, forgotten, len(unreferenced), len(referenced), False,
                        len(rewrite), unauthenticated)  # fmt: skip
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import zstandard
 
-from odbox_backup.store import LocalStore, NotFound, Store
+from odbox_backup.store import Exists, LocalStore, NotFound, Store
 from odbox_common.age import parse_recipients, recipient_lines
 from odbox_common.errors import ToolError, UsageError
 
@@ -368,6 +368,7 @@ class Repository:
         # Objects alone no authenticated index names (version 3): a killed run's, or planted.
         # Never trusted; prune deletes those no snapshot names.
         self.unindexed: set[str] = set()
+        self.shadowed: set[str] = set()
         self._blob: tuple[str, bytes] | None = None  # the last manifest checked, not yet read
 
     # ------------------------------------------------------------ opening
@@ -657,6 +658,9 @@ class Repository:
             self._read_indexes(known, unsynced, newest, where, alone)
         if alone is not None:
             self.unindexed = {name for name in alone if name not in known}
+            # Alone but named by no index, their content in a pack (S3 writes into a pack
+            # rather than over such a file): never read, and prune deletes them.
+            self.shadowed = {n for n in alone if n in known and n not in self._alone_sizes}
         return known, unsynced
 
     def _index_document(self, key: str) -> dict[str, Any]:
@@ -796,9 +800,16 @@ class Repository:
             self._add_to_pack(name, self._compress(content))
         else:
             blob = self.encode(content)
-            self.store.put(self.object_key(name), blob, sync=False)
-            with self._filling:
-                self._alone_pending.append((name, len(blob)))
+            try:
+                self.store.put(self.object_key(name), blob, sync=False)
+            except Exists:
+                # One no index names is there (a killed run's, or planted) and S3 may not
+                # overwrite it (create-only): the content goes into a pack, never trusted as is.
+                self._add_to_pack(name, self._compress(content))
+                blob = b""
+            if blob:
+                with self._filling:
+                    self._alone_pending.append((name, len(blob)))
         known.add(name)
         unsynced.discard(name)
         return name, True

@@ -7,11 +7,16 @@ small (at most one chunk, a few MiB, or a manifest), so they travel as bytes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import io
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +24,51 @@ from odbox_common.errors import ToolError
 from odbox_common.files import fsync_dir, sync_filesystem
 
 TMP_MARK = ".tmp-"
+PIECE = 64 << 10  # what a limited upload sends between two looks at its token bucket
+
+
+class TokenBucket:
+    """`--limit-upload`: at most `rate` bytes a second on average, and at most `burst` at
+    once. `take(n)` returns once `n` more bytes may go: the bucket refills at `rate` up to
+    `burst`, and a take it cannot cover waits for the difference (so one larger than the
+    burst goes at once and the bytes after it wait). The clock and the sleep are injectable:
+    the tests count bytes per simulated second, not wall time."""
+
+    def __init__(self, rate: float, burst: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        if rate <= 0:
+            raise ValueError("an upload limit is more than 0 bytes a second")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate, PIECE))
+        self.clock, self.sleep = clock, sleep
+        self.tokens = self.burst
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self.lock:  # the dump's and the filestore's threads upload at once
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            if self.tokens < 0:
+                self.sleep(-self.tokens / self.rate)  # the refill after it pays the debt
+
+
+class _Limited(io.BytesIO):
+    """An upload body whose every read takes its bytes from a token bucket: http.client
+    reads it a block at a time as it sends, so the line sees the limit, not a burst per PUT."""
+
+    def __init__(self, data: bytes, bucket: TokenBucket) -> None:
+        super().__init__(data)
+        self.bucket = bucket
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(PIECE if size is None or size < 0 else min(size, PIECE))
+        if piece:
+            self.bucket.take(len(piece))
+        return piece
 
 
 class StoreError(ToolError):
@@ -29,12 +79,16 @@ class NotFound(StoreError):
     """No value under that key."""
 
 
+class Exists(StoreError):
+    """A create-only write found a value under that key (S3, append-only layout)."""
+
+
 class Store(Protocol):
     url: str
 
     def get(self, key: str) -> bytes: ...
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None: ...
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -66,6 +120,7 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = str(root)
+        self.limit: TokenBucket | None = None  # copy --limit-upload
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -78,7 +133,8 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
+        """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
         tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
         try:
@@ -87,7 +143,11 @@ class LocalStore:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view) :]
+                    if self.limit is not None:
+                        self.limit.take(min(len(view), PIECE))
+                        view = view[os.write(fd, view[:PIECE]) :]
+                    else:
+                        view = view[os.write(fd, view) :]
                 if sync:
                     os.fsync(fd)
             finally:
@@ -175,9 +235,20 @@ class LocalStore:
 
 
 class S3Store:
-    """An S3 prefix; boto3 takes its settings from the standard AWS_* variables."""
+    """An S3 prefix; boto3 takes its settings from the standard AWS_* variables.
 
-    def __init__(self, bucket: str, prefix: str, client: Any = None) -> None:
+    `create_only` (how odbox-backup opens every S3 repository): every PUT outside `locks/`
+    carries `If-None-Match: *`, so it never overwrites (S3 answers 412, raised as `Exists`)
+    unless the caller says `replace` (repair, the admin's). The layout needs no overwrite
+    but of locks (README, "Append-only offsite"), so a bucket policy that refuses a PUT
+    without it, and credentials without DeleteObject outside `locks/`, let the box add and
+    never destroy."""
+
+    def __init__(
+        self, bucket: str, prefix: str, client: Any = None, *, create_only: bool = False
+    ) -> None:
+        self.create_only = create_only
+        self.limit: TokenBucket | None = None  # copy --limit-upload
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -204,11 +275,21 @@ class S3Store:
                 raise NotFound(f"{self.url}: {key} is missing") from e
             raise self._fail("read", key, e) from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True) -> None:
+    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
         full = self._key(key)
+        conditional = self.create_only and not replace and not key.startswith("locks/")
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
+        body: Any = data
+        if self.limit is not None:
+            # A body that reads itself out slowly; its checksum given, so botocore does not
+            # read it all first to compute one (that read would spend the tokens for nothing).
+            body = _Limited(data, self.limit)
+            extra["ChecksumCRC32"] = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=body, **extra)
         except Exception as e:
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise Exists(f"{self.url}/{key} exists and is not overwritten") from e
             raise self._fail("write", key, e) from e
 
     def flush(self) -> None:
@@ -251,6 +332,40 @@ class S3Store:
             raise self._fail("delete", key, e) from e
 
 
+def limit_uploads(store: Store, kib_per_second: int) -> TokenBucket:
+    """Hold what `store` is sent to `kib_per_second` KiB a second (1 s of it at once)."""
+    bucket = TokenBucket(kib_per_second * 1024)
+    if isinstance(store, LocalStore | S3Store):
+        store.limit = bucket
+    if isinstance(store, S3Store):
+        # Over plain http botocore reads a body whole to sign its SHA-256 before sending it,
+        # which would spend the tokens before a byte went. The body's CRC32 goes in a header
+        # (S3 checks it), as botocore itself leaves the payload unsigned over https.
+        config = store.client.meta.config
+        config.s3 = {**(config.s3 or {}), "payload_signing_enabled": False}
+    return bucket
+
+
+def refuse_unless_deletable(store: Store, command: str) -> None:
+    """Fail before anything is changed when `store` may not be deleted from: an append-only
+    S3 repository, whose prune runs on the admin's machine. S3 answers a DELETE of a key
+    that does not exist with 204 where deleting is allowed, and 403 where it is not, so the
+    probe changes nothing either way."""
+    if not isinstance(store, S3Store):
+        return
+    probe = "snapshots/.odbox-delete-probe"
+    try:
+        store.client.delete_object(Bucket=store.bucket, Key=store._key(probe))
+    except Exception as e:
+        if _code(e) in ("AccessDenied", "403"):
+            raise StoreError(
+                f"{command} deletes, and these credentials may not delete in {store.url} (an "
+                "append-only repository): run it from the admin's machine with the admin's "
+                "credentials; nothing was changed"
+            ) from e
+        raise store._fail("delete", probe, e) from e
+
+
 def _code(e: Exception) -> str:
     response = getattr(e, "response", None)
     if isinstance(response, dict):
@@ -279,5 +394,5 @@ def open_store(url: str) -> Store:
         bucket, _, prefix = url[len("s3://") :].partition("/")
         if not bucket:
             raise ToolError(f"{url} names no bucket: use s3://bucket/prefix")
-        return S3Store(bucket, prefix)
+        return S3Store(bucket, prefix, create_only=True)
     return LocalStore(Path(url))

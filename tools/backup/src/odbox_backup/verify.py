@@ -49,6 +49,12 @@ class VerifyReport:
     leftovers: int = 0
     orphan_packs: int = 0
     keyless: bool = False  # encrypted, no identity: manifests authenticated, not read
+    # --read-data-subset: the packs and objects alone chosen (keys), their stored bytes, and
+    # the stored bytes of all that hold an object the snapshots name
+    subset: list[str] | None = None
+    subset_bytes: int = 0
+    stored_bytes: int = 0
+    damaged_keys: set[str] = field(default_factory=set)  # of those read
     storage_problems: list[str] = field(default_factory=list)  # indexes, packs, sizes
 
     @property
@@ -74,6 +80,17 @@ class VerifyReport:
                 "bytes_read": self.bytes_read,
                 "unreferenced": self.objects_unreferenced,
             },
+            **(
+                {
+                    "subset": {
+                        "keys": self.subset,
+                        "stored_bytes": self.subset_bytes,
+                        "of_stored_bytes": self.stored_bytes,
+                    }
+                }
+                if self.subset is not None
+                else {}
+            ),
             "temp_files": self.leftovers,
             "orphan_packs": self.orphan_packs,
             "problems": self.problems,
@@ -86,7 +103,10 @@ def verify(
     *,
     read_data: bool = False,
     progress: Callable[[int], None] = lambda _: None,
+    subset: Callable[[dict[str, int]], set[str]] | None = None,
 ) -> VerifyReport:
+    """`subset`: with `read_data`, given the stored size of every pack and object alone that
+    holds an object the snapshots name (by key), the keys to read (`odbox_backup.subset`)."""
     keyless = repo.config.encrypted and not repo.identities
     report = VerifyReport(repo.store.url, read_data and not keyless, keyless=keyless)
     known = repo.known_objects(with_places=True)
@@ -130,11 +150,15 @@ def verify(
 
     sizes: dict[str, int] = {}
     bad: dict[str, str] = {}
-    for name in sorted(referenced & known, key=repo.read_order):  # each pack read once
+    wanted = referenced & known
+    if subset is not None:
+        wanted = _choose(repo, wanted, subset, report)
+    for name in sorted(wanted, key=repo.read_order):  # each pack read once
         try:
             content = repo.get_object(name)
         except RepositoryError as e:
             bad[name] = str(e)
+            report.damaged_keys.add(_holder(repo, name))
             continue
         sizes[name] = len(content)
         report.objects_read += 1
@@ -156,6 +180,27 @@ def verify(
                     entry.problem(f"{f['path']} adds up to {got} bytes, not {f['size']}")
         entry.problems = list(dict.fromkeys(entry.problems))
     return report
+
+
+def _holder(repo: Repository, name: str) -> str:
+    """The key an object is read from: its pack's, or its own."""
+    place = repo.location(name)
+    return repo.pack_key(place[0]) if place is not None else repo.object_key(name)
+
+
+def _choose(repo: Repository, names: set[str], subset: Callable[[dict[str, int]], set[str]],
+            report: VerifyReport) -> set[str]:  # fmt: skip
+    """The objects of `names` held by the packs and objects alone `subset` picks."""
+    stored = dict(repo.store.sizes("packs")) | dict(repo.store.sizes("objects"))
+    holders = {}
+    for name in names:
+        key = _holder(repo, name)
+        holders[key] = stored.get(key, 0)
+    chosen = subset(holders)
+    report.subset = sorted(chosen)
+    report.subset_bytes = sum(holders[k] for k in chosen)
+    report.stored_bytes = sum(holders.values())
+    return {name for name in names if _holder(repo, name) in chosen}
 
 
 def _size_problems(repo: Repository) -> list[str]:

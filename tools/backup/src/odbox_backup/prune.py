@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
-from odbox_common.console import count_of
 from odbox_backup.store import refuse_unless_deletable
+from odbox_common.console import count_of
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")

@@ -84,6 +84,15 @@ Wait = Annotated[
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="NAME", help="Tag the new snapshot NAME (repeat)."),
+]
+TagSelection = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="A[,B…]",
+                 help="Only snapshots with all of these tags (repeat: any of the lists)."),
+]  # fmt: skip
 
 
 def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
@@ -267,6 +276,7 @@ def run(
     ] = False,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    tag: Tags = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
@@ -276,8 +286,10 @@ def run(
     from odbox_backup.backup import Source, run_backup
     from odbox_backup.progress import progress_for
     from odbox_backup.service import OdooService
+    from odbox_backup.tags import check_tags
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    tags = check_tags(tag or [])
     if cold and not service.managed:
         raise UsageError("--cold needs --odoo-service, or --odoo-stop and --odoo-start")
     repository = _open(repo, identity, auth_key)
@@ -294,7 +306,8 @@ def run(
             service.stopped(console.say) if cold else contextlib.nullcontext(),
             progress_for() as progress,
         ):
-            manifest = run_backup(repository, source, previous=previous, progress=progress)
+            manifest = run_backup(repository, source, previous=previous, progress=progress,
+                                  tags=tags)  # fmt: skip
         if folder and (reason := cache.save(folder, repository, manifest)):
             console.warn(reason)
     t = manifest["totals"]
@@ -316,11 +329,15 @@ def run(
 
 @app.command("list")
 def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
-          debug: Debug = False) -> None:  # fmt: skip
+          tag: TagSelection = None, debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
     from odbox_backup.repository import Unauthenticated, snapshot_time
+    from odbox_backup.tags import matches, parse_selection, tags_of
 
+    selection = parse_selection(tag or [])
     repository = _open(repo, identity, auth_key)
+    if selection and repository.config.encrypted and not repository.identities:
+        raise UsageError("--tag reads the tags in the encrypted manifests: pass --identity")
     rows = []
     for snapshot_id in repository.snapshot_ids():
         row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
@@ -332,18 +349,22 @@ def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, j
         if not repository.config.encrypted or repository.identities:
             m = repository.read_snapshot(snapshot_id)
             row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
-                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"]}  # fmt: skip
+                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"],
+                    "tags": tags_of(m)}  # fmt: skip
+            if selection and not matches(row["tags"], selection):
+                continue
         rows.append(row)
     if json:
         console.print_json(rows)
         return
-    columns = ["id", "time", "host", "mode", "database", "files", "size"]
+    columns = ["id", "time", "host", "mode", "database", "files", "size", "tags"]
     console.table(
         f"snapshots in {repo}",
         columns,
         [[str(r["id"]), str(r["time"]), str(r.get("host", "?")), str(r.get("mode", "?")),
           str(r.get("database", "?")), str(r.get("files", "?")),
-          _size(r["bytes"]) if "bytes" in r else "?"] for r in rows],
+          _size(r["bytes"]) if "bytes" in r else "?",
+          ",".join(r["tags"]) if "tags" in r else "?"] for r in rows],
     )  # fmt: skip
 
 
@@ -369,7 +390,8 @@ def show(
         [["time", manifest["time"]], ["host", manifest["host"]], ["mode", manifest["mode"]],
          ["database", f"{db['name']} (PostgreSQL {db['pg_version']}), dump {_size(db['size'])}"],
          ["odoo", f"{odoo.get('version') or '?'}, {len(odoo.get('modules', {}))} modules"],
-         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"]],
+         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"],
+         ["tags", ", ".join(manifest.get("tags", [])) or "-"]],
     )  # fmt: skip
 
 
@@ -544,6 +566,11 @@ def prune(
     keep_weekly: Annotated[int, _keep("weekly")] = 0,
     keep_monthly: Annotated[int, _keep("monthly")] = 0,
     keep_yearly: Annotated[int, _keep("yearly")] = 0,
+    keep_tag: Annotated[
+        list[str] | None,
+        typer.Option("--keep-tag", metavar="A[,B…]",
+                     help="Keep every snapshot with all of these tags (repeat), whatever else."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")
     ] = False,
@@ -562,8 +589,10 @@ def prune(
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
     from odbox_backup.prune import Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
+    from odbox_backup.tags import parse_selection
 
-    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
+                    tags=tuple(map(tuple, parse_selection(keep_tag or []))))  # fmt: skip
     fields = parse_group_by(group_by)
     repository = _open(repo, identity, auth_key)
     repository.require_writable()
@@ -747,6 +776,46 @@ def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry
         do_drop(maintenance, previous)
     for item in what:
         console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
+
+
+tag_app = runner.typer_app(
+    "tag", "Add or remove a snapshot's tags (its manifest is written again)."
+)
+app.add_typer(tag_app, name="tag")
+TagNames = Annotated[list[str], typer.Argument(metavar="NAME...", help="The tags.")]
+TagSnapshot = Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")]
+
+
+def _change_tags(repo: str, snapshot: str, identity: Path | None, auth_key: Path | None,
+                 wait: float, json: bool, add: list[str], remove: list[str]) -> None:  # fmt: skip
+    from odbox_backup.tags import change_tags, check_tags
+
+    check_tags(add + remove)  # a bad name is refused before the repository is opened
+    repository = _open(repo, identity, auth_key)
+    with _locked(repository, "tag", wait):
+        snapshot_id = repository.resolve(snapshot)
+        tags, changed = change_tags(repository, snapshot_id, add, remove)
+    if json:
+        console.print_json({"id": snapshot_id, "tags": tags, "changed": changed})
+        return
+    now = ", ".join(tags) or "none"
+    console.say(f"snapshot {snapshot_id}: tags {now}" + ("" if changed else " (unchanged)"))
+
+
+@tag_app.command("add")
+def tag_add(repo: Repo, snapshot: TagSnapshot, names: TagNames, wait: Wait = 0,
+            identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
+            debug: Debug = False) -> None:  # fmt: skip
+    """Add tags to a snapshot (prune --keep-tag NAME then keeps it)."""
+    _change_tags(repo, snapshot, identity, auth_key, wait, json, names, [])
+
+
+@tag_app.command("remove")
+def tag_remove(repo: Repo, snapshot: TagSnapshot, names: TagNames, wait: Wait = 0,
+               identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
+               debug: Debug = False) -> None:  # fmt: skip
+    """Remove tags from a snapshot."""
+    _change_tags(repo, snapshot, identity, auth_key, wait, json, [], names)
 
 
 def run_cli(argv: list[str]) -> int:

@@ -33,11 +33,12 @@ manifest is either there with all its objects or gone.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
+from odbox_backup.tags import tags_of
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -67,6 +68,7 @@ class Policy:
     weekly: int = 0
     monthly: int = 0
     yearly: int = 0
+    tags: tuple[tuple[str, ...], ...] = ()  # --keep-tag: restic's tag lists (all of one list)
 
     def __post_init__(self) -> None:
         for kind in KINDS:
@@ -75,10 +77,11 @@ class Policy:
 
     @property
     def empty(self) -> bool:
-        return not any(getattr(self, kind) for kind in KINDS)
+        return not any(getattr(self, kind) for kind in KINDS) and not self.tags
 
     def describe(self) -> str:
         parts = [f"{getattr(self, k)} {k}" for k in KINDS if getattr(self, k)]
+        parts += [f"tag {','.join(t)}" for t in self.tags]
         return "keep " + ", ".join(parts) if parts else "keep nothing"
 
 
@@ -107,7 +110,10 @@ def group_of(manifest: dict[str, Any], group_by: Sequence[str]) -> str:
 
 
 def apply_grouped(
-    times: dict[str, dt.datetime], groups: dict[str, str], policy: Policy
+    times: dict[str, dt.datetime],
+    groups: dict[str, str],
+    policy: Policy,
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Decision]:
     """`apply_policy` to each group on its own; every decision, newest first."""
     members: dict[str, dict[str, dt.datetime]] = {}
@@ -115,17 +121,20 @@ def apply_grouped(
         members.setdefault(groups.get(snapshot_id, ""), {})[snapshot_id] = t
     decisions = []
     for group, group_times in members.items():
-        for decision in apply_policy(group_times, policy):
+        for decision in apply_policy(group_times, policy, tags):
             decision.group = group
             decisions.append(decision)
     return sorted(decisions, key=lambda d: (d.time, d.id), reverse=True)
 
 
-def apply_policy(times: dict[str, dt.datetime], policy: Policy) -> list[Decision]:
-    """One decision per snapshot, newest first (restic's forget policy; module docstring)."""
+def apply_policy(
+    times: dict[str, dt.datetime], policy: Policy, tags: Mapping[str, Sequence[str]] | None = None
+) -> list[Decision]:
+    """One decision per snapshot, newest first (restic's forget policy; module docstring).
+    `tags`: each snapshot's, for `policy.tags`."""
     if policy.empty:
         raise UsageError(
-            "give at least one --keep-last/-hourly/-daily/-weekly/-monthly/-yearly: "
+            "give at least one --keep-last/-hourly/-daily/-weekly/-monthly/-yearly/-tag: "
             "prune never reads no policy as keep nothing"
         )
     ordered = sorted(times.items(), key=lambda item: (item[1], item[0]), reverse=True)
@@ -133,7 +142,9 @@ def apply_policy(times: dict[str, dt.datetime], policy: Policy) -> list[Decision
     last: dict[str, int | None] = dict.fromkeys(KINDS)
     decisions = []
     for nr, (snapshot_id, t) in enumerate(ordered):
-        reasons = []
+        have = set((tags or {}).get(snapshot_id, ()))
+        # Tags take no place in any bucket (restic's "has tags").
+        reasons = [f"tag {','.join(wanted)}" for wanted in policy.tags if have.issuperset(wanted)]
         for kind in KINDS:
             if left[kind] <= 0:
                 continue
@@ -174,6 +185,7 @@ def prune(
         apply_policy({}, policy)  # the same refusal, before any manifest is read
     repo.require_writable()
     groups: dict[str, str] = {}
+    tags: dict[str, list[str]] = {}
     unauthenticated: list[str] = []
     for snapshot_id in repo.snapshot_ids():
         try:
@@ -183,8 +195,9 @@ def prune(
             report(f"left out {e}")
             continue
         groups[snapshot_id] = group_of(manifest, group_by)
+        tags[snapshot_id] = tags_of(manifest)
         del manifest
-    decisions = apply_grouped({i: snapshot_time(i) for i in groups}, groups, policy)
+    decisions = apply_grouped({i: snapshot_time(i) for i in groups}, groups, policy, tags)
     kept = [d.id for d in decisions if d.keep]
     forgotten = [d.id for d in decisions if not d.keep]
     referenced: set[str] = set()

@@ -557,6 +557,16 @@ def _keep(kind: str) -> Any:
                         if kind != "last" else "Keep the N newest snapshots.")  # fmt: skip
 
 
+def _within(kind: str) -> Any:
+    flag = f"--keep-within-{kind}" if kind else "--keep-within"
+    unit = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
+            "yearly": "year"}.get(kind)  # fmt: skip
+    what = f"the newest snapshot of each {unit}" if unit else "every snapshot"
+    return typer.Option(flag, metavar="DURATION",
+                        help=f"Keep {what} among those less than DURATION (1y5m7d2h) older "
+                        "than the newest.")  # fmt: skip
+
+
 @app.command()
 def prune(
     repo: Repo,
@@ -566,6 +576,12 @@ def prune(
     keep_weekly: Annotated[int, _keep("weekly")] = 0,
     keep_monthly: Annotated[int, _keep("monthly")] = 0,
     keep_yearly: Annotated[int, _keep("yearly")] = 0,
+    keep_within: Annotated[str, _within("")] = "",
+    keep_within_hourly: Annotated[str, _within("hourly")] = "",
+    keep_within_daily: Annotated[str, _within("daily")] = "",
+    keep_within_weekly: Annotated[str, _within("weekly")] = "",
+    keep_within_monthly: Annotated[str, _within("monthly")] = "",
+    keep_within_yearly: Annotated[str, _within("yearly")] = "",
     keep_tag: Annotated[
         list[str] | None,
         typer.Option("--keep-tag", metavar="A[,B…]",
@@ -577,8 +593,8 @@ def prune(
     group_by: Annotated[
         str,
         typer.Option("--group-by", metavar="FIELDS",
-                     help="Apply the policy to each group of snapshots with the same host, db "
-                     "or both (restic's --group-by); '' for one group."),
+                     help="Apply the policy to each group of snapshots with the same host, db, "
+                     "tags or several (restic's --group-by); '' for one group."),
     ] = "host,db",
     wait: Wait = 0,
     identity: Identity = None,
@@ -587,12 +603,24 @@ def prune(
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
-    from odbox_backup.prune import Policy, explain, parse_group_by
+    from odbox_backup.prune import Duration, Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
     from odbox_backup.tags import parse_selection
 
+    def within(text: str, kind: str = "") -> Duration:
+        return (
+            Duration.parse(text, f"--keep-within-{kind}" if kind else "--keep-within")
+            if text
+            else Duration()
+        )
+
     policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
-                    tags=tuple(map(tuple, parse_selection(keep_tag or []))))  # fmt: skip
+                    tags=tuple(map(tuple, parse_selection(keep_tag or []))),
+                    within=within(keep_within), within_hourly=within(keep_within_hourly, "hourly"),
+                    within_daily=within(keep_within_daily, "daily"),
+                    within_weekly=within(keep_within_weekly, "weekly"),
+                    within_monthly=within(keep_within_monthly, "monthly"),
+                    within_yearly=within(keep_within_yearly, "yearly"))  # fmt: skip
     fields = parse_group_by(group_by)
     repository = _open(repo, identity, auth_key)
     repository.require_writable()

@@ -433,6 +433,15 @@ def restore(
             "(the live filestore lacked them when it was taken); default: refuse.",
         ),
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="PATH",
+                     help="Restore only this filestore file (repeat) into the live filestore; "
+                     "the database and every other file are left alone."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --only: replace a file whose content differs.")
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Finish the swap of a restore that was killed during it "
@@ -450,6 +459,8 @@ def restore(
     The previous live database and filestore are kept under new names. A restore killed
     during the swap is finished by --resume, or undone by --undo.
     """
+    if only:
+        return _restore_only(repo, snapshot, filestore, only, overwrite, identity)
     from psycopg.conninfo import make_conninfo
 
     from odbox_backup.progress import progress_for
@@ -844,6 +855,101 @@ def tag_remove(repo: Repo, snapshot: TagSnapshot, names: TagNames, wait: Wait = 
                debug: Debug = False) -> None:  # fmt: skip
     """Remove tags from a snapshot."""
     _change_tags(repo, snapshot, identity, auth_key, wait, json, [], names)
+
+
+ManifestPath = Annotated[
+    str,
+    typer.Argument(metavar="PATH", help="A file in the filestore, as ab/ab12… (ls: or a folder)."),
+]
+
+
+@app.command("ls")
+def ls(
+    repo: Repo,
+    snapshot: TagSnapshot,
+    path: Annotated[
+        str, typer.Argument(metavar="[PATH]", help="A file or folder (default: all).")
+    ] = "",
+    names: Annotated[
+        bool,
+        typer.Option("--names/--no-names",
+                     help="The attachments of each file (name, model, res_id) from the dump's "
+                     "ir_attachment rows; default: when the dump can be read."),
+    ] = True,
+    pg_bin: PgBin = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """List a snapshot's filestore files (and the attachments they are), without a restore."""
+    from odbox_backup.browse import list_files, readable
+
+    repository = _open(repo, identity, auth_key)
+    snapshot_id = repository.resolve(snapshot)
+    names = names and readable(repository)
+    with _reading(repository, "ls"):
+        entries = list_files(repository, snapshot_id, path, names=names, pg_bin=pg_bin)
+    if json:
+        console.print_json([e.to_json(names) for e in entries])
+        return
+    if not entries and path:
+        raise ToolError(f"snapshot {snapshot_id} holds no {path!r} in its filestore")
+    for e in entries:  # plain lines (no timestamp, whatever stdout is): for grep and awk
+        described = "; ".join(a.describe() for a in e.attachments)
+        extra = f"  {described or 'no attachment'}" if names else ""
+        sys.stdout.write(f"{e.size:>12}  {e.path}{extra}\n")
+
+
+@app.command("dump")
+def dump(
+    repo: Repo,
+    snapshot: TagSnapshot,
+    path: ManifestPath,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write it here (0600, atomically), not stdout."),
+    ] = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Write one filestore file of a snapshot to stdout or --out."""
+    from odbox_backup.browse import atomic_file, manifest_text, one_entry, write_content
+
+    repository = _open(repo, identity, auth_key)
+    snapshot_id = repository.resolve(snapshot)
+    with _reading(repository, "dump"):
+        entry = one_entry(manifest_text(repository, snapshot_id), path, snapshot_id)
+        if out is None:
+            write_content(repository, entry, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            with atomic_file(out) as f:
+                write_content(repository, entry, f)
+        except OSError as e:
+            raise ToolError(f"cannot write {out}: {e.strerror}") from e
+    console.say(f"wrote {out}: {entry.path} of snapshot {snapshot_id}, {_size(entry.size)}",
+                sys.stderr)  # fmt: skip
+
+
+def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths: list[str],
+                  overwrite: bool, identity: Path | None) -> None:  # fmt: skip
+    from odbox_backup.browse import restore_only
+    from odbox_backup.swap import refuse_if_interrupted, restore_lock
+
+    if repo is None or snapshot is None:
+        raise UsageError("restore --only needs --repo and a snapshot")
+    repository = _open(repo, identity)
+    snapshot_id = repository.resolve(snapshot)
+    with restore_lock(filestore, "restore --only"), _reading(repository, "restore"):
+        refuse_if_interrupted(filestore, "restore --only")
+        done = restore_only(repository, snapshot_id, filestore, paths, overwrite)
+    for path in done.written:
+        console.say(f"restored {filestore / path} from snapshot {snapshot_id}")
+    for path in done.unchanged:
+        console.say(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
 
 
 def run_cli(argv: list[str]) -> int:

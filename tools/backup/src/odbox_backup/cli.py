@@ -952,6 +952,86 @@ def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths
         console.say(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
 
 
+def _needs_manifests(repository: Repository, command: str) -> None:
+    if repository.config.encrypted and not repository.identities:
+        raise UsageError(f"{command} reads the encrypted manifests: pass --identity")
+
+
+@app.command("stats")
+def stats(
+    repo: Repo,
+    snapshots: Annotated[
+        list[str] | None, typer.Argument(help="Snapshots (IDs, prefixes, latest); default: all.")
+    ] = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Raw and deduplicated sizes, per snapshot and in total, and the last 30 days' growth."""
+    from odbox_backup.stats import stats as do_stats
+
+    repository = _open(repo, identity, auth_key)
+    _needs_manifests(repository, "stats")
+    with _reading(repository, "stats"):
+        ids = [repository.resolve(s) for s in snapshots] if snapshots else repository.snapshot_ids()
+        result = do_stats(repository, list(dict.fromkeys(ids)), warn=console.warn)
+    if json:
+        console.print_json(result.to_json())
+        return
+    console.table(
+        f"snapshots in {repo}",
+        ["id", "database", "files", "raw", "stored", "added", "tags"],
+        [[r.id, r.database, str(r.files), _size(r.raw_bytes), _size(r.stored_bytes),
+          _size(r.added_bytes), ",".join(r.tags)] for r in result.snapshots],
+    )  # fmt: skip
+    console.say(
+        f"total: {_size(result.raw_bytes)} raw in {len(result.snapshots)} snapshots, "
+        f"{_size(result.stored_bytes)} stored in {result.objects} objects "
+        f"({result.ratio:.1f}x smaller); the repository takes {_size(result.repository_bytes)}"
+    )
+    console.say(
+        f"last {result.growth_days} days: {result.growth_snapshots} snapshots added "
+        f"{_size(result.growth_bytes)}"
+    )
+
+
+@app.command("diff")
+def diff(
+    repo: Repo,
+    old: Annotated[str, typer.Argument(metavar="ID1", help="The older snapshot (or latest…).")],
+    new: Annotated[str, typer.Argument(metavar="ID2", help="The newer snapshot.")],
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Files added, removed and changed between two snapshots, and whether the dump changed."""
+    from odbox_backup.stats import diff as do_diff
+
+    repository = _open(repo, identity, auth_key)
+    _needs_manifests(repository, "diff")
+    with _reading(repository, "diff"):
+        result = do_diff(repository, repository.resolve(old), repository.resolve(new))
+    if json:
+        console.print_json(result.to_json())
+        return
+    for sign, changes in (("+", result.added), ("-", result.removed), ("M", result.changed)):
+        for c in changes:
+            sys.stdout.write(f"{sign} {c.path}  {_size(c.size)}\n")
+    dump = (
+        "the same dump (reused)"
+        if result.dump_reused
+        else f"a new dump ({result.dump_objects_new} chunks new, {result.dump_objects_shared} "
+        f"shared; {_size(result.dump_bytes_old)} -> {_size(result.dump_bytes_new)})"
+    )
+    console.say(
+        f"from {result.old} to {result.new}: {len(result.added)} files added, "
+        f"{len(result.removed)} removed, {len(result.changed)} changed, {result.unchanged} "
+        f"unchanged; {dump}"
+    )
+
+
 def run_cli(argv: list[str]) -> int:
     if not argv:
         runner.run(app, ["--help"], prog="odbox-backup", debug_env="ODBOX_BACKUP_DEBUG")

@@ -165,3 +165,34 @@ def test_copy_rows_are_read_as_copy_writes_them():
     first, second = found["ab/ab12"]
     assert (first.name, first.res_model, first.res_id) == ("a\tb\\c\nd", "res.partner", 7)
     assert (second.name, second.res_id) == ("same file", None)
+
+
+def test_only_the_rows_of_the_files_asked_for_are_parsed():
+    lines = [
+        "COPY public.ir_attachment (id, name, res_model, res_id, store_fname) FROM stdin;\n",
+        "1\ta\tres.partner\t7\tab/ab12\n",
+        "2\tb\tres.partner\t8\tcd/cd34\n",
+        "3\tbroken row without its fields\n",  # not asked for: never split
+        "\\.\n",
+    ]
+    assert list(parse_attachments(lines, {"cd/cd34"})) == ["cd/cd34"]
+
+
+def test_the_rows_searched_for_are_found_across_blocks_of_pg_restore_output():
+    """More than a MiB of rows (read a MiB at a time): searching each block for the paths
+    finds what parsing every row finds, at the start, the middle, a block's edge, the end."""
+    import io
+
+    from odbox_backup.browse import _copy_lines
+
+    rows = [f"{i}\tfile {i}.pdf\tres.partner\t{i}\t{i % 256:02x}/{i:040x}\n" for i in range(40000)]
+    text = ("--\n-- PostgreSQL database dump\n--\nSET x = 1;\n\n"
+            "COPY public.ir_attachment (id, name, res_model, res_id, store_fname) FROM stdin;\n"
+            + "".join(rows) + "\\.\n\n\n")  # fmt: skip
+    every = parse_attachments(_copy_lines(io.BytesIO(text.encode()), None))
+    assert len(every) == 40000
+    edge = text.encode()[: 1 << 20].rsplit(b"\n", 2)[1].split(b"\t")[-1].decode()
+    wanted = {f"{0:02x}/{0:040x}", f"{20000 % 256:02x}/{20000:040x}", edge,
+              f"{39999 % 256:02x}/{39999:040x}"}  # fmt: skip
+    found = parse_attachments(_copy_lines(io.BytesIO(text.encode()), wanted), wanted)
+    assert found == {path: every[path] for path in wanted}

@@ -16,7 +16,7 @@ def _listed(env, repo, *extra):
     return json.loads(backup_ok(env, "list", "--repo", repo, "--json", *extra))
 
 
-def test_run_tag_list_tag_and_tag_add_remove(odoo, backend, env):
+def test_run_tag_list_tag_and_tag_add_remove(odoo, backend, env, tmp_path):
     backup_ok(env, "init", "--repo", backend)
     backup_run(env, backend, odoo, "--tag", "pre-deploy", "--tag", "odoo-17")
     backup_run(env, backend, odoo)
@@ -37,6 +37,11 @@ def test_run_tag_list_tag_and_tag_add_remove(odoo, backend, env):
     code, report = verify_json(env, backend, "--read-data")
     assert code == 0 and report["ok"]
     assert re.search(r"\ntags +pre-deploy\n", backup_ok(env, "show", "--repo", backend, first))
+    # A copy carries the tags (the manifest goes over whole).
+    offsite = str(tmp_path / "offsite")
+    backup_ok(env, "init", "--repo", offsite)
+    backup_ok(env, "copy", "--repo", backend, "all", "--to", offsite)
+    assert [r["tags"] for r in _listed(env, offsite)] == [["pre-deploy"], ["keep"]]
 
 
 def test_prune_keep_tag_keeps_the_pre_upgrade_snapshot_whatever_the_policy(odoo, backend, env):

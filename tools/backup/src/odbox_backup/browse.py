@@ -25,7 +25,7 @@ import secrets
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -111,12 +111,27 @@ def one_entry(text: str, path: str, snapshot_id: str) -> Entry:
     return _entry_at(text, at)
 
 
+def fetch(repo: Repository, names: Sequence[str], alone: bool) -> Iterator[bytes]:
+    """The contents of a few objects, in order, each checked against its name, without every
+    index read into places (a second at 200,000 files). `alone`: they are most likely stored
+    alone (dump chunks, a large file's chunks), so each is looked for there first; the others
+    are found through the indexes that name them (`places_of`)."""
+    places: dict[str, tuple[str, int, int]] | None = None
+    for name in names:
+        if alone and repo.store.exists(repo.object_key(name)):
+            yield repo.get_object(name, None, located=True)
+            continue
+        if places is None:
+            places = repo.places_of(names)
+        yield repo.get_object(name, places.get(name), located=True)
+
+
 def write_content(repo: Repository, entry: Entry, out: IO[bytes]) -> str:
     """The file's content into `out`, object after object (each checked against its name);
     its SHA-256."""
     digest = hashlib.sha256()
-    for name in entry.objects:
-        content = repo.get_object(name)
+    below = (repo.config.packing or {}).get("below", 0)
+    for content in fetch(repo, entry.objects, alone=len(entry.objects) > 1 or entry.size >= below):
         digest.update(content)
         out.write(content)
     return digest.hexdigest()
@@ -183,9 +198,12 @@ def _unescape(field_text: str) -> str | None:
     return _ESCAPE.sub(one, field_text) if "\\" in field_text else field_text
 
 
-def parse_attachments(lines: Iterable[str]) -> dict[str, list[Attachment]]:
+def parse_attachments(
+    lines: Iterable[str], wanted: Collection[str] | None = None
+) -> dict[str, list[Attachment]]:
     """`store_fname` → the attachments of it, from the COPY block of ir_attachment in SQL
-    lines (pg_restore's output or a plain dump); stops at the block's end."""
+    lines (pg_restore's output or a plain dump); stops at the block's end. With `wanted`
+    (a few paths), a row that holds none of them is not parsed."""
     found: dict[str, list[Attachment]] = {}
     lines = iter(lines)
     for line in lines:
@@ -203,6 +221,8 @@ def parse_attachments(lines: Iterable[str]) -> dict[str, list[Attachment]]:
         line = line.rstrip("\n")
         if line == "\\.":
             break
+        if wanted is not None and not any(path in line for path in wanted):
+            continue
         fields = line.split("\t")
 
         def get(column: str, fields: list[str] = fields) -> str | None:
@@ -220,12 +240,16 @@ def parse_attachments(lines: Iterable[str]) -> dict[str, list[Attachment]]:
 
 
 def dump_attachments(
-    repo: Repository, manifest_db: dict[str, Any], pg_bin: Path | None = None
+    repo: Repository,
+    manifest_db: dict[str, Any],
+    pg_bin: Path | None = None,
+    wanted: Collection[str] | None = None,
 ) -> dict[str, list[Attachment]]:
-    """The ir_attachment rows of a snapshot's dump, by store_fname, without restoring it."""
+    """The ir_attachment rows of a snapshot's dump, by store_fname, without restoring it
+    (those of `wanted` only, when given)."""
     objects = list(manifest_db["objects"])
     if manifest_db.get("format") == "sql":
-        return parse_attachments(_sql_lines(repo, objects))
+        return parse_attachments(_sql_lines(repo, objects), wanted)
     from odbox_backup.backup import find_pg_tool
 
     pg_restore = find_pg_tool("pg_restore", pg_bin)
@@ -235,7 +259,7 @@ def dump_attachments(
             [pg_restore, "--data-only", "--table=ir_attachment", "--file=-"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
         )  # fmt: skip
-        found, failed = _read_while_feeding(repo, objects, proc)
+        found, failed = _read_while_feeding(repo, objects, proc, wanted)
         errors.seek(0)
         error = errors.read().decode(errors="replace").strip()
     if failed:
@@ -247,7 +271,10 @@ def dump_attachments(
 
 
 def _read_while_feeding(
-    repo: Repository, objects: Sequence[str], proc: subprocess.Popen[bytes]
+    repo: Repository,
+    objects: Sequence[str],
+    proc: subprocess.Popen[bytes],
+    wanted: Collection[str] | None,
 ) -> tuple[dict[str, list[Attachment]], list[BaseException]]:
     """The dump's objects into pg_restore's stdin (a thread) while its output is parsed;
     pg_restore is stopped as soon as the ir_attachment block has been read."""
@@ -258,10 +285,10 @@ def _read_while_feeding(
 
     def feed() -> None:
         try:
-            for name in objects:
+            for content in fetch(repo, objects, alone=True):
                 if stop.is_set():
                     break
-                stdin.write(repo.get_object(name))
+                stdin.write(content)
         except BrokenPipeError:
             pass  # pg_restore was stopped once the table was read
         except BaseException as e:
@@ -273,7 +300,7 @@ def _read_while_feeding(
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        found = parse_attachments(line.decode("utf-8", "replace") for line in stdout)
+        found = parse_attachments(_copy_lines(stdout, wanted), wanted)
     finally:
         stop.set()
         stdout.close()
@@ -284,10 +311,50 @@ def _read_while_feeding(
     return found, failed
 
 
+def _copy_lines(stream: IO[bytes], wanted: Collection[str] | None) -> Iterator[str]:
+    """pg_restore's output as lines; with `wanted`, of the COPY block only the rows that
+    hold one of them (found by a search of each MiB read, not a loop over 200,000 rows)."""
+    if wanted is None:
+        for raw in stream:
+            yield raw.decode("utf-8", "replace")
+        return
+    needles = [w.encode() for w in wanted]
+    pending, in_copy = b"", False
+    while block := stream.read(1 << 20):
+        data = pending + block
+        cut = data.rfind(b"\n") + 1
+        data, pending = data[:cut], data[cut:]
+        if not in_copy:
+            at = data.find(b"\nCOPY ")
+            at = 0 if data.startswith(b"COPY ") else at + 1 if at >= 0 else -1
+            if at < 0:
+                continue  # SET lines and comments before the block: nothing to parse
+            end = data.index(b"\n", at) + 1
+            yield data[at:end].decode("utf-8", "replace")
+            in_copy, data = True, data[end:]
+        stop = 0 if data.startswith(b"\\.\n") else data.find(b"\n\\.\n")
+        rows = data if stop < 0 else data[:stop]
+        lines = set()
+        for needle in needles:
+            at = rows.find(needle)
+            while at >= 0:
+                start = rows.rfind(b"\n", 0, at) + 1
+                end = rows.find(b"\n", at)
+                lines.add((start, rows[start : end if end >= 0 else len(rows)]))
+                at = rows.find(needle, at + 1)
+        for _, line in sorted(lines):
+            yield line.decode("utf-8", "replace") + "\n"
+        if stop >= 0:
+            yield "\\.\n"
+            return
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
 def _sql_lines(repo: Repository, objects: Sequence[str]) -> Iterator[str]:
     pending = b""
-    for name in objects:
-        pending += repo.get_object(name)
+    for content in fetch(repo, objects, alone=True):
+        pending += content
         *lines, pending = pending.split(b"\n")
         for line in lines:
             yield line.decode("utf-8", "replace") + "\n"
@@ -312,7 +379,8 @@ def list_files(
     entries = list(find_entries(text, path))
     if names and entries:
         db = _database_part(text, snapshot_id)
-        by_store = dump_attachments(repo, db, pg_bin)
+        few = {e.path for e in entries} if len(entries) <= 100 else None
+        by_store = dump_attachments(repo, db, pg_bin, few)
         for entry in entries:
             entry.attachments = by_store.get(entry.path, [])
     return entries

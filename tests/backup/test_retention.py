@@ -4,18 +4,14 @@ checked by hand and against the real restic as the oracle."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import random
-import shutil
-import subprocess
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from odbox_backup.prune import KINDS, Duration, Policy, apply_policy, local_zone
+from odbox_backup.prune import Duration, Policy, apply_policy, local_zone
 from odbox_common.errors import UsageError
-from tests.backup.test_prune_policy import _restic_version
+from tests.backup.test_prune_policy import Restic
 
 UTC = dt.UTC
 BRUSSELS = ZoneInfo("Europe/Brussels")  # CET/CEST: DST from 2026-03-29 01:00Z to 2026-10-25 01:00Z
@@ -157,18 +153,6 @@ ORACLE = [
 ]  # fmt: skip
 
 
-def _flags(policy: Policy) -> list[str]:
-    flags = [f"--keep-{k}={getattr(policy, k)}" for k in KINDS if getattr(policy, k)]
-    if not policy.within.zero:
-        flags.append(f"--keep-within={policy.within}")
-    for kind in ("hourly", "daily", "weekly", "monthly", "yearly"):
-        d = getattr(policy, f"within_{kind}")
-        if not d.zero:
-            flags.append(f"--keep-within-{kind}={d}")
-    flags += [f"--keep-tag={','.join(t)}" for t in policy.tags]
-    return flags
-
-
 @pytest.mark.timeout(900)
 def test_restic_keeps_the_same_snapshots_in_a_zone_with_dst(tmp_path):
     """Every kind of rule, against a real restic repository whose snapshots were made at
@@ -176,41 +160,18 @@ def test_restic_keeps_the_same_snapshots_in_a_zone_with_dst(tmp_path):
     tags: `forget --dry-run --json` must keep what we keep. restic before 0.16 lacks the
     "oldest while places are left" rule (restic PR 4366): against it, ours without the
     reasons that rule alone gives."""
-    restic = shutil.which("restic")
-    assert restic, "restic is in .ci/debian-packages.txt: install it with apt-get install restic"
-    version = _restic_version(restic)
     times = _dst_series(seed=5)
     rng = random.Random(6)
     tags = {i: sorted(rng.sample(["pre-upgrade", "odoo-17", "import"], rng.choice([0, 0, 1, 2])))
             for i in times}  # fmt: skip
-    env = {**os.environ, "RESTIC_REPOSITORY": str(tmp_path / "restic"), "TZ": "Europe/Brussels",
-           "RESTIC_PASSWORD": "test", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
-    subprocess.run([restic, "init"], env=env, check=True, capture_output=True)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "file").write_text("x")
-    for name, t in times.items():
-        local = t.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M:%S")
-        tag_flags = [f"--tag={t}" for t in tags[name]]
-        backup = [restic, "backup", "--quiet", "--host", "box", "--time", local, *tag_flags]
-        subprocess.run([*backup, str(data)], env=env, check=True, capture_output=True)
-    by_time = {t: name for name, t in times.items()}
+    restic = Restic(tmp_path, times, "Europe/Brussels", tags)
     zone_matters = 0
     for policy in ORACLE:
-        forget = [restic, "forget", "--dry-run", "--json", *_flags(policy)]
-        out = subprocess.run(forget, env=env, check=True, capture_output=True, text=True).stdout
-        [group] = json.loads(out)
-        restic_kept = {by_time[dt.datetime.fromisoformat(s["time"]).astimezone(UTC)
-                               .replace(microsecond=0)] for s in group["keep"]}  # fmt: skip
-        decisions = apply_policy(times, policy, tags, zone=BRUSSELS)
-        if version < (0, 16):
-            ours = {d.id for d in decisions
-                    if any(not r.startswith("oldest ") for r in d.reasons)}  # fmt: skip
-        else:
-            ours = {d.id for d in decisions if d.keep}
-        assert ours == restic_kept, f"{policy.describe()}: restic {version} kept another set"
+        restic_kept = restic.kept(policy)
+        ours = restic.comparable(apply_policy(times, policy, tags, zone=BRUSSELS))
+        assert ours == restic_kept, f"{policy.describe()}: restic {restic.version} kept another set"
         assert 0 < len(restic_kept) < len(times), policy.describe()
-        in_utc = {d.id for d in apply_policy(times, policy, tags, zone=UTC) if d.keep}
+        in_utc = restic.comparable(apply_policy(times, policy, tags, zone=UTC))
         zone_matters += in_utc != ours
     assert zone_matters >= 5  # in UTC, days (not hours) would keep other sets
 

@@ -952,9 +952,16 @@ def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths
         console.say(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
 
 
-def _needs_manifests(repository: Repository, command: str) -> None:
+@contextlib.contextmanager
+def _manifest_reader(
+    repo: str, identity: Path | None, auth_key: Path | None, command: str
+) -> Iterator[Repository]:
+    """The repository, under a reader's lock, for a command that reads manifests."""
+    repository = _open(repo, identity, auth_key)
     if repository.config.encrypted and not repository.identities:
         raise UsageError(f"{command} reads the encrypted manifests: pass --identity")
+    with _reading(repository, command):
+        yield repository
 
 
 @app.command("stats")
@@ -971,9 +978,7 @@ def stats(
     """Raw and deduplicated sizes, per snapshot and in total, and the last 30 days' growth."""
     from odbox_backup.stats import stats as do_stats
 
-    repository = _open(repo, identity, auth_key)
-    _needs_manifests(repository, "stats")
-    with _reading(repository, "stats"):
+    with _manifest_reader(repo, identity, auth_key, "stats") as repository:
         ids = [repository.resolve(s) for s in snapshots] if snapshots else repository.snapshot_ids()
         result = do_stats(repository, list(dict.fromkeys(ids)), warn=console.warn)
     if json:
@@ -1009,9 +1014,7 @@ def diff(
     """Files added, removed and changed between two snapshots, and whether the dump changed."""
     from odbox_backup.stats import diff as do_diff
 
-    repository = _open(repo, identity, auth_key)
-    _needs_manifests(repository, "diff")
-    with _reading(repository, "diff"):
+    with _manifest_reader(repo, identity, auth_key, "diff") as repository:
         result = do_diff(repository, repository.resolve(old), repository.resolve(new))
     if json:
         console.print_json(result.to_json())

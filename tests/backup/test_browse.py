@@ -196,3 +196,21 @@ def test_the_rows_searched_for_are_found_across_blocks_of_pg_restore_output():
               f"{39999 % 256:02x}/{39999:040x}"}  # fmt: skip
     found = parse_attachments(_copy_lines(io.BytesIO(text.encode()), wanted), wanted)
     assert found == {path: every[path] for path in wanted}
+
+
+def test_restore_only_refuses_a_folder_that_leads_out_of_the_filestore(odoo, local_env, tmp_path):
+    """A live filestore whose `ab/` was swapped for a symlink to elsewhere: restore --only
+    writes nothing there (it would write outside the filestore, as whoever runs it)."""
+    name, dsn, filestore = odoo
+    path = _attachment(dsn, filestore, b"the file", "a.pdf", "res.partner", 1)
+    repo = str(tmp_path / "repo")
+    backup_ok(local_env, "init", "--repo", repo)
+    backup_run(local_env, repo, odoo)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(filestore / path.split("/")[0])
+    (filestore / path.split("/")[0]).symlink_to(outside)
+    refused = backup(local_env, "restore", "--repo", repo, "latest", "--db", name,
+                     "--filestore", str(filestore), "--only", path)  # fmt: skip
+    assert refused.returncode == 1 and "leads out of" in one_error_line(refused)
+    assert list(outside.iterdir()) == []

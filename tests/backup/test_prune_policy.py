@@ -9,10 +9,12 @@ import random
 import re
 import shutil
 import subprocess
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from odbox_backup.prune import KINDS, Policy, apply_policy
+from odbox_backup.prune import KINDS, WITHIN_KINDS, Decision, Policy, apply_policy
 from odbox_common.errors import UsageError
 
 UTC = dt.UTC
@@ -53,13 +55,13 @@ TABLE = [
 
 @pytest.mark.parametrize(("policy", "kept", "why"), TABLE, ids=[p.describe() for p, _, _ in TABLE])
 def test_policy_table(policy, kept, why):
-    decisions = apply_policy(SERIES, policy)
+    decisions = apply_policy(SERIES, policy, zone=UTC)
     assert [d.id for d in decisions] == list("GFEDCBA")  # newest first
     assert "".join(d.id for d in decisions if d.keep) == kept, why
 
 
 def test_reasons_name_every_bucket_and_the_oldest():
-    decisions = {d.id: d for d in apply_policy(SERIES, Policy(last=1, monthly=5))}
+    decisions = {d.id: d for d in apply_policy(SERIES, Policy(last=1, monthly=5), zone=UTC)}
     assert decisions["G"].reasons == ["last", "monthly"]
     assert decisions["A"].reasons == ["oldest monthly"]
     assert decisions["B"].reasons == [] and not decisions["B"].keep
@@ -103,42 +105,66 @@ def _restic_version(restic: str) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+def restic_flags(policy: Policy) -> list[str]:
+    """restic forget's flags for a policy."""
+    flags = [f"--keep-{k}={getattr(policy, k)}" for k in KINDS if getattr(policy, k)]
+    if not policy.within.zero:
+        flags.append(f"--keep-within={policy.within}")
+    for kind in WITHIN_KINDS:
+        duration = getattr(policy, f"within_{kind}")
+        if not duration.zero:
+            flags.append(f"--keep-within-{kind}={duration}")
+    return flags + [f"--keep-tag={','.join(t)}" for t in policy.tags]
+
+
+class Restic:
+    """A real restic repository with a snapshot made at each of `times` (`backup --time`,
+    in local time of the zone `tz`) with its `tags`: the oracle of `forget`."""
+
+    def __init__(self, tmp_path: Path, times: dict[str, dt.datetime], tz: str = "UTC",
+                 tags: dict[str, list[str]] | None = None) -> None:  # fmt: skip
+        restic = shutil.which("restic")
+        assert restic, "restic is in .ci/debian-packages.txt: apt-get install restic"
+        self.restic, self.version = restic, _restic_version(restic)
+        self.env = {**os.environ, "RESTIC_REPOSITORY": str(tmp_path / "restic"), "TZ": tz,
+                    "RESTIC_PASSWORD": "test",
+                    "RESTIC_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+        subprocess.run([restic, "init"], env=self.env, check=True, capture_output=True)
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "file").write_text("x")
+        zone = ZoneInfo(tz)
+        for name, t in times.items():
+            local = t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+            tag_flags = [f"--tag={tag}" for tag in (tags or {}).get(name, [])]
+            backup = [restic, "backup", "--quiet", "--host", "box", "--time", local, *tag_flags]
+            subprocess.run([*backup, str(data)], env=self.env, check=True, capture_output=True)
+        self.by_time = {t: name for name, t in times.items()}
+
+    def kept(self, policy: Policy) -> set[str]:
+        """What `restic forget --dry-run` keeps."""
+        forget = [self.restic, "forget", "--dry-run", "--json", *restic_flags(policy)]
+        out = subprocess.run(forget, env=self.env, check=True, capture_output=True, text=True)
+        [group] = json.loads(out.stdout)
+        return {self.by_time[dt.datetime.fromisoformat(s["time"]).astimezone(UTC)
+                             .replace(microsecond=0)] for s in group["keep"]}  # fmt: skip
+
+    def comparable(self, decisions: list[Decision]) -> set[str]:
+        """What we keep, as this restic would: before 0.16 it lacks the "keep the oldest
+        while places are left" rule (restic PR 4366), so without what that rule alone keeps."""
+        if self.version < (0, 16):
+            return {d.id for d in decisions if any(not r.startswith("oldest ") for r in d.reasons)}
+        return {d.id for d in decisions if d.keep}
+
+
 @pytest.mark.timeout(600)
 def test_restic_forget_keeps_the_same_snapshots(tmp_path):
     """The same dates into a real restic repository (`backup --time`), then
-    `forget --dry-run --json` with each policy: the kept times must be ours.
-
-    restic before 0.16 lacks the "keep the oldest while places are left" rule
-    (restic PR 4366): against such a restic, our decisions without the reasons
-    that rule alone gives are compared.
-    """
-    restic = shutil.which("restic")
-    assert restic, "restic is in .ci/debian-packages.txt: install it with apt-get install restic"
-    version = _restic_version(restic)
+    `forget --dry-run --json` with each policy: the kept times must be ours."""
     times = _series(40, seed=11)
-    env = {**os.environ, "RESTIC_REPOSITORY": str(tmp_path / "restic"), "TZ": "UTC",
-           "RESTIC_PASSWORD": "test", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
-    subprocess.run([restic, "init"], env=env, check=True, capture_output=True)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "file").write_text("x")
-    for t in times.values():
-        subprocess.run([restic, "backup", "--quiet", "--host", "box", "--time",
-                        t.strftime("%Y-%m-%d %H:%M:%S"), str(data)],
-                       env=env, check=True, capture_output=True)  # fmt: skip
-    by_time = {t: name for name, t in times.items()}
+    restic = Restic(tmp_path, times)
     for policy in ORACLE_POLICIES:
-        flags = [f"--keep-{k}={getattr(policy, k)}" for k in KINDS if getattr(policy, k)]
-        forget = [restic, "forget", "--dry-run", "--json", *flags]
-        out = subprocess.run(forget, env=env, check=True, capture_output=True, text=True).stdout
-        [group] = json.loads(out)
-        restic_kept = {by_time[dt.datetime.fromisoformat(s["time"]).astimezone(UTC)
-                               .replace(microsecond=0)] for s in group["keep"]}  # fmt: skip
-        decisions = apply_policy(times, policy)
-        if version < (0, 16):
-            ours = {d.id for d in decisions
-                    if any(not r.startswith("oldest ") for r in d.reasons)}  # fmt: skip
-        else:
-            ours = {d.id for d in decisions if d.keep}
-        assert ours == restic_kept, f"{policy.describe()}: restic {version} kept another set"
+        restic_kept = restic.kept(policy)
+        ours = restic.comparable(apply_policy(times, policy, zone=UTC))
+        assert ours == restic_kept, f"{policy.describe()}: restic {restic.version} kept another set"
         assert len(restic_kept) < len(times) or policy == Policy(daily=1000)

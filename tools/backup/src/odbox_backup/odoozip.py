@@ -47,6 +47,7 @@ from odbox_backup.backup import (
 from odbox_backup.repository import Repository, file_entries
 from odbox_backup.restore import check_objects
 from odbox_common.console import count_of
+from odbox_backup.tags import IMPORT
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 
@@ -410,6 +411,7 @@ def import_backup(
         "mode": "unknown",
         "source": "import",
         "origin": source.name,
+        "tags": [IMPORT],
         "database": {
             "name": db_name or str(odoo.get("db_name") or path.stem),
             "pg_version": str(odoo.get("pg_version") or "unknown"),

@@ -48,6 +48,7 @@ from odbox_backup.backup import (
 )
 from odbox_backup.odoozip import odoo_manifest
 from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
+from odbox_backup.tags import K8S_MIGRATE
 from odbox_common.console import human_size
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir, lock_or_refuse
@@ -219,6 +220,7 @@ class RepoSink(Sink):
             "mode": "cold",
             "source": "k8s-migrate",
             "origin": origin,
+            "tags": [K8S_MIGRATE],
             "database": {
                 "name": facts.db_name,
                 "pg_version": facts.pg_version,

@@ -1,0 +1,92 @@
+"""How fast one file comes back: `ls`, `dump` and `stats` on the 200,000-file repository.
+
+The dataset is `just bench-backup`'s "10x files" one (a small database, about
+500 MiB in 200,000 files, every file an ir_attachment row), backed up once into
+an encrypted repository (age) in a local folder; then each command is timed
+round-robin with `--identity`, as an admin runs it, and the medians printed.
+
+    python bench/browse_speed.py [--files 200000] [--filestore-mb 500] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import start_postgres_cluster
+
+from backup_speed import make_dataset, work_folder
+from timing import BIN, compile_sources
+
+GOAL = 1.0  # seconds: the issue's goal for ls and dump of one file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=200_000, help="filestore files (200000)")
+    parser.add_argument("--filestore-mb", type=int, default=500, help="filestore MiB (500)")
+    parser.add_argument("--db-mb", type=int, default=20, help="database MiB (20)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each (5)")
+    parser.add_argument("--workdir", default="/var/tmp", help="where the work folder goes")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    compile_sources()
+    with work_folder(args.workdir, args.keep) as work, start_postgres_cluster() as cluster:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ODBOX_", "PG"))}
+        env.update(PGHOST=str(cluster.socket_dir), PGPORT=str(cluster.port),
+                   PGUSER=cluster.superuser, PATH=f"{cluster.bindir}{os.pathsep}{env['PATH']}",
+                   ODBOX_BACKUP_CACHE=str(work / "cache"),
+                   ODBOX_BACKUP_AUTH_KEY_FILE=str(work / "auth.key"))  # fmt: skip
+        data = make_dataset(cluster, "browse", work / "filestore", args.db_mb,
+                            args.filestore_mb, args.files)  # fmt: skip
+        key = work / "age-key.txt"
+        subprocess.run(["age-keygen", "-o", key], check=True, capture_output=True)
+        public = subprocess.run(["age-keygen", "-y", key], check=True, capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
+        tool = str(BIN / "odbox-backup")
+        repo = str(work / "repo")
+        subprocess.run([tool, "init", "--repo", repo, "--recipient", public], env=env, check=True)
+        started = time.perf_counter()
+        subprocess.run([tool, "run", "--repo", repo, "--db", "browse", "--filestore",
+                        str(data.filestore)], env=env, check=True)  # fmt: skip
+        print(f"backed up in {time.perf_counter() - started:.0f} s", flush=True)
+        ident = ["--identity", str(key)]
+        listed = subprocess.run([tool, "ls", "--repo", repo, "latest", *ident, "--no-names",
+                                 "--json"], env=env, check=True, capture_output=True)  # fmt: skip
+        files = json.loads(listed.stdout)
+        middle = files[len(files) // 2]["path"]
+        commands = {
+            f"ls ID {middle[:8]}… (one file, its attachment's name)":
+                [tool, "ls", "--repo", repo, "latest", middle, *ident],
+            "ls ID PATH --no-names": [tool, "ls", "--repo", repo, "latest", middle, *ident,
+                                      "--no-names"],
+            "dump ID PATH --out": [tool, "dump", "--repo", repo, "latest", middle, *ident,
+                                   "--out", str(work / "one-file")],
+            f"ls ID (all {len(files)} files, --no-names)":
+                [tool, "ls", "--repo", repo, "latest", *ident, "--no-names"],
+            "stats": [tool, "stats", "--repo", repo, *ident],
+        }  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.runs):
+            for name, argv in commands.items():
+                start = time.perf_counter()
+                subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - start)
+        print(f"\n{len(files)} files, encrypted, --identity; median of {args.runs}:")
+        for name, values in times.items():
+            median = statistics.median(values)
+            goal = "" if "all" in name or name == "stats" else (
+                "  met" if median < GOAL else "  MISSED")  # fmt: skip
+            print(f"  {median:6.2f} s  {name}{goal}")
+
+
+if __name__ == "__main__":
+    main()

@@ -99,7 +99,10 @@ def apply(box: Box, say: Say) -> Result:
 
 
 def _begin(box: Box, say: Say) -> Result:
-    plan = make_plan(box.code, box.conninfo)
+    try:
+        plan = make_plan(box.code, box.conninfo)
+    except records.NoOdooYet as e:
+        return Result("nothing", f"nothing to deploy: {e}")
     refuse(plan)
     if plan.nothing:
         return Result("nothing", "nothing to deploy: every installed module is as recorded")
@@ -271,6 +274,18 @@ def _summary(journal: Journal) -> dict[str, Any]:
     return {"id": journal.id, "modules": journal.modules, "snapshot": journal.snapshot,
             "log": journal.log, "failure": journal.failure, "module": journal.module,
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}  # fmt: skip
+
+
+def record_first(code: Code, conninfo: str) -> Result:
+    """`record`: a database with no checksums recorded (a new box, just initialized) gets those
+    of the code on disk, which is what odoo-initialize installed it with; else nothing."""
+    plan = make_plan(code, conninfo)
+    refuse(plan)
+    if not plan.first:
+        return Result("nothing", "checksums are recorded already: `apply` deploys changes")
+    records.write_record(conninfo, plan.checksums)
+    return Result("recorded", f"first deploy: recorded the checksums of "
+                  f"{len(plan.checksums.modules)} modules")  # fmt: skip
 
 
 def status(state: StateDir) -> dict[str, Any]:

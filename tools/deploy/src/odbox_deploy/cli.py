@@ -245,6 +245,18 @@ def apply(
 
 
 @app.command()
+def record(db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "",
+           debug: Debug = False) -> None:  # fmt: skip
+    """Record the checksums of the code on disk when none are recorded yet (a new box right
+    after odoo-initialize installed its modules); otherwise do nothing. Safe at every start."""
+    from psycopg.conninfo import make_conninfo
+
+    from odbox_deploy.apply import record_first
+
+    console.say(record_first(_code(odoo_root, odoo_conf), make_conninfo(dsn, dbname=db)).message)
+
+
+@app.command()
 def status(state_dir: StateDirOption = DEFAULT_STATE, json: Json = False,
            debug: Debug = False) -> None:  # fmt: skip
     """Say what the last deploy left: updated, rolled-back, or in progress (re-run apply)."""

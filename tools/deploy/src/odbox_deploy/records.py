@@ -67,6 +67,10 @@ class DatabaseState:
         return sorted(n for n, s in self.modules.items() if s in ("installed", "to upgrade"))
 
 
+class NoOdooYet(ToolError):
+    """The database is empty (a new box before odoo-initialize): nothing to deploy."""
+
+
 @contextmanager
 def connect(conninfo: str) -> Iterator[psycopg.Connection[Any]]:
     import psycopg
@@ -83,7 +87,7 @@ def connect(conninfo: str) -> Iterator[psycopg.Connection[Any]]:
 def read_state(conninfo: str) -> DatabaseState:
     with connect(conninfo) as conn:
         if conn.execute("SELECT to_regclass('public.ir_module_module')").fetchone() == (None,):
-            raise ToolError("the database has no Odoo in it (no ir_module_module): a new box's "
+            raise NoOdooYet("the database has no Odoo in it (no ir_module_module): a new box's "
                             "odoo-initialize installs it first")  # fmt: skip
         modules = dict(conn.execute("SELECT name, state FROM ir_module_module").fetchall())
         params = dict(conn.execute(

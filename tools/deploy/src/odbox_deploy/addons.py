@@ -12,7 +12,7 @@ import ast
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,13 @@ class Addon:
             raise ToolError(f"the manifest of {self.name} ({self.path / MANIFEST}) is not a dict")
         return value
 
-    def checksum(self) -> str:
-        return folder_checksum(self.path)
+    def checksum(self, cache: ChecksumCache | None = None) -> str:
+        return folder_checksum(self.path, cache=cache)
 
 
-def folder_checksum(folder: Path, skip: tuple[str, ...] = ()) -> str:
-    """SHA-256 of every file under `folder` (symlinks followed, as Odoo reads through them):
-    sorted relative paths and contents; compiled Python and top-level names in `skip` left out."""
-    digest = hashlib.sha256()
+def _files(folder: Path, skip: tuple[str, ...]) -> list[str]:
+    """The relative paths the checksum covers, sorted: compiled Python and the top-level
+    names in `skip` left out; symlinks followed, as Odoo reads through them."""
     files: list[str] = []
     for top, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
@@ -57,7 +56,32 @@ def folder_checksum(folder: Path, skip: tuple[str, ...] = ()) -> str:
         for name in names:
             if not name.endswith(SKIPPED_SUFFIXES):
                 files.append(os.path.normpath(f"{relative}/{name}"))
-    for name in sorted(files):
+    return sorted(files)
+
+
+def _signature(folder: Path, files: list[str]) -> str:
+    """What stat(2) says of every file: a content change that keeps all of it is impossible
+    without resetting ctime, which no tool can. The cache's key."""
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8", "surrogateescape"))
+    for name in files:
+        st = (folder / name).stat()
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0"
+                      f"{st.st_ino}\0{st.st_dev}\n".encode("utf-8", "surrogateescape"))  # fmt: skip
+    return digest.hexdigest()
+
+
+def folder_checksum(
+    folder: Path, skip: tuple[str, ...] = (), cache: ChecksumCache | None = None
+) -> str:
+    """SHA-256 of every file under `folder` (_files): sorted relative paths and contents.
+    With a cache, a folder whose files' stat is as when last read is not read again (the
+    checksum of an unchanged box in well under a second instead of a second of reading)."""
+    files = _files(folder, skip)
+    signature = _signature(folder, files) if cache is not None else ""
+    if cache is not None and (known := cache.get(signature)):
+        return known
+    digest = hashlib.sha256()
+    for name in files:
         encoded = name.encode("utf-8", "surrogateescape")
         digest.update(len(encoded).to_bytes(8, "big") + encoded)
         file_digest = hashlib.sha256()
@@ -65,7 +89,52 @@ def folder_checksum(folder: Path, skip: tuple[str, ...] = ()) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 file_digest.update(block)
         digest.update(file_digest.digest())
-    return digest.hexdigest()
+    checksum = digest.hexdigest()
+    if cache is not None:
+        cache.put(signature, checksum)
+    return checksum
+
+
+@dataclass
+class ChecksumCache:
+    """signature -> checksum, kept in the deploy's state folder (0600). Only a speed-up: an
+    unreadable or missing file is an empty cache, and a cache that cannot be written is not."""
+
+    path: Path | None
+    entries: dict[str, str] = field(default_factory=dict)
+    used: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None) -> ChecksumCache:
+        import json
+
+        entries: dict[str, str] = {}
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                loaded = json.loads(path.read_text())
+                entries = {str(k): str(v) for k, v in dict(loaded).items()}
+        return cls(path, entries)
+
+    def get(self, signature: str) -> str | None:
+        found = self.entries.get(signature)
+        if found is not None:
+            self.used[signature] = found
+        return found
+
+    def put(self, signature: str, checksum: str) -> None:
+        self.used[signature] = checksum
+
+    def save(self) -> None:
+        """Keep what this run used (what is gone from the disk drops out)."""
+        import json
+
+        from odbox_common.files import write_private
+
+        if self.path is None or self.used == self.entries:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(self.path, json.dumps(self.used).encode())
 
 
 @dataclass(frozen=True)
@@ -136,10 +205,10 @@ class Odoo:
             raise ToolError(f"cannot read Odoo's version_info from {self.root / 'release.py'}")
         return {"series": f"{info[0]}.{info[1]}", "version_info": list(info)}
 
-    def checksum(self) -> str:
+    def checksum(self, cache: ChecksumCache | None = None) -> str:
         """The framework's files (everything of the package but its addons, each of which has
         its own checksum)."""
-        return folder_checksum(self.root, skip=("addons",))
+        return folder_checksum(self.root, skip=("addons",), cache=cache)
 
 
 def read_conf(path: Path) -> dict[str, str]:

@@ -103,10 +103,10 @@ Debug = Annotated[bool, typer.Option("--debug", envvar="ODBOX_DEPLOY_DEBUG",
 DEFAULT_STATE = Path("/var/lib/odbox-deploy")
 
 
-def _code(odoo_root: Path, conf: Path) -> Code:
+def _code(odoo_root: Path, conf: Path, state_dir: Path | None = None) -> Code:
     from odbox_deploy.plan import Code
 
-    return Code(odoo_root, conf)
+    return Code(odoo_root, conf, state_dir / "checksum-cache.json" if state_dir else None)
 
 
 def _odoo(odoo: str, conf: Path, db: str, user: str | None) -> Odoo:
@@ -149,8 +149,8 @@ def _print_plan(plan: Plan) -> None:
 
 @app.command()
 def plan(
-    db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "", json: Json = False,
-    debug: Debug = False,
+    db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "",
+    state_dir: StateDirOption = DEFAULT_STATE, json: Json = False, debug: Debug = False,
 ) -> None:  # fmt: skip
     """Say which installed modules an update must touch, and why (changes nothing).
 
@@ -161,7 +161,7 @@ def plan(
     from odbox_deploy.apply import PlanRefused, refuse
     from odbox_deploy.plan import make_plan
 
-    found = make_plan(_code(odoo_root, odoo_conf), make_conninfo(dsn, dbname=db))
+    found = make_plan(_code(odoo_root, odoo_conf, state_dir), make_conninfo(dsn, dbname=db))
     if json:
         console.print_json(found.as_json())
     else:
@@ -197,7 +197,8 @@ def apply(
         help="Must answer 200 with status pass after the start, e.g. "
         "http://127.0.0.1:8069/odbox/health (default: no check).")] = None,
     health_timeout: Annotated[float, typer.Option(
-        "--health-timeout", min=1, metavar="SECONDS", rich_help_panel=SERVICE,
+        "--health-timeout", envvar="ODBOX_DEPLOY_HEALTH_TIMEOUT", min=1, metavar="SECONDS",
+        rich_help_panel=SERVICE,
         help="How long the health check may take.")] = 300,
     odoo: OdooBin = "odoo",
     odoo_user: OdooUser = None,
@@ -229,7 +230,7 @@ def apply(
         if not commands[name]:
             raise UsageError(f"{name} is empty")
     box = Box(
-        db=db, dsn=dsn, filestore=filestore, code=_code(odoo_root, odoo_conf),
+        db=db, dsn=dsn, filestore=filestore, code=_code(odoo_root, odoo_conf, state_dir),
         odoo=_odoo(odoo, odoo_conf, db, odoo_user),
         backup=Backup(tuple(shlex.split(backup)), db, filestore),
         stop=commands["--stop-command"], start=commands["--start-command"],

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbox_deploy.addons import AddonsPath, Odoo, read_conf
+from odbox_deploy.addons import AddonsPath, ChecksumCache, Odoo, read_conf
 from odbox_deploy.records import DatabaseState, Recorded, read_state
 
 
@@ -71,6 +71,7 @@ class Code:
 
     odoo_root: Path
     conf: Path
+    cache: Path | None = None  # the checksum cache (in the deploy's state folder)
 
     def addons_path(self) -> tuple[Odoo, AddonsPath]:
         odoo = Odoo(self.odoo_root)
@@ -86,7 +87,8 @@ def plan_for(code: Code, state: DatabaseState) -> Plan:
     odoo, path = code.addons_path()
     release = odoo.release
     plan = Plan(recorded=state.recorded)
-    plan.checksums.odoo = odoo.checksum()
+    cache = ChecksumCache.load(code.cache)
+    plan.checksums.odoo = odoo.checksum(cache)
     plan.checksums.series = release["series"]
     installed = state.installed()
     for name in installed:
@@ -94,7 +96,8 @@ def plan_for(code: Code, state: DatabaseState) -> Plan:
         if addon is None:
             plan.missing.append(name)
         else:
-            plan.checksums.modules[name] = addon.checksum()
+            plan.checksums.modules[name] = addon.checksum(cache)
+    cache.save()
     plan.install = _auto_installs(path, state, set(installed))
     recorded = state.recorded
     if recorded is None:

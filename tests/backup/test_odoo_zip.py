@@ -96,6 +96,7 @@ def test_import_of_an_odoo_backup_gives_a_snapshot_that_restores(
     assert "imported" in out
     manifest = show(env, backend, "latest")
     assert manifest["source"] == "import" and manifest["database"]["format"] == "sql"
+    assert manifest["tags"] == ["import"]
     assert manifest["database"]["name"] == name
     if layout == "zip":
         assert manifest["odoo"] == {"version": "17.0", "modules": dict(MODULES)}

@@ -53,13 +53,13 @@ TABLE = [
 
 @pytest.mark.parametrize(("policy", "kept", "why"), TABLE, ids=[p.describe() for p, _, _ in TABLE])
 def test_policy_table(policy, kept, why):
-    decisions = apply_policy(SERIES, policy)
+    decisions = apply_policy(SERIES, policy, zone=UTC)
     assert [d.id for d in decisions] == list("GFEDCBA")  # newest first
     assert "".join(d.id for d in decisions if d.keep) == kept, why
 
 
 def test_reasons_name_every_bucket_and_the_oldest():
-    decisions = {d.id: d for d in apply_policy(SERIES, Policy(last=1, monthly=5))}
+    decisions = {d.id: d for d in apply_policy(SERIES, Policy(last=1, monthly=5), zone=UTC)}
     assert decisions["G"].reasons == ["last", "monthly"]
     assert decisions["A"].reasons == ["oldest monthly"]
     assert decisions["B"].reasons == [] and not decisions["B"].keep
@@ -134,7 +134,7 @@ def test_restic_forget_keeps_the_same_snapshots(tmp_path):
         [group] = json.loads(out)
         restic_kept = {by_time[dt.datetime.fromisoformat(s["time"]).astimezone(UTC)
                                .replace(microsecond=0)] for s in group["keep"]}  # fmt: skip
-        decisions = apply_policy(times, policy)
+        decisions = apply_policy(times, policy, zone=UTC)
         if version < (0, 16):
             ours = {d.id for d in decisions
                     if any(not r.startswith("oldest ") for r in d.reasons)}  # fmt: skip

@@ -92,6 +92,7 @@ def test_pull_into_a_repository_restores_every_row_and_file(shop: Shop) -> None:
         [str(ODBOX_BACKUP), "show", "latest", "--repo", str(shop.repo), "--json"],
         capture_output=True, text=True, env=shop.env, check=True).stdout)  # fmt: skip
     assert manifest["source"] == "k8s-migrate" and manifest["mode"] == "cold"
+    assert manifest["tags"] == ["k8s-migrate"]  # prune --keep-tag k8s-migrate keeps it
     assert manifest["origin"] == f"test/{NS}/odoo"
     assert manifest["odoo"]["modules"]["base"].startswith("17.0")
 

@@ -498,6 +498,7 @@ def run_backup(
     *,
     progress: Progress | None = None,
     previous: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
 ) -> dict[str, Any]:
     """Make one snapshot (the caller holds the lock); its manifest."""
     progress = progress or Progress()
@@ -563,6 +564,7 @@ def run_backup(
         "host": socket.gethostname(),
         "mode": source.mode,
         "source": "run",
+        "tags": tags or [],
         "database": database,
         "odoo": {"version": facts.odoo_version, "modules": facts.modules},
         "filestore": filestore,

@@ -84,6 +84,15 @@ Wait = Annotated[
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")
 ]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="NAME", help="Tag the new snapshot NAME (repeat)."),
+]
+TagSelection = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="A[,B…]",
+                 help="Only snapshots with all of these tags (repeat: any of the lists)."),
+]  # fmt: skip
 
 
 def _open(repo: str, identity: Path | None = None, auth_key: Path | None = None) -> Repository:
@@ -267,6 +276,7 @@ def run(
     ] = False,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    tag: Tags = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
@@ -276,8 +286,10 @@ def run(
     from odbox_backup.backup import Source, run_backup
     from odbox_backup.progress import progress_for
     from odbox_backup.service import OdooService
+    from odbox_backup.tags import check_tags
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    tags = check_tags(tag or [])
     if cold and not service.managed:
         raise UsageError("--cold needs --odoo-service, or --odoo-stop and --odoo-start")
     repository = _open(repo, identity, auth_key)
@@ -294,7 +306,8 @@ def run(
             service.stopped(console.say) if cold else contextlib.nullcontext(),
             progress_for() as progress,
         ):
-            manifest = run_backup(repository, source, previous=previous, progress=progress)
+            manifest = run_backup(repository, source, previous=previous, progress=progress,
+                                  tags=tags)  # fmt: skip
         if folder and (reason := cache.save(folder, repository, manifest)):
             console.warn(reason)
     t = manifest["totals"]
@@ -316,11 +329,15 @@ def run(
 
 @app.command("list")
 def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
-          debug: Debug = False) -> None:  # fmt: skip
+          tag: TagSelection = None, debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
     from odbox_backup.repository import Unauthenticated, snapshot_time
+    from odbox_backup.tags import matches, parse_selection, tags_of
 
+    selection = parse_selection(tag or [])
     repository = _open(repo, identity, auth_key)
+    if selection and repository.config.encrypted and not repository.identities:
+        raise UsageError("--tag reads the tags in the encrypted manifests: pass --identity")
     rows = []
     for snapshot_id in repository.snapshot_ids():
         row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
@@ -332,18 +349,22 @@ def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, j
         if not repository.config.encrypted or repository.identities:
             m = repository.read_snapshot(snapshot_id)
             row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
-                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"]}  # fmt: skip
+                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"],
+                    "tags": tags_of(m)}  # fmt: skip
+            if selection and not matches(row["tags"], selection):
+                continue
         rows.append(row)
     if json:
         console.print_json(rows)
         return
-    columns = ["id", "time", "host", "mode", "database", "files", "size"]
+    columns = ["id", "time", "host", "mode", "database", "files", "size", "tags"]
     console.table(
         f"snapshots in {repo}",
         columns,
         [[str(r["id"]), str(r["time"]), str(r.get("host", "?")), str(r.get("mode", "?")),
           str(r.get("database", "?")), str(r.get("files", "?")),
-          _size(r["bytes"]) if "bytes" in r else "?"] for r in rows],
+          _size(r["bytes"]) if "bytes" in r else "?",
+          ",".join(r["tags"]) if "tags" in r else "?"] for r in rows],
     )  # fmt: skip
 
 
@@ -369,7 +390,8 @@ def show(
         [["time", manifest["time"]], ["host", manifest["host"]], ["mode", manifest["mode"]],
          ["database", f"{db['name']} (PostgreSQL {db['pg_version']}), dump {_size(db['size'])}"],
          ["odoo", f"{odoo.get('version') or '?'}, {len(odoo.get('modules', {}))} modules"],
-         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"]],
+         ["filestore", f"{fs['count']} files, {_size(fs['bytes'])}"],
+         ["tags", ", ".join(manifest.get("tags", [])) or "-"]],
     )  # fmt: skip
 
 
@@ -446,6 +468,15 @@ def restore(
             "(the live filestore lacked them when it was taken); default: refuse.",
         ),
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="PATH",
+                     help="Restore only this filestore file (repeat) into the live filestore; "
+                     "the database and every other file are left alone."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --only: replace a file whose content differs.")
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Finish the swap of a restore that was killed during it "
@@ -465,6 +496,8 @@ def restore(
     The previous live database and filestore are kept under new names. A restore killed
     during the swap is finished by --resume, or undone by --undo.
     """
+    if only:
+        return _restore_only(repo, snapshot, filestore, only, overwrite, identity)
     from psycopg.conninfo import make_conninfo
 
     from odbox_backup.progress import progress_for
@@ -574,6 +607,16 @@ def _keep(kind: str) -> Any:
                         if kind != "last" else "Keep the N newest snapshots.")  # fmt: skip
 
 
+def _within(kind: str) -> Any:
+    flag = f"--keep-within-{kind}" if kind else "--keep-within"
+    unit = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month",
+            "yearly": "year"}.get(kind)  # fmt: skip
+    what = f"the newest snapshot of each {unit}" if unit else "every snapshot"
+    return typer.Option(flag, metavar="DURATION",
+                        help=f"Keep {what} among those less than DURATION (1y5m7d2h) older "
+                        "than the newest.")  # fmt: skip
+
+
 @app.command()
 def prune(
     repo: Repo,
@@ -583,14 +626,25 @@ def prune(
     keep_weekly: Annotated[int, _keep("weekly")] = 0,
     keep_monthly: Annotated[int, _keep("monthly")] = 0,
     keep_yearly: Annotated[int, _keep("yearly")] = 0,
+    keep_within: Annotated[str, _within("")] = "",
+    keep_within_hourly: Annotated[str, _within("hourly")] = "",
+    keep_within_daily: Annotated[str, _within("daily")] = "",
+    keep_within_weekly: Annotated[str, _within("weekly")] = "",
+    keep_within_monthly: Annotated[str, _within("monthly")] = "",
+    keep_within_yearly: Annotated[str, _within("yearly")] = "",
+    keep_tag: Annotated[
+        list[str] | None,
+        typer.Option("--keep-tag", metavar="A[,B…]",
+                     help="Keep every snapshot with all of these tags (repeat), whatever else."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would go; delete nothing.")
     ] = False,
     group_by: Annotated[
         str,
         typer.Option("--group-by", metavar="FIELDS",
-                     help="Apply the policy to each group of snapshots with the same host, db "
-                     "or both (restic's --group-by); '' for one group."),
+                     help="Apply the policy to each group of snapshots with the same host, db, "
+                     "tags or several (restic's --group-by); '' for one group."),
     ] = "host,db",
     wait: Wait = 0,
     identity: Identity = None,
@@ -599,10 +653,24 @@ def prune(
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Forget snapshots as restic's forget would for the same --keep-*, delete unused objects."""
-    from odbox_backup.prune import Policy, explain, parse_group_by
+    from odbox_backup.prune import Duration, Policy, explain, parse_group_by
     from odbox_backup.prune import prune as do_prune
+    from odbox_backup.tags import parse_selection
 
-    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    def within(text: str, kind: str = "") -> Duration:
+        return (
+            Duration.parse(text, f"--keep-within-{kind}" if kind else "--keep-within")
+            if text
+            else Duration()
+        )
+
+    policy = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
+                    tags=tuple(map(tuple, parse_selection(keep_tag or []))),
+                    within=within(keep_within), within_hourly=within(keep_within_hourly, "hourly"),
+                    within_daily=within(keep_within_daily, "daily"),
+                    within_weekly=within(keep_within_weekly, "weekly"),
+                    within_monthly=within(keep_within_monthly, "monthly"),
+                    within_yearly=within(keep_within_yearly, "yearly"))  # fmt: skip
     fields = parse_group_by(group_by)
     repository = _open(repo, identity, auth_key)
     repository.require_writable()
@@ -786,6 +854,221 @@ def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry
         do_drop(maintenance, previous)
     for item in what:
         console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
+
+
+tag_app = runner.typer_app(
+    "tag", "Add or remove a snapshot's tags (its manifest is written again)."
+)
+app.add_typer(tag_app, name="tag")
+TagNames = Annotated[list[str], typer.Argument(metavar="NAME...", help="The tags.")]
+TagSnapshot = Annotated[str, typer.Argument(help="A snapshot ID, a unique prefix, or latest.")]
+
+
+def _change_tags(repo: str, snapshot: str, identity: Path | None, auth_key: Path | None,
+                 wait: float, json: bool, add: list[str], remove: list[str]) -> None:  # fmt: skip
+    from odbox_backup.tags import change_tags, check_tags
+
+    check_tags(add + remove)  # a bad name is refused before the repository is opened
+    repository = _open(repo, identity, auth_key)
+    with _locked(repository, "tag", wait):
+        snapshot_id = repository.resolve(snapshot)
+        tags, changed = change_tags(repository, snapshot_id, add, remove)
+    if json:
+        console.print_json({"id": snapshot_id, "tags": tags, "changed": changed})
+        return
+    now = ", ".join(tags) or "none"
+    console.say(f"snapshot {snapshot_id}: tags {now}" + ("" if changed else " (unchanged)"))
+
+
+@tag_app.command("add")
+def tag_add(repo: Repo, snapshot: TagSnapshot, names: TagNames, wait: Wait = 0,
+            identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
+            debug: Debug = False) -> None:  # fmt: skip
+    """Add tags to a snapshot (prune --keep-tag NAME then keeps it)."""
+    _change_tags(repo, snapshot, identity, auth_key, wait, json, names, [])
+
+
+@tag_app.command("remove")
+def tag_remove(repo: Repo, snapshot: TagSnapshot, names: TagNames, wait: Wait = 0,
+               identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
+               debug: Debug = False) -> None:  # fmt: skip
+    """Remove tags from a snapshot."""
+    _change_tags(repo, snapshot, identity, auth_key, wait, json, [], names)
+
+
+ManifestPath = Annotated[
+    str,
+    typer.Argument(metavar="PATH", help="A file in the filestore, as ab/ab12… (ls: or a folder)."),
+]
+
+
+@app.command("ls")
+def ls(
+    repo: Repo,
+    snapshot: TagSnapshot,
+    path: Annotated[
+        str, typer.Argument(metavar="[PATH]", help="A file or folder (default: all).")
+    ] = "",
+    names: Annotated[
+        bool,
+        typer.Option("--names/--no-names",
+                     help="The attachments of each file (name, model, res_id) from the dump's "
+                     "ir_attachment rows; default: when the dump can be read."),
+    ] = True,
+    pg_bin: PgBin = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """List a snapshot's filestore files (and the attachments they are), without a restore."""
+    from odbox_backup.browse import list_files, readable
+
+    repository = _open(repo, identity, auth_key)
+    snapshot_id = repository.resolve(snapshot)
+    names = names and readable(repository)
+    with _reading(repository, "ls"):
+        entries = list_files(repository, snapshot_id, path, names=names, pg_bin=pg_bin)
+    if json:
+        console.print_json([e.to_json(names) for e in entries])
+        return
+    if not entries and path:
+        raise ToolError(f"snapshot {snapshot_id} holds no {path!r} in its filestore")
+    for e in entries:  # plain lines (no timestamp, whatever stdout is): for grep and awk
+        described = "; ".join(a.describe() for a in e.attachments)
+        extra = f"  {described or 'no attachment'}" if names else ""
+        sys.stdout.write(f"{e.size:>12}  {e.path}{extra}\n")
+
+
+@app.command("dump")
+def dump(
+    repo: Repo,
+    snapshot: TagSnapshot,
+    path: ManifestPath,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write it here (0600, atomically), not stdout."),
+    ] = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Write one filestore file of a snapshot to stdout or --out."""
+    from odbox_backup.browse import atomic_file, manifest_text, one_entry, write_content
+
+    repository = _open(repo, identity, auth_key)
+    snapshot_id = repository.resolve(snapshot)
+    with _reading(repository, "dump"):
+        entry = one_entry(manifest_text(repository, snapshot_id), path, snapshot_id)
+        if out is None:
+            write_content(repository, entry, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            with atomic_file(out) as f:
+                write_content(repository, entry, f)
+        except OSError as e:
+            raise ToolError(f"cannot write {out}: {e.strerror}") from e
+    console.say(f"wrote {out}: {entry.path} of snapshot {snapshot_id}, {_size(entry.size)}",
+                sys.stderr)  # fmt: skip
+
+
+def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths: list[str],
+                  overwrite: bool, identity: Path | None) -> None:  # fmt: skip
+    from odbox_backup.browse import restore_only
+    from odbox_backup.swap import refuse_if_interrupted, restore_lock
+
+    if repo is None or snapshot is None:
+        raise UsageError("restore --only needs --repo and a snapshot")
+    repository = _open(repo, identity)
+    snapshot_id = repository.resolve(snapshot)
+    with restore_lock(filestore, "restore --only"), _reading(repository, "restore"):
+        refuse_if_interrupted(filestore, "restore --only")
+        done = restore_only(repository, snapshot_id, filestore, paths, overwrite)
+    for path in done.written:
+        console.say(f"restored {filestore / path} from snapshot {snapshot_id}")
+    for path in done.unchanged:
+        console.say(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
+
+
+def _needs_manifests(repository: Repository, command: str) -> None:
+    if repository.config.encrypted and not repository.identities:
+        raise UsageError(f"{command} reads the encrypted manifests: pass --identity")
+
+
+@app.command("stats")
+def stats(
+    repo: Repo,
+    snapshots: Annotated[
+        list[str] | None, typer.Argument(help="Snapshots (IDs, prefixes, latest); default: all.")
+    ] = None,
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Raw and deduplicated sizes, per snapshot and in total, and the last 30 days' growth."""
+    from odbox_backup.stats import stats as do_stats
+
+    repository = _open(repo, identity, auth_key)
+    _needs_manifests(repository, "stats")
+    with _reading(repository, "stats"):
+        ids = [repository.resolve(s) for s in snapshots] if snapshots else repository.snapshot_ids()
+        result = do_stats(repository, list(dict.fromkeys(ids)), warn=console.warn)
+    if json:
+        console.print_json(result.to_json())
+        return
+    console.table(
+        f"snapshots in {repo}",
+        ["id", "database", "files", "raw", "stored", "added", "tags"],
+        [[r.id, r.database, str(r.files), _size(r.raw_bytes), _size(r.stored_bytes),
+          _size(r.added_bytes), ",".join(r.tags)] for r in result.snapshots],
+    )  # fmt: skip
+    console.say(
+        f"total: {_size(result.raw_bytes)} raw in {len(result.snapshots)} snapshots, "
+        f"{_size(result.stored_bytes)} stored in {result.objects} objects "
+        f"({result.ratio:.1f}x smaller); the repository takes {_size(result.repository_bytes)}"
+    )
+    console.say(
+        f"last {result.growth_days} days: {result.growth_snapshots} snapshots added "
+        f"{_size(result.growth_bytes)}"
+    )
+
+
+@app.command("diff")
+def diff(
+    repo: Repo,
+    old: Annotated[str, typer.Argument(metavar="ID1", help="The older snapshot (or latest…).")],
+    new: Annotated[str, typer.Argument(metavar="ID2", help="The newer snapshot.")],
+    identity: Identity = None,
+    auth_key: AuthKeyFile = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:  # fmt: skip
+    """Files added, removed and changed between two snapshots, and whether the dump changed."""
+    from odbox_backup.stats import diff as do_diff
+
+    repository = _open(repo, identity, auth_key)
+    _needs_manifests(repository, "diff")
+    with _reading(repository, "diff"):
+        result = do_diff(repository, repository.resolve(old), repository.resolve(new))
+    if json:
+        console.print_json(result.to_json())
+        return
+    for sign, changes in (("+", result.added), ("-", result.removed), ("M", result.changed)):
+        for c in changes:
+            sys.stdout.write(f"{sign} {c.path}  {_size(c.size)}\n")
+    dump = (
+        "the same dump (reused)"
+        if result.dump_reused
+        else f"a new dump ({result.dump_objects_new} chunks new, {result.dump_objects_shared} "
+        f"shared; {_size(result.dump_bytes_old)} -> {_size(result.dump_bytes_new)})"
+    )
+    console.say(
+        f"from {result.old} to {result.new}: {len(result.added)} files added, "
+        f"{len(result.removed)} removed, {len(result.changed)} changed, {result.unchanged} "
+        f"unchanged; {dump}"
+    )
 
 
 def run_cli(argv: list[str]) -> int:

@@ -409,6 +409,7 @@ def import_backup(
         "mode": "unknown",
         "source": "import",
         "origin": source.name,
+        "tags": ["import"],  # odbox_backup.tags.IMPORT
         "database": {
             "name": db_name or str(odoo.get("db_name") or path.stem),
             "pg_version": str(odoo.get("pg_version") or "unknown"),

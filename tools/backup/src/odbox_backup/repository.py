@@ -819,6 +819,15 @@ class Repository:
         (one int per name: sorting 200,000 names for `verify --read-data` stays small)."""
         return self._locate().get(name, -1)
 
+    def stored_size(self, name: str) -> int | None:
+        """The bytes an object takes in the repository: its zstd frame in a pack (the pack's
+        one age header is shared), or its stored size alone from an authenticated index
+        (version 3); None when no index tells."""
+        place = self._locate().get(name)
+        if place is not None:
+            return place & _MASK
+        return self.indexed_alone().get(name)
+
     def put_object(self, content: bytes, *, small_file: bool = False) -> tuple[str, bool]:
         """Store `content` unless it is there; its name, and whether it was new. A
         `small_file` (a whole file's content) under `packing.below` bytes goes into a pack."""

@@ -216,6 +216,7 @@ class RepoSink(Sink):
             "mode": "cold",
             "source": "k8s-migrate",
             "origin": origin,
+            "tags": ["k8s-migrate"],  # odbox_backup.tags.K8S_MIGRATE
             "database": {
                 "name": facts.db_name,
                 "pg_version": facts.pg_version,

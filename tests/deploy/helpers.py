@@ -100,7 +100,8 @@ class Deploy:
         return json.loads(self.ok("status", "--json"))  # type: ignore[no-any-return]
 
     def snapshots(self) -> list[dict[str, Any]]:
-        out = self.box.odbox_backup(self.repo, "list", "--json")
+        out = self.box.odbox_backup(self.repo, "list", "--json",
+                                    identity=self.base / "backup-key.txt")  # fmt: skip
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 

@@ -49,7 +49,7 @@ def test_v2_updates_only_its_module_and_odoo_serves_the_new_field(deploy: Deploy
     assert result["outcome"] == "updated", result
     assert result["modules"] == [DEMO]
     [snapshot] = deploy.snapshots()
-    assert snapshot["id"] == result["snapshot"]
+    assert snapshot["id"] == result["snapshot"] and snapshot["tags"] == ["pre-deploy"]
     log = Path(result["log"]).read_text()
     updated = {line.split("Loading module ")[1].split()[0] for line in log.splitlines()
                if "Loading module " in line and " INFO " in line}  # fmt: skip

@@ -43,8 +43,9 @@ class Backup:
                 "--odoo-stop", "true", "--odoo-start", "true"]  # fmt: skip
 
     def snapshot(self) -> str:
-        """A hot snapshot of the live database and filestore; its ID."""
-        run = [*self.command, "run", "--db", self.db, "--filestore", str(self.filestore)]
+        """A hot snapshot of the live database and filestore, tagged pre-deploy; its ID."""
+        run = [*self.command, "run", "--db", self.db, "--filestore", str(self.filestore),
+               "--tag", "pre-deploy"]  # fmt: skip
         out = run_command(run, "take the pre-deploy snapshot", 24 * 3600)
         found = re.findall(r"snapshot (\S+): ", out)
         if not found:

@@ -79,7 +79,8 @@ def connect(conninfo: str) -> Iterator[psycopg.Connection[Any]]:
         conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=30)
     except psycopg.Error as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ToolError(f"cannot connect to the database: {first}") from None
+        raise ToolError(f"cannot connect to the database: {first}; check --dsn/ODBOX_DSN and "
+                        "--db, and that PostgreSQL runs") from None  # fmt: skip
     with conn:
         yield conn
 

@@ -36,8 +36,9 @@ pkgs.testers.nixosTest {
     };
     odbox.backup.identityFile = "/var/lib/odbox/backup-identity.txt";
     environment.systemPackages = [ pkgs.age ];
-    specialisation.v2.configuration = withDemo 2;
-    specialisation.v3.configuration = withDemo 3;
+    # mkForce: a specialisation inherits this configuration, and lists would concatenate
+    specialisation.v2.configuration.odbox.service-stack.odoo.addons = pkgs.lib.mkForce [ pkgs.odoo-addons (demo 2) ];
+    specialisation.v3.configuration.odbox.service-stack.odoo.addons = pkgs.lib.mkForce [ pkgs.odoo-addons (demo 3) ];
     odbox.backup = {
       enable = true;
       repo = "/var/lib/odbox-backups";

@@ -65,3 +65,10 @@ def deploy(deploy_session: Deploy, tmp_path) -> Iterator[Deploy]:
         yield deploy
     finally:
         box.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """As tests/box's: the first odoo test may build Odoo's venv and install its modules."""
+    for item in items:
+        if item.get_closest_marker("odoo") and item.nodeid.startswith("tests/deploy/"):
+            item.add_marker(pytest.mark.timeout(1800))

@@ -38,10 +38,10 @@
       };
       pkgsFor = system: import nixpkgs { inherit system; overlays = [ overlay ]; };
       forSystems = systems: f: lib.genAttrs systems (system: f (pkgsFor system));
-      # dbinit runs on the box; the others also on a sysadmin's Mac.
+      # dbinit and odbox-deploy run on the box; the others also on a sysadmin's Mac.
       tools = pkgs:
         [ "vaultgen" "odbox-backup" "k8s-migrate" "ec2-install" ]
-        ++ lib.optional pkgs.stdenv.hostPlatform.isLinux "dbinit";
+        ++ lib.optionals pkgs.stdenv.hostPlatform.isLinux [ "dbinit" "odbox-deploy" ];
 
       node = dir: extra: lib.nixosSystem {
         modules = [

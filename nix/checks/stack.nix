@@ -1,16 +1,23 @@
 # The NixOS VM test (flake checks.<system>.stack): the service stack with the
 # snakeoil vault boots, Odoo answers behind Nginx, a backup is taken, the data
-# changes, and the restore unit brings it back. Needs KVM: run it with
+# changes, and the restore unit brings it back; then a deploy of an addon change
+# is applied and a failing one rolled back (odbox-deploy). Needs KVM: run it with
 # `nix build .#checks.x86_64-linux.stack -L` on a Linux machine (not on our CI).
 { pkgs, module }:
 let
   backup = "${pkgs.odbox-backup}/bin/odbox-backup";
+  # tests/deploy's addon at v1, v2 (a field and a record) and v3 (an update that raises)
+  demo = version: pkgs.runCommand "odbox-deploy-demo-v${toString version}" { } ''
+    mkdir -p $out
+    cp -r ${../../tests/deploy/addons}/v${toString version}/odbox_deploy_demo $out/
+  '';
+  withDemo = version: { odbox.service-stack.odoo.addons = [ pkgs.odoo-addons (demo version) ]; };
+  deployStatus = "${pkgs.odbox-deploy}/bin/odbox-deploy status --json --state-dir /var/lib/odbox-deploy";
   psql = "sudo -u postgres psql -d odoo -tAX -c";
 in
 pkgs.testers.nixosTest {
   name = "odoo-box-stack";
   nodes.box = {
-    imports = [ module ];
     odbox.server-base.enable = true;
     odbox.vault = { enable = true; backend = "snakeoil"; };
     odbox.login = {
@@ -18,6 +25,20 @@ pkgs.testers.nixosTest {
       adminKeys = [ (builtins.readFile "${pkgs.snakeoil-sec}/ssh/id_ed25519.pub") ];
     };
     odbox.service-stack.odoo.workers = 2;
+    odbox.service-stack.odoo.initialModules = [ "base" "odbox_health" "odbox_deploy_demo" ];
+    imports = [ module (withDemo 1) ];
+    # The deploy step: switch to v2 (applied), then to v3 (rolled back to v2). The rollback
+    # goes to the configuration the test saved (a `switch-to-configuration test` makes no
+    # generation to go back to).
+    odbox.deploy = {
+      enable = true;
+      rollbackCommand = "systemd-run --no-block --collect --unit odbox-deploy-rollback /run/odbox-good-system/bin/switch-to-configuration test";
+    };
+    odbox.backup.identityFile = "/var/lib/odbox/backup-identity.txt";
+    environment.systemPackages = [ pkgs.age ];
+    # mkForce: a specialisation inherits this configuration, and lists would concatenate
+    specialisation.v2.configuration.odbox.service-stack.odoo.addons = pkgs.lib.mkForce [ pkgs.odoo-addons (demo 2) ];
+    specialisation.v3.configuration.odbox.service-stack.odoo.addons = pkgs.lib.mkForce [ pkgs.odoo-addons (demo 3) ];
     odbox.backup = {
       enable = true;
       repo = "/var/lib/odbox-backups";
@@ -61,5 +82,25 @@ pkgs.testers.nixosTest {
     box.succeed("${backup} verify --repo /var/lib/odbox-backups --auth-key-file /var/lib/odbox/backup-auth.key")
     box.wait_for_unit("odoo.service")
     box.wait_until_succeeds("curl -sfk https://localhost/odbox/health", timeout=300)
+
+    # Deploy: v2 of the demo addon is applied (its new field and record are there), then v3,
+    # whose update raises, is rolled back to v2's code and data.
+    import json
+    demo = "${psql} \"SELECT string_agg(name || ':' || coalesce(colour, '-'), ',' ORDER BY name) FROM odbox_deploy_demo\""
+    box.succeed("age-keygen -o /var/lib/odbox/backup-identity.txt")
+    box.succeed("/run/current-system/specialisation/v2/bin/switch-to-configuration test")
+    box.wait_for_unit("odoo.service", timeout=1200)
+    box.wait_until_succeeds("curl -sfk https://localhost/odbox/health", timeout=900)
+    assert json.loads(box.succeed("${deployStatus}"))["state"] == "updated"
+    assert box.succeed(demo).strip() == "first:-,second:blue"
+    box.succeed("ln -sfn $(readlink -f /run/current-system) /run/odbox-good-system")
+    box.execute("/run/current-system/specialisation/v3/bin/switch-to-configuration test")
+    box.wait_until_succeeds("${deployStatus} | grep -q '\"state\": \"rolled-back\"'", timeout=1800)
+    box.wait_until_succeeds("readlink -f /run/current-system | grep -qx $(readlink -f /run/odbox-good-system)", timeout=900)
+    box.wait_for_unit("odoo.service", timeout=1200)
+    box.wait_until_succeeds("curl -sfk https://localhost/odbox/health", timeout=900)
+    assert box.succeed(demo).strip() == "first:-,second:blue"
+    box.fail("${psql} \"SELECT size FROM odbox_deploy_demo\"")
+    box.succeed("sudo -u postgres psql -tAX -c \"SELECT datname FROM pg_database\" | grep -q '^odoo_before_'")
   '';
 }

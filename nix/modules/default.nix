@@ -10,5 +10,6 @@
     ./login
     ./service-stack
     ./local-ca
+    ./deploy
   ];
 }

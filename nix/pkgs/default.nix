@@ -11,7 +11,7 @@ let
   cli = final.callPackage ./cli-tools { odbox = final; };
 in
 {
-  inherit (tools) vaultgen dbinit odbox-backup k8s-migrate ec2-install;
+  inherit (tools) vaultgen dbinit odbox-backup k8s-migrate ec2-install odbox-deploy;
   odbox-python-env = tools.venv;
   odbox-libcrypt = tools.libcrypt;
   odoo-addons = final.callPackage ./odoo-addons { };

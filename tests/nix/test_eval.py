@@ -618,3 +618,65 @@ def test_the_flake_builds_the_dev_vm_runner_for_the_machine_that_runs_it():
         assert outputs["vaultgen"] == f"{system}:vaultgen"
     assert "odoo-addons" not in packages["aarch64-darwin"]
     assert "dbinit" not in packages["aarch64-darwin"]
+
+
+DEPLOY = STACK % (
+    'odbox.deploy.enable = true; odbox.backup.identityFile = "/run/odbox-vault/backup-identity";'
+)
+
+
+def test_the_deploy_unit_runs_before_odoo_keyed_by_the_code_and_rolls_back_a_generation():
+    config = evaluate(DEPLOY, inline_files=True)
+    assert failing(config) == []
+    services = config["systemd"]["services"]
+    deploy = services["odbox-deploy"]
+    # before Odoo starts on new code, which requires it: a failed deploy never serves
+    assert deploy["before"] == ["odoo.service"] and deploy["requiredBy"] == ["odoo.service"]
+    assert deploy["serviceConfig"]["Type"] == "oneshot"
+    # keyed by the store paths of Odoo and the addons: a switch that changes them restarts it
+    assert any(str(t).endswith("-odoo") for t in deploy["restartTriggers"])
+    assert any(str(t).endswith("-odoo-addons") for t in deploy["restartTriggers"])
+    apply = deploy["serviceConfig"]["ExecStart"]
+    assert "/bin/odbox-deploy apply" in apply and "stop odbox-deploy-probe.service" in apply
+    env = deploy["environment"]
+    assert env["ODBOX_ODOO_START"].endswith("systemctl start odbox-deploy-probe.service")
+    assert env["ODBOX_DEPLOY_HEALTH_URL"] == "http://127.0.0.1:8069/odbox/health"
+    assert env["ODBOX_ODOO_CONF"].startswith("/«odoo.conf:")  # the store conf
+    assert env["ODBOX_BACKUP_IDENTITY"] == "/run/odbox-vault/backup-identity"
+    assert "nix-env -p /nix/var/nix/profiles/system --rollback" in env["ODBOX_DEPLOY_ROLLBACK"]
+    assert "systemd-run --no-block" in env["ODBOX_DEPLOY_ROLLBACK"]
+    # the probe is Odoo's own unit, and a new box records its first checksums after initialize
+    odoo, probe = services["odoo"]["serviceConfig"], services["odbox-deploy-probe"]["serviceConfig"]
+    assert probe["ExecStart"] == odoo["ExecStart"] and probe["User"] == "odoo"
+    assert "odbox-deploy record" in odoo["ExecStartPre"][-1]
+    assert odoo["ExecStartPre"][-1].startswith("+")
+    without = evaluate(
+        DEPLOY.replace(
+            "odbox.deploy.enable = true;",
+            'odbox.deploy.rollback = "none"; odbox.deploy.enable = true;',
+        )
+    )
+    assert (
+        "ODBOX_DEPLOY_ROLLBACK" not in without["systemd"]["services"]["odbox-deploy"]["environment"]
+    )
+
+
+def test_the_deploy_refuses_a_box_without_backups_or_the_identity_to_restore():
+    config = evaluate(
+        STACK.replace("odbox.backup.enable = true;", "") % "odbox.deploy.enable = true;"
+    )
+    problems = failing(config)
+    assert any("enable odbox.backup" in p for p in problems)
+    assert any("odbox.backup.identityFile" in p for p in problems)
+
+
+def test_the_dev_vm_restores_a_neutralized_staging_copy_in_one_command(tmp_path):
+    config = evaluate("{ }", node=str(ROOT / "nix" / "nodes" / "devm-aarch64"),
+                      packages=snakeoil(tmp_path))  # fmt: skip
+    assert failing(config) == []
+    unit = config["systemd"]["services"]["odbox-restore-staging@"]
+    assert unit["serviceConfig"]["ExecStart"].endswith("/bin/odbox-backup restore %i --neutralize")
+    env = unit["environment"]
+    assert env["ODBOX_NEUTRALIZE_COMMAND"].endswith("/bin/odbox-deploy neutralize")
+    assert env["ODBOX_ODOO_USER"] == "odoo" and env["ODBOX_ODOO_SERVICE"] == "odoo.service"
+    assert env["ODBOX_BACKUP_REPO"] == "/var/lib/odbox-backups"

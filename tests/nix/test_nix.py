@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-TOOLS = ("vaultgen", "dbinit", "odbox-backup", "k8s-migrate", "ec2-install")
+TOOLS = ("vaultgen", "dbinit", "odbox-backup", "k8s-migrate", "ec2-install", "odbox-deploy")
 # nix-bin's default config names a build group Debian does not create; nothing is built here.
 NIX_ENV = {**os.environ, "NIX_CONFIG": "build-users-group =\nexperimental-features = nix-command"}
 
@@ -167,7 +167,8 @@ def tool_calls() -> list[tuple[str, str, str, list[str]]]:
 
 def _help(tool: str, sub: str) -> subprocess.CompletedProcess[str]:
     module = {"odbox-backup": "odbox_backup", "k8s-migrate": "k8s_migrate",
-              "ec2-install": "ec2_install"}.get(tool, tool)  # fmt: skip
+              "ec2-install": "ec2_install",
+              "odbox-deploy": "odbox_deploy"}.get(tool, tool)  # fmt: skip
     return subprocess.run([sys.executable, "-m", module, sub, "--help"], capture_output=True,
                           text=True, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
 

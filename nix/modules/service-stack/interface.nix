@@ -62,6 +62,12 @@ in
         example = lib.literalExpression "pkgs.odoo17";
         description = "The Odoo package from nixpkgs (odoo, odoo17, …); the module uses its bin/odoo.";
       };
+      confFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        internal = true;
+        description = "Set by the module (null while it is off): the store path of the generated odoo.conf (without the admin password), for odbox-deploy's `odoo -u`.";
+      };
       addons = mkOption {
         type = types.listOf types.package;
         default = [ pkgs.odoo-addons ];

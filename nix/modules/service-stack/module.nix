@@ -52,6 +52,7 @@ in
 {
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
+      odbox.service-stack.odoo.confFile = odooConf;
       assertions = [
         {
           assertion = config.odbox.vault.enable;

@@ -34,6 +34,9 @@
     hot = [ "hourly" ];
   };
   odbox.swap-file.enable = true;
+  # A neutralized copy of a snapshot: `sudo systemctl start odbox-restore-staging@latest`
+  # (nix/modules/deploy/docs.md; point odbox.deploy.staging.repo at production's repository).
+  odbox.deploy.staging.enable = true;
 
   # The VM of `nixos-rebuild build-vm`: the host's 8443 to Nginx, 2222 to SSH.
   virtualisation.vmVariant.virtualisation = {

@@ -1,4 +1,4 @@
-# The five tools, built from the uv workspace and its lock by uv2nix: every
+# The six tools, built from the uv workspace and its lock by uv2nix: every
 # dependency is the wheel uv.lock names, with the hash uv.lock records.
 { lib, pkgs, pyproject-nix, uv2nix, pyproject-build-systems, workspaceRoot }:
 let
@@ -49,6 +49,7 @@ in
   odbox-backup = tool "odbox-backup" "--suffix PATH : ${lib.makeBinPath [ pkgs.postgresql ]}";
   k8s-migrate = tool "k8s-migrate" "";
   ec2-install = tool "ec2-install" "";
+  odbox-deploy = tool "odbox-deploy" "";
   # Everything of the workspace, dev and test dependencies included.
   venv = pythonSet.mkVirtualEnv "odoo-box-env" workspace.deps.all;
   # for the dev shell, where the tests run vaultgen from uv's environment

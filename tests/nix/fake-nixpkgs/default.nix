@@ -4,7 +4,7 @@
 { system, overlays ? [ ] }:
 let
   names = [
-    "vaultgen" "odbox-backup" "k8s-migrate" "ec2-install" "dbinit" "odoo-addons" "snakeoil-sec"
+    "vaultgen" "odbox-backup" "k8s-migrate" "ec2-install" "dbinit" "odbox-deploy" "odoo-addons" "snakeoil-sec"
     "odbox-admin-tools" "odbox-dev-tools"
   ];
   isLinux = builtins.match ".*-linux" system != null;

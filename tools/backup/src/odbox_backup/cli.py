@@ -412,6 +412,41 @@ def show(
     )  # fmt: skip
 
 
+Neutralize = Annotated[
+    bool,
+    typer.Option("--neutralize", help="A staging copy: run Odoo's own neutralization (mail "
+                 "servers and crons off, payment providers in test mode) on the restored "
+                 "database before the swap, before any Odoo starts on it."),
+]  # fmt: skip
+NeutralizeCommand = Annotated[
+    str,
+    typer.Option("--neutralize-command", envvar="ODBOX_NEUTRALIZE_COMMAND", metavar="COMMAND",
+                 help="What --neutralize runs, with --db NAME appended (odbox-deploy's, which "
+                 "reads odoo.conf from ODBOX_ODOO_CONF)."),
+]  # fmt: skip
+
+
+def _neutralizer(command: str) -> Any:
+    """restore --neutralize's step: `command --db NEW_DB`; a failure stops the restore."""
+    import shlex
+    import subprocess
+
+    def run(new_db: str) -> None:
+        argv = [*shlex.split(command), "--db", new_db]
+        console.say(f"neutralizing {new_db}: {shlex.join(argv)}")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            raise ToolError(f"cannot run `{shlex.join(argv)}` (--neutralize-command): {e}; "
+                            "nothing was swapped") from None  # fmt: skip
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()
+            raise ToolError(f"neutralizing the restored database failed"
+                            f"{': ' + last[-1] if last else ''}; nothing was swapped")  # fmt: skip
+
+    return run
+
+
 @app.command()
 def restore(
     db: Annotated[str, typer.Option("--db", envvar="ODBOX_DB", help="The live database.")],
@@ -469,6 +504,8 @@ def restore(
         typer.Option("--undo", help="Instead, put the previous database and filestore back "
                      "under the live names."),
     ] = False,
+    neutralize: Neutralize = False,
+    neutralize_command: NeutralizeCommand = "odbox-deploy neutralize",
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Restore into a new database and folder, verify, then swap them in (Odoo stopped).
@@ -507,8 +544,10 @@ def restore(
     maintenance = make_conninfo(dsn or "", dbname="postgres")
     with _reading(repository, "restore"), progress_for() as progress:
         target = Target(maintenance, db, filestore, owner, pg_bin)
+        prepare = _neutralizer(neutralize_command) if neutralize else None
         done = do_restore(repository, snapshot_id, target, service, progress,
-                          allow_missing_attachments=allow_missing_attachments)  # fmt: skip
+                          allow_missing_attachments=allow_missing_attachments,
+                          prepare=prepare)  # fmt: skip
     missing = f" ({done.attachments_missing} missing)" if done.attachments_missing else ""
     console.say(
         f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "

@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -523,8 +523,11 @@ def restore(
     progress: Progress | None = None,
     *,
     allow_missing_attachments: bool = False,
+    prepare: Callable[[str], None] | None = None,
 ) -> Restored:
     """Restore `snapshot_id` next to the live database and filestore, verify it, then swap.
+    `prepare` (restore --neutralize) runs on the restored database's name before the swap,
+    before any Odoo has started on it; when it raises, nothing is swapped.
     A restored database that names attachments the snapshot's filestore lacks stops the
     restore before the swap, unless `allow_missing_attachments`: a snapshot of a box whose
     filestore already lacked them (Odoo shows such an attachment as empty) or where Odoo's
@@ -552,6 +555,8 @@ def restore(
                 repo, manifest, target, new_db, new_folder, owner, live_exists, progress,
                 allow_missing_attachments=allow_missing_attachments,
             )  # fmt: skip
+            if prepare is not None:
+                prepare(new_db)
         previous_db, previous_folder = _previous_names(target, live_exists)
         kept = str(previous_folder) if previous_folder else None
         plan = swap.Swap(snapshot_id, target.db, new_db, previous_db, str(target.filestore),

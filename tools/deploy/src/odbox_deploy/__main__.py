@@ -1,0 +1,5 @@
+"""Allow `python -m odbox_deploy`."""
+
+from odbox_deploy.cli import main
+
+main()

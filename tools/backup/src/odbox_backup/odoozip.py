@@ -46,8 +46,8 @@ from odbox_backup.backup import (
 )
 from odbox_backup.repository import Repository, file_entries
 from odbox_backup.restore import check_objects
-from odbox_common.console import count_of
 from odbox_backup.tags import IMPORT
+from odbox_common.console import count_of
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 

@@ -54,8 +54,8 @@ from typing import Any
 
 from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
 from odbox_backup.store import refuse_unless_deletable
-from odbox_common.console import count_of
 from odbox_backup.tags import tags_of
+from odbox_common.console import count_of
 from odbox_common.errors import UsageError
 
 KINDS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")

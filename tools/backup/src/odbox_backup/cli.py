@@ -403,6 +403,7 @@ def restore(
     odoo_stop: OdooStop = None,
     odoo_start: OdooStart = None,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     allow_missing_attachments: Annotated[
         bool,
         typer.Option(
@@ -452,7 +453,7 @@ def restore(
         return
     if repo is None or snapshot is None:
         raise UsageError("restore needs --repo and a snapshot (or --resume / --undo)")
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot, database=db)  # latest: latest of this database
     maintenance = make_conninfo(dsn or "", dbname="postgres")
     with _reading(repository, "restore"), progress_for() as progress:
@@ -647,13 +648,14 @@ def export(
     ],
     pg_bin: PgBin = None,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Export a snapshot as an Odoo backup zip (dump.sql, filestore/, manifest.json)."""
     from odbox_backup.odoozip import export_zip
     from odbox_backup.progress import progress_for
 
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot)
     with progress_for() as progress:
         done = export_zip(repository, snapshot_id, odoo_zip, pg_bin, progress)
@@ -673,13 +675,14 @@ def import_(
     ] = None,
     wait: Wait = 0,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     debug: Debug = False,
 ) -> None:
     """Make a snapshot from an Odoo backup zip or folder (dump.sql and filestore/)."""
     from odbox_backup.odoozip import import_backup
     from odbox_backup.progress import progress_for
 
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     with _locked(repository, "import", wait), progress_for() as progress:
         manifest = import_backup(repository, source, db_name=db_name, progress=progress)
     t = manifest["totals"]

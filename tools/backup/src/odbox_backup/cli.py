@@ -318,22 +318,31 @@ def run(
 def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
           debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
+    from odbox_backup import cache
     from odbox_backup.repository import Unauthenticated, snapshot_time
 
     repository = _open(repo, identity, auth_key)
     rows = []
+    details = not repository.config.encrypted or bool(repository.identities)
+    # the manifests checked before, by their stored bytes' tag: only new ones are fetched
+    listed = cache.Listed(cache.list_dir(), repository)
     for snapshot_id in repository.snapshot_ids():
+        if (kept := listed.row(snapshot_id, details)) is not None:
+            rows.append(kept)
+            continue
         row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
         try:
             repository.check_snapshot(snapshot_id)
         except Unauthenticated as e:
             console.warn(f"left out {e}")
             continue
-        if not repository.config.encrypted or repository.identities:
+        if details:
             m = repository.read_snapshot(snapshot_id)
             row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
                     "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"]}  # fmt: skip
+        listed.add(snapshot_id, row, details)
         rows.append(row)
+    listed.save()
     if json:
         console.print_json(rows)
         return

@@ -6,6 +6,11 @@ row that names it and commit. Backups taken meanwhile dump the database first
 and read the filestore after, so every `store_fname` in a snapshot's dump has
 its file in the same snapshot: the restore's own check finds them all, and so
 does this test, against the snapshot's manifest.
+
+That the writer writes during the backup is not left to timing: each run pauses
+(tests/backup/killpoints) before it opens the repository, and again after its
+first read of pg_dump's output (the filestore being read meanwhile), until the
+writer has committed more attachments.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import time
 import psycopg
 import pytest
 
-from tests.backup.helpers import backup_ok, backup_run, show
+from tests.backup.helpers import ODBOX_BACKUP, backup_ok, show
+from tests.backup.killpoints import wait_for_pause, with_killpoints
 from tests.odoo_data import store_fnames
 
 BACKUPS = 3
@@ -54,6 +60,28 @@ print(written)
 """
 
 
+def _run_while_writing(env, backend, odoo, tmp_path, number: int) -> None:
+    """`run`, paused at its start and during its dump until the writer has added five
+    attachments each time."""
+    name, dsn, filestore = odoo
+    pauses = {"get:config.json:1:before": tmp_path / f"start-{number}",
+              "dump:read:1:after": tmp_path / f"dump-{number}"}  # fmt: skip
+    child = subprocess.Popen(
+        [str(ODBOX_BACKUP), "run", "--repo", backend, "--db", name, "--filestore", str(filestore)],
+        env=with_killpoints(env, pause_at=pauses), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for release in pauses.values():
+        wait_for_pause(release, child)
+        target, deadline = _attachments(dsn) + 5, time.monotonic() + 60
+        while _attachments(dsn) < target:
+            assert time.monotonic() < deadline, "the writer stopped"
+            time.sleep(0.02)
+        release.touch()
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err
+
+
 def _attachments(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT count(*) FROM ir_attachment").fetchone()
@@ -77,9 +105,9 @@ def test_every_attachment_a_hot_snapshot_names_is_in_it(postgres, odoo, backend,
         while _attachments(dsn) < at_start + 50:  # the writer is going
             assert writer.poll() is None and time.monotonic() < deadline, "the writer stopped"
             time.sleep(0.05)
-        for _ in range(BACKUPS):
+        for number in range(BACKUPS):
             before = _attachments(dsn)
-            backup_run(env, backend, odoo)
+            _run_while_writing(env, backend, odoo, tmp_path, number)
             after = _attachments(dsn)
             backups.append((before, after, show(env, backend, "latest")))
     finally:

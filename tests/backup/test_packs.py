@@ -28,6 +28,7 @@ from tests.backup.helpers import (
     store_for,
     verify_json,
 )
+from tests.backup.killpoints import with_killpoints
 from tests.helpers import one_error_line
 
 
@@ -88,59 +89,38 @@ def test_small_files_share_packs_and_prune_rewrites_half_empty_ones(odoo, backen
     assert code == 0 and report["objects"]["unreferenced"] == 0, report["problems"]
 
 
-def _listing(root: Path) -> set[str]:
-    """Every file under `root` but the locks: what a prune changes."""
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if p.is_file() and p.parts[len(root.parts)] != "locks"}  # fmt: skip
-
-
 def _prune_killed_after_changes(env, repo: Path, changes: int) -> bool:
-    """Run `prune --keep-last 1` and SIGKILL it as soon as the repository has changed
-    `changes` times (polled, so several writes may count as one); False if it finished first."""
-    seen = _listing(repo)
-    child = subprocess.Popen([str(ODBOX_BACKUP), "prune", "--repo", str(repo), "--keep-last", "1"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)  # fmt: skip
-    changed = 0
-    while child.poll() is None:
-        try:
-            now = _listing(repo)
-        except FileNotFoundError:  # a file went between listing and stat: a change
-            now = set()
-        if now != seen:
-            changed, seen = changed + 1, now
-        if changed >= changes:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-            return True
-    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    """Run `prune --keep-last 1` and SIGKILL it (its process group) right after its
+    `changes`th write or delete of a key that is not a lock (tests/backup/killpoints);
+    False if it finished before that."""
+    kill_env = with_killpoints(env, kill_at=f"change:repository:{changes}:after")
+    child = subprocess.run([str(ODBOX_BACKUP), "prune", "--repo", str(repo), "--keep-last", "1"],
+                           env=kill_env, capture_output=True, text=True,
+                           start_new_session=True)  # fmt: skip
+    if child.returncode == -signal.SIGKILL:
+        return True
+    assert child.returncode == 0, child.stderr
     return False
 
 
 def test_a_killed_prune_loses_nothing(odoo, local_env, tmp_path):
-    """Kill a prune right after its 1st, 2nd, 3rd… change to the repository, each time on
-    what the last killed one left, until one finishes; every kill leaves a whole repository.
-    A prune on a small repository changes it within a few ms, so the kills follow the files,
-    not a clock, and a try whose first change came too late to kill starts again on a copy."""
+    """Kill a prune right after its 1st change to the repository, the next one right after
+    its 2nd, and so on, each on what the last killed one left, until one finishes; every
+    kill leaves a whole repository. The kills are at counted calls of the store, not after a
+    time (tests/backup/killpoints)."""
     env = local_env
-    pristine = tmp_path / "pristine"
-    backup_ok(env, "init", "--repo", str(pristine))
-    backup_run(env, str(pristine), odoo)
+    repo = tmp_path / "repo"
+    backup_ok(env, "init", "--repo", str(repo))
+    backup_run(env, str(repo), odoo)
     _, dsn, filestore = odoo
     _drop_half_the_small_files(dsn, filestore)
-    backup_run(env, str(pristine), odoo)
-    kept = show(env, str(pristine), "latest")
-    repo = tmp_path / "repo"
-    for _ in range(10):
-        shutil.rmtree(repo, ignore_errors=True)
-        shutil.copytree(pristine, repo)
-        kills = 0
-        while _prune_killed_after_changes(env, repo, kills + 1):
-            kills += 1
-            code, report = verify_json(env, str(repo), "--read-data")
-            assert code == 0, report["problems"]  # every snapshot listed is whole
-        if kills >= 2:
-            break
+    backup_run(env, str(repo), odoo)
+    kept = show(env, str(repo), "latest")
+    kills = 0
+    while _prune_killed_after_changes(env, repo, kills + 1):
+        kills += 1
+        code, report = verify_json(env, str(repo), "--read-data")
+        assert code == 0, report["problems"]  # every snapshot listed is whole
     assert kills >= 2  # killed after its first change, and after its second
     store = store_for(str(repo), None)
     assert _pack_index_keys(store) == _keys(store, "packs")  # the leftovers are gone

@@ -8,7 +8,7 @@ import subprocess
 
 import psycopg
 
-from odbox_backup.backup import PathsOf
+from odbox_backup.backup import PathsOf, entry_size
 from odbox_backup.repository import JSONTexts, entry_text
 from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
@@ -127,6 +127,17 @@ def test_an_encrypted_repository_holds_no_cleartext(odoo, backend, env, request,
 def test_the_second_pass_skips_exactly_the_paths_the_first_read():
     paths = ["ab/cd", "ab/cde", "ab/c", "b/é", 'q/"x"', "zz/1"]
     texts = JSONTexts(sorted(entry_text(p, 1, ["0" * 64]) for p in paths[:-1]))
-    first = PathsOf(texts, but={"ab/c"})
+    first = PathsOf(texts, but={hash("ab/c")})  # the hashes of the unsettled paths
     assert [p in first for p in paths] == [True, True, False, True, True, False]
     assert "ab/cd/" not in first and "ab/" not in first and "" not in first and 7 not in first
+
+
+def test_an_entry_read_again_replaces_the_first_in_place_and_the_order_holds():
+    paths = ["ab/c", "ab/cd", "ab/cde", "b/é", 'q/"x"']
+    texts = JSONTexts(sorted(entry_text(p, 1, ["0" * 64]) for p in paths))
+    first = PathsOf(texts)
+    for path, size in (("ab/cd", 1234567), ("ab/c", 9), ('q/"x"', 0)):
+        assert first.replace(entry_text(path, size, ["1" * 64]))
+    assert not first.replace(entry_text("ab/cdef", 1, ["1" * 64]))  # not there: appended
+    assert texts == sorted(texts) and len(texts) == len(paths)
+    assert [entry_size(t) for t in texts] == [9, 1234567, 1, 1, 0]

@@ -81,6 +81,27 @@ def test_the_backup_units_call_odbox_backup_as_documented():
     assert env["ODBOX_BACKUP_AUTH_KEY_FILE"] == "/var/lib/odbox/backup-auth.key"  # init writes it
 
 
+def test_the_box_uses_the_vaults_backup_authentication_key_when_the_vault_has_one(tmp_path):
+    """`vaultgen generate` makes backup-auth.key: the box signs with the key the admin holds."""
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    without = evaluate(f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
+                       "odbox.backup.enable = true; }")  # fmt: skip
+    env = without["systemd"]["services"]["odbox-backup-hot"]["environment"]
+    assert env["ODBOX_BACKUP_AUTH_KEY_FILE"] == "/var/lib/odbox/backup-auth.key"
+    assert "backup-auth-key" not in without["odbox"]["vault"]["secrets"]
+    (vault / "backup-auth.key.age").write_text("age")
+    config = evaluate(f"{{ odbox.vault = {{ enable = true; source = {vault}; }}; "
+                      "odbox.backup.enable = true; }")  # fmt: skip
+    env = config["systemd"]["services"]["odbox-backup-hot"]["environment"]
+    assert env["ODBOX_BACKUP_AUTH_KEY_FILE"] == "/run/odbox-vault/backup-auth-key"
+    secret = config["odbox"]["vault"]["secrets"]["backup-auth-key"]
+    assert (secret["file"], secret["owner"], secret["mode"]) == ("backup-auth.key.age", "root",
+                                                                 "0400")  # fmt: skip
+    decrypt = config["system"]["activationScripts"]["odbox-vault-decrypt"]["text"]
+    assert "--out /run/odbox-vault/backup-auth-key --mode 0400" in decrypt
+
+
 def test_without_an_identity_the_box_backs_up_but_does_not_prune():
     config = evaluate("{ odbox.backup.enable = true; }")
     hot = config["systemd"]["services"]["odbox-backup-hot"]

@@ -109,7 +109,7 @@ def test_check_json_parses(vault):
     report = json.loads(vaultgen_ok(vault, "check", "--json").stdout)
     assert report["ok"] is True
     assert report["problems"] == []
-    assert report["checked_files"] == 17 * 2 + 1  # 17 secrets and their .age, the .pub
+    assert report["checked_files"] == 18 * 2 + 1  # 18 secrets (the backup key too), .age, .pub
 
 
 def test_plain_output_is_timestamped_for_the_journal(vault):

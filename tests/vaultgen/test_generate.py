@@ -3,8 +3,10 @@ what depends on a change when something changes (decided from content, not file 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pexpect
@@ -22,12 +24,14 @@ from tests.vaultgen.helpers import (
     vaultgen_ok,
 )
 
+ODBOX_BACKUP = Path(sys.executable).with_name("odbox-backup")
 PASSWORDS = ["root", "admin", "odoo-admin", "pgadmin-admin"]
 SECRETS = [
     *(f"passwords/{n}.{ext}" for n in PASSWORDS for ext in ("txt", "sha512", "yesc")),
     "certs/vault-ca-key.pem",
     "certs/localhost-key.pem",
     "ssh/id_ed25519",
+    "backup-auth.key",
 ]
 PUBLIC_CLEARTEXT = ["certs/vault-ca-cert.pem", "certs/localhost-cert.pem"]
 ENCRYPTED = SECRETS + PUBLIC_CLEARTEXT
@@ -433,3 +437,33 @@ def test_ctrl_c_at_a_prompt_says_so_and_writes_nothing(tmp_path):
     assert child.exitstatus == 130
     assert b"interrupted" in child.before
     assert not (root / "age.key").exists()
+
+
+def test_the_backup_authentication_key_is_made_once_and_odbox_backup_takes_it(vault, tmp_path):
+    """The admin restores elsewhere (a laptop, a new box) with the vault: it holds the key
+    the box signs its repository with, decrypted like any other secret."""
+    key = vault / "backup-auth.key"
+    first = key.read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600 and (vault / "backup-auth.key.age").exists()
+    vaultgen_ok(vault, "generate", "--batch")
+    assert key.read_bytes() == first  # kept, never made anew
+    copy = tmp_path / "laptop" / "backup-auth.key"
+    copy.parent.mkdir()
+    vaultgen_ok(vault, "decrypt", "backup-auth.key.age", "--identity", str(vault / "age.key"),
+                "--out", str(copy), "--mode", "0600")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ODBOX_")}
+    made = subprocess.run([str(ODBOX_BACKUP), "init", "--repo", str(tmp_path / "repo"),
+                           "--auth-key-file", str(copy)], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "wrote a new authentication key" not in made.stdout  # the vault's was taken
+    assert copy.read_bytes() == first
+
+
+def test_a_backup_authentication_key_edited_into_garbage_is_refused(vault):
+    before = snapshot(vault)
+    (vault / "backup-auth.key").write_text("odbox-backup-auth-key-1:not hex\n")
+    result = vaultgen(vault, "generate", "--batch")
+    assert result.returncode != 0
+    assert "is not an odbox-backup authentication key" in one_error_line(result)
+    assert changed(before, snapshot(vault)) == {"backup-auth.key"}  # only what was edited

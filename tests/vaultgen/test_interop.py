@@ -25,7 +25,7 @@ def age_files(vault: Path) -> list[Path]:
 
 def test_every_age_file_decrypts_with_the_age_cli_and_the_vault_key(vault):
     files = age_files(vault)
-    assert len(files) == 17  # 4 passwords x 3, CA and leaf cert + key, SSH key
+    assert len(files) == 18  # 4 passwords x 3, CA and leaf cert + key, SSH key, backup key
     for path in files:
         result = age_decrypt(path, vault / "age.key")
         assert result.returncode == 0, f"{path}: {result.stderr!r}"

@@ -24,7 +24,7 @@ def test_rekey_new_identity_in_a_fresh_clone_re_encrypts_everything(vault, tmp_p
     old_key = tmp_path / "old.key"
     shutil.copy(clone / "age.key", old_key)
     result = vaultgen_ok(clone, "rekey", "--new-identity")
-    assert "re-encrypted 17 .age files" in result.stdout
+    assert "re-encrypted 18 .age files" in result.stdout
     assert (clone / "age.key").read_bytes() != old_key.read_bytes()
     for path in sorted(clone.rglob("*.age")):
         new = age_decrypt(path, clone / "age.key")

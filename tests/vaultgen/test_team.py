@@ -75,7 +75,7 @@ def test_removing_a_teammate_is_a_rekey_with_your_own_key(vault, tmp_path):
     recipients = clone / "recipients.txt"
     recipients.write_text(recipients.read_text().splitlines()[0] + "\n")  # Carol leaves
     result = vaultgen_ok(clone, "rekey", "--identity", str(bob))
-    assert "re-encrypted 17 .age files" in result.stdout
+    assert "re-encrypted 18 .age files" in result.stdout
     assert not (clone / "age.key").exists()
     for path in clone.rglob("*.age"):
         assert age_decrypt(path, carol).returncode != 0, f"Carol still opens {path}"

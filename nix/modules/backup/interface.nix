@@ -1,6 +1,12 @@
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
+  # The vault's copy of the authentication key (`vaultgen generate` makes backup-auth.key),
+  # when the vault has one: the box then signs with the key the admin restores with elsewhere.
+  # Not with snakeoil, whose published key is no secret.
+  vault = config.odbox.vault;
+  vaultKey = vault.enable && vault.backend != "snakeoil" && vault.source != null
+    && builtins.pathExists "${toString vault.source}/backup-auth.key.age";
   calendars = what: default: mkOption {
     type = types.listOf types.str;
     inherit default;
@@ -59,9 +65,9 @@ in
     };
     authKeyFile = mkOption {
       type = types.nullOr types.str;
-      default = "/var/lib/odbox/backup-auth.key";
-      example = "/run/odbox-vault/backup-auth.key";
-      description = "odbox-backup's authentication key: every command on a version 3 repository needs it, the box to sign what it writes and to check what it dedups against. `odbox-backup init` writes it there (0600) when it is missing. A secret: a path outside the Nix store, never in the repository; the admin keeps a copy to verify or restore elsewhere. null: only repositories of format 1 and 2.";
+      default = if vaultKey then "/run/odbox-vault/backup-auth-key" else "/var/lib/odbox/backup-auth.key";
+      defaultText = lib.literalMD "the vault's `backup-auth.key.age`, decrypted to /run/odbox-vault/backup-auth-key, when `odbox.vault.source` has it (age or agenix backend); else /var/lib/odbox/backup-auth.key";
+      description = "odbox-backup's authentication key: every command on a version 3 repository needs it, the box to sign what it writes and to check what it dedups against. `vaultgen generate` makes one in the vault (the module then decrypts it, root-only, and uses it: the admin holds the same key); else `odbox-backup init` writes it at /var/lib/odbox/backup-auth.key (0600) when it is missing, and the admin must copy it off the box. A secret: a path outside the Nix store, never in the repository. null: only repositories of format 1 and 2.";
     };
     hot = calendars "hot backups (Odoo keeps running)" [ "*-*-* 02:00:00" ];
     cold = calendars "cold backups (Odoo stopped, then started again whatever happens)" [ ];

@@ -67,6 +67,11 @@ in
         }
       ];
       environment.systemPackages = [ cfg.package ];
+      # The vault's authentication key, when authKeyFile is where the vault puts it (its
+      # default when the vault holds backup-auth.key.age): root's only.
+      odbox.vault.secrets.backup-auth-key = lib.mkIf (cfg.authKeyFile == "/run/odbox-vault/backup-auth-key") {
+        file = "backup-auth.key.age";
+      };
 
       # root runs the backups; peer auth lets it in as postgres and nothing else.
       services.postgresql.identMap = ''

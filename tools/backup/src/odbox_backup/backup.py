@@ -329,15 +329,26 @@ class PathsOf:
     them), but those in `but`, as a container: a binary search for the entry's text, where a
     set of the paths (or of their hashes) beside the entries cost 15 MB at 200,000 files."""
 
-    def __init__(self, texts: JSONTexts, *, but: Container[str] = frozenset()) -> None:
-        self.texts, self.but = texts, but
+    def __init__(self, texts: JSONTexts, *, but: Container[int] = frozenset()) -> None:
+        self.texts, self.but = texts, but  # `but`: hashes of paths (read_filestore's unsettled)
 
-    def __contains__(self, path: object) -> bool:
-        if not isinstance(path, str) or path in self.but:
-            return False
+    def _index(self, path: str) -> int | None:
         probe = ENTRY_START + json.dumps(path)  # how `entry_text` starts for this path
         i = bisect.bisect_left(self.texts, probe)
-        return i < len(self.texts) and self.texts[i].startswith(probe + ",")
+        return i if i < len(self.texts) and self.texts[i].startswith(probe + ",") else None
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str) or hash(path) in self.but:
+            return False
+        return self._index(path) is not None
+
+    def replace(self, text: str) -> bool:
+        """Put the entry `text` in place of the one of its path, if there is one. The texts
+        stay sorted: two texts differ first inside their paths, which are unique."""
+        i = self._index(entry_path(text))
+        if i is not None:
+            self.texts[i] = text
+        return i is not None
 
 
 def read_filestore(
@@ -348,7 +359,8 @@ def read_filestore(
     progress: Progress,
     cancel: threading.Event | None = None,
     skip: Container[str] = frozenset(),
-    unsettled: set[str] | None = None,
+    unsettled: set[int] | None = None,
+    update: PathsOf | None = None,
 ) -> JSONTexts:
     """Every regular file under `root` but those whose path is in `skip` into objects; their
     entries for the manifest's `filestore.files` as JSON texts, in no particular order.
@@ -357,9 +369,12 @@ def read_filestore(
     not the path: a third of the memory; the entry's own path is compared on a hit): an
     unchanged file's entry is that same string, neither copied nor rebuilt.
 
-    `unsettled` gets the path of each file that may still have been written while it was
-    read (modified in the last UNSETTLED_NS, or read at another size than listed): the pass
-    after the dump reads those again."""
+    `unsettled` gets the hash of the path of each file that may still have been written
+    while it was read (modified in the last UNSETTLED_NS, or read at another size than
+    listed): the pass after the dump reads those again. A hash, not the path: a filestore
+    copied in just before the run is all unsettled, and 200,000 paths in a set cost 30 MB;
+    two paths of one hash only make a file read twice. With `update`, a file read that
+    has an entry there replaces it (the pass after the dump: one entry a file, not two)."""
     if not root.is_dir():
         raise BackupFailed(f"the filestore {root} is not a folder")
     files = JSONTexts()
@@ -433,8 +448,10 @@ def read_filestore(
             if unsettled is not None and (
                 size != st.st_size or st.st_mtime_ns > time.time_ns() - UNSETTLED_NS
             ):
-                unsettled.add(rel)
-            files.append(entry_text(rel, size, objects))
+                unsettled.add(hash(rel))
+            text = entry_text(rel, size, objects)
+            if update is None or not update.replace(text):
+                files.append(text)
     return files
 
 
@@ -520,7 +537,7 @@ def run_backup(
             if database is None
             else f"reading filestore {source.filestore}"
         )
-        unsettled: set[str] = set()
+        unsettled: set[int] = set()
         early = pool.submit(read_filestore, repo, source.filestore, before, early_counters,
                             progress, cancel, frozenset(), unsettled)  # fmt: skip
         try:
@@ -537,14 +554,12 @@ def run_backup(
     del before, previous  # the entries still needed are in `first`
     progress.phase("reading what the filestore gained during the dump")
     first.sort()
-    again = read_filestore(repo, source.filestore, {}, counters, Progress(),
-                           skip=PathsOf(first, but=unsettled))  # fmt: skip
-    # A file read again replaces what the first pass read of it (its bytes then counted twice
-    # in `totals.bytes`, which is about this run's reading, not the snapshot).
-    stale = {path for path in map(entry_path, again) if path in unsettled}
-    if stale:
-        first = JSONTexts(t for t in first if entry_path(t) not in stale)
-    first += again
+    # A file read again replaces what the first pass read of it, in place (its bytes then
+    # counted twice in `totals.bytes`, which is about this run's reading, not the snapshot).
+    read = PathsOf(first, but=unsettled)
+    first += read_filestore(repo, source.filestore, {}, counters, Progress(), skip=read,
+                            update=read)  # fmt: skip
+    del read, unsettled  # nothing per file beyond the entries while the manifest is written
     counters.merge(early_counters)
     filestore = filestore_part(first)
     missing = attachments_missing(source.conninfo, source.filestore, filestore["files"])

@@ -348,6 +348,7 @@ def run(
 def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, json: Json = False,
           tag: TagSelection = None, debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
+    from odbox_backup import cache
     from odbox_backup.repository import Unauthenticated, snapshot_time
     from odbox_backup.tags import matches, parse_selection, tags_of
 
@@ -356,21 +357,28 @@ def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, j
     if selection and repository.config.encrypted and not repository.identities:
         raise UsageError("--tag reads the tags in the encrypted manifests: pass --identity")
     rows = []
+    details = not repository.config.encrypted or bool(repository.identities)
+    # the manifests checked before, by their stored bytes' tag: only new ones are fetched
+    listed = cache.Listed(cache.list_dir(), repository)
     for snapshot_id in repository.snapshot_ids():
-        row: dict[str, Any] = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
-        try:
-            repository.check_snapshot(snapshot_id)
-        except Unauthenticated as e:
-            console.warn(f"left out {e}")
-            continue
-        if not repository.config.encrypted or repository.identities:
-            m = repository.read_snapshot(snapshot_id)
-            row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
-                    "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"],
-                    "tags": tags_of(m)}  # fmt: skip
-            if selection and not matches(row["tags"], selection):
+        row = listed.row(snapshot_id, details)
+        if row is None:
+            row = {"id": snapshot_id, "time": snapshot_time(snapshot_id).isoformat()}
+            try:
+                repository.check_snapshot(snapshot_id)
+            except Unauthenticated as e:
+                console.warn(f"left out {e}")
                 continue
+            if details:
+                m = repository.read_snapshot(snapshot_id)
+                row |= {"host": m["host"], "mode": m["mode"], "database": m["database"]["name"],
+                        "files": m["filestore"]["count"], "bytes": m["totals"]["bytes"],
+                        "tags": tags_of(m)}  # fmt: skip
+            listed.add(snapshot_id, row, details)
+        if selection and not matches(row.get("tags", []), selection):
+            continue
         rows.append(row)
+    listed.save()
     if json:
         console.print_json(rows)
         return
@@ -477,6 +485,7 @@ def restore(
     odoo_stop: OdooStop = None,
     odoo_start: OdooStart = None,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     allow_missing_attachments: Annotated[
         bool,
         typer.Option(
@@ -539,7 +548,7 @@ def restore(
         return
     if repo is None or snapshot is None:
         raise UsageError("restore needs --repo and a snapshot (or --resume / --undo)")
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot, database=db)  # latest: latest of this database
     maintenance = make_conninfo(dsn or "", dbname="postgres")
     with _reading(repository, "restore"), progress_for() as progress:
@@ -846,13 +855,14 @@ def export(
     ],
     pg_bin: PgBin = None,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Export a snapshot as an Odoo backup zip (dump.sql, filestore/, manifest.json)."""
     from odbox_backup.odoozip import export_zip
     from odbox_backup.progress import progress_for
 
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot)
     with progress_for() as progress:
         done = export_zip(repository, snapshot_id, odoo_zip, pg_bin, progress)
@@ -873,13 +883,14 @@ def import_(
     ] = None,
     wait: Wait = 0,
     identity: Identity = None,
+    auth_key: AuthKeyFile = None,
     debug: Debug = False,
 ) -> None:
     """Make a snapshot from an Odoo backup zip or folder (dump.sql and filestore/)."""
     from odbox_backup.odoozip import import_backup
     from odbox_backup.progress import progress_for
 
-    repository = _open(repo, identity)
+    repository = _open(repo, identity, auth_key)
     with _locked(repository, "import", wait), progress_for() as progress:
         manifest = import_backup(repository, source, db_name=db_name, progress=progress)
     t = manifest["totals"]

@@ -98,6 +98,8 @@ class Store(Protocol):
 
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]: ...
 
+    def tags(self, prefix: str) -> Iterator[tuple[str, str]]: ...
+
     def delete(self, key: str) -> None: ...
 
 
@@ -175,6 +177,14 @@ class LocalStore:
     def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(key, size in bytes) of every value under `prefix`, sorted by key."""
         return self._walk(prefix, with_mtime=False, with_size=True)
+
+    def tags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, its size and modification time) under `prefix`: a tag that changes when the
+        value is written again (list's cache compares it)."""
+        sizes = dict(self.sizes(prefix))
+        for key, mtime in self.mtimes(prefix):
+            if key in sizes:
+                yield key, f"{sizes[key]}-{mtime}"
 
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():
@@ -305,7 +315,8 @@ class S3Store:
             raise self._fail("look for", key, e) from e
         return True
 
-    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+    def _listing(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, the listing's item: Size, ETag…) of every object under `prefix`."""
         full = self._key(prefix) if prefix else self.prefix
         if full:
             full += "/"
@@ -316,9 +327,19 @@ class S3Store:
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[strip:], int(item["Size"])
+                    yield str(item["Key"])[strip:], item
         except Exception as e:
             raise self._fail("list", prefix or "", e) from e
+
+    def sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for key, item in self._listing(prefix):
+            yield key, int(item["Size"])
+
+    def tags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, its ETag and size) under `prefix`, from the listing: a tag that changes when
+        the object is written again (list's cache compares it; no GET)."""
+        for key, item in self._listing(prefix):
+            yield key, f"{item['ETag']}-{item['Size']}"
 
     def list(self, prefix: str) -> Iterator[str]:
         for key, _ in self.sizes(prefix):

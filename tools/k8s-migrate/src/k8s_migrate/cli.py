@@ -6,6 +6,7 @@ fast; the kubernetes client and odbox-backup load in the commands that use them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -97,6 +98,21 @@ Repo = Annotated[
     typer.Option("--repo", "-r", envvar="ODBOX_BACKUP_REPO", metavar="REPO",
                  help="Write a snapshot into this odbox-backup repository (folder or s3://…)."),
 ]  # fmt: skip
+AuthKeyFile = Annotated[
+    Path | None,
+    typer.Option("--auth-key-file", envvar="ODBOX_BACKUP_AUTH_KEY_FILE", metavar="FILE",
+                 help="The --repo repository's authentication key (odbox-backup init "
+                 "writes it)."),
+]  # fmt: skip
+
+
+def _use_auth_key(path: Path | None) -> None:
+    """odbox-backup's Repository.open reads the key ODBOX_BACKUP_AUTH_KEY_FILE names: the
+    option is handed on that way."""
+    if path is not None:
+        os.environ["ODBOX_BACKUP_AUTH_KEY_FILE"] = str(path)
+
+
 OdooZip = Annotated[
     Path | None,
     typer.Option("--odoo-zip", metavar="OUT", help="Write an Odoo zip (dump.sql, filestore/)."),
@@ -164,6 +180,7 @@ def plan(
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
+    auth_key: AuthKeyFile = None,
     odoo_zip: OdooZip = None,
     scale_back: Annotated[
         bool, typer.Option("--scale-back", help="Plan to scale Odoo back up after the pull.")
@@ -182,6 +199,7 @@ def plan(
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
     target.db_password_secret = db_password_secret
+    _use_auth_key(auth_key)
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
@@ -210,6 +228,7 @@ def pull(
     filestore_path: FilestorePath = None,
     helper_image: HelperImage = None,
     repo: Repo = None,
+    auth_key: AuthKeyFile = None,
     odoo_zip: OdooZip = None,
     scale_back: Annotated[
         bool, typer.Option("--scale-back", help="Scale Odoo back up after a successful pull.")
@@ -242,6 +261,7 @@ def pull(
                      filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
     target.db_password_secret = db_password_secret
     target.force = force
+    _use_auth_key(auth_key)
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
         for note in output.notes:
             console.say(note)

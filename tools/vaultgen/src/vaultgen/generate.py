@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,6 +355,13 @@ class Planner:
                 raise VaultError(f"{where}: {problem}; fix it or set it with `vaultgen password`")
             if password.encode() != content:
                 return password.encode(), reason or "trailing newline removed"
+        elif item.kind is Kind.BACKUP_AUTH_KEY and len(BACKUP_AUTH_KEY_LINE.findall(content)) != 1:
+            raise VaultError(
+                f"{where} is not an odbox-backup authentication key (one line "
+                "odbox-backup-auth-key-1:<64 hex digits>): put back the box's key, or delete "
+                "it and its .age to make a new one (a repository made with the old one then "
+                "refuses the new one)"
+            )
         elif item.kind in (Kind.CA_KEY, Kind.LEAF_KEY) and self.known(item).get(
             "sha256"
         ) != sha256_hex(content):
@@ -393,6 +402,8 @@ class Planner:
             from vaultgen.sshkey import new_private_key
 
             return new_private_key()
+        if item.kind is Kind.BACKUP_AUTH_KEY:
+            return backup_auth_key()
         raise AssertionError(f"{item.kind} is not a source")
 
     # -- certificates' names --------------------------------------------------
@@ -543,6 +554,21 @@ class Planner:
             "recipients": self.fingerprint,
         }
         self.new_state.files[item.path]["age_sha256"] = sha256_hex(sealed)
+
+
+# odbox-backup's key file as its `AuthKey.text` writes it and `AuthKey.parse` reads it (32
+# random bytes in hex on a line of their own; comments allowed). Written here, not imported:
+# vaultgen does not depend on odbox-backup.
+BACKUP_AUTH_KEY_LINE = re.compile(rb"^odbox-backup-auth-key-1:[0-9a-f]{64}$", re.MULTILINE)
+
+
+def backup_auth_key() -> bytes:
+    """A new odbox-backup authentication key file."""
+    return (
+        "# odbox-backup authentication key: keep a copy with the admin's identity (the\n"
+        "# vault), never in the repository; every command that reads or writes needs it.\n"
+        f"odbox-backup-auth-key-1:{secrets.token_hex(32)}\n"
+    ).encode()
 
 
 def _commit_order(write: Write) -> int:

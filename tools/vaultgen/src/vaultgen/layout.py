@@ -32,6 +32,9 @@ REQUIRED_PASSWORDS = ("root", "admin", "odoo-admin", "pgadmin-admin")
 DEFAULT_CN = "localhost"
 CA_STEM = "vault-ca"
 SSH_KEY = "ssh/id_ed25519"
+# odbox-backup's authentication key (tools/backup/FORMAT.md, "Authentication"): the box signs
+# and checks its repository with it, the admin needs it to restore anywhere else.
+BACKUP_AUTH_KEY = "backup-auth.key"
 
 GITIGNORE_TEXT = b"""\
 # Written by vaultgen. Only encrypted (*.age) and public files may be committed:
@@ -59,6 +62,7 @@ class Kind(Enum):
     LEAF_CERT = "TLS certificate"
     SSH_KEY = "SSH private key"
     SSH_PUB = "SSH public key"
+    BACKUP_AUTH_KEY = "odbox-backup authentication key"
 
 
 SECRET_KINDS = {
@@ -68,6 +72,7 @@ SECRET_KINDS = {
     Kind.CA_KEY,
     Kind.LEAF_KEY,
     Kind.SSH_KEY,
+    Kind.BACKUP_AUTH_KEY,
 }
 
 
@@ -199,6 +204,7 @@ def discover(
     for stem in sorted(stems):
         items += leaf_items(stem)
     items += ssh_items()
+    items.append(Item(BACKUP_AUTH_KEY, Kind.BACKUP_AUTH_KEY, "backup-auth"))
     return items
 
 
@@ -240,7 +246,7 @@ def loose_modes(root: Path, items: Iterable[Item]) -> list[tuple[str, int, int]]
 
 KNOWN_TOP_LEVEL = {
     IDENTITY, RECIPIENTS, GITIGNORE, MANIFEST, STATE, PENDING, ".lock", "passwords", "certs",
-    "ssh",
+    "ssh", BACKUP_AUTH_KEY, BACKUP_AUTH_KEY + AGE_SUFFIX,
 }  # fmt: skip
 
 

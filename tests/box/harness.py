@@ -147,18 +147,25 @@ def prepare_tools() -> Path:
     """odbox-backup installed where every user may run it, as the Nix store has it: a restore
     run as root loads a plain dump as the owner's OS user with the tool's own Python (this
     checkout's venv may sit on an interpreter under a private home). Its odbox-backup script."""
-    requirements = subprocess.run(
+    exported = subprocess.run(
         [*_uv(), "export", "--frozen", "--package", "odbox-backup", "--no-dev", "--no-hashes",
          "-q"], cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.replace("-e ./tools/", f"{ROOT}/tools/")  # fmt: skip
+    ).stdout  # fmt: skip
+    requirements = exported.replace("-e ./tools/", f"{ROOT}/tools/")
     sources = sorted(p for t in ("backup", "common") for p in (ROOT / "tools" / t).rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
-    key = _digest(requirements, *(str(p) + p.read_text(errors="replace") for p in sources))
+    # Keyed by the code alone (paths relative to the checkout): two checkouts of the same
+    # code share one venv, and a venv another checkout's session may be using is left alone
+    # until it is a day old (a session deleting it mid-run made the other's tests fail).
+    key = _digest(exported, *(str(p.relative_to(ROOT)) + p.read_text(errors="replace")
+                              for p in sources))  # fmt: skip
     with _runtime_lock():
         venv = RUNTIME / f"tools-{key}"
         if not (venv / ".complete").exists():
             for old in RUNTIME.glob("tools-*"):  # each change of the tools' code makes one
-                shutil.rmtree(old, ignore_errors=True)
+                if old.stat().st_mtime < time.time() - 86400:
+                    shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(venv, ignore_errors=True)  # a build that was killed half-way
             subprocess.run([*_uv(), "venv", "-q", "--python", "/usr/bin/python3", venv], check=True)
             (venv / "requirements.txt").write_text(requirements)
             # uv caches a wheel it built from a folder by the folder's pyproject.toml, not by

@@ -1020,13 +1020,16 @@ class Repository:
             now = snapshot_time(plausible[-1]) + dt.timedelta(seconds=1)
         return new_snapshot_id(now)
 
-    def write_snapshot(self, manifest: dict[str, Any]) -> None:
+    def write_snapshot(self, manifest: dict[str, Any], *, replace: bool = False) -> None:
+        """Store a manifest: a new one never overwrites (append-only S3 puts); `replace` is
+        a tag change's rewrite of the same ID, which needs the right to overwrite."""
         snapshot_id = str(manifest["id"])
         self.require_writable()
         assert self.auth is not None
         blob = self.encode_json(manifest)
         self.flush()  # every object the manifest names is on disk before it is
-        self.store.put(f"snapshots/{snapshot_id}", self.auth.wrap("snapshot", snapshot_id, blob))
+        self.store.put(f"snapshots/{snapshot_id}", self.auth.wrap("snapshot", snapshot_id, blob),
+                       replace=replace)  # fmt: skip
 
     def snapshot_blob(self, snapshot_id: str, *, future_ok: bool = False) -> bytes:
         """A manifest's stored bytes, its MAC checked (version 3) and its ID not in the

@@ -72,5 +72,7 @@ def change_tags(
     if after == before:
         return after, False
     manifest["tags"] = after
-    repo.write_snapshot(manifest)  # same ID, new MAC; atomic (temp and rename, or one PUT)
+    # Same ID, new MAC; atomic (temp and rename, or one PUT). It overwrites: on an
+    # append-only offsite only the admin's credentials may, as for prune.
+    repo.write_snapshot(manifest, replace=True)
     return after, True

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from odbox_backup.repository import ENTRY_START, JSONTexts, Repository, entry_text
+from odbox_backup.manifests import ENTRY_START, JSONTexts, entry_text
+from odbox_backup.repository import Repository
 from odbox_common.errors import ToolError
 
 ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")

@@ -349,7 +349,8 @@ def list_(repo: Repo, identity: Identity = None, auth_key: AuthKeyFile = None, j
           tag: TagSelection = None, debug: Debug = False) -> None:  # fmt: skip
     """List the snapshots (details need the identity of an encrypted repository)."""
     from odbox_backup import cache
-    from odbox_backup.repository import Unauthenticated, snapshot_time
+    from odbox_backup.manifests import snapshot_time
+    from odbox_backup.repository import Unauthenticated
     from odbox_backup.tags import matches, parse_selection, tags_of
 
     selection = parse_selection(tag or [])

@@ -44,7 +44,8 @@ from odbox_backup.backup import (
     store_dump,
     store_file,
 )
-from odbox_backup.repository import Repository, file_entries
+from odbox_backup.manifests import file_entries
+from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_backup.tags import IMPORT
 from odbox_common.console import count_of

@@ -46,8 +46,10 @@ from odbox_backup.backup import (
     store_dump,
     store_file,
 )
+from odbox_backup.indexes import OBJECT_NAME
+from odbox_backup.manifests import JSONTexts, entry_text
 from odbox_backup.odoozip import odoo_manifest
-from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
+from odbox_backup.repository import Repository
 from odbox_backup.tags import K8S_MIGRATE
 from odbox_common.console import human_size
 from odbox_common.errors import ToolError, UsageError

@@ -175,9 +175,9 @@ def run(
 
     from odbox_backup import cache
     from odbox_backup.backup import Source, run_backup
-    from odbox_backup.progress import progress_for
     from odbox_backup.service import OdooService
     from odbox_backup.tags import check_tags
+    from odbox_common.progress import progress_for
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
     tags = check_tags(tag or [])

@@ -66,8 +66,8 @@ def verify(
 ) -> None:
     """Check that every snapshot is whole (exit 3 when one is not)."""
     from odbox_backup import metrics
-    from odbox_backup.progress import progress_for
     from odbox_backup.verify import verify as do_verify
+    from odbox_common.progress import progress_for
 
     metrics.begin("verify", repo, metrics_file, cache_dir)
     repository = _open(repo, identity, auth_key)
@@ -271,7 +271,7 @@ def copy(
     """Copy snapshots into another repository (offsite), sending only what it lacks."""
     from odbox_backup import metrics
     from odbox_backup.copy import copy_snapshot
-    from odbox_backup.progress import progress_for
+    from odbox_common.progress import progress_for
 
     metrics.begin("copy", to, metrics_file)
     sent = 0

@@ -139,11 +139,11 @@ def restore(
         return _restore_only(repo, snapshot, filestore, only, overwrite, identity)
     from psycopg.conninfo import make_conninfo
 
-    from odbox_backup.progress import progress_for
     from odbox_backup.restore import Target
     from odbox_backup.restore import restore as do_restore
     from odbox_backup.restore import resume as do_resume
     from odbox_backup.service import OdooService
+    from odbox_common.progress import progress_for
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
     if resume or undo:
@@ -217,7 +217,7 @@ def export(
 ) -> None:  # fmt: skip
     """Export a snapshot as an Odoo backup zip (dump.sql, filestore/, manifest.json)."""
     from odbox_backup.odoozip import export_zip
-    from odbox_backup.progress import progress_for
+    from odbox_common.progress import progress_for
 
     repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot)
@@ -244,7 +244,7 @@ def import_(
 ) -> None:
     """Make a snapshot from an Odoo backup zip or folder (dump.sql and filestore/)."""
     from odbox_backup.odoozip import import_backup
-    from odbox_backup.progress import progress_for
+    from odbox_common.progress import progress_for
 
     repository = _open(repo, identity, auth_key)
     with _locked(repository, "import", wait), progress_for() as progress:

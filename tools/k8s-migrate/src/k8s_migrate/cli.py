@@ -132,7 +132,8 @@ Timeout = Annotated[
                  help="How long to wait for pods to go and for the helper pod to run."),
 ]  # fmt: skip
 Debug = Annotated[
-    bool, typer.Option("--debug", envvar="K8S_MIGRATE_DEBUG", help="Show a traceback on errors.")
+    bool,
+    typer.Option("--debug", envvar="K8S_MIGRATE_DEBUG", help="Show a traceback on errors."),
 ]
 
 
@@ -255,7 +256,7 @@ def pull(
     from k8s_migrate.preflight import resolve_filestore
     from k8s_migrate.pull import pull as do_pull
     from k8s_migrate.sinks import Output
-    from odbox_backup.progress import progress_for
+    from odbox_common.progress import progress_for
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip

@@ -135,6 +135,7 @@ def _rotation(repository: Repository, spec: str | None, cache_dir: Path | None) 
 
 def _keep(kind: str) -> Any:
     return typer.Option(f"--keep-{kind}", min=0, metavar="N",
+                        envvar=f"ODBOX_BACKUP_KEEP_{kind.upper()}",
                         help=f"Keep the newest snapshot of each of the last N {kind} periods."
                         if kind != "last" else "Keep the N newest snapshots.")  # fmt: skip
 
@@ -145,6 +146,8 @@ def _within(kind: str) -> Any:
             "yearly": "year"}.get(kind)  # fmt: skip
     what = f"the newest snapshot of each {unit}" if unit else "every snapshot"
     return typer.Option(flag, metavar="DURATION",
+                        envvar=flag.removeprefix("--").replace("-", "_").upper()
+                        .replace("KEEP", "ODBOX_BACKUP_KEEP", 1),
                         help=f"Keep {what} among those less than DURATION (1y5m7d2h) older "
                         "than the newest.")  # fmt: skip
 
@@ -165,7 +168,7 @@ def prune(
     keep_within_yearly: Annotated[str, _within("yearly")] = "",
     keep_tag: Annotated[
         list[str] | None,
-        typer.Option("--keep-tag", metavar="A[,B…]",
+        typer.Option("--keep-tag", metavar="A[,B…]", envvar="ODBOX_BACKUP_KEEP_TAG",
                      help="Keep every snapshot with all of these tags (repeat), whatever else."),
     ] = None,
     dry_run: Annotated[

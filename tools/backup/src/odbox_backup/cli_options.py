@@ -75,7 +75,14 @@ OdooStart = Annotated[
                  help="Command that starts Odoo again, run even when the work fails."),
 ]  # fmt: skip
 Wait = Annotated[
-    float, typer.Option("--wait", min=0, metavar="SECONDS", help="Wait this long for a lock.")
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        metavar="SECONDS",
+        envvar="ODBOX_BACKUP_WAIT",
+        help="Wait this long for a lock.",
+    ),
 ]
 Debug = Annotated[
     bool, typer.Option("--debug", envvar="ODBOX_BACKUP_DEBUG", help="Show a traceback on errors.")

@@ -133,7 +133,7 @@ Timeout = Annotated[
 ]  # fmt: skip
 Debug = Annotated[
     bool,
-    typer.Option("--debug", envvar="K8S_MIGRATE_DEBUG", help="Show a traceback on errors."),
+    typer.Option("--debug", envvar="ODBOX_K8S_MIGRATE_DEBUG", help="Show a traceback on errors."),
 ]
 
 
@@ -286,10 +286,10 @@ def pull(
 
 def run_cli(argv: list[str]) -> int:
     if not argv:
-        runner.run(app, ["--help"], prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG")
+        runner.run(app, ["--help"], prog="k8s-migrate", debug_env="ODBOX_K8S_MIGRATE_DEBUG")
         return int(ExitCode.USAGE)
     return runner.run(
-        app, argv, prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG",
+        app, argv, prog="k8s-migrate", debug_env="ODBOX_K8S_MIGRATE_DEBUG",
         global_options=("--namespace", "--context", "--kubeconfig", "--repo"),
         interrupted="interrupted before anything was changed; no snapshot was written",
     )  # fmt: skip

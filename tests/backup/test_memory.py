@@ -21,14 +21,8 @@ import pytest
 
 from odbox_backup import backup, cache
 from odbox_backup.backup import Source, run_backup
-from odbox_backup.repository import (
-    CorruptObject,
-    JSONTexts,
-    Repository,
-    entry_text,
-    file_entries,
-    json_pieces,
-)
+from odbox_backup.manifests import JSONTexts, entry_text, file_entries, json_pieces
+from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.restore import check_objects, restore_filestore
 from odbox_backup.store import LocalStore
 

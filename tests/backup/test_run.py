@@ -9,7 +9,7 @@ import subprocess
 import psycopg
 
 from odbox_backup.backup import PathsOf, entry_size
-from odbox_backup.repository import JSONTexts, entry_text
+from odbox_backup.manifests import JSONTexts, entry_text
 from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
     backup,

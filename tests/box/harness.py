@@ -373,7 +373,7 @@ class Box:
         env = {
             "PATH": os.environ["PATH"],
             "ODBOX_DSN": f"host={self.cluster.socket_dir} dbname=postgres user=postgres",
-            "ODBOX_ODOO_DB": DB,
+            "ODBOX_DB": DB,
             "ODBOX_ADMIN_ROLE": "admin",
         }
         dbinit = Path(sys.executable).with_name("dbinit")

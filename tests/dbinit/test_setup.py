@@ -170,13 +170,18 @@ def test_names_with_hyphens_and_custom_names_work_end_to_end():
         assert {"box-admin", "odoo-prod", "pg-admin", "odoo-prod_handyman"} <= roles
 
 
-def test_settings_come_from_odbox_environment_variables(cluster):
-    env = clean_env(ODBOX_DSN=cluster.dsn, ODBOX_ODOO_DB="envodoo", ODBOX_NO_PGADMIN="1")
+@pytest.mark.parametrize("variable", ["ODBOX_DB", "ODBOX_ODOO_DB"])
+def test_settings_come_from_odbox_environment_variables(cluster, variable):
+    """ODBOX_DB names Odoo's database in every tool; dbinit's old ODBOX_ODOO_DB still works
+    for one release, with a warning."""
+    env = clean_env(ODBOX_DSN=cluster.dsn, ODBOX_NO_PGADMIN="1", **{variable: "envodoo"})
     result = subprocess.run([DBINIT, "setup"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     try:
         assert query(cluster, "SELECT datname FROM pg_database WHERE datname = 'envodoo'")
         assert "pgadmin" not in result.stdout
+        renamed = "warning: ODBOX_ODOO_DB is now called ODBOX_DB" in result.stderr
+        assert renamed == (variable == "ODBOX_ODOO_DB"), result.stderr
     finally:
         query(cluster, "DROP DATABASE envodoo")
 

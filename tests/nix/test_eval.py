@@ -62,17 +62,19 @@ def test_the_backup_units_call_odbox_backup_as_documented():
     services = config["systemd"]["services"]
     hot = services["odbox-backup-hot"]
     assert hot["serviceConfig"]["ExecStart"].split()[0].endswith("/bin/odbox-backup")
-    assert hot["serviceConfig"]["ExecStart"].endswith("run --hot --wait 3600")
-    assert (
-        "prune --wait 3600 --keep-daily 7"
-        in services["odbox-backup-cold"]["serviceConfig"]["ExecStartPost"]
-    )
+    assert hot["serviceConfig"]["ExecStart"].endswith("run --hot")
+    assert hot["environment"]["ODBOX_BACKUP_WAIT"] == "3600"
+    cold = services["odbox-backup-cold"]
+    assert cold["serviceConfig"]["ExecStartPost"].endswith("odbox-backup prune")
+    assert cold["environment"]["ODBOX_BACKUP_WAIT"] == "3600"
+    assert cold["environment"]["ODBOX_BACKUP_KEEP_DAILY"] == "7"
+    assert "ODBOX_BACKUP_WAIT" not in services["odbox-backup-restore@"]["environment"]
     assert hot["unitConfig"]["RequiresMountsFor"] == "/backup"
     assert services["odbox-backup-restore@"]["serviceConfig"]["ExecStart"].endswith("restore %i")
     assert services["odbox-backup-restore@"]["wantedBy"] == []
     assert "odbox-backup-restore@" not in config["systemd"]["timers"]
     offsite = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
-    assert offsite.endswith("copy all --to s3://b/p --wait 3600")
+    assert offsite.endswith("copy all --to s3://b/p")
     timers = config["systemd"]["timers"]
     assert timers["odbox-backup-cold"]["timerConfig"]["OnCalendar"] == ["Sun *-*-* 03:00:00"]
     env = hot["environment"]
@@ -120,7 +122,7 @@ def test_a_failed_backup_notifies_and_a_daily_check_finds_stale_backups():
     )
     services, timers = config["systemd"]["services"], config["systemd"]["timers"]
     copy = services["odbox-backup-offsite"]["serviceConfig"]["ExecStart"]
-    assert copy.endswith("copy all --to s3://b/p --wait 3600 --limit-upload 512")
+    assert copy.endswith("copy all --to s3://b/p --limit-upload 512")
     for name in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-offsite",
                  "odbox-backup-staleness"):  # fmt: skip
         assert services[name]["unitConfig"]["OnFailure"] == "odbox-backup-notify@%n.service"
@@ -258,8 +260,7 @@ def test_the_service_stack_runs_odoo_behind_nginx_with_postgres_on_its_socket_on
     assert dbinit["serviceConfig"]["User"] == "postgres"
     assert dbinit["serviceConfig"]["ExecStart"].endswith("/bin/dbinit setup --lock-timeout 300")
     assert (
-        dbinit["partOf"] == ["postgresql.service"]
-        and dbinit["environment"]["ODBOX_ODOO_DB"] == "odoo"
+        dbinit["partOf"] == ["postgresql.service"] and dbinit["environment"]["ODBOX_DB"] == "odoo"
     )
     pgadmin = services["pgadmin"]
     assert pgadmin["serviceConfig"]["ExecStartPre"].endswith("/bin/pgadmin4-cli")
@@ -374,7 +375,7 @@ def intermediate_group(config: dict[str, Any]) -> str:
 def test_the_backups_follow_a_renamed_odoo_database():
     config = evaluate(STACK % 'odbox.service-stack.odoo.db = "acme";')
     services = config["systemd"]["services"]
-    assert services["odbox-dbinit"]["environment"]["ODBOX_ODOO_DB"] == "acme"
+    assert services["odbox-dbinit"]["environment"]["ODBOX_DB"] == "acme"
     for unit in ("odbox-backup-hot", "odbox-backup-cold", "odbox-backup-restore@"):
         env = services[unit]["environment"]
         assert env["ODBOX_DB"] == "acme", unit

@@ -28,7 +28,8 @@ Snapshot = dict[str, FileFacts]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTGEN_")}
+    mine = ("VAULTGEN_", "ODBOX_VAULTGEN_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(mine)}
     env.update(extra)
     return env
 

@@ -213,6 +213,6 @@ def test_debug_off_values_of_the_environment_show_no_traceback(vault):
     for value in ("0", "no", "FALSE"):
         result = subprocess.run(
             [VAULTGEN, "--vault", vault, "generate"], capture_output=True, text=True,
-            env=clean_env(VAULTGEN_DEBUG=value),
+            env=clean_env(ODBOX_VAULTGEN_DEBUG=value),
         )  # fmt: skip
         assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -10,6 +10,10 @@ let
     ODBOX_FILESTORE = cfg.filestore;
     ODBOX_DSN = cfg.dsn;
     ODBOX_PG_BIN = "${config.services.postgresql.package}/bin";
+    # prune's policy (read by prune only), as its --keep-* would give it.
+    ODBOX_BACKUP_KEEP_DAILY = toString cfg.keep.daily;
+    ODBOX_BACKUP_KEEP_WEEKLY = toString cfg.keep.weekly;
+    ODBOX_BACKUP_KEEP_MONTHLY = toString cfg.keep.monthly;
   } // lib.optionalAttrs (cfg.odooService != "") {
     ODBOX_ODOO_SERVICE = cfg.odooService;
   } // lib.optionalAttrs (cfg.identityFile != null) {
@@ -26,7 +30,9 @@ let
     + lib.optionalString (cfg.notify.mailFrom != null) " --mail-from ${lib.escapeShellArg cfg.notify.mailFrom}"
     + lib.optionalString (cfg.notify.webhookUrlFile != null) " --webhook-url-file ${lib.escapeShellArg cfg.notify.webhookUrlFile}";
   onFailure = lib.optionalAttrs notifying { OnFailure = "odbox-backup-notify@%n.service"; };
-  prune = "${bin} prune --wait 3600 --keep-daily ${toString cfg.keep.daily} --keep-weekly ${toString cfg.keep.weekly} --keep-monthly ${toString cfg.keep.monthly}";
+  prune = "${bin} prune";  # its --keep-* and --wait: ODBOX_BACKUP_KEEP_*, ODBOX_BACKUP_WAIT
+  # --wait 3600, for the units that wait for the lock (restore@ does not: it says at once).
+  waiting = { environment.ODBOX_BACKUP_WAIT = "3600"; };
   # Pruning reads the kept manifests: without an identity an encrypted repository
   # cannot be pruned on the box, and a failing prune would mark every backup failed.
   pruneAfter = cfg.keep.afterBackup && cfg.identityFile != null;
@@ -82,15 +88,15 @@ in
         local all postgres peer map=odbox-backup
       '';
 
-      systemd.services.odbox-backup-hot = unit "Odoo Box hot backup (Odoo keeps running)" {
+      systemd.services.odbox-backup-hot = unit "Odoo Box hot backup (Odoo keeps running)" (waiting // {
         # --wait: a hot and a cold run that meet take turns instead of failing with exit 4.
-        serviceConfig.ExecStart = "${bin} run --hot --wait 3600";
+        serviceConfig.ExecStart = "${bin} run --hot";
         serviceConfig.ExecStartPost = lib.mkIf pruneAfter prune;
-      };
-      systemd.services.odbox-backup-cold = unit "Odoo Box cold backup (Odoo stopped, then started again)" {
-        serviceConfig.ExecStart = "${bin} run --cold --wait 3600";
+      });
+      systemd.services.odbox-backup-cold = unit "Odoo Box cold backup (Odoo stopped, then started again)" (waiting // {
+        serviceConfig.ExecStart = "${bin} run --cold";
         serviceConfig.ExecStartPost = lib.mkIf pruneAfter prune;
-      };
+      });
       # Never started by a timer or at boot: `systemctl start odbox-backup-restore@latest`
       # (or @SNAPSHOT-ID). It restores into a new database and folder, verifies, and
       # only then swaps them in, keeping the old ones (odbox-backup drop-previous).
@@ -129,12 +135,12 @@ in
       };
     })
     (lib.mkIf cfg.offsite.enable {
-      systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" {
+      systemd.services.odbox-backup-offsite = unit "Odoo Box offsite copy to ${cfg.offsite.repo}" (waiting // {
         # `all`: every snapshot the offsite repository lacks (the others are skipped).
-        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo} --wait 3600"
+        serviceConfig.ExecStart = "${bin} copy all --to ${lib.escapeShellArg cfg.offsite.repo}"
           + lib.optionalString (cfg.offsite.limitUpload != null) " --limit-upload ${toString cfg.offsite.limitUpload}";
         serviceConfig.EnvironmentFile = lib.mkIf (cfg.offsite.environmentFile != null) cfg.offsite.environmentFile;
-      };
+      });
       systemd.timers.odbox-backup-offsite = timer cfg.offsite.at;
     })
   ]);

@@ -117,7 +117,7 @@ in
         partOf = [ "postgresql.service" ];
         environment = {
           ODBOX_DSN = "host=${socket} dbname=postgres";
-          ODBOX_ODOO_DB = odoo.db;
+          ODBOX_DB = odoo.db;
           ODBOX_ADMIN_ROLE = adminRole;
         };
         serviceConfig = {
@@ -310,7 +310,7 @@ in
           ODBOX_PGADMIN_PASSWORD_FILE = vault.pgadmin-password.path;
           ODBOX_PGADMIN_DB_URI = "postgresql://pgadmin@/pgadmin?host=${socket}";
           ODBOX_PGADMIN_DATA_DIR = "/var/lib/pgadmin";
-          ODBOX_ODOO_DB = odoo.db;
+          ODBOX_DB = odoo.db;
         };
         serviceConfig = {
           User = "pgadmin";

@@ -24,14 +24,16 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Container, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from odbox_backup.repository import ENTRY_START, JSONTexts, Repository, entry_text
+from odbox_backup.manifests import ENTRY_START, JSONTexts, entry_text
+from odbox_backup.repository import Repository
 from odbox_common.errors import ToolError
+from odbox_common.progress import Progress
 
 ODOO_PATH = re.compile(r"[0-9a-f]{2}/[0-9a-f]{40}")
 PUTS_IN_FLIGHT = 4
@@ -78,14 +80,6 @@ class Source:
     filestore: Path
     pg_bin: Path | None = None
     mode: str = "hot"
-
-
-@dataclass
-class Progress:
-    """Callbacks for a terminal's progress bars or the journal's lines."""
-
-    phase: Callable[..., None] = lambda text, total=None: None  # (text, total bytes or None)
-    advance: Callable[[int], None] = lambda _: None
 
 
 def find_pg_tool(name: str, pg_bin: Path | None = None) -> str:

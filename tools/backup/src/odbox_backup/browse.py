@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from odbox_backup.repository import ENTRY_START, Repository, RepositoryError
+from odbox_backup.manifests import ENTRY_START
+from odbox_backup.repository import Repository, RepositoryError
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 
@@ -66,7 +67,7 @@ class Entry:
 def manifest_text(repo: Repository, snapshot_id: str) -> str:
     """A manifest's JSON text, authenticated (its MAC) and decrypted, not parsed."""
     blob = repo.snapshot_blob(snapshot_id)
-    return repo.decode(blob, f"snapshot {snapshot_id}").decode()
+    return repo.codec.decode(blob, f"snapshot {snapshot_id}").decode()
 
 
 def _normal(path: str) -> str:

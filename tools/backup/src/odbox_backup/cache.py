@@ -30,7 +30,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from odbox_backup.repository import JSONTexts, Repository, entry_text
+from odbox_backup.manifests import JSONTexts, entry_text
+from odbox_backup.repository import Repository
 
 VERSION = 3  # 3: entries path first
 LIST_VERSION = 1

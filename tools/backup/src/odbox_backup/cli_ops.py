@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from odbox_backup.cli import AuthKeyFile, Debug, Identity, Json, Repo, _open, app
+from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, _open, app
 from odbox_common import console
 from odbox_common.errors import ExitCode, UsageError
 

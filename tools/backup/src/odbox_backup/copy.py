@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from odbox_backup.backup import Progress
-from odbox_backup.repository import Repository, Unauthenticated, file_entries
+from odbox_backup.manifests import file_entries
+from odbox_backup.repository import Repository, Unauthenticated
 from odbox_backup.store import Exists
 from odbox_common.console import count_of
+from odbox_common.progress import Progress
 
 
 @dataclass

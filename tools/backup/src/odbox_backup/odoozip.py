@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import secrets
 import socket
 import subprocess
 import threading
@@ -39,17 +38,18 @@ from typing import IO, Any
 from odbox_backup.backup import (
     BackupFailed,
     Counters,
-    Progress,
     find_pg_tool,
     store_dump,
     store_file,
 )
-from odbox_backup.repository import Repository, file_entries
+from odbox_backup.manifests import file_entries
+from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_backup.tags import IMPORT
 from odbox_common.console import count_of
 from odbox_common.errors import ToolError, UsageError
-from odbox_common.files import fsync_dir
+from odbox_common.odoozip import OdooZipWriter
+from odbox_common.progress import Progress
 
 BLOCK = 1 << 20
 
@@ -158,7 +158,6 @@ def export_zip(
         raise UsageError(f"{out.parent} is not a folder")
     manifest = repo.read_snapshot(snapshot_id)
     check_objects(repo, manifest)
-    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
     for entry in file_entries(manifest):
         try:
             entry["path"].encode()
@@ -169,32 +168,25 @@ def export_zip(
                 "Odoo zip cannot name it (Odoo's own files are hex hashes); restore the "
                 "snapshot instead; nothing was written"
             ) from None
+    writer = None
     try:
-        # 0600: the zip is the whole database and every attachment, in clear
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED,
-                                                         compresslevel=1) as zf:  # fmt: skip
-            progress.phase(f"writing dump.sql of {manifest['database']['name']}",
-                           manifest["database"]["size"])  # fmt: skip
-            with zf.open("dump.sql", "w", force_zip64=True) as sink:
-                _write_dump_sql(repo, manifest, sink, pg_bin, progress)
-            fs = manifest["filestore"]
-            progress.phase(f"writing filestore/: {count_of(fs['count'], 'file')}", fs["bytes"])
-            for entry in repo.files_in_read_order(manifest):
-                info = zipfile.ZipInfo(f"filestore/{entry['path']}", time.gmtime()[:6])
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with zf.open(info, "w", force_zip64=entry["size"] > (1 << 30)) as sink:
-                    for name in entry["objects"]:
-                        data = repo.get_object(name)
-                        sink.write(data)
-                        progress.advance(len(data))
-            zf.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        tmp.rename(out)
-        fsync_dir(out.parent)
+        writer = OdooZipWriter(out)  # 0600: the whole database and every attachment, in clear
+        progress.phase(f"writing dump.sql of {manifest['database']['name']}",
+                       manifest["database"]["size"])  # fmt: skip
+        with writer.dump() as sink:
+            _write_dump_sql(repo, manifest, sink, pg_bin, progress)
+        fs = manifest["filestore"]
+        progress.phase(f"writing filestore/: {count_of(fs['count'], 'file')}", fs["bytes"])
+        for entry in repo.files_in_read_order(manifest):
+            with writer.file(entry["path"], entry["size"]) as sink:
+                for name in entry["objects"]:
+                    data = repo.get_object(name)
+                    sink.write(data)
+                    progress.advance(len(data))
+        writer.commit(odoo_manifest(manifest))
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        if writer is not None:
+            writer.abort()
         if isinstance(e, OSError) and not isinstance(e, ToolError):
             raise OdooZipError(f"cannot write {out}: {e.strerror or e}; nothing was left") from e
         raise

@@ -52,7 +52,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, RepositoryError, Unauthenticated, snapshot_time
+from odbox_backup.manifests import snapshot_time
+from odbox_backup.repository import Repository, RepositoryError, Unauthenticated
 from odbox_backup.store import refuse_unless_deletable
 from odbox_backup.tags import tags_of
 from odbox_common.console import count_of

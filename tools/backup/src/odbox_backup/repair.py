@@ -101,14 +101,14 @@ def _pack_index(repo: Repository, pack_id: str) -> tuple[dict[str, object] | Non
     what = f"pack {pack_id[:12]}…"
     try:
         data = repo.store.get(repo.pack_key(pack_id))
-        plain = repo._unseal(data, what)  # the codec's one way to decrypt
+        plain = repo.codec.unseal(data, what)  # the codec's one way to decrypt
     except RepositoryError as e:
         return None, str(e)
     blobs: list[list[object]] = []
     problem = None
     try:
         for offset, length in zstd_frames(plain):
-            content = repo._decompress(memoryview(plain)[offset : offset + length], what)
+            content = repo.codec.decompress(memoryview(plain)[offset : offset + length], what)
             blobs.append([hashlib.sha256(content).hexdigest(), offset, length])
     except (ValueError, RepositoryError) as e:
         problem = f"{what} is damaged ({e}): {len(blobs)} objects before the damage were kept"
@@ -159,7 +159,7 @@ def repair_index(repo: Repository, report: Callable[[str], None] = lambda _: Non
         key = repo.object_key(name)
         what = f"object {name[:12]}…"
         try:
-            content = repo.decode(repo.store.get(key), what)
+            content = repo.codec.decode(repo.store.get(key), what)
         except RepositoryError as e:
             result.lost.append(str(e))
             continue

@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from odbox_backup import swap
-from odbox_backup.backup import Progress, find_pg_tool, without_password
+from odbox_backup.backup import find_pg_tool, without_password
 from odbox_backup.repository import CorruptObject, Repository
 from odbox_backup.service import OdooService, ServiceError
 from odbox_common.console import count_of
 from odbox_common.errors import ToolError
 from odbox_common.files import fsync_dir, sync_filesystem
+from odbox_common.progress import Progress
 from odbox_common.signals import uninterrupted
 
 

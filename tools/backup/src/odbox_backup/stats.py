@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, Unauthenticated, file_entries, snapshot_time
+from odbox_backup.manifests import file_entries, snapshot_time
+from odbox_backup.repository import Repository, Unauthenticated
 
 GROWTH_DAYS = 30
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from odbox_backup import locks
+from odbox_backup.manifests import snapshot_time
 from odbox_backup.metrics import load_last
-from odbox_backup.repository import Repository, Unauthenticated, snapshot_time
+from odbox_backup.repository import Repository, Unauthenticated
 from odbox_common.errors import UsageError
 from odbox_common.files import write_private
 
@@ -112,7 +113,7 @@ def database_of(repo: Repository, snapshot_id: str) -> str:
 
     blob = repo.snapshot_blob(snapshot_id)  # the one `check_snapshot` kept
     try:
-        plain = repo._unseal(blob, f"snapshot {snapshot_id}")  # the codec's one way to decrypt
+        plain = repo.codec.unseal(blob, f"snapshot {snapshot_id}")  # the codec's one way to decrypt
         head = zstandard.ZstdDecompressor().stream_reader(plain).read(64 << 10)
         match = HEAD.match(head.decode(errors="replace"))
     except zstandard.ZstdError:

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import io
 import os
-import secrets
 import threading
 import time
 import zlib
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from odbox_common.errors import ToolError
-from odbox_common.files import fsync_dir, sync_filesystem
+from odbox_common.files import AtomicFile, fsync_dir, sync_filesystem
 
 TMP_MARK = ".tmp-"
 PIECE = 64 << 10  # what a limited upload sends between two looks at its token bucket
@@ -138,28 +137,20 @@ class LocalStore:
     def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
         """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
-        tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+        file = None
         try:
             self._make_folder(path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    if self.limit is not None:
-                        self.limit.take(min(len(view), PIECE))
-                        view = view[os.write(fd, view[:PIECE]) :]
-                    else:
-                        view = view[os.write(fd, view) :]
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.replace(path)
-            if sync:
-                fsync_dir(path.parent)
+            file = AtomicFile(path, 0o600, "{name}" + TMP_MARK + "{token}")
+            view = memoryview(data)
+            step = PIECE if self.limit is not None else max(len(view), 1)
+            for at in range(0, len(view), step):
+                if self.limit is not None:
+                    self.limit.take(min(len(view) - at, PIECE))
+                file.write(view[at : at + step])
+            file.commit(sync=sync)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if file is not None:
+                file.abort()
             hint = "; the repository's disk is full" if e.errno == errno.ENOSPC else ""
             raise StoreError(f"cannot write {path}: {e.strerror}{hint}") from e
 

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from odbox_backup.repository import Repository, RepositoryError, file_entries
+from odbox_backup.manifests import file_entries
+from odbox_backup.repository import Repository, RepositoryError
 from odbox_backup.store import LocalStore
 from odbox_common.console import count_of
 from odbox_common.errors import ToolError

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from odbox_common.errors import LockHeldError
@@ -34,26 +36,75 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+class AtomicFile:
+    """A file written under a temporary name in its folder, then renamed over `path`: a
+    reader sees the old content or the new, never a part (FORMAT.md's "Atomic writes", the
+    vault's files, an Odoo zip). Made with O_EXCL and `mode` from the first byte, and the
+    mode set again, so the umask cannot loosen a secret's. `temp_name`: how the temporary
+    file is named from `path`'s name (each tool's leftovers are found by it)."""
+
+    def __init__(
+        self, path: Path, mode: int = 0o600, temp_name: str = "{name}.tmp-{token}"
+    ) -> None:
+        import secrets
+
+        self.path = path
+        self.temp = path.with_name(temp_name.format(name=path.name, token=secrets.token_hex(4)))
+        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)
+            self.file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.temp.unlink(missing_ok=True)
+            raise
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.file.write(data)
+
+    def finish(self, *, sync: bool = True) -> None:
+        """Every byte written (and on disk, with `sync`); the file closed, not yet renamed."""
+        if not self.file.closed:
+            self.file.flush()
+            if sync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+
+    def commit(self, *, sync: bool = True) -> None:
+        """`finish`, then the rename over `path` (made durable, with `sync`)."""
+        self.finish(sync=sync)
+        self.temp.replace(self.path)
+        if sync:
+            fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        """The temporary file goes (before its descriptor, and any lock on it); `path` is as
+        it was."""
+        self.temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            self.file.close()
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path, mode: int = 0o600, *, sync: bool = True, temp_name: str = "{name}.tmp-{token}"
+) -> Iterator[AtomicFile]:
+    """`with atomic_file(path) as f: f.write(...)`: renamed over `path` when the block ends,
+    removed if it raises."""
+    f = AtomicFile(path, mode, temp_name)
+    try:
+        yield f
+        f.commit(sync=sync)
+    except BaseException:
+        f.abort()
+        raise
+
+
 def write_private(path: Path, data: bytes) -> None:
     """`data` into `path` atomically (temp file in its folder, fsync, rename, fsync the
     folder), readable by its owner only (0600) from the first byte."""
-    import secrets
-
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def lock_or_refuse(fd: int, held: str, *, shared: bool = False) -> None:

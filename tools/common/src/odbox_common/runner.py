@@ -91,6 +91,28 @@ def version_option(prog: str, version: str) -> Any:
     return typer.Option("--version", callback=show, is_eager=True, help="Print the version.")
 
 
+# Variables renamed so that every tool follows one scheme (tools/common/README.md,
+# "Environment"): old name, new name, the tools that read it. The old name still works for
+# one release, with a warning; it goes in the next.
+RENAMED_VARIABLES = (
+    ("ODBOX_ODOO_DB", "ODBOX_DB", ("dbinit",)),
+    ("DBINIT_DEBUG", "ODBOX_DBINIT_DEBUG", ("dbinit",)),
+    ("VAULTGEN_DEBUG", "ODBOX_VAULTGEN_DEBUG", ("vaultgen",)),
+    ("EC2_INSTALL_DEBUG", "ODBOX_EC2_INSTALL_DEBUG", ("ec2-install",)),
+    ("K8S_MIGRATE_DEBUG", "ODBOX_K8S_MIGRATE_DEBUG", ("k8s-migrate",)),
+)
+
+
+def adopt_renamed_variables(prog: str) -> None:
+    """Set each new name from its old one (unless the new one is set), saying so once."""
+    for old, new, tools in RENAMED_VARIABLES:
+        if prog in tools and old in os.environ:
+            os.environ.setdefault(new, os.environ[old])
+            console.warn(f"{old} is now called {new}: the old name works until the next "
+                         "release; rename it where it is set (a unit's Environment=, a shell "
+                         "profile)")  # fmt: skip
+
+
 def debug_requested(argv: list[str], env_var: str) -> bool:
     flag = os.environ.get(env_var, "").strip().lower()
     return "--debug" in argv or flag in ("1", "true", "yes", "on")
@@ -220,6 +242,7 @@ def run(
     come before the command (the group's own may always come after it).
     """
     console.set_program(prog)
+    adopt_renamed_variables(prog)
     debug = debug_requested(argv, debug_env)
     if os.environ.get(_complete_var(prog)):  # the shell asks for completions: typer answers
         from typer._completion_classes import completion_init  # what add_completion=True runs

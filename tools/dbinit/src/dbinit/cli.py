@@ -38,7 +38,7 @@ Dsn = Annotated[
     ),
 ]
 Debug = Annotated[
-    bool, typer.Option("--debug", envvar="DBINIT_DEBUG", help="Show a traceback on errors.")
+    bool, typer.Option("--debug", envvar="ODBOX_DBINIT_DEBUG", help="Show a traceback on errors.")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document instead.")]
 AdminRole = Annotated[
@@ -47,7 +47,7 @@ AdminRole = Annotated[
 OdooRole = Annotated[
     str, typer.Option("--odoo-role", envvar="ODBOX_ODOO_ROLE", help="The role Odoo logs in as.")
 ]
-OdooDb = Annotated[str, typer.Option("--odoo-db", envvar="ODBOX_ODOO_DB", help="Odoo's database.")]
+OdooDb = Annotated[str, typer.Option("--odoo-db", envvar="ODBOX_DB", help="Odoo's database.")]
 PgadminRole = Annotated[
     str,
     typer.Option(
@@ -339,7 +339,7 @@ def pgadmin_boot(
         str,
         typer.Option(
             "--maintenance-db",
-            envvar="ODBOX_ODOO_DB",
+            envvar="ODBOX_DB",
             help="The database the `local` server opens (Odoo's).",
         ),
     ] = "odoo",
@@ -398,13 +398,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def run(argv: list[str]) -> int:
     """Run the command line; every failure becomes one line on stderr and an exit code."""
     if not argv:  # the help, not an error message wrapped around it
-        runner.run(app, ["--help"], prog="dbinit", debug_env="DBINIT_DEBUG")
+        runner.run(app, ["--help"], prog="dbinit", debug_env="ODBOX_DBINIT_DEBUG")
         return int(ExitCode.USAGE)
     return runner.run(
         app,
         argv,
         prog="dbinit",
-        debug_env="DBINIT_DEBUG",
+        debug_env="ODBOX_DBINIT_DEBUG",
         global_options=("--dsn",),
         interrupted="interrupted; each step is a transaction, so it was made in full or not at all",
         known_errors=_known_errors,

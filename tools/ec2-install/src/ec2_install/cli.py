@@ -55,7 +55,8 @@ Name = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 Debug = Annotated[
-    bool, typer.Option("--debug", envvar="EC2_INSTALL_DEBUG", help="Show a traceback on errors.")
+    bool,
+    typer.Option("--debug", envvar="ODBOX_EC2_INSTALL_DEBUG", help="Show a traceback on errors."),
 ]
 DEFAULT_NAME = "odoo-box"
 
@@ -564,7 +565,7 @@ def policy(
 
 def run_cli(argv: list[str]) -> int:
     if not argv:
-        runner.run(app, ["--help"], prog="ec2-install", debug_env="EC2_INSTALL_DEBUG")
+        runner.run(app, ["--help"], prog="ec2-install", debug_env="ODBOX_EC2_INSTALL_DEBUG")
         return int(ExitCode.USAGE)
 
     def known() -> tuple[type[BaseException], ...]:
@@ -581,7 +582,7 @@ def run_cli(argv: list[str]) -> int:
         app,
         argv,
         prog="ec2-install",
-        debug_env="EC2_INSTALL_DEBUG",
+        debug_env="ODBOX_EC2_INSTALL_DEBUG",
         global_options=("--region",),
         interrupted="interrupted",
         known_errors=known,

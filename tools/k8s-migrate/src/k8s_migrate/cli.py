@@ -132,7 +132,8 @@ Timeout = Annotated[
                  help="How long to wait for pods to go and for the helper pod to run."),
 ]  # fmt: skip
 Debug = Annotated[
-    bool, typer.Option("--debug", envvar="K8S_MIGRATE_DEBUG", help="Show a traceback on errors.")
+    bool,
+    typer.Option("--debug", envvar="ODBOX_K8S_MIGRATE_DEBUG", help="Show a traceback on errors."),
 ]
 
 
@@ -255,7 +256,7 @@ def pull(
     from k8s_migrate.preflight import resolve_filestore
     from k8s_migrate.pull import pull as do_pull
     from k8s_migrate.sinks import Output
-    from odbox_backup.progress import progress_for
+    from odbox_common.progress import progress_for
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
@@ -285,10 +286,10 @@ def pull(
 
 def run_cli(argv: list[str]) -> int:
     if not argv:
-        runner.run(app, ["--help"], prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG")
+        runner.run(app, ["--help"], prog="k8s-migrate", debug_env="ODBOX_K8S_MIGRATE_DEBUG")
         return int(ExitCode.USAGE)
     return runner.run(
-        app, argv, prog="k8s-migrate", debug_env="K8S_MIGRATE_DEBUG",
+        app, argv, prog="k8s-migrate", debug_env="ODBOX_K8S_MIGRATE_DEBUG",
         global_options=("--namespace", "--context", "--kubeconfig", "--repo"),
         interrupted="interrupted before anything was changed; no snapshot was written",
     )  # fmt: skip

@@ -22,8 +22,8 @@ from typing import Any
 
 from k8s_migrate.kube import Cluster, CommandFailed, KubeError, StreamCut, lines
 from k8s_migrate.sinks import Sink, plural
-from odbox_backup.backup import Progress
 from odbox_common.errors import ToolError, UsageError
+from odbox_common.progress import Progress
 
 NO_FOLDER = 66  # the exit status of the scripts below when the filestore's folder is missing
 # $1 the folder, $2 a line no file name can be, $3 `all` (size and files too) or `links`,

@@ -36,8 +36,8 @@ from k8s_migrate.kube import Cluster
 from k8s_migrate.preflight import Found, Target, preflight
 from k8s_migrate.sinks import Sink
 from k8s_migrate.transfer import Changed, Pulled, lease_scale_and_transfer
-from odbox_backup.backup import Progress
 from odbox_common.errors import ExitCode, ToolError
+from odbox_common.progress import Progress
 from odbox_common.signals import interrupts_as_exceptions, uninterrupted
 
 

@@ -12,9 +12,6 @@ for the files the journal does not already account for. Like odbox-backup's
 own cache, the journal only saves work: an entry counts only if its path is an
 Odoo filestore name (the SHA-1 of the content, so the same path is the same
 bytes) and every object it names is still in the repository.
-
-(About 470 lines, over the style guide's 450: the two sinks behind one interface; the
-zip's half is to become issue 21's shared Odoo zip writer, which will shorten it.)
 """
 
 from __future__ import annotations
@@ -23,15 +20,12 @@ import abc
 import contextlib
 import datetime as dt
 import errno
-import fcntl
-import glob
 import hashlib
 import json
 import os
 import secrets
 import socket
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,17 +35,20 @@ from typing import IO, Any
 from odbox_backup.backup import (
     ODOO_PATH,
     Counters,
-    Progress,
     filestore_part,
     store_dump,
     store_file,
 )
+from odbox_backup.indexes import OBJECT_NAME
+from odbox_backup.manifests import JSONTexts, entry_text
 from odbox_backup.odoozip import odoo_manifest
-from odbox_backup.repository import OBJECT_NAME, JSONTexts, Repository, entry_text
+from odbox_backup.repository import Repository
 from odbox_backup.tags import K8S_MIGRATE
 from odbox_common.console import human_size
 from odbox_common.errors import ToolError, UsageError
-from odbox_common.files import fsync_dir, lock_or_refuse
+from odbox_common.files import lock_or_refuse
+from odbox_common.odoozip import OdooZipWriter, leftover_pattern
+from odbox_common.progress import Progress
 
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 JOURNAL_EVERY = 2.0  # seconds between flushes of objects and journal lines
@@ -291,19 +288,11 @@ class ZipSink(Sink):
             raise UsageError(f"{self.out.parent} is not a folder")
         self.notes: list[str] = []
         self._leftovers()
-        for _ in range(5):
-            self.tmp = self.out.with_name(f".{self.out.name}.tmp-{secrets.token_hex(4)}")
-            try:
-                self.file = self.tmp.open("xb")
-            except OSError as e:
-                raise UsageError(
-                    f"cannot write {self.out}: {e.strerror or e}; nothing was done"
-                ) from e
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
-            if os.fstat(self.file.fileno()).st_nlink:
-                break  # else another run took it for a leftover between open and flock
-            self.file.close()
-        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        try:
+            self.writer = OdooZipWriter(self.out)
+        except OSError as e:
+            raise UsageError(f"cannot write {self.out}: {e.strerror or e}; nothing was done") from e
+        self.tmp = self.writer.temp
         self.dump_size = 0
         self.count = 0
         self.bytes = 0
@@ -311,8 +300,7 @@ class ZipSink(Sink):
     def _leftovers(self) -> None:
         """The temporary files of earlier runs next to the zip: a killed run's (not locked)
         is deleted, with a note; another pull's, writing now (locked), stops this one."""
-        pattern = f".{glob.escape(self.out.name)}.tmp-*"
-        for path in sorted(self.out.parent.glob(pattern)):
+        for path in sorted(self.out.parent.glob(leftover_pattern(self.out))):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
@@ -347,16 +335,14 @@ class ZipSink(Sink):
 
     def add_dump(self, stream: Any) -> None:
         try:
-            with self.zip.open("dump.sql", "w", force_zip64=True) as sink:
+            with self.writer.dump() as sink:
                 self.dump_size = self._copy(stream, sink)
         except OSError as e:
             raise SinkError(f"cannot write {self.out}: {e.strerror or e}") from e
 
     def add_file(self, path: str, size: int, stream: Any) -> None:
-        info = zipfile.ZipInfo(f"filestore/{path}", time.gmtime()[:6])
-        info.compress_type = zipfile.ZIP_DEFLATED
         try:
-            with self.zip.open(info, "w", force_zip64=size > (1 << 30)) as sink:
+            with self.writer.file(path, size) as sink:
                 got = self._copy(stream, sink, size)
         except OSError as e:
             raise SinkError(f"cannot write {self.out}: {e.strerror or e}") from e
@@ -371,15 +357,8 @@ class ZipSink(Sink):
             "odoo": {"version": facts.odoo_version, "modules": facts.modules},
         }
         try:
-            self.zip.writestr("manifest.json", json.dumps(odoo_manifest(manifest), indent=4))
-            self.zip.close()
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.tmp.rename(self.out)
-            self.file.close()  # the lock goes with it
-            fsync_dir(self.out.parent)
+            self.writer.commit(odoo_manifest(manifest))
         except OSError as e:
-            self.abort()
             raise SinkError(f"cannot write {self.out}: {e.strerror or e}; nothing was left") from e
         return (
             f"{self.out}: dump.sql of {facts.db_name} ({plural(self.dump_size, 'byte')}), "
@@ -388,12 +367,7 @@ class ZipSink(Sink):
 
     def abort(self) -> None:
         """The temporary file goes (after a commit it has been renamed: nothing to do)."""
-        with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile):
-            self.zip.close()
-        if not self.file.closed:  # still ours (locked): it goes before the lock does
-            self.tmp.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.file.close()
+        self.writer.abort()
 
 
 @dataclass

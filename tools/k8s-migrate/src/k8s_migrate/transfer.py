@@ -16,8 +16,9 @@ from k8s_migrate.kube import Cluster, CommandFailed, KubeError, conflict, lines,
 from k8s_migrate.lease import PULLING, Owner, held
 from k8s_migrate.preflight import ANNOTATION, Found, PullFailed, Target, helper_roots, no_folder
 from k8s_migrate.sinks import Facts, Sink, plural
-from odbox_backup.backup import Progress, odoo_version_of, pg_version_text
+from odbox_backup.backup import odoo_version_of, pg_version_text
 from odbox_common.console import human_size
+from odbox_common.progress import Progress
 
 LEASE_TRIES = 5  # a 409 on taking the lease, with nobody else's lease: read it again, retry
 

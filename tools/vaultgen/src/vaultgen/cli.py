@@ -79,7 +79,7 @@ def main_options(
     identity: IdentityOption = None,
     debug: Annotated[
         bool,
-        typer.Option("--debug", envvar="VAULTGEN_DEBUG", help="Show a traceback on errors."),
+        typer.Option("--debug", envvar="ODBOX_VAULTGEN_DEBUG", help="Show a traceback on errors."),
     ] = False,
     version: Annotated[
         bool,
@@ -657,7 +657,7 @@ def run(argv: list[str]) -> int:
         app,
         argv,
         prog="vaultgen",
-        debug_env="VAULTGEN_DEBUG",
+        debug_env="ODBOX_VAULTGEN_DEBUG",
         interrupted="interrupted; every file is either as it was or complete",
     )
 

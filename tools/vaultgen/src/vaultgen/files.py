@@ -6,13 +6,12 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from odbox_common.errors import ToolError as VaultError
-from odbox_common.files import fsync_dir, lock_or_refuse
+from odbox_common.files import AtomicFile, lock_or_refuse
 
 TEMP_MARKER = ".vaultgen-tmp-"
 SECRET_FILE_MODE = 0o600
@@ -61,12 +60,6 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
 
 
 @dataclass
-class _Staged:
-    target: Path
-    temp: Path
-
-
-@dataclass
 class Transaction:
     """Stage every file first, then rename them all into place.
 
@@ -77,22 +70,18 @@ class Transaction:
     rest from content, not from file times.
     """
 
-    staged: list[_Staged] = field(default_factory=list)
+    staged: list[AtomicFile] = field(default_factory=list)
 
     def stage(self, target: Path, data: bytes, mode: int) -> None:
         ensure_dir(target.parent)
-        temp = target.with_name(f".{target.name}{TEMP_MARKER}{secrets.token_hex(4)}")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            staged = AtomicFile(target, mode, "." + "{name}" + TEMP_MARKER + "{token}")
         except OSError as e:
             raise VaultError(describe_os_error(e, target)) from e
-        self.staged.append(_Staged(target, temp))
+        self.staged.append(staged)
         try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)  # the umask must not loosen a secret's mode
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            staged.write(data)
+            staged.finish()  # fsynced: the umask never loosened its mode (set again on open)
         except OSError as e:
             raise VaultError(describe_os_error(e, target)) from e
 
@@ -103,18 +92,16 @@ class Transaction:
             while self.staged:
                 item = self.staged[0]
                 try:
-                    item.temp.replace(item.target)
+                    item.commit()
                 except OSError as e:
-                    raise VaultError(describe_os_error(e, item.target)) from e
+                    raise VaultError(describe_os_error(e, item.path)) from e
                 self.staged.pop(0)
-                fsync_dir(item.target.parent)
         finally:
             self.abort()
 
     def abort(self) -> None:
         for item in self.staged:
-            with contextlib.suppress(FileNotFoundError):
-                item.temp.unlink()
+            item.abort()
         self.staged.clear()
 
     def __enter__(self) -> Transaction:

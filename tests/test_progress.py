@@ -1,0 +1,122 @@
+"""The one progress display (odbox_common.progress), rendered: what a user sees of a phase
+on a terminal and in the journal. A fake clock drives rich's speed and ETA, so nothing here
+depends on how fast the machine is."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from odbox_common import progress as progress_module
+from odbox_common.progress import ByteRows, Spinners, journal_lines
+
+MiB = 1 << 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, color_system=None, force_terminal=False), out
+
+
+def _rows_now(rows: ByteRows) -> list[str]:
+    """The rows as the terminal shows them at this moment, one string each."""
+    console, out = _console()
+    console.print(rows.display.make_tasks_table(rows.display.tasks))
+    return [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
+
+
+def test_a_phase_of_known_size_shows_done_of_total_speed_and_time_left_in_one_unit():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("restoring filestore", 10 * MiB)
+        for _ in range(4):
+            clock.now += 1
+            progress.advance(MiB)
+        (row,) = _rows_now(rows)
+    assert "4.0 MiB of 10.0 MiB" in row
+    assert "1.0 MiB/s" in row  # the sizes' unit, not rich's decimal MB/s
+    assert "ETA 0:00:06" in row  # 6 MiB left at 1 MiB/s
+    assert "?" not in row and "MB/s" not in row
+
+
+def test_a_phase_of_unknown_size_shows_no_total_and_no_time_left():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("dumping database shop")
+        clock.now += 2
+        progress.advance(3 * MiB)
+        (row,) = _rows_now(rows)
+    assert "3.0 MiB" in row and " of " not in row and "ETA" not in row
+    assert "1.5 MiB/s" in row  # one chunk so far: rich has no estimate, the average is shown
+
+
+def test_no_question_mark_speed_and_no_empty_phase_is_left_on_screen_when_done():
+    clock = Clock()
+    console, out = _console()
+    with ByteRows(console, clock) as progress:
+        progress.phase("database shop unchanged since snapshot X: its dump is reused")
+        clock.now += 1
+        progress.phase("reading filestore /srv/filestore", 2 * MiB)
+        clock.now += 1
+        progress.advance(2 * MiB)  # in one chunk: rich's own speed column says `?`
+        progress.phase("writing the snapshot manifest")
+        clock.now += 1
+    screen = out.getvalue()
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert len(lines) == 3, screen
+    assert all("✓" in line for line in lines), screen  # every phase ends marked done
+    assert "?" not in screen and "0/0" not in screen and "0 bytes" not in screen, screen
+    reused, filestore, manifest = lines
+    assert "MiB" not in reused and "/s" not in reused  # no sizes for a phase without bytes
+    assert "2.0 MiB" in filestore and "2.0 MiB/s" in filestore and "of" not in filestore
+    assert "ETA" not in screen  # nothing is left to wait for once done
+    assert "MiB" not in manifest
+
+
+def test_steps_show_a_spinner_then_a_mark_and_their_time_and_no_sizes():
+    console, out = _console()
+    with Spinners(console) as steps:
+        with steps.phase("launch", "t4g.small in eu-west-1"):
+            pass
+        with pytest.raises(RuntimeError), steps.phase("status checks", "waiting"):
+            raise RuntimeError("gone")
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert "✓" in lines[0] and "launch" in lines[0] and re.search(r"\d:\d\d:\d\d", lines[0])
+    assert "status checks" in lines[1] and "failed" in lines[1]
+    assert "B/s" not in out.getvalue() and "MiB" not in out.getvalue()
+
+
+def test_the_journal_gets_a_line_a_phase_and_a_minute_with_the_total_and_time_left(
+    monkeypatch, capsys
+):
+    clock = Clock()
+    progress = journal_lines(clock)
+    progress.phase("restoring filestore", 10 * MiB)
+    clock.now += 30
+    progress.advance(MiB)  # within the minute: no line
+    clock.now += 30
+    progress.advance(MiB)
+    progress.phase("writing the snapshot manifest")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("restoring filestore (10.0 MiB)")
+    assert lines[1].endswith(
+        "restoring filestore: 2.0 MiB of 10.0 MiB so far, 34.1 KiB/s, about 240 s left"
+    )
+    assert lines[2].endswith("writing the snapshot manifest")
+    assert progress_module.LINE_EVERY == 60.0

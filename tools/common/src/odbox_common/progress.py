@@ -1,0 +1,290 @@
+"""Progress for every Odoo Box tool: rows on a terminal, plain timestamped lines otherwise.
+
+Two ways to report, one display:
+
+- `Progress` (phases that move bytes): `phase(text, total=None)` starts the next phase and
+  `advance(n)` counts its bytes. odbox-backup's run, restore, verify, export and import, and
+  k8s-migrate's pull use it, through `progress_for()`.
+- `Phases` (steps that take time): `with phases.phase(name, detail):` is one row per step.
+  ec2-install uses it, through `phases_for()`.
+
+On a terminal each phase is a rich row: a spinner (a ✓ once done), its text, and for one
+that moves bytes a bar, the bytes done (and the total when known), the speed, the time left
+(when the total is known) and the time taken. Sizes and speed are in the same binary units
+(`human_size`: KiB, MiB, MiB/s). A speed is shown only once there is one, never `?`, and a
+phase that moved no bytes shows no sizes at all (no `0/0`). Off a terminal (the journal),
+a phase is one line when it starts and, while it lasts, one line a minute, so a 2 AM journal
+shows where a slow run was without drowning in lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from odbox_common import console
+from odbox_common.console import human_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as Display
+    from rich.progress import Task
+
+LINE_EVERY = 60.0  # seconds between the journal's lines of one phase
+
+
+@dataclass
+class Progress:
+    """Callbacks for a terminal's rows or the journal's lines (the default: nothing)."""
+
+    phase: Callable[..., None] = lambda text, total=None: None  # (text, total bytes or None)
+    advance: Callable[[int], None] = lambda _: None
+
+
+class Phases(Protocol):
+    def phase(self, name: str, detail: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def say(self, line: str) -> None: ...
+
+
+# ------------------------------------------------------------------ lines that cannot fail
+
+
+def say(line: str) -> None:
+    """A line on stdout that cannot stop the run: once the reader has gone (`up | head`),
+    stdout goes to /dev/null and the work goes on all the same."""
+    try:
+        console.say(line)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    # What Python's documentation of SIGPIPE advises: later writes, and the flush at
+    # exit, go nowhere instead of raising again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+# ------------------------------------------------------------------ what a row shows
+
+
+def moved_bytes(task: Task) -> bool:
+    """Whether a row is about bytes: it was given a total, or some were counted."""
+    return bool(task.fields.get("known_total")) or task.completed > 0
+
+
+def size_text(task: Task) -> str:
+    """`3.0 MiB of 10.0 MiB` (total known, not done), `10.0 MiB`, or nothing."""
+    if not moved_bytes(task):
+        return ""
+    done = human_size(task.completed)
+    if task.fields.get("known_total") and not task.finished and task.total is not None:
+        return f"{done} of {human_size(task.total)}"
+    return done
+
+
+def speed_text(task: Task) -> str:
+    """`1.2 MiB/s` in the sizes' unit; nothing until a speed is known."""
+    if not moved_bytes(task) or task.completed == 0:
+        return ""
+    # Done: the phase's average (rich's estimate is of its last 30 s, and None after a single
+    # chunk, which rich's own column shows as `?`); running: rich's estimate, else the average.
+    speed = None if task.finished else task.speed
+    if speed is None and task.elapsed:
+        speed = task.completed / task.elapsed
+    return f"{human_size(speed)}/s" if speed else ""
+
+
+def eta_text(task: Task) -> str:
+    """`ETA 0:01:05` while a phase of known total runs and a speed is known; else nothing."""
+    if task.finished or not task.fields.get("known_total"):
+        return ""
+    left = task.time_remaining
+    if left is None:
+        return ""
+    seconds = int(left)
+    return f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _display(console_: Console | None = None, clock: Callable[[], float] | None = None) -> Display:
+    """The one rich display every tool's terminal progress is."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.progress import Progress as Display
+    from rich.text import Text
+
+    class Bar(BarColumn):
+        def render(self, task: Task) -> Any:
+            return super().render(task) if moved_bytes(task) else Text("")
+
+    class Of(ProgressColumn):
+        def __init__(self, text: Callable[[Task], str], style: str) -> None:
+            super().__init__()
+            self._text, self._style = text, style
+
+        def render(self, task: Task) -> Text:
+            return Text(self._text(task), style=self._style)
+
+    return Display(
+        SpinnerColumn(finished_text="[green]✓"),
+        TextColumn("{task.description}"),
+        Bar(),
+        Of(size_text, "progress.download"),
+        Of(speed_text, "progress.data.speed"),
+        Of(eta_text, "progress.remaining"),
+        TimeElapsedColumn(),
+        console=console_ or Console(stderr=True),
+        transient=False,
+        get_time=clock,
+    )
+
+
+# ------------------------------------------------------------------ byte phases
+
+
+@contextlib.contextmanager
+def progress_for(json_output: bool = False, stream: TextIO | None = None) -> Iterator[Progress]:
+    """A Progress whose `phase(text, total)` starts a new row (or line): rows when `stream`
+    (stderr) is a terminal, lines on stdout otherwise, nothing under --json."""
+    if json_output:
+        yield Progress()
+        return
+    if (stream or sys.stderr).isatty():
+        with ByteRows() as progress:
+            yield progress
+        return
+    yield journal_lines()
+
+
+def journal_lines(clock: Callable[[], float] = time.monotonic) -> Progress:
+    """A line when a phase starts (with its size when known), and one a minute after."""
+    state: dict[str, Any] = {"phase": "", "done": 0, "total": None, "start": 0.0, "next": 0.0}
+
+    def phase(text: str, total: int | None = None) -> None:
+        now = clock()
+        state.update(phase=text, done=0, total=total, start=now, next=now + LINE_EVERY)
+        console.say(text + (f" ({human_size(total)})" if total else ""))
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        now = clock()
+        if now >= state["next"]:
+            state["next"] = now + LINE_EVERY
+            done, total = state["done"], state["total"]
+            speed = done / (now - state["start"]) if now > state["start"] else 0
+            line = f"{state['phase']}: {human_size(done)}"
+            line += f" of {human_size(total)}" if total else ""
+            line += f" so far, {human_size(speed)}/s" if speed else " so far"
+            if total and speed and total > done:
+                line += f", about {(total - done) / speed:.0f} s left"
+            console.say(line)
+
+    return Progress(phase=phase, advance=advance)
+
+
+class ByteRows:
+    """Rows on the terminal: each phase ends (its bar full, its speed the average) when the
+    next starts, and the last when the work is done."""
+
+    def __init__(self, console_: Console | None = None, clock: Callable[[], float] | None = None):
+        self.display = _display(console_, clock)
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        self.display.start()
+        return Progress(phase=self.phase, advance=self.advance)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.finish()
+        self.display.stop()
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self.display.update(self._task, total=self.display.tasks[-1].completed)
+            self.display.stop_task(self._task)
+
+    def phase(self, text: str, total: int | None = None) -> None:
+        self.finish()
+        self._task = self.display.add_task(text, total=total, known_total=bool(total))
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self.display.advance(self._task, n)
+
+
+# ------------------------------------------------------------------ timed steps
+
+
+class Lines:
+    """One line when a phase starts and one when it ends, with its duration."""
+
+    def say(self, line: str) -> None:
+        say(line)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, detail: str) -> Iterator[None]:
+        start = time.monotonic()
+        say(f"{name}: {detail}")
+        yield
+        say(f"{name}: done in {time.monotonic() - start:.0f} s")
+
+
+class Spinners:
+    """Rows on the terminal, one per phase, spinning until it ends."""
+
+    def __init__(self, console_: Console | None = None) -> None:
+        from rich.console import Console
+
+        self._progress = _display(console_ or Console())
+
+    def __enter__(self) -> Spinners:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def say(self, line: str) -> None:
+        self._progress.console.print(line, markup=False, highlight=False)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, detail: str) -> Iterator[None]:
+        task = self._progress.add_task(f"{name:<14} {detail}", total=None)
+        try:
+            yield
+        except BaseException:
+            self._progress.update(task, description=f"{name:<14} {detail}: failed")
+            self._progress.stop_task(task)
+            raise
+        self._progress.update(task, total=0)
+        self._progress.stop_task(task)
+
+
+@contextlib.contextmanager
+def phases_for() -> Iterator[Phases]:
+    if sys.stdout.isatty():
+        with Spinners() as spinners:
+            yield spinners
+    else:
+        yield Lines()

@@ -1178,6 +1178,7 @@ def diff(
     )
 
 
+import odbox_backup.cli_recipients  # noqa: E402,F401  (recipients list/add/remove/rewrap: registered on app)
 from odbox_backup import cli_ops  # noqa: E402,F401  (status, notify, unlock, repair: registered on app)
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import start_postgres_cluster
+
 from backup_speed import (
     MB,
     CommandFailed,
@@ -45,8 +47,6 @@ from backup_speed import (
     warm,
     work_folder,
 )
-from tests.conftest import start_postgres_cluster
-
 from timing import BIN, compile_sources
 
 

@@ -63,14 +63,19 @@ def _payloads(files: dict[str, bytes]) -> set[bytes]:
     return {data[parse_header(data).end :] for data in files.values()}
 
 
+def _repository_of_a_and_b(env, repo: str, odoo, tmp_path: Path):
+    """A repository encrypted to keys A (stays) and B (goes), two snapshots in it; A, B and C
+    (comes) as (identity file, public key)."""
+    keys = [_key(tmp_path, name) for name in ("admin", "departing", "new-admin")]
+    backup_ok(env, "init", "--repo", repo, "--recipient", keys[0][1], "--recipient", keys[1][1])
+    backup_run(env, repo, odoo)
+    backup_run(env, repo, odoo)
+    return keys
+
+
 def test_remove_and_add_rewraps_every_file_and_keeps_its_payload(odoo, backend, env, tmp_path,
                                                                   request):  # fmt: skip
-    a, a_pub = _key(tmp_path, "admin")
-    b, b_pub = _key(tmp_path, "departing")
-    c, c_pub = _key(tmp_path, "new-admin")
-    backup_ok(env, "init", "--repo", backend, "--recipient", a_pub, "--recipient", b_pub)
-    backup_run(env, backend, odoo)
-    backup_run(env, backend, odoo)
+    (a, a_pub), (b, b_pub), (c, c_pub) = _repository_of_a_and_b(env, backend, odoo, tmp_path)
     store = store_for(backend, moto_for(backend, request))
     before = _encrypted_files(store)
     assert any(k.startswith("objects/") for k in before) and any(
@@ -185,12 +190,7 @@ def test_a_killed_rotation_leaves_every_snapshot_readable_and_a_rerun_finishes_i
     mends."""
     env = local_env
     repo = str(tmp_path / "repo")
-    a, a_pub = _key(tmp_path, "admin")
-    b, b_pub = _key(tmp_path, "leaked")
-    c, c_pub = _key(tmp_path, "new")
-    backup_ok(env, "init", "--repo", repo, "--recipient", a_pub, "--recipient", b_pub)
-    backup_run(env, repo, odoo)
-    backup_run(env, repo, odoo)
+    (a, _), (b, b_pub), (c, c_pub) = _repository_of_a_and_b(env, repo, odoo, tmp_path)
     ids = [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", repo, "--json"))]
     args = ["remove", b_pub, "--add", c_pub, "--identity", str(a)]
     for step in KILLS:

@@ -41,11 +41,12 @@ from odbox_backup.repository import (
     parse_objects_index,
 )
 from odbox_backup.rewrap import NotWrapped, Unwrapper, rewrap
-from odbox_backup.store import NotFound, refuse_unless_deletable
+from odbox_backup.store import LocalStore, NotFound, refuse_unless_deletable
 from odbox_common.age import parse_recipient, recipient_lines
 from odbox_common.errors import UsageError
 
-THREADS = 8  # S3: a GET and a PUT per file, in parallel
+THREADS = 8  # S3: a GET and a PUT per file, in parallel (each holds a file twice: 8 MiB packs)
+LOCAL_THREADS = 2  # a folder: the disk is the limit, and memory stays under 100 MB
 BATCH = 64  # packs rewritten before one flush and the deletion of the old ones
 
 
@@ -153,6 +154,10 @@ def rekey(
     return result
 
 
+def _threads(repo: Repository) -> int:
+    return LOCAL_THREADS if isinstance(repo.store, LocalStore) else THREADS
+
+
 def _header_length(blob: bytes) -> int:
     from odbox_backup.rewrap import parse_header
 
@@ -201,7 +206,7 @@ def _snapshots(repo: Repository, again: Callable[[str, bytes], bytes], result: R
             return  # written before the repository had recipients? never so: init sets them
         repo.store.put(key, auth.wrap("snapshot", snapshot_id, again(key, body)), replace=True)
 
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(_threads(repo)) as pool:
         list(pool.map(one, repo.snapshot_ids()))
 
 
@@ -225,7 +230,7 @@ def _objects(repo: Repository, again: Callable[[str, bytes], bytes], result: Res
         repo.store.put(key, new, sync=False, replace=True)
         sizes[name] = len(new)
 
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(_threads(repo)) as pool:
         list(pool.map(one, [n for n in names if OBJECT_NAME.fullmatch(n)]))
     repo.store.flush()
     for key in list(repo.object_indexes):
@@ -257,7 +262,7 @@ def _packs(repo: Repository, again: Callable[[str, bytes], bytes], result: Resul
         repo.store.put(repo.index_key(new_id), body, sync=False)
 
     packs = sorted(repo.pack_sizes)
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(_threads(repo)) as pool:
         for start in range(0, len(packs), BATCH):
             batch = packs[start : start + BATCH]
             list(pool.map(one, batch))

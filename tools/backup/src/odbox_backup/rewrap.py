@@ -285,4 +285,4 @@ def rewrap(blob: bytes | memoryview, identities: list[Unwrapper], recipients: li
     key = file_key(header, identities)
     mac_input = VERSION_LINE + b"".join(wrap_for(r, key) for r in recipients) + b"---"
     new_header = mac_input + b" " + _b64(_header_mac(key, mac_input)) + b"\n"
-    return new_header + bytes(memoryview(blob)[header.end :])
+    return b"".join([new_header, memoryview(blob)[header.end :]])  # one copy of the payload

@@ -147,7 +147,7 @@ def test_refusals_change_nothing(odoo, local_env, tmp_path):
     cases = [
         (["remove", a_pub, *admin], "no recipient"),  # nobody could read it
         (["remove", stranger_pub, *admin], "not a recipient of this repository"),
-        (["add", stranger_pub, "--identity", str(stranger)], "does not open"),
+        (["add", stranger_pub, "--identity", str(stranger)], "not one of the repository's"),
         (["add", stranger_pub], "pass --identity"),
     ]
     for args, message in cases:

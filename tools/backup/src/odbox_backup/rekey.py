@@ -107,6 +107,11 @@ def rekey(
     if not identities:
         raise UsageError("rewrapping needs a key that reads the repository: pass --identity")
     old = list(repo.config.recipients)
+    if not {i.recipient for i in identities} & set(old):
+        raise UsageError(
+            f"the identity given ({identities[0].recipient}) is not one of the repository's "
+            "recipients (`recipients list`): pass one that is; nothing was changed"
+        )
     result = Result(recipients, [r for r in recipients if r not in old],
                     [r for r in old if r not in recipients])  # fmt: skip
     refuse_unless_deletable(repo.store, "recipients")

@@ -154,6 +154,7 @@ class Unwrapper:
     kind: bytes  # the stanza type it opens
     secret: Any  # X25519/Ed25519 scalar (bytes) or an RSA private key
     public: bytes  # X25519 public key (for the HKDF salt), or the SSH wire key
+    recipient: str  # its public key as a repository names it (age1…, "ssh-ed25519 AAAA…")
     tag: bytes = b""  # ssh-*: the stanza's key tag
 
     def unwrap(self, args: list[bytes], body: bytes) -> bytes | None:
@@ -186,7 +187,8 @@ def unwrappers(data: bytes, where: str) -> list[Unwrapper]:
     OpenSSH ed25519 or RSA key) as `Unwrapper`s."""
     text = data.decode("utf-8", errors="replace")
     if "PRIVATE KEY-----" not in text:
-        return [_age_unwrapper(str(i.native)) for i in parse_identity_file(data, where)]
+        return [_age_unwrapper(str(i.native), str(i.public))
+                for i in parse_identity_file(data, where)]  # fmt: skip
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -204,18 +206,19 @@ def unwrappers(data: bytes, where: str) -> list[Unwrapper]:
     )
     raw = base64.b64decode(wire.split()[1])
     tag = _b64(hashlib.sha256(raw).digest()[:4])
+    public = " ".join(wire.decode().split()[:2])
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        seed = key.private_bytes_raw()
-        return [Unwrapper(b"ssh-ed25519", hashlib.sha512(seed).digest()[:32], raw, tag)]
+        scalar = hashlib.sha512(key.private_bytes_raw()).digest()[:32]
+        return [Unwrapper(b"ssh-ed25519", scalar, raw, public, tag)]
     if isinstance(key, rsa.RSAPrivateKey):
-        return [Unwrapper(b"ssh-rsa", key, raw, tag)]
+        return [Unwrapper(b"ssh-rsa", key, raw, public, tag)]
     raise AgeError(f"{where}: only ed25519 and RSA SSH keys are age recipients")
 
 
-def _age_unwrapper(secret: str) -> Unwrapper:
+def _age_unwrapper(secret: str, public: str) -> Unwrapper:
     assert secret.startswith(AGE_SECRET_PREFIX)
     scalar = bech32_data(secret)
-    return Unwrapper(b"X25519", scalar, _x25519_public(scalar))
+    return Unwrapper(b"X25519", scalar, _x25519_public(scalar), public)
 
 
 # ------------------------------------------------------------ the header

@@ -180,7 +180,7 @@ KILLS = ["put:config.json:1", "put:snapshots:1", "put:objects:1", "put:index:1",
 
 
 def test_a_killed_rotation_leaves_every_snapshot_readable_and_a_rerun_finishes_it(
-    odoo, local_env, tmp_path
+    odoo, backend, env, tmp_path, request
 ):
     """Kill the rotation in each of its steps, each time on what the last kill left (the
     first kill in `remove --add`, then in `rewrap`, which finishes what config.json says):
@@ -188,8 +188,7 @@ def test_a_killed_rotation_leaves_every_snapshot_readable_and_a_rerun_finishes_i
     last rewrap leaves nothing the removed key opens. Objects stored alone may meanwhile
     differ from their index's size (their header grew), which verify names and the rewrap
     mends."""
-    env = local_env
-    repo = str(tmp_path / "repo")
+    repo = backend
     (a, _), (b, b_pub), (c, c_pub) = _repository_of_a_and_b(env, repo, odoo, tmp_path)
     ids = [s["id"] for s in json.loads(backup_ok(env, "list", "--repo", repo, "--json"))]
     args = ["remove", b_pub, "--add", c_pub, "--identity", str(a)]
@@ -203,5 +202,5 @@ def test_a_killed_rotation_leaves_every_snapshot_readable_and_a_rerun_finishes_i
     backup_ok(env, "recipients", *args, "--repo", repo)
     code, report = verify_json(env, repo, "--read-data", "--identity", str(c))
     assert code == 0 and report["ok"] and report["orphan_packs"] == 0, report
-    for key, data in _encrypted_files(store_for(repo, None)).items():
+    for key, data in _encrypted_files(store_for(repo, moto_for(repo, request))).items():
         assert not _age_opens(b, data), key

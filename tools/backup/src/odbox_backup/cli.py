@@ -239,8 +239,8 @@ for _command, _name in (
     app.command(_name)(_command)
 app.add_typer(cli_snapshots.tag_app, name="tag")
 
-import odbox_backup.cli_recipients  # noqa: E402,F401  (recipients list/add/remove/rewrap: registered on app)
-from odbox_backup import cli_ops  # noqa: E402,F401  (status, notify, unlock, repair: registered on app)
+# Registered on `app` when imported: status, notify, unlock, repair, and recipients.
+from odbox_backup import cli_ops, cli_recipients  # noqa: E402,F401
 
 
 def run_cli(argv: list[str]) -> int:

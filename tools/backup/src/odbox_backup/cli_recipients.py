@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from odbox_backup.cli import AuthKeyFile, Debug, Identity, Json, Repo, Wait, _open, app
+from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, Wait, _open, app
 from odbox_common import console, runner
 from odbox_common.errors import UsageError
 
@@ -18,6 +18,7 @@ recipients_app = runner.typer_app(
     "Who can read the repository: list, add or remove age recipients. add and remove "
     "rewrap every manifest, pack and object to the new set (their payload kept), so old "
     "snapshots become readable by the new set and no longer by a removed key.",
+    subcommand=True,
 )
 app.add_typer(recipients_app, name="recipients")
 Keys = Annotated[

@@ -109,7 +109,9 @@ def show(
 
 
 tag_app = runner.typer_app(
-    "tag", "Add or remove a snapshot's tags (its manifest is written again)."
+    "tag",
+    "Add or remove a snapshot's tags (its manifest is written again).",
+    subcommand=True,
 )
 
 

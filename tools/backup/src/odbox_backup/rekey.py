@@ -29,17 +29,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from odbox_backup.repository import (
-    AGE_MAGIC,
-    CONFIG,
-    OBJECT_NAME,
-    Config,
-    Repository,
-    RepositoryError,
-    config_body,
-    parse_index,
-    parse_objects_index,
-)
+from odbox_backup.codec import AGE_MAGIC
+from odbox_backup.indexes import OBJECT_NAME, parse_index, parse_objects_index
+from odbox_backup.repository import CONFIG, Config, Repository, RepositoryError, config_body
 from odbox_backup.rewrap import NotWrapped, Unwrapper, rewrap
 from odbox_backup.store import LocalStore, NotFound, refuse_unless_deletable
 from odbox_common.age import parse_recipient, recipient_lines

@@ -21,8 +21,9 @@ Parameter = Any
 SHELLS = ("bash", "zsh", "fish")
 
 
-def typer_app(name: str, help: str) -> typer.Typer:
-    """A Typer app with the settings every tool shares, and its `completion SHELL` command.
+def typer_app(name: str, help: str, *, subcommand: bool = False) -> typer.Typer:
+    """A Typer app with the settings every tool shares, and its `completion SHELL` command
+    (not on a `subcommand` group such as `odbox-backup tag`: the tool's script completes it).
 
     Plain help: typer's rich help renderer imports rich.markdown and doubles the
     start time of `--help`, the command a user runs most. Not typer's own
@@ -38,7 +39,8 @@ def typer_app(name: str, help: str) -> typer.Typer:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    _add_completion_command(app, name)
+    if not subcommand:
+        _add_completion_command(app, name)
     return app
 
 

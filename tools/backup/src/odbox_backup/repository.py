@@ -57,6 +57,27 @@ AUTH_HEADER = b"odbox-auth-v1 "  # the first line of an authenticated file: this
 # A snapshot whose ID is later than this after now was made by a wrong clock or forged: it
 # is refused, and never delays the ID of the next one.
 FUTURE = dt.timedelta(hours=1)
+# How much of a manifest's JSON `snapshot_database` reads: its `database` part names the
+# dump's chunks, 67 bytes each (a 50 GB database's fit).
+MANIFEST_HEAD = 4 << 20
+
+
+def _database_part(reader: Any) -> Any:
+    """The `database` value at the start of a manifest's JSON read from `reader`, reading
+    64 KB, then 4 times more while it is cut, up to MANIFEST_HEAD; None when the JSON does
+    not start with it."""
+    start, head, want = b'{"database":', b"", 64 << 10
+    while True:
+        more = reader.read(want - len(head))
+        head += more
+        if not head.startswith(start):
+            return None
+        try:  # a cut may split a character, after the part
+            return json.JSONDecoder().raw_decode(head[len(start) :].decode(errors="ignore"))[0]
+        except ValueError:
+            if not more or want >= MANIFEST_HEAD:
+                return None
+            want *= 4
 
 
 class RepositoryError(ToolError):
@@ -1060,6 +1081,8 @@ class Repository:
     def check_snapshot(self, snapshot_id: str) -> None:
         """Raise unless the snapshot is authentic (and not dated in the future); its bytes are
         kept for the `read_snapshot` that usually follows."""
+        if self._blob is not None and self._blob[0] != snapshot_id:
+            self._blob = None  # the bytes of the one checked before go first
         self._blob = (snapshot_id, self.snapshot_blob(snapshot_id))
 
     def read_snapshot(
@@ -1091,6 +1114,31 @@ class Repository:
             raise CorruptObject(f"snapshot {snapshot_id} is damaged: {e}") from e
         return manifest
 
+    def snapshot_database(self, snapshot_id: str) -> str:
+        """The name of the database a snapshot holds, its MAC checked, without building its
+        manifest: `restore latest` asks it of every snapshot until one names the database,
+        and two manifests of 200,000 files read for that set a restore's peak memory. A
+        manifest is written with sorted keys, so `database` comes first: only the start of
+        the JSON is decompressed and parsed (any other shape is read whole). The stored
+        bytes are kept for the `read_snapshot` that usually follows, as `check_snapshot`
+        keeps them."""
+        blob = self.snapshot_blob(snapshot_id)
+        self._blob = (snapshot_id, blob)
+        what = f"snapshot {snapshot_id}"
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(self._unseal(blob, what)) as reader:
+                part = _database_part(reader)
+            if isinstance(part, dict) and isinstance(part.get("name"), str):
+                return str(part["name"])
+        except zstandard.ZstdError:
+            pass  # damage: the whole read says what
+        self._blob = (snapshot_id, blob)
+        name = self.read_snapshot(snapshot_id)["database"]["name"]
+        self._blob = (snapshot_id, blob)
+        if not isinstance(name, str):
+            raise CorruptObject(f"snapshot {snapshot_id} is damaged: its database has no name")
+        return name
+
     def newest(self, database: str | None = None) -> str | None:
         """The newest snapshot that is authentic and not dated in the future (of `database`,
         when given: that needs reading the manifests); the others are passed over with a
@@ -1098,10 +1146,8 @@ class Repository:
         for snapshot_id in reversed(self.snapshot_ids()):
             try:
                 self.check_snapshot(snapshot_id)
-                if database is not None:
-                    manifest = self.read_snapshot(snapshot_id)
-                    if manifest["database"]["name"] != database:
-                        continue
+                if database is not None and self.snapshot_database(snapshot_id) != database:
+                    continue
             except Unauthenticated as e:
                 self.warn(f"passed over {e}")
                 continue
@@ -1118,7 +1164,7 @@ class Repository:
             if found is None and database is not None:
                 found = self.newest()
                 if found is not None:
-                    other = self.read_snapshot(found)["database"]["name"]
+                    other = self.snapshot_database(found)
                     self.warn(f"no snapshot of database {database} in {self.store.url}: "
                               f"latest is {found}, of database {other}")  # fmt: skip
             if found is None:

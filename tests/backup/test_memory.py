@@ -193,3 +193,46 @@ def test_a_file_entry_that_is_not_an_object_is_damage(tmp_path):
             assert "is damaged" in str(e) and "filestore.files" in str(e)
         else:
             raise AssertionError(f"{files} was read as entries")
+
+
+# `restore latest` into a database no snapshot names looks at every snapshot's database name
+# first: about 125 bytes a file (the newest manifest's stored bytes, kept for the read that
+# follows, and their copy while the MAC is checked). Reading each manifest whole for its name,
+# two of them alive at once, cost 550 and set the peak of a restore at 200,000 files (206 MB).
+RESOLVE_BYTES_PER_FILE = 200
+
+
+def _resolve_peak(odoo, folder: Path, count: int) -> int:
+    """Peak traced memory of finding the snapshot `restore latest --db elsewhere` restores,
+    in a repository of two snapshots of `count` files."""
+    name, dsn, _ = odoo
+    filestore = folder / "filestore"
+    _filestore(filestore, count)
+    repo = Repository.init(LocalStore(folder / "repo"))
+    for _ in range(2):
+        newest = run_backup(Repository.open(repo.store), Source(dsn, name, filestore))
+    reader = Repository.open(repo.store)
+    warnings: list[str] = []
+    reader.warn = warnings.append
+    found, peak = _peak(lambda: reader.resolve("latest", database="elsewhere"))
+    assert found == newest["id"] and f"of database {name}" in warnings[-1]
+    assert reader.resolve("latest", database=name) == newest["id"]
+    assert reader.read_snapshot(found)["filestore"]["count"] == count  # the kept bytes serve
+    return int(peak)
+
+
+def test_finding_the_latest_snapshot_of_a_database_does_not_read_whole_manifests(odoo, tmp_path):
+    small = _resolve_peak(odoo, tmp_path / "small", FILES // 5)
+    large = _resolve_peak(odoo, tmp_path / "large", FILES)
+    per_file = (large - small) / (FILES - FILES // 5)
+    print(f"\nbytes a file, resolving latest of another database: {per_file:.0f}")
+    assert per_file < RESOLVE_BYTES_PER_FILE, per_file
+
+
+def test_a_database_part_longer_than_the_first_read_is_read_on(tmp_path):
+    repo = Repository.init(LocalStore(tmp_path / "repo"))
+    snapshot_id = repo.next_snapshot_id()
+    chunks = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(3000)]  # 200 KB of names
+    repo.write_snapshot({"id": snapshot_id, "database": {"objects": chunks, "name": "odoo é"},
+                         "filestore": {"files": []}})  # fmt: skip
+    assert Repository.open(repo.store).snapshot_database(snapshot_id) == "odoo é"

@@ -242,7 +242,9 @@ class Snapshots(Packs):
         self._blob = (snapshot_id, blob)
         what = f"snapshot {snapshot_id}"
         try:
-            with zstandard.ZstdDecompressor().stream_reader(self.codec.unseal(blob, what)) as reader:
+            with zstandard.ZstdDecompressor().stream_reader(
+                self.codec.unseal(blob, what)
+            ) as reader:
                 part = _database_part(reader)
             if isinstance(part, dict) and isinstance(part.get("name"), str):
                 return str(part["name"])

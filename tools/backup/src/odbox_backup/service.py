@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from odbox_common import processes
 from odbox_common.errors import ToolError
 
 TIMEOUT = 300
@@ -41,17 +41,7 @@ class OdooService:
 
     @staticmethod
     def _run(command: tuple[str, ...], what: str) -> None:
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
-                                  stdin=subprocess.DEVNULL)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise ServiceError(f"cannot {what} Odoo with `{shlex.join(command)}`: {e}") from e
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()
-            raise ServiceError(
-                f"`{shlex.join(command)}` failed to {what} Odoo (exit status {done.returncode})"
-                + (f": {last[-1]}" if last else "")
-            )
+        processes.run_command(command, f"{what} Odoo", TIMEOUT, ServiceError)
 
     @contextlib.contextmanager
     def stopped(self, report: Callable[[str], None] = lambda _: None) -> Iterator[None]:

@@ -1,10 +1,16 @@
-"""Whether a process on this host still runs: what a lock or a lease that names its owner
-by pid asks before it calls the owner dead."""
+"""Processes: whether one on this host still runs (what a lock or a lease that names its
+owner by pid asks before it calls the owner dead), and running a configured command (the
+box's stop/start of Odoo) with one line when it fails."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+
+from odbox_common.errors import ToolError
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -38,3 +44,19 @@ def running(pid: int, start: int | None = None) -> bool:
     if state[0] in ("Z", "X"):
         return False
     return start is None or state[1] == start
+
+
+def run_command(command: Sequence[str], what: str, timeout: float,
+                error: type[ToolError] = ToolError) -> str:  # fmt: skip
+    """Run a configured command (stdin closed, output captured); its stdout, or `error`
+    naming the command, `what` it was to do and its last line of output."""
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise error(f"cannot {what} with `{shlex.join(command)}`: {e}") from e
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()
+        raise error(f"`{shlex.join(command)}` failed to {what} (exit status "
+                    f"{done.returncode})" + (f": {last[-1]}" if last else ""))  # fmt: skip
+    return str(done.stdout)

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from odbox_common import processes
 from odbox_common.errors import ToolError
 
 SERVICE_TIMEOUT = 900  # seconds: systemd's stop (90 s) and start, on a busy machine
@@ -17,16 +18,7 @@ SERVICE_TIMEOUT = 900  # seconds: systemd's stop (90 s) and start, on a busy mac
 
 def run_command(command: list[str], what: str, timeout: float = SERVICE_TIMEOUT) -> str:
     """Run one configured command; its stdout, or a ToolError naming it and its last line."""
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ToolError(f"cannot {what} with `{shlex.join(command)}`: {e}") from None
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()
-        raise ToolError(f"`{shlex.join(command)}` failed to {what} (exit status "
-                        f"{done.returncode})" + (f": {last[-1]}" if last else ""))  # fmt: skip
-    return str(done.stdout)
+    return processes.run_command(command, what, timeout)
 
 
 @dataclass(frozen=True)

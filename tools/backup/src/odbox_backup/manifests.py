@@ -242,7 +242,9 @@ class Snapshots(Packs):
         self._blob = (snapshot_id, blob)
         what = f"snapshot {snapshot_id}"
         try:
-            with zstandard.ZstdDecompressor().stream_reader(self.codec.unseal(blob, what)) as reader:
+            with zstandard.ZstdDecompressor().stream_reader(
+                self.codec.unseal(blob, what)
+            ) as reader:
                 part = _database_part(reader)
             if isinstance(part, dict) and isinstance(part.get("name"), str):
                 return str(part["name"])
@@ -313,5 +315,7 @@ class Snapshots(Packs):
 
     def objects_of(self, manifest: dict[str, Any]) -> Iterator[str]:
         yield from manifest["database"]["objects"]
+        if "names" in manifest["filestore"]:  # attachments.py's; absent in older snapshots
+            yield manifest["filestore"]["names"]["object"]
         for entry in file_entries(manifest):
             yield from entry["objects"]

@@ -57,27 +57,47 @@ class Attachment:
 # ------------------------------------------------------------------ the names object
 
 
+class _NamesWriter:
+    """The names object made as its rows come (sorted): hashed and compressed as it goes,
+    so memory holds the compressed object, not the rows."""
+
+    def __init__(self, repo: Repository) -> None:
+        import zstandard
+
+        self.repo, self.rows = repo, 0
+        self.digest = hashlib.sha256()
+        self.frame = io.BytesIO()
+        self.writer = zstandard.ZstdCompressor(level=repo.codec.level).compressobj()
+        self._write("[")
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        self.digest.update(data)
+        self.frame.write(self.writer.compress(data))
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._write("".join(("\n" if self.rows + i == 0 else ",\n") + _row_text(row)
+                            for i, row in enumerate(rows)))  # fmt: skip
+        self.rows += len(rows)
+
+    def store(self) -> dict[str, Any]:
+        """The object stored; the manifest's `filestore.names` part that names it."""
+        self._write("\n]")
+        self.frame.write(self.writer.flush())
+        name = self.digest.hexdigest()
+        self.repo.put_frame(name, self.frame.getvalue())
+        return {"object": name, "rows": self.rows}
+
+
 def store_names(repo: Repository, conninfo: str) -> dict[str, Any]:
     """`run`'s hook: the database's ir_attachment rows that name a file, as one object; the
-    manifest's `filestore.names` part that names it. Rows are read a batch at a time and
-    compressed as they come: memory holds the compressed object, not the rows."""
+    manifest's `filestore.names` part that names it."""
     import psycopg
-    import zstandard
     from psycopg import sql
 
     from odbox_backup.backup import BackupFailed
 
-    digest = hashlib.sha256()
-    frame = io.BytesIO()
-    writer = zstandard.ZstdCompressor(level=repo.codec.level).compressobj()
-
-    def write(text: str) -> None:
-        data = text.encode()
-        digest.update(data)
-        frame.write(writer.compress(data))
-
-    write("[")
-    rows = 0
+    names = _NamesWriter(repo)
     try:
         with psycopg.connect(conninfo, connect_timeout=10) as conn:
             has = conn.execute("SELECT to_regclass('ir_attachment')").fetchone()
@@ -90,20 +110,30 @@ def store_names(repo: Repository, conninfo: str) -> dict[str, Any]:
                 select = sql.SQL(", ").join(sql.Identifier(c) if c in present else sql.NULL
                                             for c in _COLUMNS)  # fmt: skip
                 with conn.cursor("names") as cursor:  # a batch at a time, never a list
-                    cursor.execute(sql.SQL("SELECT {} FROM ir_attachment WHERE store_fname IS NOT"
-                                           " NULL AND store_fname <> '' ORDER BY store_fname, id"
-                                           ).format(select))  # fmt: skip
+                    cursor.execute(sql.SQL(
+                        "SELECT {} FROM ir_attachment WHERE store_fname IS NOT NULL AND"
+                        ' store_fname <> \'\' ORDER BY store_fname COLLATE "C", id'
+                    ).format(select))  # fmt: skip
                     while batch := cursor.fetchmany(5000):
-                        write("".join(("\n" if rows + i == 0 else ",\n") + _row_text(row)
-                                      for i, row in enumerate(batch)))  # fmt: skip
-                        rows += len(batch)
+                        names.add(batch)
     except psycopg.Error as e:
         raise BackupFailed(f"cannot read ir_attachment: {str(e).strip().splitlines()[0]}") from e
-    write("\n]")
-    frame.write(writer.flush())
-    name = digest.hexdigest()
-    repo.put_frame(name, frame.getvalue())
-    return {"object": name, "rows": rows}
+    return names.store()
+
+
+def names_from_dump(repo: Repository, database: dict[str, Any]) -> dict[str, Any] | None:
+    """`import`'s hook: the names object made from the dump just stored (read once, now,
+    rather than by every `ls`); None when its rows cannot be read here (no pg_restore for a
+    custom dump): `ls` then reads the dump."""
+    try:
+        found = dump_attachments(repo, database)
+    except ToolError:
+        return None
+    names = _NamesWriter(repo)
+    for store in sorted(found):
+        names.add([(store, a.id, a.name, a.res_model, a.res_id)
+                   for a in sorted(found[store], key=lambda a: a.id)])  # fmt: skip
+    return names.store()
 
 
 def _row_text(row: Sequence[Any]) -> str:

@@ -135,3 +135,22 @@ def test_ls_of_a_database_without_ir_attachment_lists_files_without_names(
         listed = _ls(local_env, backend, identity, snapshot_id)
         assert len(listed) == len(list(filestore.rglob("*/*"))) > 0
         assert all(e["attachments"] == [] for e in listed)
+
+
+def test_ls_finds_the_files_of_an_import_written_with_sorted_entry_keys(odoo, local_env, tmp_path):
+    """Imports before this version wrote each entry `{"objects":…,"path":…,"size":…}`; `ls`
+    searched for entries that start with their path, and listed none."""
+    _, dsn, filestore = odoo
+    path = _attachment(dsn, filestore, b"an imported file\n", "imported.txt")
+    backend = str(tmp_path / "repo")
+    identity = _encrypted_run(local_env, backend, tmp_path, odoo)
+    repo = open_repo(backend, None, identity)
+    manifest = repo.read_snapshot(repo.snapshot_ids()[-1], compact=False)  # entries as dicts
+    del manifest["filestore"]["names"]
+    manifest["id"] = repo.next_snapshot_id()
+    repo.write_snapshot(manifest)  # written with sorted keys, as those imports were
+    listed = _ls(local_env, backend, identity, str(manifest["id"]))
+    assert {e["path"] for e in listed} == {f["path"] for f in manifest["filestore"]["files"]}
+    assert [a["name"] for a in {e["path"]: e for e in listed}[path]["attachments"]] == [
+        "imported.txt"
+    ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from odbox_backup.manifests import ENTRY_START
+from odbox_backup.manifests import ENTRY_START, JSONTexts, entry_text, json_pieces
 from odbox_backup.repository import Repository, RepositoryError
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
@@ -51,7 +51,16 @@ class Entry:
 def manifest_text(repo: Repository, snapshot_id: str) -> str:
     """A manifest's JSON text, authenticated (its MAC) and decrypted, not parsed."""
     blob = repo.snapshot_blob(snapshot_id)
-    return repo.codec.decode(blob, f"snapshot {snapshot_id}").decode()
+    text = repo.codec.decode(blob, f"snapshot {snapshot_id}").decode()
+    if ENTRY_START not in text and '"files":[{' in text:
+        # An import before this version wrote its entries with sorted keys, path not first:
+        # written again as a run writes them (once per command; imports are few).
+        manifest = json.loads(text)
+        manifest["filestore"]["files"] = JSONTexts(
+            entry_text(f["path"], f["size"], f["objects"]) for f in manifest["filestore"]["files"]
+        )
+        text = "".join(json_pieces(manifest))
+    return text
 
 
 def _normal(path: str) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from odbox_backup.attachments import names_from_dump
 from odbox_backup.backup import (
     BackupFailed,
     Counters,
@@ -42,7 +43,7 @@ from odbox_backup.backup import (
     store_dump,
     store_file,
 )
-from odbox_backup.manifests import file_entries
+from odbox_backup.manifests import JSONTexts, entry_text, file_entries
 from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_backup.tags import IMPORT
@@ -384,7 +385,7 @@ def import_backup(
                     got = counters.bytes - before + len(stream.read(1))
                 if got != size:
                     raise OdooZipError(f"{rel} in {source.name} gave {got} bytes, not {size}")
-                files.append({"path": rel, "size": size, "objects": objects})
+                files.append(entry_text(rel, size, objects))  # path first, as `ls` finds it
                 total += size
         except (zipfile.BadZipFile, EOFError) as e:
             raise OdooZipError(f"{source.name} is damaged: {e}; no snapshot was written") from e
@@ -414,9 +415,12 @@ def import_backup(
             "version": str(version) if version else None,
             "modules": {str(k): str(v) for k, v in dict(odoo.get("modules") or {}).items()},
         },
-        "filestore": {"files": files, "count": len(files), "bytes": total},
+        "filestore": {"files": JSONTexts(files), "count": len(files), "bytes": total},
         "totals": counters.totals(started),
     }
+    manifest["filestore"]["names"] = names_from_dump(repo, manifest["database"])  # for `ls`
+    if manifest["filestore"]["names"] is None:
+        del manifest["filestore"]["names"]
     progress.phase("writing the snapshot manifest")
     repo.write_snapshot(manifest)
     return manifest

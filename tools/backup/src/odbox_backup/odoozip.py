@@ -396,6 +396,16 @@ def import_backup(
     finally:
         source.close()
     version = odoo.get("version")
+    database = {
+        "name": db_name or str(odoo.get("db_name") or path.stem),
+        "pg_version": str(odoo.get("pg_version") or "unknown"),
+        "format": fmt,
+        **dump,
+    }
+    filestore: dict[str, Any] = {"files": JSONTexts(files), "count": len(files), "bytes": total}
+    names = names_from_dump(repo, database)  # for `ls`; without it, ls reads the dump
+    if names is not None:
+        filestore["names"] = names
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),
@@ -405,22 +415,14 @@ def import_backup(
         "source": "import",
         "origin": source.name,
         "tags": [IMPORT],
-        "database": {
-            "name": db_name or str(odoo.get("db_name") or path.stem),
-            "pg_version": str(odoo.get("pg_version") or "unknown"),
-            "format": fmt,
-            **dump,
-        },
+        "database": database,
         "odoo": {
             "version": str(version) if version else None,
             "modules": {str(k): str(v) for k, v in dict(odoo.get("modules") or {}).items()},
         },
-        "filestore": {"files": JSONTexts(files), "count": len(files), "bytes": total},
+        "filestore": filestore,
         "totals": counters.totals(started),
     }
-    manifest["filestore"]["names"] = names_from_dump(repo, manifest["database"])  # for `ls`
-    if manifest["filestore"]["names"] is None:
-        del manifest["filestore"]["names"]
     progress.phase("writing the snapshot manifest")
     repo.write_snapshot(manifest)
     return manifest

@@ -10,7 +10,7 @@ import stat
 import psycopg
 from pyrage import x25519
 
-from odbox_backup.browse import parse_attachments
+from odbox_backup.attachments import parse_attachments
 from tests.backup.helpers import backup, backup_ok, backup_run
 from tests.helpers import one_error_line
 from tests.odoo_data import filestore_digest, store_file, table_checksums
@@ -183,7 +183,7 @@ def test_the_rows_searched_for_are_found_across_blocks_of_pg_restore_output():
     finds what parsing every row finds, at the start, the middle, a block's edge, the end."""
     import io
 
-    from odbox_backup.browse import _copy_lines
+    from odbox_backup.attachments import _copy_lines
 
     rows = [f"{i}\tfile {i}.pdf\tres.partner\t{i}\t{i % 256:02x}/{i:040x}\n" for i in range(40000)]
     text = ("--\n-- PostgreSQL database dump\n--\nSET x = 1;\n\n"

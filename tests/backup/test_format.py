@@ -106,6 +106,13 @@ def test_the_repository_is_what_format_md_says(postgres, tmp_path):
         named |= set(entry["objects"])
         if entry["size"] < 1 << 20:  # a small file is packed (alone only if a dump has it too)
             assert entry["objects"][0] not in alone or entry["objects"][0] in named_by_dump
+    names = manifest["filestore"]["names"]  # "Attachment names": one row a line, sorted
+    text = stored[names["object"]].decode()
+    rows = json.loads(text)
+    assert text.startswith("[\n") and text.endswith("\n]") and len(rows) == names["rows"] > 0
+    assert text.count("\n") == len(rows) + 1 and rows == sorted(rows, key=lambda r: r[:2])
+    assert {r[0] for r in rows} <= {e["path"] for e in manifest["filestore"]["files"]}
+    named.add(names["object"])
     assert named == set(stored)  # nothing stored that the snapshot does not name
     assert any(len(f["objects"]) > 1 for f in manifest["filestore"]["files"])  # large files cut
     assert list((repo / "locks").iterdir()) == []

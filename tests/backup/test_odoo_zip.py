@@ -111,6 +111,13 @@ def test_import_of_an_odoo_backup_gives_a_snapshot_that_restores(
     assert owners == owner_role
     code = backup(env, "verify", "--repo", backend, "--read-data").returncode
     assert code == 0
+    # `ls` finds the imported files, and names them from the names object the import made
+    listed = json.loads(backup_ok(env, "ls", "--repo", backend, "latest", "--json"))
+    assert {e["path"] for e in listed} == set(source[1])
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT count(*) FROM ir_attachment WHERE store_fname <> ''")
+        assert sum(len(e["attachments"]) for e in listed) == rows.fetchone()[0] > 0  # type: ignore[index]
+    assert manifest["filestore"]["names"]["rows"] == sum(len(e["attachments"]) for e in listed)
 
 
 def test_import_of_a_damaged_zip_writes_no_snapshot(postgres, odoo, backend, env, tmp_path):

@@ -39,6 +39,7 @@ def _stored_sizes(store):
 
 def _objects(manifest):
     names = list(manifest["database"]["objects"])
+    names.append(manifest["filestore"]["names"]["object"])  # the attachment names (FORMAT.md)
     for f in manifest["filestore"]["files"]:
         names += f["objects"]
     return dict.fromkeys(names)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from odbox_backup.attachments import store_names
 from odbox_backup.manifests import ENTRY_START, JSONTexts, entry_text
 from odbox_backup.repository import Repository
 from odbox_common.errors import ToolError
@@ -560,6 +561,7 @@ def run_backup(
     filestore["missing"] = missing[0]
     if missing[0]:
         filestore["missing_first"] = missing[1]
+    filestore["names"] = store_names(repo, source.conninfo)  # for `ls` (attachments.py)
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

@@ -8,10 +8,7 @@ json.dumps writes it>,` (`repository.entry_text`), and only those are parsed.
 No other string in a manifest can hold `{"path":"` unescaped (JSON escapes a
 quote inside a string), so the search finds entries and nothing else.
 
-The attachments' names come from the dump's `ir_attachment` rows, never from
-a restored database: a custom dump is streamed into `pg_restore -a -t
-ir_attachment -f -`, a plain SQL one (an imported zip) read as it is, and
-both stop at the end of that table's COPY block.
+The attachments' names are attachments.py's.
 """
 
 from __future__ import annotations
@@ -20,34 +17,21 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
-import subprocess
-import tempfile
-import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from odbox_backup.manifests import ENTRY_START
+from odbox_backup.manifests import ENTRY_START, JSONTexts, entry_text, json_pieces
 from odbox_backup.repository import Repository, RepositoryError
 from odbox_common.errors import ToolError, UsageError
 from odbox_common.files import fsync_dir
 
+if TYPE_CHECKING:
+    from odbox_backup.attachments import Attachment
+
 _DECODER = json.JSONDecoder()
-
-
-@dataclass
-class Attachment:
-    id: int
-    name: str
-    res_model: str | None
-    res_id: int | None
-
-    def describe(self) -> str:
-        where = f"{self.res_model},{self.res_id}" if self.res_model else "no record"
-        return f"{self.name} ({where})"
 
 
 @dataclass
@@ -67,7 +51,16 @@ class Entry:
 def manifest_text(repo: Repository, snapshot_id: str) -> str:
     """A manifest's JSON text, authenticated (its MAC) and decrypted, not parsed."""
     blob = repo.snapshot_blob(snapshot_id)
-    return repo.codec.decode(blob, f"snapshot {snapshot_id}").decode()
+    text = repo.codec.decode(blob, f"snapshot {snapshot_id}").decode()
+    if ENTRY_START not in text and '"files":[{' in text:
+        # An import before this version wrote its entries with sorted keys, path not first:
+        # written again as a run writes them (once per command; imports are few).
+        manifest = json.loads(text)
+        manifest["filestore"]["files"] = JSONTexts(
+            entry_text(f["path"], f["size"], f["objects"]) for f in manifest["filestore"]["files"]
+        )
+        text = "".join(json_pieces(manifest))
+    return text
 
 
 def _normal(path: str) -> str:
@@ -176,193 +169,6 @@ def atomic_file(path: Path, mode: int = 0o600) -> Iterator[IO[bytes]]:
     fsync_dir(path.parent)
 
 
-# ------------------------------------------------------------------ attachments
-
-_COPY = re.compile(r"COPY (?:[\w\"]+\.)?\"?ir_attachment\"? \((?P<columns>[^)]*)\) FROM stdin;")
-_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
-
-
-def _unescape(field_text: str) -> str | None:
-    """One field of COPY's text format: `\\N` is NULL; backslash escapes as COPY writes them."""
-    if field_text == "\\N":
-        return None
-
-    def one(m: re.Match[str]) -> str:
-        code = m[1]
-        if code[0] == "x" and len(code) > 1:
-            return chr(int(code[1:], 16))
-        if code[0] in "01234567":
-            return chr(int(code, 8))
-        return _ESCAPES.get(code, code)
-
-    return _ESCAPE.sub(one, field_text) if "\\" in field_text else field_text
-
-
-def parse_attachments(
-    lines: Iterable[str], wanted: Collection[str] | None = None
-) -> dict[str, list[Attachment]]:
-    """`store_fname` → the attachments of it, from the COPY block of ir_attachment in SQL
-    lines (pg_restore's output or a plain dump); stops at the block's end. With `wanted`
-    (a few paths), a row that holds none of them is not parsed."""
-    found: dict[str, list[Attachment]] = {}
-    lines = iter(lines)
-    for line in lines:
-        m = _COPY.match(line)
-        if m:
-            columns = [c.strip().strip('"') for c in m["columns"].split(",")]
-            break
-    else:
-        return found
-    where = {c: columns.index(c) for c in ("id", "name", "res_model", "res_id", "store_fname")
-             if c in columns}  # fmt: skip
-    if "store_fname" not in where:
-        return found
-    for line in lines:
-        line = line.rstrip("\n")
-        if line == "\\.":
-            break
-        if wanted is not None and not any(path in line for path in wanted):
-            continue
-        fields = line.split("\t")
-
-        def get(column: str, fields: list[str] = fields) -> str | None:
-            return _unescape(fields[where[column]]) if column in where else None
-
-        store = get("store_fname")
-        if not store:
-            continue
-        res_id = get("res_id")
-        found.setdefault(store, []).append(Attachment(
-            int(get("id") or 0), get("name") or "", get("res_model"),
-            int(res_id) if res_id and res_id.lstrip("-").isdigit() else None,
-        ))  # fmt: skip
-    return found
-
-
-def dump_attachments(
-    repo: Repository,
-    manifest_db: dict[str, Any],
-    pg_bin: Path | None = None,
-    wanted: Collection[str] | None = None,
-) -> dict[str, list[Attachment]]:
-    """The ir_attachment rows of a snapshot's dump, by store_fname, without restoring it
-    (those of `wanted` only, when given)."""
-    objects = list(manifest_db["objects"])
-    if manifest_db.get("format") == "sql":
-        return parse_attachments(_sql_lines(repo, objects), wanted)
-    from odbox_backup.backup import find_pg_tool
-
-    pg_restore = find_pg_tool("pg_restore", pg_bin)
-    # stderr to a file, never a pipe nobody reads while pg_restore writes
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            [pg_restore, "--data-only", "--table=ir_attachment", "--file=-"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-        )  # fmt: skip
-        found, failed = _read_while_feeding(repo, objects, proc, wanted)
-        errors.seek(0)
-        error = errors.read().decode(errors="replace").strip()
-    if failed:
-        raise failed[0]
-    if proc.returncode > 0:  # < 0: stopped by us once the table was read
-        last = error.splitlines()[-1] if error else f"exit {proc.returncode}"
-        raise ToolError(f"pg_restore could not read the snapshot's dump: {last}")
-    return found
-
-
-def _read_while_feeding(
-    repo: Repository,
-    objects: Sequence[str],
-    proc: subprocess.Popen[bytes],
-    wanted: Collection[str] | None,
-) -> tuple[dict[str, list[Attachment]], list[BaseException]]:
-    """The dump's objects into pg_restore's stdin (a thread) while its output is parsed;
-    pg_restore is stopped as soon as the ir_attachment block has been read."""
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            for content in fetch(repo, objects, alone=True):
-                if stop.is_set():
-                    break
-                stdin.write(content)
-        except BrokenPipeError:
-            pass  # pg_restore was stopped once the table was read
-        except BaseException as e:
-            failed.append(e)
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        found = parse_attachments(_copy_lines(stdout, wanted), wanted)
-    finally:
-        stop.set()
-        stdout.close()
-        if proc.poll() is None:
-            proc.terminate()  # the table is read: the rest of the dump is not needed
-        proc.wait()
-        feeder.join()
-    return found, failed
-
-
-def _copy_lines(stream: IO[bytes], wanted: Collection[str] | None) -> Iterator[str]:
-    """pg_restore's output as lines; with `wanted`, of the COPY block only the rows that
-    hold one of them (found by a search of each MiB read, not a loop over 200,000 rows)."""
-    if wanted is None:
-        for raw in stream:
-            yield raw.decode("utf-8", "replace")
-        return
-    needles = [w.encode() for w in wanted]
-    pending, in_copy = b"", False
-    while block := stream.read(1 << 20):
-        data = pending + block
-        cut = data.rfind(b"\n") + 1
-        data, pending = data[:cut], data[cut:]
-        if not in_copy:
-            at = data.find(b"\nCOPY ")
-            at = 0 if data.startswith(b"COPY ") else at + 1 if at >= 0 else -1
-            if at < 0:
-                continue  # SET lines and comments before the block: nothing to parse
-            end = data.index(b"\n", at) + 1
-            yield data[at:end].decode("utf-8", "replace")
-            in_copy, data = True, data[end:]
-        stop = 0 if data.startswith(b"\\.\n") else data.find(b"\n\\.\n")
-        rows = data if stop < 0 else data[:stop]
-        lines = set()
-        for needle in needles:
-            at = rows.find(needle)
-            while at >= 0:
-                start = rows.rfind(b"\n", 0, at) + 1
-                end = rows.find(b"\n", at)
-                lines.add((start, rows[start : end if end >= 0 else len(rows)]))
-                at = rows.find(needle, at + 1)
-        for _, line in sorted(lines):
-            yield line.decode("utf-8", "replace") + "\n"
-        if stop >= 0:
-            yield "\\.\n"
-            return
-    if pending:
-        yield pending.decode("utf-8", "replace")
-
-
-def _sql_lines(repo: Repository, objects: Sequence[str]) -> Iterator[str]:
-    pending = b""
-    for content in fetch(repo, objects, alone=True):
-        pending += content
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", "replace") + "\n"
-    if pending:
-        yield pending.decode("utf-8", "replace")
-
-
 def readable(repo: Repository) -> bool:
     return not repo.config.encrypted or bool(repo.identities)
 
@@ -379,15 +185,16 @@ def list_files(
     text = manifest_text(repo, snapshot_id)
     entries = list(find_entries(text, path))
     if names and entries:
-        db = _database_part(text, snapshot_id)
+        from odbox_backup.attachments import attachments_of
+
         few = {e.path for e in entries} if len(entries) <= 100 else None
-        by_store = dump_attachments(repo, db, pg_bin, few)
+        by_store = attachments_of(repo, text, snapshot_id, few, pg_bin)
         for entry in entries:
             entry.attachments = by_store.get(entry.path, [])
     return entries
 
 
-def _database_part(text: str, snapshot_id: str) -> dict[str, Any]:
+def database_part(text: str, snapshot_id: str) -> dict[str, Any]:
     at = text.find('"database":{')
     if at < 0:
         raise RepositoryError(f"snapshot {snapshot_id} is damaged: no database part")

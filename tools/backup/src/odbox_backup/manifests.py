@@ -315,5 +315,7 @@ class Snapshots(Packs):
 
     def objects_of(self, manifest: dict[str, Any]) -> Iterator[str]:
         yield from manifest["database"]["objects"]
+        if "names" in manifest["filestore"]:  # attachments.py's; absent in older snapshots
+            yield manifest["filestore"]["names"]["object"]
         for entry in file_entries(manifest):
             yield from entry["objects"]

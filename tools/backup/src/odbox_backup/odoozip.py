@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from odbox_backup.attachments import names_from_dump
 from odbox_backup.backup import (
     BackupFailed,
     Counters,
@@ -42,7 +43,7 @@ from odbox_backup.backup import (
     store_dump,
     store_file,
 )
-from odbox_backup.manifests import file_entries
+from odbox_backup.manifests import JSONTexts, entry_text, file_entries
 from odbox_backup.repository import Repository
 from odbox_backup.restore import check_objects
 from odbox_backup.tags import IMPORT
@@ -384,7 +385,7 @@ def import_backup(
                     got = counters.bytes - before + len(stream.read(1))
                 if got != size:
                     raise OdooZipError(f"{rel} in {source.name} gave {got} bytes, not {size}")
-                files.append({"path": rel, "size": size, "objects": objects})
+                files.append(entry_text(rel, size, objects))  # path first, as `ls` finds it
                 total += size
         except (zipfile.BadZipFile, EOFError) as e:
             raise OdooZipError(f"{source.name} is damaged: {e}; no snapshot was written") from e
@@ -395,6 +396,16 @@ def import_backup(
     finally:
         source.close()
     version = odoo.get("version")
+    database = {
+        "name": db_name or str(odoo.get("db_name") or path.stem),
+        "pg_version": str(odoo.get("pg_version") or "unknown"),
+        "format": fmt,
+        **dump,
+    }
+    filestore: dict[str, Any] = {"files": JSONTexts(files), "count": len(files), "bytes": total}
+    names = names_from_dump(repo, database)  # for `ls`; without it, ls reads the dump
+    if names is not None:
+        filestore["names"] = names
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),
@@ -404,17 +415,12 @@ def import_backup(
         "source": "import",
         "origin": source.name,
         "tags": [IMPORT],
-        "database": {
-            "name": db_name or str(odoo.get("db_name") or path.stem),
-            "pg_version": str(odoo.get("pg_version") or "unknown"),
-            "format": fmt,
-            **dump,
-        },
+        "database": database,
         "odoo": {
             "version": str(version) if version else None,
             "modules": {str(k): str(v) for k, v in dict(odoo.get("modules") or {}).items()},
         },
-        "filestore": {"files": files, "count": len(files), "bytes": total},
+        "filestore": filestore,
         "totals": counters.totals(started),
     }
     progress.phase("writing the snapshot manifest")

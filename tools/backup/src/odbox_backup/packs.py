@@ -80,6 +80,26 @@ class Packs(Indexes):
         unsynced.discard(name)
         return name, True
 
+    def put_frame(self, name: str, frame: bytes) -> bool:
+        """Store, alone, an object given as its name (the SHA-256 of its content, which the
+        caller hashed as it made it) and its zstd frame, made as a stream so the content was
+        never whole in memory (`attachments.store_names`); whether it was new. A reader
+        checks the content against the name as for any object."""
+        if name in self.known_objects() and name not in self.unsynced_objects():
+            return False
+        self.require_writable()
+        blob = self.codec.seal(frame)
+        try:
+            self.store.put(self.object_key(name), blob, sync=False)
+        except Exists:  # as in put_object: a planted file is never trusted, the frame is packed
+            self._add_to_pack(name, frame)
+        else:
+            with self._filling:
+                self._alone_pending.append((name, len(blob)))
+        self.known_objects().add(name)
+        self.unsynced_objects().discard(name)
+        return True
+
     def repack(self, names: Sequence[str]) -> None:
         """Write these packed objects into new packs (prune's, for packs partly unused);
         `flush` before the old packs are deleted."""

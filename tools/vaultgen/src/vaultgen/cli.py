@@ -47,7 +47,7 @@ def main_options(
 ) -> None:
     ctx.obj = Settings(vault=vault, identity=identity)
     if ctx.invoked_subcommand is None:
-        cli_make.generate(ctx, batch=batch, accept_age=None, identity=None)
+        cli_make.generate(ctx, batch=batch, accept_age=None, identity=None, json_output=False)
 
 
 def run(argv: list[str]) -> int:

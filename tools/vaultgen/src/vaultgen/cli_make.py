@@ -19,6 +19,7 @@ from vaultgen.cli_options import (
     BATCH_HELP,
     AcceptAge,
     IdentityOption,
+    Json,
     _ask_password,
     _identity,
     _report,
@@ -51,6 +52,7 @@ def generate(
     batch: Annotated[bool, typer.Option("--batch", help=BATCH_HELP)] = False,
     accept_age: AcceptAge = None,
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Make exactly what is missing or out of date (the default command).
 
@@ -65,6 +67,7 @@ def generate(
         ctx,
         Request(ask_password=_ask_password if interactive else None, accept_age=accepted),
         identity,
+        json_output,
     )
 
 
@@ -100,6 +103,7 @@ def password(
         bool, typer.Option("--generate", help="Replace it with a new generated passphrase.")
     ] = False,
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Set one password, new or existing, and remake its hashes and .age files.
 
@@ -138,7 +142,7 @@ def password(
 
         secret = generate_passphrase()
     check_password(secret, f"password for {name}")
-    _run_generate(ctx, Request(passwords={name: secret}), identity)
+    _run_generate(ctx, Request(passwords={name: secret}), identity, json_output)
 
 
 @app.command(
@@ -155,6 +159,7 @@ def edit(
         str, typer.Argument(metavar="NAME", help="Password name, e.g. admin or backup-s3.")
     ],
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Edit one password in $VISUAL or $EDITOR, then re-encrypt and re-hash it.
 
@@ -166,10 +171,13 @@ def edit(
 
     root = _settings(ctx).vault
     plan = edit_password(root, name, _identity(ctx, identity))
-    if plan is None:
-        console.say(f"the password of {name} is unchanged")
-    else:
-        _report(root, plan)
+    if plan is not None:
+        _report(root, plan, json_output)
+        return
+    console.say(f"the password of {name} is unchanged", sys.stderr if json_output else None)
+    if json_output:
+        console.print_json({"schema": 1, "vault": str(root), "changed": False, "files": [],
+                            "recipients": None, "recipients_changed": False})  # fmt: skip
 
 
 @app.command(
@@ -203,6 +211,7 @@ def certs(
         ),
     ] = None,
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Issue (or re-issue) leaf TLS certificates signed by the vault CA.
 
@@ -220,7 +229,7 @@ def certs(
     }
     if layout.CA_STEM in leaves:
         raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
-    _run_generate(ctx, Request(leaves=leaves), identity)
+    _run_generate(ctx, Request(leaves=leaves), identity, json_output)
 
 
 @app.command(
@@ -256,6 +265,7 @@ def import_cert(
         ),
     ] = None,
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Import a certificate and key issued elsewhere (refuses a key that does not match).
 
@@ -282,7 +292,7 @@ def import_cert(
         raise UsageError(f"{layout.CA_STEM} is the vault CA's own name")
     if pki.needs_renewal(info):
         console.warn(f"{cert} expires on {info.not_after:%Y-%m-%d}: renew it soon")
-    _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}), identity)
+    _run_generate(ctx, Request(imports={stem: (cert_pem, key_pem)}), identity, json_output)
 
 
 @app.command(
@@ -306,6 +316,7 @@ def rekey(
     ] = False,
     accept_age: AcceptAge = None,
     identity: IdentityOption = None,
+    json_output: Json = False,
 ) -> None:
     """Re-encrypt every .age file to age.key and recipients.txt.
 
@@ -316,6 +327,7 @@ def rekey(
     from vaultgen.rekey import rekey as do_rekey
 
     root = _settings(ctx).vault
+    ctx.with_resource(console.json_output(json_output))  # the lines below on stderr
     result = do_rekey(
         root, new_identity, _vault_relative(root, accept_age), _identity(ctx, identity)
     )
@@ -332,3 +344,11 @@ def rekey(
             f"the old identity is kept in {root / str(result.old_key_kept_in)} (old commits "
             "need it); delete it once nothing does"
         )
+    if json_output:
+        console.print_json({
+            "schema": 1, "vault": str(root), "changed": bool(result.files),
+            "files": [{"path": f, "action": "re-encrypted", "reason": None} for f in result.files],
+            "recipients": result.recipients, "recipients_changed": True,
+            "not_managed": result.not_managed, "new_identity": result.new_identity,
+            "old_identity_kept_in": result.old_key_kept_in,
+        })  # fmt: skip

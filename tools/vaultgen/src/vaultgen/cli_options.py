@@ -73,12 +73,14 @@ def _identity(ctx: typer.Context, given: Path | None) -> Path | None:
     return given or _settings(ctx).identity
 
 
-def _run_generate(ctx: typer.Context, request: Request, identity: Path | None) -> None:
+def _run_generate(
+    ctx: typer.Context, request: Request, identity: Path | None, json_output: bool
+) -> None:
     from vaultgen.generate import generate as run_generate
 
     root = _settings(ctx).vault
     request.identity_file = _identity(ctx, identity)
-    _report(root, run_generate(root, request))
+    _report(root, run_generate(root, request), json_output)
 
 
 def _short(recipient: str) -> str:
@@ -95,19 +97,23 @@ def _say_recipients(recipients: list[str]) -> None:
     )
 
 
-def _report(root: Path, plan: Plan) -> None:
+def _report(root: Path, plan: Plan, json_output: bool) -> None:
+    """A line for each file written; under --json on stderr, and the document on stdout."""
     if plan.recipients_changed:
         _say_recipients(plan.recipients)
-    for w in plan.writes:
-        if w.existed:
-            verb = "updated"
-        else:
-            verb = "restored" if w.reason.startswith("restored") else "created"
-        console.say(f"{verb} {root / w.path}" + (f" ({w.reason})" if w.existed else ""))
-    for c in plan.chmods:
-        console.say(f"tightened {root / c.path} to {c.mode:04o} ({c.reason})")
-    if plan.empty:
-        console.say(f"{root} is up to date")
+    with console.json_output(json_output):
+        for w in plan.writes:
+            console.say(f"{w.action} {root / w.path}" + (f" ({w.reason})" if w.existed else ""))
+        for c in plan.chmods:
+            console.say(f"tightened {root / c.path} to {c.mode:04o} ({c.reason})")
+        if plan.empty:
+            console.say(f"{root} is up to date")
+    if json_output:
+        console.print_json(plan.to_json())
+
+
+JSON_HELP = "Print one JSON document of what was done (the lines go to stderr)."
+Json = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
 
 ACCEPT_AGE_HELP = (

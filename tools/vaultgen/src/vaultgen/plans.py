@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PasswordPrompt = Callable[[str], str | None]
 RECIPIENTS_CHANGED = "recipients changed"
@@ -41,6 +42,12 @@ class Write:
     reason: str
     existed: bool
 
+    @property
+    def action(self) -> str:
+        if self.existed:
+            return "updated"
+        return "restored" if self.reason.startswith("restored") else "created"
+
 
 @dataclass(frozen=True)
 class Chmod:
@@ -71,6 +78,20 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.writes and not self.chmods
+
+    def to_json(self) -> dict[str, Any]:
+        """What a run did, for `--json` (schema 1: a key added keeps it, one renamed or
+        removed makes it 2); `vault` and `files` as in `status --json`."""
+        return {
+            "schema": 1,
+            "vault": str(self.root),
+            "changed": not self.empty,
+            "files": [{"path": w.path, "action": w.action, "reason": w.reason}
+                      for w in self.writes]
+            + [{"path": c.path, "action": "tightened", "reason": c.reason} for c in self.chmods],
+            "recipients": self.recipients,
+            "recipients_changed": self.recipients_changed,
+        }  # fmt: skip
 
     def statuses(self) -> list[FileStatus]:
         written = {w.path: w for w in self.writes}

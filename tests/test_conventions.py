@@ -7,6 +7,7 @@ Exit codes: the table in tools/common/README.md; each tool's representative erro
 from __future__ import annotations
 
 import fcntl
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +18,11 @@ import pytest
 from odbox_common.errors import ExitCode
 from tests.backup.helpers import backup_ok, env_for, make_odoo
 from tests.dbinit.helpers import clean_env as dbinit_env
+from tests.ec2_install import conftest as ec2_fixtures
+from tests.ec2_install.conftest import Aws, up_args
 from tests.helpers import one_error_line, run_tool, tool_path
+from tests.k8s_migrate import conftest as k8s_fixtures
+from tests.k8s_migrate import shop as k8s_shop
 from tests.odoo_data import Shape
 from tests.vaultgen.helpers import clean_env as vaultgen_env
 
@@ -293,3 +298,147 @@ def test_every_json_document_has_a_schema_version(tool, args, postgres, tmp_path
 def test_a_global_option_without_a_known_command_says_what_is_missing(tmp_path):
     refused(run_tool("odbox-backup", "--repo", tmp_path), "USAGE", "Missing command")
     refused(run_tool("odbox-backup", "--repo", tmp_path, "lis"), "USAGE", "No such command 'lis'")
+
+
+# --json: one document on stdout (the whole of it), with a `schema` version and every key
+# always there; the lines a command would print go to stderr meanwhile. The tools name what
+# they report on by its kind: `server` (dbinit), `vault`, `repository`, `box` and `region`,
+# `context` and `server` (k8s-migrate); a check says `ok`, a plan or a setup `changes`.
+
+# The fixtures of ec2-install's and k8s-migrate's tests, for their --json runs here.
+aws, aws_proxy, ssh_pub = ec2_fixtures.aws, ec2_fixtures.aws_proxy, ec2_fixtures.ssh_pub
+k8s, shop = k8s_fixtures.k8s, k8s_shop.shop
+
+JSON_TOOLS = {"dbinit": "dbinit.cli", "vaultgen": "vaultgen.cli", "ec2-install": "ec2_install.cli",
+              "k8s-migrate": "k8s_migrate.cli", "odbox-deploy": "odbox_deploy.cli"}  # fmt: skip
+# Each held to the convention by a test below. odbox-backup's are i21c-backup-json's
+# (tests/backup/test_json.py), and not listed here.
+JSON_COMMANDS = {
+    ("dbinit", "setup"), ("dbinit", "check"), ("dbinit", "status"), ("dbinit", "wait"),
+    ("vaultgen", "generate"), ("vaultgen", "password"), ("vaultgen", "edit"),
+    ("vaultgen", "certs"), ("vaultgen", "import"), ("vaultgen", "rekey"), ("vaultgen", "check"),
+    ("vaultgen", "status"),
+    ("ec2-install", "up"), ("ec2-install", "down"), ("ec2-install", "status"),
+    ("ec2-install", "amis"),
+    ("k8s-migrate", "plan"), ("k8s-migrate", "pull"),
+    ("odbox-deploy", "plan"), ("odbox-deploy", "apply"), ("odbox-deploy", "status"),
+    ("odbox-deploy", "record"), ("odbox-deploy", "neutralize"),
+}  # fmt: skip
+
+
+def one_document(result: subprocess.CompletedProcess[str], *, logs: bool = True) -> dict:
+    """The one JSON document a `--json` run printed; `logs`: its lines went to stderr."""
+    import json
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # the whole of stdout: no line before or after it
+    assert isinstance(document, dict) and document["schema"] == 1, document
+    if logs:
+        assert result.stderr.strip(), "the lines the command prints go to stderr"
+        assert "error:" not in result.stderr
+    return document
+
+
+def test_every_command_with_json_is_held_to_the_json_convention():
+    import importlib
+
+    import typer
+
+    found = set()
+    for tool, module in JSON_TOOLS.items():
+        group = typer.main.get_command(importlib.import_module(module).app)
+        for name, command in getattr(group, "commands", {}).items():
+            if any("--json" in p.opts for p in command.params):
+                found.add((tool, name))
+    assert found == JSON_COMMANDS
+
+
+def test_vaultgen_json_is_one_document_with_every_key_and_its_lines_on_stderr(tmp_path):
+    vault, env = tmp_path / "vault", {**vaultgen_env(), "EDITOR": "true", "VISUAL": "true"}
+
+    def vaultgen(*args: str | Path) -> dict:
+        return one_document(run_tool("vaultgen", "--vault", vault, *args, env=env))
+
+    made = vaultgen("generate", "--batch", "--json")
+    assert made["changed"] and made["vault"] == str(vault)
+    assert {"path": "passwords/admin.txt", "action": "created", "reason": "new"} in made["files"]
+    again = vaultgen("generate", "--batch", "--json")
+    assert (again["changed"], again["files"]) == (False, []) and set(again) == set(made)
+    for args in (["password", "admin", "--generate"], ["certs", "shop.example.com"],
+                 ["edit", "admin"]):  # fmt: skip
+        document = vaultgen(*args, "--json")
+        assert set(document) == set(made), args
+    cert, key = vault / "certs/shop.example.com-cert.pem", vault / "certs/shop.example.com-key.pem"
+    imported = vaultgen("import", cert, key, "--name", "shop", "--json")
+    assert any(f["path"] == "certs/shop-cert.pem" for f in imported["files"])
+    rekeyed = vaultgen("rekey", "--json")
+    assert rekeyed["changed"] and {"not_managed", "new_identity"} <= set(rekeyed)
+    assert set(made) <= set(rekeyed)
+    checked = one_document(run_tool("vaultgen", "--vault", vault, "check", "--json", env=env),
+                           logs=False)  # fmt: skip
+    assert checked["ok"] and checked["vault"] == str(vault)
+    status = one_document(run_tool("vaultgen", "--vault", vault, "status", "--json", env=env),
+                          logs=False)  # fmt: skip
+    assert status["up_to_date"] and status["vault"] == str(vault)
+
+
+def test_dbinit_json_names_the_server_and_has_a_schema(postgres):
+    dsn, env = postgres.dsn, dbinit_env()
+    planned = one_document(run_tool("dbinit", "setup", "--dry-run", "--json", "--dsn", dsn,
+                                    env=env))  # fmt: skip
+    assert planned["dry_run"] is True and planned["changes"]
+    for args in (["status"], ["wait", "--timeout", "60"]):
+        document = one_document(run_tool("dbinit", *args, "--json", "--dsn", dsn, env=env),
+                                logs=False)  # fmt: skip
+        assert (document["server"], document["state"]) == (planned["server"], "ready")
+    checked = run_tool("dbinit", "check", "--json", "--dsn", dsn, env=env)
+    assert checked.returncode == code_of("PROBLEMS")  # nobody ran setup on this cluster
+    document = json.loads(checked.stdout)
+    assert (document["schema"], document["server"], document["ok"]) == (1, planned["server"],
+                                                                         False)  # fmt: skip
+
+
+def test_odbox_deploy_status_json_has_every_key(tmp_path):
+    document = one_document(run_tool("odbox-deploy", "status", "--state-dir", tmp_path, "--json"),
+                            logs=False)  # fmt: skip
+    assert document == {"schema": 1, "state": "none", "phase": None, "id": None,
+                        "message": "no deploy has run here"}  # fmt: skip
+
+
+def test_ec2_install_json_is_one_document_with_every_key_and_its_lines_on_stderr(
+    aws: Aws, ssh_pub: Path
+):
+    planned = one_document(aws.run(*up_args(ssh_pub, "--dry-run", "--json")), logs=False)
+    assert (planned["box"], planned["region"], planned["dry_run"]) == ("shop", "eu-west-1", True)
+    assert any("launch m6g.xlarge" in step for step in planned["changes"])
+    assert (planned["created"], planned["instance"]) == (None, None)
+    assert aws.proxy.mutating() == []
+    made = one_document(aws.run(*up_args(ssh_pub, "--json")))  # its phases on stderr
+    assert set(made) == set(planned) and made["created"] is True and made["installed"] is False
+    status = one_document(aws.run("status", "--name", "shop", "--json"), logs=False)
+    assert status["instance"]["id"] == made["instance"]["id"]
+    assert status["instance"]["public_ip"] == made["instance"]["public_ip"]
+    aws.proxy.actions.clear()
+    going = one_document(aws.run("down", "--name", "shop", "--dry-run", "--json"), logs=False)
+    assert any(step.startswith("terminate i-") for step in going["changes"])
+    assert going["removed"] is None and aws.proxy.mutating() == []
+    gone = one_document(aws.run("down", "--name", "shop", "--yes", "--json"))
+    assert set(gone) == set(going) and gone["removed"] and gone["dry_run"] is False
+    down = one_document(aws.run("status", "--name", "shop", "--json"), logs=False)
+    assert set(down) == set(status) and down["instance"] is None
+    images = one_document(aws.run("amis", "--json"), logs=False)
+    assert images["region"] == "eu-west-1" and images["images"]
+
+
+def test_ec2_install_down_json_asks_no_question(aws: Aws):
+    refused(aws.run("down", "--name", "shop", "--json"), "USAGE", "give --yes")
+
+
+def test_k8s_migrate_json_is_one_document_with_its_lines_on_stderr(shop):
+    planned = one_document(shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--json")),
+                           logs=False)  # fmt: skip
+    assert planned["dry_run"] is True and planned["context"] == "test" and planned["changes"]
+    pulled = one_document(shop.pull("--json"))  # the pull's progress on stderr
+    assert (pulled["context"], pulled["server"]) == (planned["context"], planned["server"])
+    assert pulled["dry_run"] is False and pulled["dump_bytes"] > 0 and pulled["cleanup"] == []
+    assert shop.snapshots()

@@ -40,7 +40,9 @@ def test_up_picks_the_newest_stable_official_image_of_the_architecture(
 def test_amis_lists_only_the_official_images_newest_release_first(aws: Aws):
     result = aws.run("amis", "--json")
     assert result.returncode == 0, result.stderr
-    images = json.loads(result.stdout)
+    document = json.loads(result.stdout)
+    assert (document["schema"], document["region"]) == (1, "eu-west-1")
+    images = document["images"]
     assert {i["name"].split(".")[0] for i in images} <= {"nixos/24", "nixos/25"}
     x86 = [i["name"] for i in images if i["architecture"] == "x86_64"]
     assert x86 == [

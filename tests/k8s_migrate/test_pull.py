@@ -172,7 +172,8 @@ def test_plan_reads_only_and_shows_the_sizes(shop: Shop) -> None:
     as_json = json.loads(
         shop.migrate("plan", *shop.args("--repo", str(shop.repo), "--json")).stdout
     )
-    assert len(as_json["steps"]) >= 5
+    assert as_json["schema"] == 1 and as_json["dry_run"] is True
+    assert len(as_json["changes"]) >= 5
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,8 @@ def test_certificates_are_renewed_when_their_time_comes(tmp_path):
     """The state cache remembers the renewal date: a run 800 days later renews."""
     import datetime as dt
 
-    from vaultgen.generate import Planner, Request, generate
+    from vaultgen.generate import Planner, generate
+    from vaultgen.plans import Request
 
     generate(tmp_path / "vault", Request())
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=800)

@@ -6,10 +6,11 @@ so a failure at 2 AM reads as one self-contained journal line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,9 +47,29 @@ def is_terminal(stream: TextIO) -> bool:
     return stream.isatty()
 
 
+_logs_on_stderr = False
+
+
+@contextlib.contextmanager
+def json_output(on: bool = True) -> Iterator[None]:
+    """Under `--json`, stdout carries the one document: every line `say` (and progress)
+    writes goes to stderr meanwhile. A command enters it with `ctx.with_resource(...)`."""
+    global _logs_on_stderr
+    before, _logs_on_stderr = _logs_on_stderr, on
+    try:
+        yield
+    finally:
+        _logs_on_stderr = before
+
+
+def log_stream() -> TextIO:
+    """Where lines of progress go: stdout, or stderr inside `json_output()`."""
+    return sys.stderr if _logs_on_stderr else sys.stdout
+
+
 def say(message: str, stream: TextIO | None = None) -> None:
-    """One line of progress or result."""
-    stream = stream or sys.stdout
+    """One line of progress or result (on `log_stream()` unless told)."""
+    stream = stream or log_stream()
     if is_terminal(stream):
         stream.write(message + "\n")
     else:

@@ -66,8 +66,8 @@ def say(line: str) -> None:
 
 def write(text: str) -> None:
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        console.log_stream().write(text)
+        console.log_stream().flush()
     except BrokenPipeError:
         _stdout_to_devnull()
 
@@ -283,8 +283,12 @@ class Spinners:
 
 @contextlib.contextmanager
 def phases_for() -> Iterator[Phases]:
-    if sys.stdout.isatty():
-        with Spinners() as spinners:
+    """Spinners on a terminal, else lines; on stderr under `console.json_output()`."""
+    stream = console.log_stream()
+    if stream.isatty():
+        from rich.console import Console
+
+        with Spinners(Console(file=stream)) as spinners:
             yield spinners
     else:
         yield Lines()

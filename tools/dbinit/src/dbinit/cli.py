@@ -285,15 +285,21 @@ def wait(
         float,
         typer.Option("--timeout", min=0, metavar="SECONDS", help="Give up after this long."),
     ] = 60,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Return as soon as the server accepts connections; exit 1 after --timeout."""
     from dbinit.connect import resolve
+    from dbinit.server import READY
     from dbinit.server import wait as wait_for
 
     target = resolve(dsn)
     waited = wait_for(target, timeout)
-    console.say(f"{target.where}: ready after {waited:.1f} s")
+    if json:  # `server` and `state` as in `status --json`
+        console.print_json({"schema": JSON_SCHEMA, "server": target.where, "state": READY,
+                            "waited_seconds": round(waited, 3)})  # fmt: skip
+    else:
+        console.say(f"{target.where}: ready after {waited:.1f} s")
 
 
 @app.command(

@@ -69,7 +69,9 @@ class Result:
     journal: Journal | None = None
 
     def as_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"outcome": self.outcome, "message": self.message}
+        # schema 1: a key added keeps it, one renamed or removed makes it 2
+        doc: dict[str, Any] = {"schema": 1, "outcome": self.outcome, "message": self.message}
+        doc.update(dict.fromkeys(("id", "modules", "snapshot", "log")))
         if self.journal is not None:
             doc.update(id=self.journal.id, modules=self.journal.modules,
                        snapshot=self.journal.snapshot, log=self.journal.log)  # fmt: skip

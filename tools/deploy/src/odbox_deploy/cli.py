@@ -246,7 +246,7 @@ def apply(
 
 
 @app.command()
-def record(db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "",
+def record(db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "", json: Json = False,
            debug: Debug = False) -> None:  # fmt: skip
     """Record the checksums of the code on disk when none are recorded yet (a new box right
     after odoo-initialize installed its modules); otherwise do nothing. Safe at every start."""
@@ -254,7 +254,10 @@ def record(db: Db, odoo_conf: Conf, odoo_root: OdooRoot, dsn: Dsn = "",
 
     from odbox_deploy.apply import record_first
 
-    console.say(record_first(_code(odoo_root, odoo_conf), make_conninfo(dsn, dbname=db)).message)
+    result = record_first(_code(odoo_root, odoo_conf), make_conninfo(dsn, dbname=db))
+    _say(json)(result.message)
+    if json:
+        console.print_json(result.as_json())
 
 
 @app.command()
@@ -265,8 +268,8 @@ def status(state_dir: StateDirOption = DEFAULT_STATE, json: Json = False,
     from odbox_deploy.journal import StateDir
 
     found = read_status(StateDir(state_dir))
-    if json:
-        console.print_json(found)
+    if json:  # schema 1: a key added keeps it, one renamed or removed makes it 2
+        console.print_json({"schema": 1, "phase": None, "id": None, **found})
     else:
         console.say(f"{found['state']}: {found['message']}")
 
@@ -274,7 +277,7 @@ def status(state_dir: StateDirOption = DEFAULT_STATE, json: Json = False,
 @app.command()
 def neutralize(
     db: Db, odoo_conf: Conf, odoo: OdooBin = "odoo", odoo_user: OdooUser = None,
-    state_dir: StateDirOption = DEFAULT_STATE, debug: Debug = False,
+    state_dir: StateDirOption = DEFAULT_STATE, json: Json = False, debug: Debug = False,
 ) -> None:  # fmt: skip
     """Run Odoo's own neutralization on a database (a staging copy): mail servers and crons
     off, payment providers in test mode. Never on production: it cannot be undone."""
@@ -282,7 +285,9 @@ def neutralize(
     from odbox_deploy.neutralize import neutralize as do_neutralize
 
     log = do_neutralize(_odoo(odoo, odoo_conf, db, odoo_user), StateDir(state_dir).logs)
-    console.say(f"neutralized database {db} (log: {log})")
+    _say(json)(f"neutralized database {db} (log: {log})")
+    if json:
+        console.print_json({"schema": 1, "database": db, "neutralized": True, "log": str(log)})
 
 
 def run_cli(argv: list[str]) -> int:

@@ -57,7 +57,7 @@ class Plan:
         return args
 
     def as_json(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = {"schema": 1, **asdict(self)}  # a key added keeps 1, one renamed or removed: 2
         doc.pop("checksums")
         doc.pop("recorded")
         doc["odoo_arguments"] = self.odoo_arguments()

@@ -119,9 +119,13 @@ def permission_of(rule: Rule) -> dict[str, Any]:
 
 
 def status_document(ec2: Any, name: str, region: str, iam: Any = None) -> dict[str, Any]:
-    """The box as one JSON-ready document (state "absent" when nothing is tagged for it)."""
+    """The box as one JSON-ready document (state "absent" when nothing is tagged for it);
+    every key always there, null for what the box lacks (schema 1: a key added keeps it,
+    one renamed or removed makes it 2)."""
     found = find(ec2, name, iam, region)
-    doc: dict[str, Any] = {"box": name, "region": region}
+    doc: dict[str, Any] = {"schema": 1, "box": name, "region": region, "state": None}
+    doc.update(dict.fromkeys(("instance", "address", "security_group", "key_pair", "offsite",
+                              "ssh")), volumes=[])  # fmt: skip
     instance = found.instance
     if instance is not None:
         doc["state"] = instance["State"]["Name"]
@@ -182,7 +186,7 @@ def status_document(ec2: Any, name: str, region: str, iam: Any = None) -> dict[s
             "role": (found.iam.role or {}).get("RoleName"),
             "instance_profile": (found.iam.profile or {}).get("InstanceProfileName"),
         }
-    ip = doc.get("address", {}).get("public_ip") or (instance or {}).get("PublicIpAddress")
+    ip = (doc["address"] or {}).get("public_ip") or (instance or {}).get("PublicIpAddress")
     if instance is not None and ip:
         doc["ssh"] = f"ssh root@{ip}"
     return doc

@@ -207,7 +207,10 @@ def plan(
     target.namespace = target.namespace or cluster.namespace
     steps = [*notes, *describe_plan(cluster, target, sink_text, scale_back)]
     if json:
-        console.print_json({"context": cluster.context, "server": cluster.server, "steps": steps})
+        # schema 1: a key added keeps it, one renamed or removed makes it 2; `changes` as
+        # in `dbinit setup --json` and `ec2-install up --dry-run --json`
+        console.print_json({"schema": 1, "context": cluster.context, "server": cluster.server,
+                            "dry_run": True, "changes": steps})  # fmt: skip
         return
     console.say(f"plan for context {cluster.context} ({cluster.server}); nothing was changed:")
     for i, step in enumerate(steps, 1):
@@ -216,6 +219,7 @@ def plan(
 
 @app.command()
 def pull(
+    ctx: typer.Context,
     db_name: DbName,
     pvc: Pvc,
     db_pod: DbPod = None,
@@ -249,6 +253,9 @@ def pull(
             "write the snapshot even if Odoo came back meanwhile (with a warning).",
         ),
     ] = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (the lines go to stderr).")
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Scale Odoo to 0, pull its database and filestore, write the snapshot or zip."""
@@ -258,6 +265,7 @@ def pull(
     from k8s_migrate.sinks import Output
     from odbox_common.progress import progress_for
 
+    ctx.with_resource(console.json_output(json))  # progress on stderr, the document on stdout
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
                      filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
     target.db_password_secret = db_password_secret
@@ -280,6 +288,14 @@ def pull(
         if done.reused_files
         else f"transferred {done.dump_bytes} bytes of dump and {done.tar_bytes} bytes of tar"
     )
+    if json:
+        console.print_json({
+            "schema": 1, "context": cluster.context, "server": cluster.server,
+            "namespace": target.namespace, "deployment": odoo_deployment, "dry_run": False,
+            "summary": done.summary, "dump_bytes": done.dump_bytes, "tar_bytes": done.tar_bytes,
+            "files": done.files, "reused_files": done.reused_files,
+            "stored_files": done.stored_files, "cleanup": done.cleanup,
+        })  # fmt: skip
     if done.cleanup:
         raise ToolError("the pull worked, but " + "; ".join(done.cleanup))
 

@@ -25,7 +25,8 @@ from types import FrameType
 from odbox_common import console
 from odbox_common.errors import ToolError as VaultError
 from vaultgen import layout
-from vaultgen.generate import Plan, Planner, Request, generate
+from vaultgen.generate import Planner, generate
+from vaultgen.plans import Plan, Request
 from vaultgen.verify import check_password, password_from_bytes
 
 FOLDER_PREFIX = "vaultgen-edit-"

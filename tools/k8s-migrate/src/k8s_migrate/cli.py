@@ -148,7 +148,10 @@ def main_options(
 def _target(namespace: str | None, deployment: str, db_pod: str | None,
             db_container: str | None, db_name: str, db_user: str | None, pvc: str,
             filestore_path: str | None, helper_image: str | None, timeout: float,
-            db_host: str | None = None, db_port: int = 5432) -> Target:  # fmt: skip
+            db_host: str | None, db_port: int, db_password_secret: str | None,
+            auth_key: Path | None) -> Target:  # fmt: skip
+    """What `plan` and `pull` act on, from their shared options, checked before the cluster
+    is touched; the authentication key's file, if given, is handed on in the environment."""
     from k8s_migrate.database import check_host
     from k8s_migrate.preflight import Target
 
@@ -162,6 +165,8 @@ def _target(namespace: str | None, deployment: str, db_pod: str | None,
     target = Target(namespace or "", deployment, db_pod or "", db_name, pvc, db_container,
                     db_user, filestore_path, helper_image, timeout)  # fmt: skip
     target.db_host, target.db_port = db_host, db_port
+    target.db_password_secret = db_password_secret
+    _use_auth_key(auth_key)
     target.filestore  # noqa: B018 (checks --filestore-path now, before anything is touched)
     return target
 
@@ -198,9 +203,8 @@ def plan(
     from k8s_migrate.sinks import Output
 
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
-                     filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
-    target.db_password_secret = db_password_secret
-    _use_auth_key(auth_key)
+                     filestore_path, helper_image, timeout, db_host, db_port,
+                     db_password_secret, auth_key)  # fmt: skip
     with Output.open(repo, odoo_zip, tidy=False) as output:  # checked as a pull checks it
         sink_text, notes = output.describe(), output.notes
     cluster = Cluster.connect(kubeconfig, context)
@@ -267,10 +271,9 @@ def pull(
 
     ctx.with_resource(console.json_output(json))  # progress on stderr, the document on stdout
     target = _target(namespace, odoo_deployment, db_pod, db_container, db_name, db_user, pvc,
-                     filestore_path, helper_image, timeout, db_host, db_port)  # fmt: skip
-    target.db_password_secret = db_password_secret
+                     filestore_path, helper_image, timeout, db_host, db_port,
+                     db_password_secret, auth_key)  # fmt: skip
     target.force = force
-    _use_auth_key(auth_key)
     with Output.open(repo, odoo_zip) as output:  # before the cluster is touched
         for note in output.notes:
             console.say(note)

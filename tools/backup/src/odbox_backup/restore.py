@@ -22,6 +22,10 @@
 A failure before step 4 removes what the restore made and leaves the live
 database and filestore untouched. The previous ones are kept until
 `odbox-backup drop-previous` removes them.
+
+This module runs the steps in order; each lives in its own: restore_checks (step 1, and
+what every step shares), restore_db and restore_files (steps 2 and 3), restore_swap (step
+4, with --resume and --undo), previous (the kept copies' names, and drop-previous).
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class Restored:
     bytes: int
     attachments_checked: int
     attachments_missing: int = 0
+    attachments_first_missing: str = ""
 
 
 def _drop(conninfo: str, db: str) -> None:
@@ -163,7 +168,8 @@ def restore(
                          str(new_folder), kept)  # fmt: skip
         run_swap(plan, target.conninfo, service, progress)
     return Restored(snapshot_id, target.db, target.filestore, previous_db, previous_folder,
-                    files, size, attachments.checked, attachments.missing)  # fmt: skip
+                    files, size, attachments.checked, attachments.missing,
+                    attachments.first_missing)  # fmt: skip
 
 
 def _restore_and_verify(

@@ -19,6 +19,7 @@ from odbox_backup.cli_options import (
     Debug,
     Dsn,
     Identity,
+    Json,
     MetricsFile,
     OdooServiceName,
     OdooStart,
@@ -28,6 +29,7 @@ from odbox_backup.cli_options import (
     Tags,
     Wait,
     _locked,
+    _log,
     _open,
     app,
 )
@@ -68,9 +70,11 @@ def init(
             "else the one it holds (one key for several repositories). Required.",
         ),
     ] = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Make a new, empty repository (encrypted when given recipients)."""
+    from odbox_backup.report import SCHEMA
     from odbox_backup.repository import AuthKey, Repository
     from odbox_backup.store import open_store
     from odbox_common.age import is_a_key, recipient_lines
@@ -109,15 +113,22 @@ def init(
         except OSError as e:
             raise UsageError(f"cannot write the key {auth_key}: {e.strerror}") from e
     created = Repository.init(store, recipients, key)
+    if json:
+        console.print_json({"schema": SCHEMA, "repository": store.url, "id": created.config.id,
+                            "encrypted": created.config.encrypted,
+                            "recipients": len(created.config.recipients),
+                            "auth_key_file": str(auth_key),
+                            "auth_key_written": new_key})  # fmt: skip
+    say = _log(json)
     if new_key:
-        console.say(f"wrote a new authentication key to {auth_key}: keep a copy with the "
+        say(f"wrote a new authentication key to {auth_key}: keep a copy with the "
                     "identity (the vault); every command on this repository needs it")  # fmt: skip
     kind = (
         f"encrypted to {count_of(len(created.config.recipients), 'recipient')}"
         if created.config.encrypted
         else "not encrypted"
     )
-    console.say(f"created repository {repo} ({kind})")
+    say(f"created repository {repo} ({kind})")
 
 
 @app.command()
@@ -165,6 +176,7 @@ def run(
     auth_key: AuthKeyFile = None,
     metrics_file: MetricsFile = None,
     tag: Tags = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Back up the database, then the filestore, into a new snapshot."""
@@ -175,9 +187,9 @@ def run(
 
     from odbox_backup import cache
     from odbox_backup.backup import Source, run_backup
+    from odbox_backup.report import progress_for, snapshot_made
     from odbox_backup.service import OdooService
     from odbox_backup.tags import check_tags
-    from odbox_common.progress import progress_for
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
     tags = check_tags(tag or [])
@@ -194,8 +206,8 @@ def run(
             previous = repository.read_snapshot(latest) if latest else None
         source = Source(conninfo, db, filestore, pg_bin, "cold" if cold else "hot")
         with (
-            service.stopped(console.say) if cold else contextlib.nullcontext(),
-            progress_for() as progress,
+            service.stopped(_log(json)) if cold else contextlib.nullcontext(),
+            progress_for(json) as progress,
         ):
             manifest = run_backup(repository, source, previous=previous, progress=progress,
                                   tags=tags)  # fmt: skip
@@ -205,7 +217,9 @@ def run(
     metrics.note(last_bytes_added=t["new_bytes"], snapshots=len(repository.snapshot_ids()),
                  snapshot=manifest["id"], database=db)  # fmt: skip
     missing = manifest["filestore"].get("missing", 0)
-    console.say(
+    if json:
+        console.print_json(snapshot_made(repository, manifest, previous))
+    _log(json)(
         f"snapshot {manifest['id']}: {count_of(manifest['filestore']['count'], 'file')}, "
         f"{_size(t['bytes'])} in {count_of(t['objects'], 'object')}, {_size(t['new_bytes'])} new "
         f"in {count_of(t['new_objects'], 'object')}, {t['seconds']:.1f} s"

@@ -268,13 +268,14 @@ def copy(
         typer.Option("--limit-upload", min=1, metavar="KiB/s",
                      help="Send the destination at most this many KiB a second (restic's flag)."),
     ] = None,
+    json: Json = False,
     metrics_file: MetricsFile = None,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Copy snapshots into another repository (offsite), sending only what it lacks."""
     from odbox_backup import metrics
     from odbox_backup.copy import copy_snapshot
-    from odbox_common.progress import progress_for
+    from odbox_backup.report import SCHEMA, progress_for
 
     metrics.begin("copy", to, metrics_file)
     sent = 0
@@ -289,15 +290,25 @@ def copy(
     if destination.config.id == source.config.id:
         raise UsageError("--to names the repository itself")
     ids = source.snapshot_ids() if snapshots == ["all"] else [source.resolve(s) for s in snapshots]
+    log, copied = _log(json), []
     with _reading(source, "copy", wait), _locked(destination, "copy", wait):
         for snapshot_id in dict.fromkeys(ids):
-            with progress_for() as progress:
+            with progress_for(json) as progress:
                 done = copy_snapshot(source, destination, snapshot_id, progress)
             sent += done.bytes_sent
+            copied.append(done)
             if done.already_there:
-                console.say(f"snapshot {snapshot_id} is already in {to}")
+                log(f"snapshot {snapshot_id} is already in {to}")
             else:
-                console.say(f"copied snapshot {snapshot_id} to {to}: "
-                            f"{count_of(done.objects_sent, 'object')}, "
-                            f"{_size(done.bytes_sent)} sent")  # fmt: skip
+                log(f"copied snapshot {snapshot_id} to {to}: "
+                    f"{count_of(done.objects_sent, 'object')}, "
+                    f"{_size(done.bytes_sent)} sent")  # fmt: skip
     metrics.note(last_bytes_added=sent, snapshots=len(destination.snapshot_ids()))
+    if json:
+        console.print_json({
+            "schema": SCHEMA, "repository": source.store.url, "to": destination.store.url,
+            "snapshots": [{"snapshot": d.snapshot, "copied": not d.already_there,
+                           "objects_sent": d.objects_sent, "bytes_sent": d.bytes_sent}
+                          for d in copied],
+            "objects_sent": sum(d.objects_sent for d in copied), "bytes_sent": sent,
+        })  # fmt: skip

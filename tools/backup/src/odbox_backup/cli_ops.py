@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, _open, app
+from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, _log, _open, app
 from odbox_common import console
 from odbox_common.errors import ExitCode, UsageError
 
@@ -121,24 +121,32 @@ def unlock(
                      "cannot be checked from here) and this host's running ones."),
     ] = False,
     auth_key: AuthKeyFile = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Remove stale locks (a killed run's on this host, or older than a day)."""
     from odbox_backup.repair import unlock as do_unlock
+    from odbox_backup.report import SCHEMA
 
     repository = _open(repo, None, auth_key)
     result = do_unlock(repository, remove_all=remove_all)
+    if json:
+        console.print_json({"schema": SCHEMA, "repository": repository.store.url,
+                            "removed": [lock.to_json() | {"live": live}
+                                        for lock, live in result.removed],
+                            "kept": [lock.to_json() for lock in result.kept]})  # fmt: skip
+    say = _log(json)
     for lock, live in result.removed:
         if live:
             console.warn(f"removed the lock of {lock.describe()}, which may still be running: "
                          "if it is, it may now meet a prune")  # fmt: skip
         else:
-            console.say(f"removed the stale lock of {lock.describe()}")
+            say(f"removed the stale lock of {lock.describe()}")
     for lock in result.kept:
-        console.say(f"kept the live lock of {lock.describe()} (--remove-all removes it once "
+        say(f"kept the live lock of {lock.describe()} (--remove-all removes it once "
                     "you know that run is gone)")  # fmt: skip
     if not result.removed and not result.kept:
-        console.say(f"{repo} holds no lock")
+        say(f"{repo} holds no lock")
 
 
 repair_app = typer.Typer(help="Repair a repository.", no_args_is_help=True)

@@ -13,6 +13,7 @@ from odbox_backup.cli_options import (
     Debug,
     Dsn,
     Identity,
+    Json,
     OdooServiceName,
     OdooStart,
     OdooStop,
@@ -20,6 +21,7 @@ from odbox_backup.cli_options import (
     Repo,
     Wait,
     _locked,
+    _log,
     _open,
     _reading,
 )
@@ -48,14 +50,14 @@ NeutralizeCommand = Annotated[
 ]  # fmt: skip
 
 
-def _neutralizer(command: str) -> Any:
+def _neutralizer(command: str, json: bool = False) -> Any:
     """restore --neutralize's step: `command --db NEW_DB`; a failure stops the restore."""
     import shlex
     import subprocess
 
     def run(new_db: str) -> None:
         argv = [*shlex.split(command), "--db", new_db]
-        console.say(f"neutralizing {new_db}: {shlex.join(argv)}")
+        _log(json)(f"neutralizing {new_db}: {shlex.join(argv)}")
         try:
             done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         except OSError as e:
@@ -128,6 +130,7 @@ def restore(
     ] = False,
     neutralize: Neutralize = False,
     neutralize_command: NeutralizeCommand = "odbox-deploy neutralize",
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Restore into a new database and folder, verify, then swap them in (Odoo stopped).
@@ -136,57 +139,63 @@ def restore(
     during the swap is finished by --resume, or undone by --undo.
     """
     if only:
-        return _restore_only(repo, snapshot, filestore, only, overwrite, identity)
+        return _restore_only(repo, snapshot, filestore, only, overwrite, identity, json)
     from psycopg.conninfo import make_conninfo
 
+    from odbox_backup.report import progress_for, restored, swap_taken
     from odbox_backup.restore import Target
     from odbox_backup.restore import restore as do_restore
     from odbox_backup.restore import resume as do_resume
     from odbox_backup.service import OdooService
-    from odbox_common.progress import progress_for
 
     service = OdooService.from_options(odoo_service, odoo_stop, odoo_start)
+    log = _log(json)
     if resume or undo:
         if (resume and undo) or snapshot:
             raise UsageError("--resume and --undo take no snapshot, and not both")
-        with progress_for() as progress:
+        with progress_for(json) as progress:
             plan = do_resume(make_conninfo(dsn or "", dbname="postgres"), filestore, service,
                              progress, undo=undo)  # fmt: skip
+        if json:
+            console.print_json(swap_taken(plan, "undo" if undo else "resume"))
         if undo:
-            console.say(f"undid {plan.describe()}: {plan.db} and {plan.folder} are the ones "
-                        "from before it again")  # fmt: skip
+            log(f"undid {plan.describe()}: {plan.db} and {plan.folder} are the ones "
+                "from before it again")  # fmt: skip
         else:
-            console.say(f"finished {plan.describe()}; kept the previous ones as database "
-                        f"{plan.previous_db or '-'} and {plan.previous_folder or '-'}")  # fmt: skip
+            log(f"finished {plan.describe()}; kept the previous ones as database "
+                f"{plan.previous_db or '-'} and {plan.previous_folder or '-'}")  # fmt: skip
         return
     if repo is None or snapshot is None:
         raise UsageError("restore needs --repo and a snapshot (or --resume / --undo)")
     repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot, database=db)  # latest: latest of this database
     maintenance = make_conninfo(dsn or "", dbname="postgres")
-    with _reading(repository, "restore"), progress_for() as progress:
+    with _reading(repository, "restore"), progress_for(json) as progress:
         target = Target(maintenance, db, filestore, owner, pg_bin)
-        prepare = _neutralizer(neutralize_command) if neutralize else None
+        prepare = _neutralizer(neutralize_command, json) if neutralize else None
         done = do_restore(repository, snapshot_id, target, service, progress,
                           allow_missing_attachments=allow_missing_attachments,
                           prepare=prepare)  # fmt: skip
+    if json:
+        console.print_json(restored(repository, done))
     missing = f" ({done.attachments_missing} missing)" if done.attachments_missing else ""
-    console.say(
+    log(
         f"restored snapshot {done.snapshot} as database {done.db} and {done.filestore}: "
         f"{count_of(done.files, 'file')}, {_size(done.bytes)}, "
         f"{count_of(done.attachments_checked, 'attachment')} "
         f"verified{missing}"
     )
     if done.previous_db or done.previous_filestore:
-        console.say(
+        log(
             f"kept the previous ones as database {done.previous_db or '-'} and "
             f"{done.previous_filestore or '-'}; drop them when you no longer need them"
         )
 
 
 def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths: list[str],
-                  overwrite: bool, identity: Path | None) -> None:  # fmt: skip
+                  overwrite: bool, identity: Path | None, json: bool) -> None:  # fmt: skip
     from odbox_backup.browse import restore_only
+    from odbox_backup.report import files_restored
     from odbox_backup.swap import refuse_if_interrupted, restore_lock
 
     if repo is None or snapshot is None:
@@ -196,10 +205,13 @@ def _restore_only(repo: str | None, snapshot: str | None, filestore: Path, paths
     with restore_lock(filestore, "restore --only"), _reading(repository, "restore"):
         refuse_if_interrupted(filestore, "restore --only")
         done = restore_only(repository, snapshot_id, filestore, paths, overwrite)
+    if json:
+        console.print_json(files_restored(repository, snapshot_id, filestore, done))
+    log = _log(json)
     for path in done.written:
-        console.say(f"restored {filestore / path} from snapshot {snapshot_id}")
+        log(f"restored {filestore / path} from snapshot {snapshot_id}")
     for path in done.unchanged:
-        console.say(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
+        log(f"left {filestore / path} alone: it is already as in snapshot {snapshot_id}")
 
 
 def export(
@@ -213,17 +225,22 @@ def export(
     pg_bin: PgBin = None,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Export a snapshot as an Odoo backup zip (dump.sql, filestore/, manifest.json)."""
     from odbox_backup.odoozip import export_zip
-    from odbox_common.progress import progress_for
+    from odbox_backup.report import SCHEMA, progress_for
 
     repository = _open(repo, identity, auth_key)
     snapshot_id = repository.resolve(snapshot)
-    with progress_for() as progress:
+    with progress_for(json) as progress:
         done = export_zip(repository, snapshot_id, odoo_zip, pg_bin, progress)
-    console.say(f"wrote {done.path}: dump.sql and {count_of(done.files, 'file')} "
+    if json:
+        console.print_json({"schema": SCHEMA, "repository": repository.store.url,
+                            "snapshot": snapshot_id, "path": str(done.path), "files": done.files,
+                            "bytes": done.bytes})  # fmt: skip
+    _log(json)(f"wrote {done.path}: dump.sql and {count_of(done.files, 'file')} "
                 f"({_size(done.bytes)}), "
                 f"from snapshot {snapshot_id}")  # fmt: skip
 
@@ -240,17 +257,20 @@ def import_(
     wait: Wait = 0,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Make a snapshot from an Odoo backup zip or folder (dump.sql and filestore/)."""
     from odbox_backup.odoozip import import_backup
-    from odbox_common.progress import progress_for
+    from odbox_backup.report import progress_for, snapshot_made
 
     repository = _open(repo, identity, auth_key)
-    with _locked(repository, "import", wait), progress_for() as progress:
+    with _locked(repository, "import", wait), progress_for(json) as progress:
         manifest = import_backup(repository, source, db_name=db_name, progress=progress)
+    if json:
+        console.print_json(snapshot_made(repository, manifest) | {"source": str(source)})
     t = manifest["totals"]
-    console.say(
+    _log(json)(
         f"snapshot {manifest['id']}: imported {source.name}, database "
         f"{manifest['database']['name']}, {count_of(manifest['filestore']['count'], 'file')}, "
         f"{_size(t['new_bytes'])} new in {count_of(t['new_objects'], 'object')}"
@@ -271,6 +291,7 @@ def drop_previous(
         typer.Option("--leftovers", help="Drop only what killed restores left "
                      "(<db>_restore_*, <filestore>.restore-*); keep the previous copies."),
     ] = False,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Drop the databases and folders restores kept (<db>_before_*, <filestore>.before-*).
@@ -290,14 +311,17 @@ def drop_previous(
             previous = leftovers(previous)
         elif previous.databases or previous.folders:
             refuse_without_live(maintenance, db, filestore, previous)
-        _drop_and_say(maintenance, previous, db, filestore, dry_run)
+        _drop_and_say(maintenance, previous, db, filestore, dry_run, json)
 
 
-def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry_run: bool) -> None:
+def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry_run: bool,
+                  json: bool = False) -> None:  # fmt: skip
+    from odbox_backup.report import dropped
     from odbox_backup.restore import drop_previous as do_drop
 
+    log = _log(json)
     for name, sessions in previous.in_use.items():
-        console.say(f"left database {name} alone: a restore is writing it ({', '.join(sessions)})")
+        log(f"left database {name} alone: a restore is writing it ({', '.join(sessions)})")
 
     def ended(name: str) -> str:
         held = previous.sessions.get(name)
@@ -306,10 +330,12 @@ def _drop_and_say(maintenance: str, previous: Any, db: str, filestore: Path, dry
 
     what = [f"database {d}{ended(d)}" for d in previous.databases]
     what += [str(f) for f in previous.folders]
-    if not what:
-        console.say(f"nothing to drop: no copy kept by a restore of {db} or {filestore}")
-        return
-    if not dry_run:
+    if not dry_run and what:
         do_drop(maintenance, previous)
+    if json:
+        console.print_json(dropped(db, filestore, previous, dry_run))
+    if not what:
+        log(f"nothing to drop: no copy kept by a restore of {db} or {filestore}")
+        return
     for item in what:
-        console.say(f"{'would drop' if dry_run else 'dropped'} {item}")
+        log(f"{'would drop' if dry_run else 'dropped'} {item}")

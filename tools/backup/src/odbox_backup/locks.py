@@ -55,6 +55,11 @@ class LockInfo:
     def describe(self) -> str:
         return f"`{self.command}` on {self.host} (pid {self.pid}) since {self.time:%Y-%m-%d %H:%M}Z"
 
+    def to_json(self) -> dict[str, Any]:
+        """As `status --json` and `unlock --json` give a lock."""
+        return {"host": self.host, "pid": self.pid, "command": self.command, "mode": self.mode,
+                "time": self.time.isoformat()}  # fmt: skip
+
 
 def is_stale(lock: LockInfo, now: dt.datetime | None = None) -> bool:
     now = now or dt.datetime.now(dt.UTC)

@@ -45,7 +45,7 @@ from odbox_backup.backup import (
 )
 from odbox_backup.manifests import JSONTexts, entry_text, file_entries
 from odbox_backup.repository import Repository
-from odbox_backup.restore import check_objects
+from odbox_backup.restore_checks import check_objects
 from odbox_backup.tags import IMPORT
 from odbox_common.console import count_of
 from odbox_common.errors import ToolError, UsageError

@@ -77,17 +77,7 @@ class Status:
                 }
                 for n in self.newest
             ],
-            "locks": [
-                {
-                    "host": lock.host,
-                    "pid": lock.pid,
-                    "command": lock.command,
-                    "mode": lock.mode,
-                    "time": lock.time.isoformat(),
-                    "stale": stale,
-                }
-                for lock, stale in self.locks
-            ],
+            "locks": [lock.to_json() | {"stale": stale} for lock, stale in self.locks],
             "last": self.last,
             "unauthenticated": self.unauthenticated,
             "stale": self.stale,

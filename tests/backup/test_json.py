@@ -66,7 +66,8 @@ def test_init_and_run_json_give_the_repository_then_the_snapshot_and_its_totals(
     assert second["dump"]["reused"] is ("its dump is reused" in log)
     assert second["objects"]["new"] < first["objects"]["new"]
     assert second["bytes_added"] < first["bytes_added"]
-    assert second["objects"]["total"] == first["objects"]["total"]
+    # (not the totals: `objects.total`, like `bytes_read`, counts what the run read, and the
+    # first run reads a file written less than 2 s before it twice)
 
 
 def test_run_json_says_the_dump_was_reused_when_the_run_took_the_previous_one_over():

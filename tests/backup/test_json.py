@@ -252,3 +252,20 @@ def test_unlock_json_lists_the_locks_removed_and_kept(backend, env, request):
     assert removed["host"] == socket.gethostname() and removed["live"] is False
     assert kept["host"] == "other-box" and kept["command"] == "odbox-backup run"
     assert "removed the stale lock" in log and "kept the live lock" in log
+
+
+def test_every_report_that_is_an_object_carries_the_schema(odoo, backend, env):
+    """verify, prune, status, stats, diff, tag, repair index and recipients list had --json
+    before the schema key: their documents carry it too (list and ls print arrays)."""
+    name, _, filestore = odoo
+    backup(env, "init", "--repo", backend)
+    run = ["run", "--repo", backend, "--db", name, "--filestore", str(filestore)]
+    first, _ = json_of(env, *run)
+    second, _ = json_of(env, *run)
+    old, new = first["snapshot"], second["snapshot"]
+    for args in (["verify"], ["prune", "--keep-last", "5", "--dry-run"], ["status"],
+                 ["stats"], ["diff", old, new], ["tag", "add", new, "kept"],
+                 ["repair", "index"], ["recipients", "list"]):  # fmt: skip
+        made, _ = json_of(env, *args, "--repo", backend)
+        assert made["schema"] == 1, args
+    assert isinstance(json.loads(backup(env, "ls", new, "--repo", backend, "--json").stdout), list)

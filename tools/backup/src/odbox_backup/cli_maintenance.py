@@ -21,6 +21,7 @@ from odbox_backup.cli_options import (
     _open,
     _reading,
 )
+from odbox_backup.report import with_schema
 from odbox_common import console
 from odbox_common.console import count_of
 from odbox_common.console import human_size as _size
@@ -89,7 +90,7 @@ def verify(
     metrics.note(last_bytes_read=report.bytes_read, snapshots=len(ids) if not snapshot else None,
                  problems=len(report.problems))  # fmt: skip
     if json:
-        console.print_json(report.to_json())
+        console.print_json(with_schema(report.to_json()))
     else:
         for problem in report.problems:
             console.warn(problem)
@@ -220,7 +221,7 @@ def prune(
         snapshots=len(result.decisions) - (0 if dry_run else len(result.forgotten)),
     )
     if json:
-        console.print_json({
+        console.print_json(with_schema({
             "dry_run": dry_run,
             "policy": policy.describe(),
             "group_by": list(fields),
@@ -230,7 +231,7 @@ def prune(
             "forgotten": result.forgotten,
             "objects_deleted": result.objects_deleted,
             "packs_rewritten": result.packs_rewritten,
-        })  # fmt: skip
+        }))  # fmt: skip
         return
     console.table(f"{policy.describe()}{' (dry run)' if dry_run else ''}",
                   ["id", "time", "group", "action", "reasons"],

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, _log, _open, app
+from odbox_backup.report import with_schema
 from odbox_common import console
 from odbox_common.errors import ExitCode, UsageError
 
@@ -44,7 +45,7 @@ def status(
     repository = _open(repo, identity, auth_key)
     result = do_status(repository, cache_dir or cache.default_dir(), max_age=span)
     if json:
-        console.print_json(result.to_json())
+        console.print_json(with_schema(result.to_json()))
     else:
         console.table(
             f"newest snapshots in {repo} ({result.snapshots} in all)",
@@ -161,6 +162,7 @@ def repair_index(
     ] = 0,
     identity: Identity = None,
     auth_key: AuthKeyFile = None,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:  # fmt: skip
     """Rebuild damaged or missing indexes from the packs and objects (needs the identity)."""
@@ -172,6 +174,14 @@ def repair_index(
     with locks.exclusive(repository.store, "odbox-backup repair index", repository.config.id,
                          wait=wait, mode="prune"):  # fmt: skip
         result = do_repair(repository, report=console.warn)
+    if json:
+        console.print_json(with_schema({
+            "repository": repository.store.url, "packs_read": result.packs_read,
+            "indexes_replaced": result.indexes_replaced, "indexes_written": result.indexes_written,
+            "indexes_removed": result.indexes_removed, "objects_indexed": result.objects_indexed,
+            "lost": list(result.lost),
+        }))  # fmt: skip
+        return
     console.say(
         f"repair index: read {result.packs_read} packs; {result.indexes_replaced} damaged "
         f"indexes rebuilt, {result.indexes_written} missing ones written, "

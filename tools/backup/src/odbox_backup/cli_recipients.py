@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from odbox_backup.cli_options import AuthKeyFile, Debug, Identity, Json, Repo, Wait, _open, app
+from odbox_backup.report import with_schema
 from odbox_common import console, runner
 from odbox_common.errors import UsageError
 
@@ -43,7 +44,7 @@ def recipients_list(repo: Repo, auth_key: AuthKeyFile = None, json: Json = False
     keys = list(repository.config.recipients)
     fingerprint = recipients_fingerprint([parse_recipient(k, "config.json") for k in keys])
     if json:
-        console.print_json({"recipients": keys, "fingerprint": fingerprint})
+        console.print_json(with_schema({"recipients": keys, "fingerprint": fingerprint}))
         return
     for key in keys:
         console.say(key)
@@ -74,7 +75,7 @@ def _rekey(repo: str, identity: Path | None, auth_key: Path | None, wait: float,
             console.warn(f"removed a stale lock: {lock.describe()}")
         result = rekey(repository, keys, target, say)
     if json:
-        console.print_json(result.to_json())
+        console.print_json(with_schema(result.to_json()))
         return
     share = result.header_bytes / result.bytes_written if result.bytes_written else 0
     console.say(

@@ -24,6 +24,7 @@ from odbox_backup.cli_options import (
     _open,
     _reading,
 )
+from odbox_backup.report import with_schema
 from odbox_common import console, runner
 from odbox_common.console import count_of
 from odbox_common.console import human_size as _size
@@ -131,7 +132,11 @@ def _change_tags(repo: str, snapshot: str, identity: Path | None, auth_key: Path
         snapshot_id = repository.resolve(snapshot)
         tags, changed = change_tags(repository, snapshot_id, add, remove)
     if json:
-        console.print_json({"id": snapshot_id, "tags": tags, "changed": changed})
+        console.print_json(
+            with_schema(
+                {"snapshot": snapshot_id, "id": snapshot_id, "tags": tags, "changed": changed}
+            )
+        )
         return
     now = ", ".join(tags) or "none"
     console.say(f"snapshot {snapshot_id}: tags {now}" + ("" if changed else " (unchanged)"))
@@ -257,7 +262,7 @@ def stats(
         ids = [repository.resolve(s) for s in snapshots] if snapshots else repository.snapshot_ids()
         result = do_stats(repository, list(dict.fromkeys(ids)), warn=console.warn)
     if json:
-        console.print_json(result.to_json())
+        console.print_json(with_schema(result.to_json()))
         return
     console.table(
         f"snapshots in {repo}",
@@ -291,7 +296,7 @@ def diff(
     with _manifest_reader(repo, identity, auth_key, "diff") as repository:
         result = do_diff(repository, repository.resolve(old), repository.resolve(new))
     if json:
-        console.print_json(result.to_json())
+        console.print_json(with_schema(result.to_json()))
         return
     for sign, changes in (("+", result.added), ("-", result.removed), ("M", result.changed)):
         for c in changes:

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 SCHEMA = 1
 
 
+def with_schema(document: dict[str, Any]) -> dict[str, Any]:
+    """A report's document (verify, prune, status, stats, diff, tag, repair, recipients) with
+    the `schema` key first, as the documents above carry it."""
+    return {"schema": SCHEMA, **document}
+
+
 @contextlib.contextmanager
 def progress_for(json: bool) -> Iterator[Progress]:
     """odbox_common's display (rows on a terminal, lines in the journal); under --json, each

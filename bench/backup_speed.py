@@ -26,7 +26,15 @@ moved, as it always does on a box where Odoo runs: odbox-backup skips the dump
 of a database only while the WAL stays where it was); five times "1 % churn"
 (new attachments, files and `ir_attachment` rows, for 1 % of the files, and
 1 % more `mail_message` rows) each followed by a backup; a restore of the
-latest backup into a new database and folder. Reported: seconds (wall clock),
+latest backup into a new database and folder. restic's and odbox-backup's full
+and no-change backups are taken `--repeats` times (3), interleaved round by
+round (restic, ours, ours encrypted, restic, ...; full ones into fresh targets),
+and their medians reported with the load average seen: on a shared machine a
+burst of load then lands on every row alike, where one backup each compared
+whatever load each happened to meet. Wall clock includes the PostgreSQL
+server's work for the dump (its `COPY`s), which no CPU figure here counts: it is
+the same for every row, and on the full backup the longest single task.
+Reported: seconds (wall clock),
 CPU seconds (user + system of the command's processes: steadier than wall
 clock on a shared machine), the ratio to the floor, what each target holds
 (apparent bytes), and peak memory: the largest sum of resident memory over the process tree, sampled
@@ -116,6 +124,7 @@ class Sample:
     seconds: float
     peak: int  # bytes
     cpu: float  # user + system seconds of the whole tree (its own, not the server's)
+    load: float = 0.0  # the 1-minute load average at the end of the step
 
 
 def _children(pid: int) -> list[int]:
@@ -188,7 +197,7 @@ def measure(command: str, env: dict[str, str], log: Path) -> Sample:
         raise CommandFailed(
             f"exit {child.returncode}: {command}\n  " + "\n  ".join(tail) + f"\n(log: {log})"
         )
-    return Sample(seconds, peak[0], usage.ru_utime + usage.ru_stime)
+    return Sample(seconds, peak[0], usage.ru_utime + usage.ru_stime, os.getloadavg()[0])
 
 
 def count_files(path: Path) -> int:
@@ -325,6 +334,7 @@ class Contender:
     backup: Callable[[int], str]
     restore: Callable[[int, str, Path], str]
     odbox: bool = False
+    repeated: bool = False  # its full and no-change backups are repeated, interleaved
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     sizes: dict[str, list[int]] = field(default_factory=dict)
 
@@ -339,6 +349,9 @@ class Contender:
 
     def cpu(self, step: str) -> float:
         return statistics.median(s.cpu for s in self.samples[step])
+
+    def loads(self, step: str) -> list[float]:
+        return [s.load for s in self.samples[step]]
 
     def peak(self, step: str) -> int:
         return max(s.peak for s in self.samples[step])
@@ -406,6 +419,7 @@ def contenders(
             f" && restic -q -r {q(restic_dir)} restore --tag files latest --target {q(folder)}"
             f" && sync -f {q(folder)}"
         ),
+        repeated=True,
     )
     odbox = str(BIN / "odbox-backup")
 
@@ -428,6 +442,7 @@ def contenders(
                 f" --filestore {q(folder)}{read} && sync -f {q(folder)}"
             ),
             odbox=True,
+            repeated=True,
         )
 
     rows = [
@@ -456,19 +471,30 @@ def timed_step(
         sample = measure(make(row), env, logs / f"{row.target.name}.log")
         row.add(step, sample)
         print(f"  {step:<10} {row.name:<44} {sample.seconds:8.2f} s {sample.cpu:7.1f} cpu s "
-              f"{sample.peak / MB:6.0f} MB  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+              f"{sample.peak / MB:6.0f} MB  load {sample.load:.1f}", flush=True)  # fmt: skip
 
 
-def one_run(rows: list[Contender], data: Dataset, env: dict[str, str], work: Path) -> None:
+def fresh_target(row: Contender, env: dict[str, str], logs: Path) -> None:
+    shutil.rmtree(row.target, ignore_errors=True)
+    row.target.mkdir(parents=True)
+    if row.odbox:
+        row.target.rmdir()  # `init` wants an empty or absent folder
+    for command in row.setup():
+        measure(command, env, logs / f"{row.target.name}.log")
+
+
+def one_run(
+    rows: list[Contender], data: Dataset, env: dict[str, str], work: Path, repeats: int
+) -> None:
+    """One pass of every step. The full and the no-change backups of the rows compared with
+    restic are taken `repeats` times, the rows one after another within each round (restic,
+    ours, ours encrypted, restic, ...), so that a burst of load on the shared machine lands
+    on every row alike and their medians compare; each round of full backups starts from
+    fresh targets (the data stays as it is), and the last round's targets go on."""
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     for row in rows:
-        shutil.rmtree(row.target, ignore_errors=True)
-        row.target.mkdir(parents=True)
-        if row.odbox:
-            row.target.rmdir()  # `init` wants an empty or absent folder
-        for command in row.setup():
-            measure(command, env, logs / f"{row.target.name}.log")
+        fresh_target(row, env, logs)
     counter = {row.name: 0 for row in rows}
     data.settle()
 
@@ -477,9 +503,17 @@ def one_run(rows: list[Contender], data: Dataset, env: dict[str, str], work: Pat
         return row.backup(counter[row.name])
 
     timed_step(rows, "full", backup, env, logs)
+    repeated = [row for row in rows if row.repeated]
+    for _ in range(repeats - 1):
+        for row in repeated:
+            fresh_target(row, env, logs)
+            counter[row.name] = 0
+        timed_step(repeated, "full", backup, env, logs)
     for row in rows:
         row.size("one", tree_bytes(row.target))
     timed_step(rows, "no change", backup, env, logs)
+    for _ in range(repeats - 1):
+        timed_step(repeated, "no change", backup, env, logs)
     for row in rows:
         row.size("no change", tree_bytes(row.target) - row.sizes["one"][-1])
     data.write_elsewhere()
@@ -605,8 +639,18 @@ def report(rows: list[Contender], scaling: Scaling) -> None:
         table(title, [*header, size_label, "peak MB"], lines)
 
     runs = len(floor.samples["full"])
+    repeats = len(restic.samples["full"])
     print(f"\n{'=' * 20} results: {runs} run(s), medians; {os.cpu_count()} CPUs {'=' * 20}")
     print("seconds: wall clock; cpu s: user + system time of the command's processes")
+    print(
+        f"full and no-change backups of restic and odbox-backup: medians of {repeats}, interleaved"
+    )
+    for step in ("full", "no change"):
+        loads = [x for r in rows for x in r.loads(step)]
+        print(
+            f"load average (1 min) at the end of the {step} backups: median "
+            f"{statistics.median(loads):.1f}, {min(loads):.1f} to {max(loads):.1f}"
+        )
     step_table("full", "full backup", "target MB", "one")
     step_table("no change", "second backup, no change", "added MB", "no change")
     step_table("WAL moved", "third backup: no change to Odoo's data, a write to another database",
@@ -661,7 +705,8 @@ def report(rows: list[Contender], scaling: Scaling) -> None:
         goals: list[tuple[str, bool | None]] = [
             (f"full backup <= 1.2x floor ({full / floor.seconds('full'):.2f}x)",
              full <= 1.2 * floor.seconds("full")),
-            (f"full backup <= 0.7x restic ({full / restic.seconds('full'):.2f}x)",
+            (f"full backup <= 0.7x restic ({full / restic.seconds('full'):.2f}x; in cpu "
+             f"seconds {r.cpu('full') / restic.cpu('full'):.2f}x)",
              full <= 0.7 * restic.seconds("full")),
             (f"no-change backup <= 0.1x full ({r.seconds('no change') / full:.3f}x)",
              r.seconds("no change") <= 0.1 * full),
@@ -752,6 +797,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20_000, help="filestore files (20000)")
     parser.add_argument("--runs", type=int, default=1,
                         help="runs, fresh targets each; medians (default 1)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="full and no-change backups of restic and odbox-backup per run, "
+                        "interleaved; medians (default 3)")  # fmt: skip
     parser.add_argument("--workdir", default="/var/tmp",
                         help="where the temp work folder goes (default /var/tmp)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -799,7 +847,7 @@ def main() -> None:
         try:
             for run in range(args.runs):
                 print(f"run {run + 1} of {args.runs}", flush=True)
-                one_run(rows, data, env, work)
+                one_run(rows, data, env, work, max(1, args.repeats))
             scaling: Scaling = {}
             if not args.no_scaling:
                 for label, sizes in scaled_datasets(args).items():

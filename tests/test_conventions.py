@@ -442,3 +442,18 @@ def test_k8s_migrate_json_is_one_document_with_its_lines_on_stderr(shop):
     assert (pulled["context"], pulled["server"]) == (planned["context"], planned["server"])
     assert pulled["dry_run"] is False and pulled["dump_bytes"] > 0 and pulled["cleanup"] == []
     assert shop.snapshots()
+
+
+MODULE_LINES = 450  # issue 21: a module one can read in one sitting
+
+
+def test_no_module_is_longer_than_one_sitting_without_a_reason_at_its_top():
+    """`wc -l tools/*/src/*/*.py`: none over 450 lines, unless its first ten lines say why
+    ("over 450 lines because …")."""
+    root = Path(__file__).parents[1]
+    long = []
+    for module in sorted(root.glob("tools/*/src/*/*.py")):
+        lines = module.read_text().splitlines()
+        if len(lines) > MODULE_LINES and "450 lines" not in "\n".join(lines[:10]):
+            long.append(f"{module.relative_to(root)}: {len(lines)}")
+    assert not long, long

@@ -112,7 +112,7 @@ class _CountedReader:
 
 
 def _install() -> None:
-    from odbox_backup import backup, store
+    from odbox_backup import backup, dump, store
 
     for cls in (store.LocalStore, store.S3Store):
         for op in ("get", "put", "delete"):
@@ -145,7 +145,8 @@ def _install() -> None:
     def counted_dump(repo: Any, stream: Any, *args: Any, **kwargs: Any) -> Any:
         return store_dump(repo, _CountedReader(stream), *args, **kwargs)
 
-    backup.store_dump = counted_dump
+    # dump.py's own name is what `run` calls; backup's is what import and k8s-migrate import
+    dump.store_dump = backup.store_dump = counted_dump
 
 
 def _write_counts(path: str) -> None:

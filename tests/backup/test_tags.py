@@ -28,7 +28,7 @@ def test_run_tag_list_tag_and_tag_add_remove(odoo, backend, env, tmp_path):
     assert [r["id"] for r in _listed(env, backend, "--tag", "x", "--tag", "odoo-17")] == [first]
 
     out = json.loads(backup_ok(env, "tag", "add", "--repo", backend, second, "keep", "--json"))
-    assert out == {"id": second, "tags": ["keep"], "changed": True}
+    assert out == {"schema": 1, "snapshot": second, "id": second, "tags": ["keep"], "changed": True}
     again = backup_ok(env, "tag", "add", "--repo", backend, second, "keep")
     assert again.strip().endswith(f"snapshot {second}: tags keep (unchanged)")
     backup_ok(env, "tag", "remove", "--repo", backend, first, "odoo-17")

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from odbox_common import console
-from odbox_common.progress import Progress
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from odbox_backup.repository import Repository
     from odbox_backup.restore import Restored
     from odbox_backup.swap import Swap
+    from odbox_common.progress import Progress
 
 SCHEMA = 1
 
@@ -40,6 +40,9 @@ def with_schema(document: dict[str, Any]) -> dict[str, Any]:
 def progress_for(json: bool) -> Iterator[Progress]:
     """odbox_common's display (rows on a terminal, lines in the journal); under --json, each
     phase's line on stderr instead (no running figures: stdout is the document's)."""
+    # Imported here, not at the top: the command modules import this one for `with_schema`,
+    # and `--help` loads nothing it does not need.
+    from odbox_common.progress import Progress
     from odbox_common.progress import progress_for as display
 
     if not json:

@@ -58,3 +58,12 @@ def run_sh_examples(readme: Path, cwd: Path, env: Mapping[str, str], at_least: i
         assert result.returncode == 0, f"example {number} failed:\n{block}\n{result.stderr}"
         outputs.append(result.stdout)
     return outputs
+
+
+def age_key(folder: Path, name: str = "key.txt") -> tuple[Path, str]:
+    """A key made by the real age-keygen in `folder`: its file and its `age1…` recipient."""
+    key = folder / name
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
+                            text=True).stdout.strip()  # fmt: skip
+    return key, public

@@ -12,17 +12,9 @@ import pyrage
 import pytest
 
 from odbox_common.age_stream import CHUNK, MAGIC, Encryptor, x25519_public_key
+from tests.helpers import age_key
 
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 7, 8 << 20]
-
-
-def age_key(folder: Path, name: str) -> tuple[Path, str]:
-    """A key made by the real age-keygen: its file and its `age1…` recipient."""
-    key = folder / name
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    return key, public
 
 
 def age_decrypt(key: Path, blob: bytes) -> subprocess.CompletedProcess[bytes]:

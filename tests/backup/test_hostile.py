@@ -8,21 +8,12 @@ import hashlib
 import json
 import random
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.backup.helpers import backup, backup_ok, backup_run, env_for, open_repo, verify_json
-from tests.helpers import one_error_line
-
-
-def _age_key(folder: Path, name: str = "key.txt") -> tuple[Path, str]:
-    key = folder / name
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    return key, public
+from tests.helpers import age_key, one_error_line
 
 
 def test_a_recipients_file_of_only_comments_is_refused(postgres, tmp_path):
@@ -37,7 +28,7 @@ def test_a_recipients_file_of_only_comments_is_refused(postgres, tmp_path):
 
 def test_comments_in_a_recipients_file_are_never_stored_as_recipients(postgres, tmp_path):
     env = env_for(postgres, None)
-    _, public = _age_key(tmp_path)
+    _, public = age_key(tmp_path)
     recipients = tmp_path / "recipients"
     recipients.write_text(f"# the admin's key\n  {public}  \n\n# the end\n")
     out = backup_ok(env, "init", "--repo", str(tmp_path / "repo"), "-R", str(recipients))
@@ -75,7 +66,7 @@ def _forge(repo: Path, snapshot_id: str, recipient: str, database: str) -> None:
 def test_a_forged_snapshot_is_refused_everywhere_and_never_delays_a_run(odoo, local_env, tmp_path):
     env = local_env
     name, _, filestore = odoo
-    key, public = _age_key(tmp_path)
+    key, public = age_key(tmp_path)
     repo = tmp_path / "repo"
     backup_ok(env, "init", "--repo", str(repo), "--recipient", public)
     backup_run(env, str(repo), odoo)
@@ -117,8 +108,8 @@ def test_a_forged_snapshot_is_refused_everywhere_and_never_delays_a_run(odoo, lo
 @pytest.mark.parametrize("change", ["swapped", "emptied"])
 def test_a_changed_config_is_refused_and_nothing_is_written(odoo, local_env, tmp_path, change):
     env = local_env
-    _, public = _age_key(tmp_path)
-    _, attacker = _age_key(tmp_path, "attacker.txt")
+    _, public = age_key(tmp_path)
+    _, attacker = age_key(tmp_path, "attacker.txt")
     repo = tmp_path / "repo"
     backup_ok(env, "init", "--repo", str(repo), "--recipient", public)
     config = json.loads((repo / "config.json").read_text())

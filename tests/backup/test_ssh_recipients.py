@@ -6,15 +6,8 @@ import subprocess
 from pathlib import Path
 
 from tests.backup.helpers import backup_ok, env_for, make_odoo
+from tests.helpers import age_key
 from tests.odoo_data import Shape, filestore_digest
-
-
-def _age_key(folder: Path, name: str) -> tuple[Path, str]:
-    key = folder / name
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    return key, public
 
 
 def test_an_ssh_recipient_restores_as_well_as_an_age_one(postgres, tmp_path: Path) -> None:
@@ -22,7 +15,7 @@ def test_an_ssh_recipient_restores_as_well_as_an_age_one(postgres, tmp_path: Pat
     ssh_key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_key)],
                    check=True)  # fmt: skip
-    age_key, age_pub = _age_key(tmp_path, "age.txt")
+    age_file, age_pub = age_key(tmp_path, "age.txt")
     filestore = tmp_path / "filestore"
     make_odoo(postgres, "odoo_ssh", filestore, Shape.small(), seed=4)
     env = env_for(postgres, None)
@@ -34,7 +27,7 @@ def test_an_ssh_recipient_restores_as_well_as_an_age_one(postgres, tmp_path: Pat
     opened = subprocess.run(["age", "-d", "-i", str(ssh_key), str(some)], capture_output=True)
     assert opened.returncode == 0, opened.stderr  # the real age reads what was written
     restored = tmp_path / "restored"
-    for key, name in ((ssh_key, "odoo_ssh_a"), (age_key, "odoo_ssh_b")):
+    for key, name in ((ssh_key, "odoo_ssh_a"), (age_file, "odoo_ssh_b")):
         backup_ok(env, "restore", "--repo", str(repo), "latest", "--db", name,
                   "--filestore", str(restored / name), "--identity", str(key))  # fmt: skip
         assert filestore_digest(restored / name) == filestore_digest(filestore)

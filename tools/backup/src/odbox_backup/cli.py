@@ -265,10 +265,7 @@ def run_cli(argv: list[str]) -> int:
     # starts Odoo again, locks are released, a restore before its swap removes what it made
     # (the swap itself ignores them and finishes).
     from odbox_backup import metrics
-    from odbox_common.memory import keep_freed_memory
     from odbox_common.signals import interrupts_as_exceptions
-
-    keep_freed_memory()  # a page fault per 4 KiB of every buffer otherwise (memory.py)
 
     with interrupts_as_exceptions(), metrics.errors_seen() as seen:
         try:

@@ -81,13 +81,13 @@ def main() -> None:
         return subprocess.run(["age", "-r", recipient], input=data, capture_output=True,
                               check=True).stdout  # fmt: skip
 
-    rows: dict[str, tuple[Callable[[], bytes], bool]] = {
+    rows: dict[str, tuple[Callable[[], bytes | bytearray], bool]] = {
         "pyrage.encrypt_io": (with_pyrage, True),
         "age_stream.Encryptor": (lambda: ours.encrypt(data), True),
         "age -r (the Go reference, a process each)": (with_age, False),
     }
     for encrypt, _ in rows.values():  # each output must be one the others read
-        assert pyrage.decrypt(encrypt(), [identity]) == data
+        assert pyrage.decrypt(bytes(encrypt()), [identity]) == data
     samples: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(args.runs):
         for name, (encrypt, _) in rows.items():

@@ -109,12 +109,12 @@ class Authenticator:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def mac(self, kind: str, name: str, body: bytes | memoryview) -> str:
+    def mac(self, kind: str, name: str, body: bytes | bytearray | memoryview) -> str:
         h = hmac.new(self._key, f"{kind}\0{name}\0".encode(), hashlib.sha256)
         h.update(body)
         return h.hexdigest()
 
-    def wrap(self, kind: str, name: str, body: bytes) -> bytes:
+    def wrap(self, kind: str, name: str, body: bytes | bytearray) -> bytes:
         """`body` behind its MAC line (so `tail -n +2 FILE` is the body)."""
         return AUTH_HEADER + self.mac(kind, name, body).encode() + b"\n" + body
 
@@ -152,7 +152,7 @@ class Codec:
 
             self._fast = Encryptor([x25519_public_key(text) for text in texts])
 
-    def encode(self, content: bytes) -> bytes:
+    def encode(self, content: bytes) -> bytes | bytearray:
         return self.seal(self.compress(content))
 
     def compress(self, content: bytes) -> bytes:
@@ -161,7 +161,7 @@ class Codec:
             compressor = self._local.compressor = zstandard.ZstdCompressor(level=self.level)
         return bytes(compressor.compress(content))
 
-    def encode_pieces(self, pieces: Iterable[str]) -> bytes:
+    def encode_pieces(self, pieces: Iterable[str]) -> bytes | bytearray:
         """`encode` of the text `pieces` make, without the whole text in memory: it is
         compressed as it is made (a manifest names an object per filestore file: tens of MB
         of JSON at 200,000; `manifests.json_pieces` makes its pieces)."""
@@ -182,7 +182,7 @@ class Codec:
         del compressed
         return self.seal(frame)
 
-    def seal(self, frame: bytes) -> bytes:
+    def seal(self, frame: bytes) -> bytes | bytearray:
         """`frame` encrypted to the recipients. Through pyrage (SSH recipients),
         `pyrage.encrypt_io` into a buffer, not `pyrage.encrypt`: that holds the output twice
         (Rust's, then Python's copy), which for an 8 MiB pack or a 12 MB manifest set the

@@ -59,7 +59,7 @@ class _Limited(io.BytesIO):
     """An upload body whose every read takes its bytes from a token bucket: http.client
     reads it a block at a time as it sends, so the line sees the limit, not a burst per PUT."""
 
-    def __init__(self, data: bytes, bucket: TokenBucket) -> None:
+    def __init__(self, data: bytes | bytearray, bucket: TokenBucket) -> None:
         super().__init__(data)
         self.bucket = bucket
 
@@ -87,7 +87,9 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None: ...
+    def put(
+        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+    ) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -134,7 +136,9 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+    ) -> None:
         """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
         file = None
@@ -276,7 +280,9 @@ class S3Store:
                 raise NotFound(f"{self.url}: {key} is missing") from e
             raise self._fail("read", key, e) from e
 
-    def put(self, key: str, data: bytes, *, sync: bool = True, replace: bool = False) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+    ) -> None:
         full = self._key(key)
         conditional = self.create_only and not replace and not key.startswith("locks/")
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}

@@ -120,3 +120,68 @@ def test_the_journal_gets_a_line_a_phase_and_a_minute_with_the_total_and_time_le
     )
     assert lines[2].endswith("writing the snapshot manifest")
     assert progress_module.LINE_EVERY == 60.0
+
+
+def test_a_total_that_comes_after_the_phase_started_gives_it_done_of_total_and_time_left():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore")
+        clock.now += 2
+        progress.advance(2 * MiB)
+        (row,) = _rows_now(rows)
+        assert " of " not in row and "ETA" not in row
+        progress.total(10 * MiB)  # the filestore has been counted
+        clock.now += 2
+        progress.advance(2 * MiB)
+        (row,) = _rows_now(rows)
+    assert "4.0 MiB of 10.0 MiB" in row and "1.0 MiB/s" in row
+    assert "ETA 0:00:06" in row  # 6 MiB left at the phase's 1 MiB/s
+
+
+def test_a_total_the_bytes_done_pass_is_dropped_rather_than_shown_as_done_while_it_runs():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 2 * MiB)
+        clock.now += 1
+        progress.advance(3 * MiB)  # the database grew since the estimate
+        (row,) = _rows_now(rows)
+        assert "3.0 MiB" in row and " of " not in row and "ETA" not in row
+        assert "✓" not in row  # rich would have called the row finished at its total
+        progress.total(6 * MiB)  # the dump ended: now it is known
+        (row,) = _rows_now(rows)
+        assert "3.0 MiB of 6.0 MiB" in row and "ETA 0:00:01" in row
+        progress.total(None)
+        (row,) = _rows_now(rows)
+        assert " of " not in row and "ETA" not in row
+
+
+def test_a_total_given_before_any_phase_changes_nothing():
+    clock = Clock()
+    console, out = _console()
+    with ByteRows(console, clock) as progress:
+        progress.total(5 * MiB)  # no phase yet
+        progress.phase("writing the snapshot manifest")
+    assert "MiB" not in out.getvalue()
+
+
+def test_the_journal_line_of_a_phase_shows_the_total_and_time_left_once_given(capsys):
+    clock = Clock()
+    progress = journal_lines(clock)
+    progress.phase("dumping database shop and reading filestore /srv/filestore")
+    clock.now += 30
+    progress.advance(MiB)
+    progress.total(10 * MiB)
+    clock.now += 30
+    progress.advance(MiB)
+    progress.total(MiB)  # passed by the bytes done: an estimate, not shown
+    clock.now += 60
+    progress.advance(MiB)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("dumping database shop and reading filestore /srv/filestore")
+    assert lines[1].endswith(": 2.0 MiB of 10.0 MiB so far, 34.1 KiB/s, about 240 s left")
+    assert lines[2].endswith(": 3.0 MiB so far, 25.6 KiB/s")

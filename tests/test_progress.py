@@ -185,3 +185,35 @@ def test_the_journal_line_of_a_phase_shows_the_total_and_time_left_once_given(ca
     assert lines[0].endswith("dumping database shop and reading filestore /srv/filestore")
     assert lines[1].endswith(": 2.0 MiB of 10.0 MiB so far, 34.1 KiB/s, about 240 s left")
     assert lines[2].endswith(": 3.0 MiB so far, 25.6 KiB/s")
+
+
+def test_a_phase_that_waits_shows_its_speed_falling_not_its_last_burst():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 100 * MiB)
+        for _ in range(8):  # the filestore's unchanged files, a folder at a time
+            clock.now += 0.125
+            progress.advance(5 * MiB)
+        clock.now += 39  # pg_dump waits on a lock
+        (row,) = _rows_now(rows)
+    assert "40.0 MiB of 100.0 MiB" in row
+    assert "1.0 MiB/s" in row and "ETA 0:01:00" in row  # rich's own: 40 MiB/s, 0:00:02
+
+
+def test_the_speed_is_of_the_last_30_seconds_when_the_phase_slows_down():
+    clock = Clock()
+    console, _ = _console()
+    rows = ByteRows(console, clock)
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 200 * MiB)
+        for _ in range(10):  # the dump: 10 MiB/s
+            clock.now += 1
+            progress.advance(10 * MiB)
+        for _ in range(40):  # then small files: 1 MiB/s
+            clock.now += 1
+            progress.advance(MiB)
+        (row,) = _rows_now(rows)
+    assert "140.0 MiB of 200.0 MiB" in row
+    assert "1.0 MiB/s" in row and "ETA 0:01:00" in row  # the average would say 2.8 MiB/s

@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from rich.progress import Task
 
 LINE_EVERY = 60.0  # seconds between the journal's lines of one phase
+SPEED_WINDOW = 30.0  # seconds of a row's speed (rich's own estimate's period)
 
 
 @dataclass
@@ -108,14 +110,20 @@ def size_text(task: Task) -> str:
 
 
 def speed_of(task: Task) -> float | None:
-    """Bytes a second, the phase's average so far; None until there is one. Not rich's
-    estimate: it is of the time between the samples of its last 30 s, so it stays at its
-    last value while nothing moves (a dump that waits on a lock showed 547 MiB/s and
-    `ETA 0:00:01` for as long as it waited), is None after a single chunk or a new total
-    (rich's own column shows `?`), and the filestore's unchanged files come a folder at a
-    time; restic's estimate, too, counts the time up to now."""
+    """Bytes a second over the last SPEED_WINDOW seconds up to now (done: the phase's
+    average); None until there is one. Not rich's estimate: it is of the time between the
+    samples of its last 30 s, so it stays where it was while nothing moves (a dump waiting
+    on a lock showed 547 MiB/s and `ETA 0:00:01` for as long as it waited), and is None after
+    a single chunk or a new total (rich's own column shows `?`). restic's, too, counts the
+    time up to now. A row without samples (not ByteRows') gets the phase's average."""
     if not moved_bytes(task) or task.completed == 0 or not task.elapsed:
         return None
+    samples = task.fields.get("samples")
+    if not task.finished and samples:
+        since, done = samples[0]
+        now: float = task.get_time()
+        if now > since and task.completed > done:
+            return (task.completed - float(done)) / (now - float(since))
     return task.completed / task.elapsed or None
 
 
@@ -237,6 +245,7 @@ class ByteRows:
         self.display = _display(console_, clock)
         self._task: Any = None
         self._row: Task | None = None  # the running phase's row (rich's Task: its total)
+        self._samples: deque[tuple[float, float]] = deque()
         self._lock = threading.Lock()  # advance and total come from worker threads
 
     def __enter__(self) -> Progress:
@@ -256,7 +265,12 @@ class ByteRows:
     def phase(self, text: str, total: int | None = None) -> None:
         with self._lock:
             self._finish()
-            self._task = self.display.add_task(text, total=total, known_total=bool(total))
+            # (time, bytes done) from the window's start on, for speed_of; the first is the
+            # phase's start.
+            self._samples = deque([(self.display.get_time(), 0.0)])
+            self._task = self.display.add_task(
+                text, total=total, known_total=bool(total), samples=self._samples
+            )
             self._row = next(task for task in self.display.tasks if task.id == self._task)
 
     def total(self, total: int | None) -> None:
@@ -281,6 +295,10 @@ class ByteRows:
                 # An estimate passed: rich would call the row finished (a ✓ while it runs).
                 self._unknown(row)
             self.display.advance(self._task, n)
+            now, samples = self.display.get_time(), self._samples
+            samples.append((now, row.completed))
+            while len(samples) > 2 and samples[1][0] <= now - SPEED_WINDOW:
+                samples.popleft()  # the first left is the last at or before the window's start
 
     def _unknown(self, row: Task) -> None:
         # rich's update() takes None as "no change": the row's total is set on the row itself

@@ -29,6 +29,12 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=out, width=200, color_system=None, force_terminal=False), out
 
 
+def _byte_rows() -> tuple[Clock, ByteRows]:
+    """Rows on a console of their own, driven by a fake clock."""
+    clock = Clock()
+    return clock, ByteRows(_console()[0], clock)
+
+
 def _rows_now(rows: ByteRows) -> list[str]:
     """The rows as the terminal shows them at this moment, one string each."""
     console, out = _console()
@@ -37,9 +43,7 @@ def _rows_now(rows: ByteRows) -> list[str]:
 
 
 def test_a_phase_of_known_size_shows_done_of_total_speed_and_time_left_in_one_unit():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("restoring filestore", 10 * MiB)
         for _ in range(4):
@@ -53,9 +57,7 @@ def test_a_phase_of_known_size_shows_done_of_total_speed_and_time_left_in_one_un
 
 
 def test_a_phase_of_unknown_size_shows_no_total_and_no_time_left():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop")
         clock.now += 2
@@ -123,9 +125,7 @@ def test_the_journal_gets_a_line_a_phase_and_a_minute_with_the_total_and_time_le
 
 
 def test_a_total_that_comes_after_the_phase_started_gives_it_done_of_total_and_time_left():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop and reading filestore /srv/filestore")
         clock.now += 2
@@ -141,9 +141,7 @@ def test_a_total_that_comes_after_the_phase_started_gives_it_done_of_total_and_t
 
 
 def test_a_total_the_bytes_done_pass_is_dropped_rather_than_shown_as_done_while_it_runs():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop and reading filestore /srv/filestore", 2 * MiB)
         clock.now += 1
@@ -188,9 +186,7 @@ def test_the_journal_line_of_a_phase_shows_the_total_and_time_left_once_given(ca
 
 
 def test_a_phase_that_waits_shows_its_speed_falling_not_its_last_burst():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop and reading filestore /srv/filestore", 100 * MiB)
         for _ in range(8):  # the filestore's unchanged files, a folder at a time
@@ -203,9 +199,7 @@ def test_a_phase_that_waits_shows_its_speed_falling_not_its_last_burst():
 
 
 def test_the_speed_is_of_the_last_30_seconds_when_the_phase_slows_down():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop and reading filestore /srv/filestore", 200 * MiB)
         for _ in range(10):  # the dump: 10 MiB/s

@@ -38,6 +38,8 @@ def test_a_terminal_gets_bars_and_the_journal_gets_timestamped_lines(odoo, env, 
     lines = journal.splitlines()
     assert len(lines) >= 3 and all(JOURNAL_LINE.match(line) for line in lines), journal
     assert "━" not in journal and "\r" not in journal
+    # The first phase's line has its size: the last snapshot's dump and filestore.
+    assert re.search(r"reading filestore \S+ \([\d.]+ [KMG]iB\)$", journal, re.M), journal
 
     code, screen = _on_a_terminal(env, "restore", "--repo", repo, "latest", "--db", f"{name}_new",
                                   "--filestore", str(tmp_path / "new" / "filestore"))  # fmt: skip
@@ -86,7 +88,10 @@ class Recorded:
         self._given = threading.Condition()
 
     def progress(self) -> Progress:
-        return Progress(advance=self._advance, total=self._total)
+        return Progress(phase=self._phase, advance=self._advance, total=self._total)
+
+    def _phase(self, text: str, total: int | None = None) -> None:
+        self._total(total)  # the phase's total when it starts: the first of the list
 
     def _advance(self, n: int) -> None:
         self.done += n
@@ -106,6 +111,7 @@ class Recorded:
 def test_the_first_phase_total_is_the_last_snapshots_dump_and_filestore_until_outgrown(tmp_path):
     seen = Recorded()
     total = FirstPhaseTotal(seen.progress(), tmp_path, dump=100, filestore=50)
+    total.start("dumping database shop and reading filestore /srv/filestore")
     assert seen.totals == [150]  # at once, no walk: the last snapshot's sizes
     total.filestore_progress.advance(50)
     total.dump_progress.advance(100)  # as big as last time: still the estimate
@@ -128,8 +134,9 @@ def test_without_a_last_snapshot_the_filestore_is_counted_and_the_dump_known_whe
     (tmp_path / "00" / "loop").symlink_to(tmp_path)  # a loop: each folder is counted once
     seen = Recorded()
     total = FirstPhaseTotal(seen.progress(), tmp_path, dump=None, filestore=None)
+    total.start("dumping database shop and reading filestore /srv/filestore")
     total.dump_ended(1000)
-    assert seen.wait_for(1) == [1060]  # 1000 + the 60 bytes counted
+    assert seen.wait_for(2) == [None, 1060]  # 1000 + the 60 bytes counted
     total.close()
 
 
@@ -138,6 +145,7 @@ def test_a_filestore_that_outgrew_the_last_snapshot_is_counted_then(tmp_path):
     (tmp_path / "ab" / ("1" * 40)).write_bytes(b"x" * 500)
     seen = Recorded()
     total = FirstPhaseTotal(seen.progress(), tmp_path, dump=0, filestore=100)
+    total.start("reading filestore /srv/filestore")
     total.filestore_progress.advance(101)
     assert seen.wait_for(3) == [100, None, 500]
     total.close()

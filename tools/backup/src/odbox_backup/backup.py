@@ -89,10 +89,14 @@ class FirstPhaseTotal:
         self._counter: threading.Thread | None = None
         self.dump_progress = Progress(advance=lambda n: self._advance("dump", n))
         self.filestore_progress = Progress(advance=lambda n: self._advance("filestore", n))
+
+    def start(self, text: str) -> None:
+        """Start the phase, with its total if the last snapshot gives it, else count."""
         with self._lock:
-            if filestore is None:
+            self._shown = self._known()
+            self._progress.phase(text, self._shown)
+            if self._size["filestore"] is None:
                 self._count()
-            self._show()
 
     def dump_ended(self, size: int) -> None:
         with self._lock:
@@ -131,9 +135,12 @@ class FirstPhaseTotal:
                 self._size["filestore"] = size
                 self._show()
 
-    def _show(self) -> None:
+    def _known(self) -> int | None:
         dump, filestore = self._size["dump"], self._size["filestore"]
-        known = None if dump is None or filestore is None else dump + filestore
+        return None if dump is None or filestore is None else dump + filestore
+
+    def _show(self) -> None:
+        known = self._known()
         if self._open and known != self._shown:
             self._shown = known
             self._progress.total(known)
@@ -179,12 +186,12 @@ def run_backup(
         # The files there now are read while the database is dumped (Odoo never changes a
         # file: its name is its content's hash); the pass after the dump adds those that
         # appeared meanwhile, so every attachment the dump names is in the snapshot.
-        progress.phase(
+        total = FirstPhaseTotal(progress, source.filestore, dump_size, filestore_size)
+        total.start(
             f"dumping database {source.dbname} and reading filestore {source.filestore}"
             if database is None
             else f"reading filestore {source.filestore}"
         )
-        total = FirstPhaseTotal(progress, source.filestore, dump_size, filestore_size)
         unsettled: set[int] = set()
         early = pool.submit(read_filestore, repo, source.filestore, before, early_counters,
                             total.filestore_progress, cancel, frozenset(), unsettled)  # fmt: skip

@@ -315,6 +315,7 @@ JSON_TOOLS = {"dbinit": "dbinit.cli", "vaultgen": "vaultgen.cli", "ec2-install":
 # (tests/backup/test_json.py), and not listed here.
 JSON_COMMANDS = {
     ("dbinit", "setup"), ("dbinit", "check"), ("dbinit", "status"), ("dbinit", "wait"),
+    ("dbinit", "pgadmin-boot"),  # tests/dbinit/test_pgadmin.py: it needs pgAdmin's own setup
     ("vaultgen", "generate"), ("vaultgen", "password"), ("vaultgen", "edit"),
     ("vaultgen", "certs"), ("vaultgen", "import"), ("vaultgen", "rekey"), ("vaultgen", "check"),
     ("vaultgen", "status"),

@@ -29,6 +29,12 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=out, width=200, color_system=None, force_terminal=False), out
 
 
+def _byte_rows() -> tuple[Clock, ByteRows]:
+    """Rows on a console of their own, driven by a fake clock."""
+    clock = Clock()
+    return clock, ByteRows(_console()[0], clock)
+
+
 def _rows_now(rows: ByteRows) -> list[str]:
     """The rows as the terminal shows them at this moment, one string each."""
     console, out = _console()
@@ -37,9 +43,7 @@ def _rows_now(rows: ByteRows) -> list[str]:
 
 
 def test_a_phase_of_known_size_shows_done_of_total_speed_and_time_left_in_one_unit():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("restoring filestore", 10 * MiB)
         for _ in range(4):
@@ -53,9 +57,7 @@ def test_a_phase_of_known_size_shows_done_of_total_speed_and_time_left_in_one_un
 
 
 def test_a_phase_of_unknown_size_shows_no_total_and_no_time_left():
-    clock = Clock()
-    console, _ = _console()
-    rows = ByteRows(console, clock)
+    clock, rows = _byte_rows()
     with rows as progress:
         progress.phase("dumping database shop")
         clock.now += 2
@@ -120,3 +122,92 @@ def test_the_journal_gets_a_line_a_phase_and_a_minute_with_the_total_and_time_le
     )
     assert lines[2].endswith("writing the snapshot manifest")
     assert progress_module.LINE_EVERY == 60.0
+
+
+def test_a_total_that_comes_after_the_phase_started_gives_it_done_of_total_and_time_left():
+    clock, rows = _byte_rows()
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore")
+        clock.now += 2
+        progress.advance(2 * MiB)
+        (row,) = _rows_now(rows)
+        assert " of " not in row and "ETA" not in row
+        progress.total(10 * MiB)  # the filestore has been counted
+        clock.now += 2
+        progress.advance(2 * MiB)
+        (row,) = _rows_now(rows)
+    assert "4.0 MiB of 10.0 MiB" in row and "1.0 MiB/s" in row
+    assert "ETA 0:00:06" in row  # 6 MiB left at the phase's 1 MiB/s
+
+
+def test_a_total_the_bytes_done_pass_is_dropped_rather_than_shown_as_done_while_it_runs():
+    clock, rows = _byte_rows()
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 2 * MiB)
+        clock.now += 1
+        progress.advance(3 * MiB)  # the database grew since the estimate
+        (row,) = _rows_now(rows)
+        assert "3.0 MiB" in row and " of " not in row and "ETA" not in row
+        assert "✓" not in row  # rich would have called the row finished at its total
+        progress.total(6 * MiB)  # the dump ended: now it is known
+        (row,) = _rows_now(rows)
+        assert "3.0 MiB of 6.0 MiB" in row and "ETA 0:00:01" in row
+        progress.total(None)
+        (row,) = _rows_now(rows)
+        assert " of " not in row and "ETA" not in row
+
+
+def test_a_total_given_before_any_phase_changes_nothing():
+    clock = Clock()
+    console, out = _console()
+    with ByteRows(console, clock) as progress:
+        progress.total(5 * MiB)  # no phase yet
+        progress.phase("writing the snapshot manifest")
+    assert "MiB" not in out.getvalue()
+
+
+def test_the_journal_line_of_a_phase_shows_the_total_and_time_left_once_given(capsys):
+    clock = Clock()
+    progress = journal_lines(clock)
+    progress.phase("dumping database shop and reading filestore /srv/filestore")
+    clock.now += 30
+    progress.advance(MiB)
+    progress.total(10 * MiB)
+    clock.now += 30
+    progress.advance(MiB)
+    progress.total(MiB)  # passed by the bytes done: an estimate, not shown
+    clock.now += 60
+    progress.advance(MiB)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("dumping database shop and reading filestore /srv/filestore")
+    assert lines[1].endswith(": 2.0 MiB of 10.0 MiB so far, 34.1 KiB/s, about 240 s left")
+    assert lines[2].endswith(": 3.0 MiB so far, 25.6 KiB/s")
+
+
+def test_a_phase_that_waits_shows_its_speed_falling_not_its_last_burst():
+    clock, rows = _byte_rows()
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 100 * MiB)
+        for _ in range(8):  # the filestore's unchanged files, a folder at a time
+            clock.now += 0.125
+            progress.advance(5 * MiB)
+        clock.now += 39  # pg_dump waits on a lock
+        (row,) = _rows_now(rows)
+    assert "40.0 MiB of 100.0 MiB" in row
+    assert "1.0 MiB/s" in row and "ETA 0:01:00" in row  # rich's own: 40 MiB/s, 0:00:02
+
+
+def test_the_speed_is_of_the_last_30_seconds_when_the_phase_slows_down():
+    clock, rows = _byte_rows()
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /srv/filestore", 200 * MiB)
+        for _ in range(10):  # the dump: 10 MiB/s
+            clock.now += 1
+            progress.advance(10 * MiB)
+        for _ in range(40):  # then small files: 1 MiB/s
+            clock.now += 1
+            progress.advance(MiB)
+        (row,) = _rows_now(rows)
+    assert "140.0 MiB of 200.0 MiB" in row
+    assert "1.0 MiB/s" in row and "ETA 0:01:00" in row  # the average would say 2.8 MiB/s

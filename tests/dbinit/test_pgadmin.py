@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -99,6 +100,30 @@ def test_boot_puts_back_a_local_server_that_drifted(box):
     assert result.returncode == 0, result.stderr
     assert "was /var/run/elsewhere port 6543" in result.stdout
     assert local_server(cluster)[0][1:3] == (str(cluster.socket_dir), cluster.port)
+
+
+def test_boot_json_is_one_document_naming_the_server_and_what_changed_its_lines_on_stderr(box):
+    cluster, folder = box
+    if not local_server(cluster):
+        assert boot(cluster, folder).returncode == 0
+    query(cluster, "UPDATE server SET port = 6543", "pgadmin")
+    documents = []
+    for _ in range(2):  # the drift put back, then nothing to do
+        result = boot(cluster, folder, "--json")
+        assert result.returncode == 0, result.stderr
+        documents.append(json.loads(result.stdout))  # the whole of stdout: one document
+        assert "running pgAdmin's setup-db" in result.stderr and "error:" not in result.stderr
+    fixed, again = documents
+    local = {"name": "local", "host": str(cluster.socket_dir), "port": cluster.port,
+             "maintenance_db": "odoo", "username": "pgadmin"}  # fmt: skip
+    assert fixed == {
+        "schema": 1, "server": fixed["server"], "database": "pgadmin", "email": EMAIL,
+        "pgadmin_server": local, "changed": True, "changes": fixed["changes"],
+    }  # fmt: skip
+    assert str(cluster.socket_dir) in fixed["server"]
+    assert len(fixed["changes"]) == 1 and "(was " in fixed["changes"][0]
+    assert fixed["changes"][0].endswith("port 6543, database odoo, role pgadmin)")
+    assert again == {**fixed, "changed": False, "changes": []}
 
 
 def test_a_short_password_is_refused_before_pgadmin_is_called(box, tmp_path):

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from odbox_backup.attachments import store_names
@@ -37,6 +38,7 @@ from odbox_backup.filestore import (
     UNSETTLED_NS,
     PathsOf,
     attachments_missing,
+    count_filestore,
     entry_path,
     entry_size,
     filestore_part,
@@ -64,6 +66,94 @@ __all__ = [
 ]  # fmt: skip
 
 
+class FirstPhaseTotal:
+    """The total of the run's first phase, the dump and the filestore read at once, as
+    restic gives its backup a total and a time left once its scanner has walked the files.
+
+    Each half's size comes from the last snapshot (a database and a filestore grow slowly),
+    at no cost: a run with nothing to do walks the filestore once, as before. Without a last
+    snapshot (the first, full, run) the filestore is counted on a thread (`count_filestore`:
+    a stat a file, 0.5 s at 200,000 files, beside a read of them all). A half that outgrows
+    its estimate has no size until it is known: the dump's when it ends, the filestore's when
+    it is counted then; until both are known the phase shows no total, rather than one the
+    bytes done would pass."""
+
+    def __init__(self, progress: Progress, root: Path, dump: int | None, filestore: int | None):
+        self._progress, self._root = progress, root
+        self._lock = threading.Lock()  # the dump's thread, the filestore's and the counter's
+        self._size = {"dump": dump, "filestore": filestore}  # 0: no dump; None: not known
+        self._done = {"dump": 0, "filestore": 0}
+        self._shown: int | None = None
+        self._open = True
+        self._over = threading.Event()
+        self._counter: threading.Thread | None = None
+        self.dump_progress = Progress(advance=lambda n: self._advance("dump", n))
+        self.filestore_progress = Progress(advance=lambda n: self._advance("filestore", n))
+
+    def start(self, text: str) -> None:
+        """Start the phase, with its total if the last snapshot gives it, else count."""
+        with self._lock:
+            self._shown = self._known()
+            self._progress.phase(text, self._shown)
+            if self._size["filestore"] is None:
+                self._count()
+
+    def dump_ended(self, size: int) -> None:
+        with self._lock:
+            self._size["dump"] = size
+            self._show()
+
+    def close(self) -> None:
+        """The phase is over: no total after this (it would be the next phase's)."""
+        with self._lock:
+            self._open = False
+            self._over.set()
+            counter = self._counter
+        if counter is not None:
+            counter.join()
+
+    def _advance(self, half: str, n: int) -> None:
+        with self._lock:
+            self._done[half] += n
+            size = self._size[half]
+            if size is not None and self._done[half] > size:
+                self._size[half] = None
+                if half == "filestore":
+                    self._count()
+                self._show()
+        self._progress.advance(n)
+
+    def _count(self) -> None:
+        if self._counter is None and self._open:
+            self._counter = threading.Thread(target=self._counted, name="count", daemon=True)
+            self._counter.start()
+
+    def _counted(self) -> None:
+        size = count_filestore(self._root, self._over)
+        with self._lock:
+            if size is not None and size >= self._done["filestore"]:
+                self._size["filestore"] = size
+                self._show()
+
+    def _known(self) -> int | None:
+        dump, filestore = self._size["dump"], self._size["filestore"]
+        return None if dump is None or filestore is None else dump + filestore
+
+    def _show(self) -> None:
+        known = self._known()
+        if self._open and known != self._shown:
+            self._shown = known
+            self._progress.total(known)
+
+
+def _estimates(source: Source, previous: dict[str, Any] | None) -> tuple[int | None, int | None]:
+    """The last snapshot's dump size (when it is of this database) and filestore bytes."""
+    database = (previous or {}).get("database") or {}
+    dump = database.get("size") if database.get("name") == source.dbname else None
+    filestore = (previous or {}).get("filestore", {}).get("bytes")
+    return (int(dump) if dump else None), (int(filestore) if filestore is not None else None)
+
+
 def run_backup(
     repo: Repository,
     source: Source,
@@ -89,21 +179,26 @@ def run_backup(
     before = previous_files(previous)
     early_counters = Counters()
     cancel = threading.Event()
+    dump_size, filestore_size = _estimates(source, previous)
+    if database is not None:
+        dump_size = 0  # reused: not in this phase
     with ThreadPoolExecutor(1) as pool:
         # The files there now are read while the database is dumped (Odoo never changes a
         # file: its name is its content's hash); the pass after the dump adds those that
         # appeared meanwhile, so every attachment the dump names is in the snapshot.
-        progress.phase(
+        total = FirstPhaseTotal(progress, source.filestore, dump_size, filestore_size)
+        total.start(
             f"dumping database {source.dbname} and reading filestore {source.filestore}"
             if database is None
             else f"reading filestore {source.filestore}"
         )
         unsettled: set[int] = set()
         early = pool.submit(read_filestore, repo, source.filestore, before, early_counters,
-                            progress, cancel, frozenset(), unsettled)  # fmt: skip
+                            total.filestore_progress, cancel, frozenset(), unsettled)  # fmt: skip
         try:
             if database is None:
-                dumped = dump_database(repo, source, counters, progress)
+                dumped = dump_database(repo, source, counters, total.dump_progress)
+                total.dump_ended(int(dumped["size"]))
                 database = {"name": source.dbname, "pg_version": facts.pg_version,
                             "wal": facts.wal, **dumped}  # fmt: skip
         except BaseException:
@@ -111,6 +206,7 @@ def run_backup(
             raise
         finally:
             wait([early])
+            total.close()
         first = early.result()
     del before, previous  # the entries still needed are in `first`
     progress.phase("reading what the filestore gained during the dump")

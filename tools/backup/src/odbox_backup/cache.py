@@ -70,7 +70,7 @@ def load(folder: Path, repo: Repository) -> dict[str, Any] | None:
         for text in files:
             entry_path(text)  # a damaged line makes the whole cache unused, not the run fail
         return {"id": header["id"], "database": header["database"],
-                "filestore": {"files": files}}  # fmt: skip
+                "filestore": {"files": files, "bytes": header.get("filestore_bytes")}}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -85,6 +85,7 @@ def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None
         "repository": repo.config.id,
         "id": manifest["id"],
         "database": manifest["database"],
+        "filestore_bytes": manifest["filestore"].get("bytes"),  # the next run's progress total
     }
     files = manifest["filestore"]["files"]
     target = _path(folder, repo)

@@ -162,6 +162,7 @@ def read_filestore(
             raise BackupFailed(f"the filestore's {folder} is a symlink loop: remove it")
         seen.add((here.st_dev, here.st_ino))
         dirs.sort()
+        unchanged = 0  # their bytes, advanced once a folder, not 200,000 calls
         for filename in sorted(names):  # strings, not pathlib: 20,000 files and more
             if cancel is not None and cancel.is_set():
                 raise BackupFailed("stopped reading the filestore: the dump failed")
@@ -194,7 +195,7 @@ def read_filestore(
                 ):
                     counters.objects += len(before["objects"])
                     counters.bytes += st.st_size
-                    progress.advance(st.st_size)
+                    unchanged += st.st_size
                     files.append(text)
                     continue
             try:
@@ -212,7 +213,41 @@ def read_filestore(
             text = entry_text(rel, size, objects)
             if update is None or not update.replace(text):
                 files.append(text)
+        if unchanged:
+            progress.advance(unchanged)
     return files
+
+
+def count_filestore(root: Path, stop: threading.Event) -> int | None:
+    """The bytes of the regular files under `root` as a walk that reads none finds them
+    (os.scandir, one stat a file, no hashing): the total of the run's progress. Symlinks are
+    followed as read_filestore follows them, each folder once; what cannot be listed is left
+    out (read_filestore fails the run on it). None when `stop` is set first."""
+    size = 0
+    seen: set[tuple[int, int]] = set()
+    folders = [str(root)]
+    while folders:
+        if stop.is_set():
+            return None
+        folder = folders.pop()
+        try:
+            here = os.stat(folder)  # noqa: PTH116 (strings, as os.scandir takes them)
+            if (here.st_dev, here.st_ino) in seen:
+                continue
+            seen.add((here.st_dev, here.st_ino))
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        folders.append(entry.path)
+                    elif entry.is_file():
+                        size += entry.stat().st_size
+                except OSError:
+                    continue  # removed meanwhile, or a dangling link: read_filestore says
+    return size
 
 
 def entry_size(text: str) -> int:

@@ -2,9 +2,11 @@
 
 Two ways to report, one display:
 
-- `Progress` (phases that move bytes): `phase(text, total=None)` starts the next phase and
-  `advance(n)` counts its bytes. odbox-backup's run, restore, verify, export and import, and
-  k8s-migrate's pull use it, through `progress_for()`.
+- `Progress` (phases that move bytes): `phase(text, total=None)` starts the next phase,
+  `advance(n)` counts its bytes and `total(n)` gives the running phase its total once it is
+  known (None: not known after all). odbox-backup's run, restore, verify, export and import,
+  and k8s-migrate's pull use it, through `progress_for()`. All three may be called from
+  any thread.
 - `Phases` (steps that take time): `with phases.phase(name, detail):` is one row per step.
   ec2-install uses it, through `phases_for()`.
 
@@ -12,17 +14,24 @@ On a terminal each phase is a rich row: a spinner (a ✓ once done), its text, a
 that moves bytes a bar, the bytes done (and the total when known), the speed, the time left
 (when the total is known) and the time taken. Sizes and speed are in the same binary units
 (`human_size`: KiB, MiB, MiB/s). A speed is shown only once there is one, never `?`, and a
-phase that moved no bytes shows no sizes at all (no `0/0`). Off a terminal (the journal),
-a phase is one line when it starts and, while it lasts, one line a minute, so a 2 AM journal
-shows where a slow run was without drowning in lines.
+phase that moved no bytes shows no sizes at all (no `0/0`). A total may come after the phase
+started (odbox-backup's run counts the filestore while it reads it); one the bytes done pass
+was an estimate, and the phase shows no total until it is given a new one, rather than a
+full bar and a time left of nothing while it goes on. Off a terminal (the journal), a phase
+is one line when it starts and, while it lasts, one line a minute (with the total and the
+time left once the total is known), so a 2 AM journal shows where a slow run was without
+drowning in lines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
     from rich.progress import Task
 
 LINE_EVERY = 60.0  # seconds between the journal's lines of one phase
+SPEED_WINDOW = 30.0  # seconds of a row's speed (rich's own estimate's period)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Progress:
 
     phase: Callable[..., None] = lambda text, total=None: None  # (text, total bytes or None)
     advance: Callable[[int], None] = lambda _: None
+    total: Callable[[int | None], None] = lambda _: None  # the running phase's, once known
 
 
 class Phases(Protocol):
@@ -98,26 +109,38 @@ def size_text(task: Task) -> str:
     return done
 
 
+def speed_of(task: Task) -> float | None:
+    """Bytes a second over the last SPEED_WINDOW seconds up to now (done: the phase's
+    average); None until there is one. Not rich's estimate: it is of the time between the
+    samples of its last 30 s, so it stays where it was while nothing moves (a dump waiting
+    on a lock showed 547 MiB/s and `ETA 0:00:01` for as long as it waited), and is None after
+    a single chunk or a new total (rich's own column shows `?`). restic's, too, counts the
+    time up to now. A row without samples (not ByteRows') gets the phase's average."""
+    if not moved_bytes(task) or task.completed == 0 or not task.elapsed:
+        return None
+    samples = task.fields.get("samples")
+    if not task.finished and samples:
+        since, done = samples[0]
+        now: float = task.get_time()
+        if now > since and task.completed > done:
+            return (task.completed - float(done)) / (now - float(since))
+    return task.completed / task.elapsed or None
+
+
 def speed_text(task: Task) -> str:
     """`1.2 MiB/s` in the sizes' unit; nothing until a speed is known."""
-    if not moved_bytes(task) or task.completed == 0:
-        return ""
-    # Done: the phase's average (rich's estimate is of its last 30 s, and None after a single
-    # chunk, which rich's own column shows as `?`); running: rich's estimate, else the average.
-    speed = None if task.finished else task.speed
-    if speed is None and task.elapsed:
-        speed = task.completed / task.elapsed
+    speed = speed_of(task)
     return f"{human_size(speed)}/s" if speed else ""
 
 
 def eta_text(task: Task) -> str:
     """`ETA 0:01:05` while a phase of known total runs and a speed is known; else nothing."""
-    if task.finished or not task.fields.get("known_total"):
+    if task.finished or not task.fields.get("known_total") or task.total is None:
         return ""
-    left = task.time_remaining
-    if left is None:
+    speed = speed_of(task)
+    if not speed or task.completed >= task.total:
         return ""
-    seconds = int(left)
+    seconds = math.ceil((task.total - task.completed) / speed)
     return f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -178,29 +201,40 @@ def progress_for(json_output: bool = False, stream: TextIO | None = None) -> Ite
 
 
 def journal_lines(clock: Callable[[], float] = time.monotonic) -> Progress:
-    """A line when a phase starts (with its size when known), and one a minute after."""
+    """A line when a phase starts (with its size when known), and one a minute after (with
+    the total and the time left once the total is known and not passed)."""
     state: dict[str, Any] = {"phase": "", "done": 0, "total": None, "start": 0.0, "next": 0.0}
+    lock = threading.Lock()  # advance comes from the dump's thread and the filestore's at once
 
     def phase(text: str, total: int | None = None) -> None:
-        now = clock()
-        state.update(phase=text, done=0, total=total, start=now, next=now + LINE_EVERY)
+        with lock:
+            now = clock()
+            state.update(phase=text, done=0, total=total, start=now, next=now + LINE_EVERY)
         console.say(text + (f" ({human_size(total)})" if total else ""))
 
+    def set_total(total: int | None) -> None:
+        with lock:
+            state["total"] = total
+
     def advance(n: int) -> None:
-        state["done"] += n
-        now = clock()
-        if now >= state["next"]:
+        with lock:
+            state["done"] += n
+            now = clock()
+            if now < state["next"]:
+                return
             state["next"] = now + LINE_EVERY
             done, total = state["done"], state["total"]
+            if total is not None and done > total:
+                total = None  # an estimate the phase has passed: no total rather than a wrong one
             speed = done / (now - state["start"]) if now > state["start"] else 0
             line = f"{state['phase']}: {human_size(done)}"
             line += f" of {human_size(total)}" if total else ""
             line += f" so far, {human_size(speed)}/s" if speed else " so far"
             if total and speed and total > done:
                 line += f", about {(total - done) / speed:.0f} s left"
-            console.say(line)
+        console.say(line)
 
-    return Progress(phase=phase, advance=advance)
+    return Progress(phase=phase, advance=advance, total=set_total)
 
 
 class ByteRows:
@@ -210,27 +244,68 @@ class ByteRows:
     def __init__(self, console_: Console | None = None, clock: Callable[[], float] | None = None):
         self.display = _display(console_, clock)
         self._task: Any = None
+        self._row: Task | None = None  # the running phase's row (rich's Task: its total)
+        self._samples: deque[tuple[float, float]] = deque()
+        self._lock = threading.Lock()  # advance and total come from worker threads
 
     def __enter__(self) -> Progress:
         self.display.start()
-        return Progress(phase=self.phase, advance=self.advance)
+        return Progress(phase=self.phase, advance=self.advance, total=self.total)
 
     def __exit__(self, *exc: Any) -> None:
-        self.finish()
+        with self._lock:
+            self._finish()
         self.display.stop()
 
-    def finish(self) -> None:
-        if self._task is not None:
-            self.display.update(self._task, total=self.display.tasks[-1].completed)
+    def _finish(self) -> None:
+        if self._row is not None:
+            self.display.update(self._task, total=self._row.completed)
             self.display.stop_task(self._task)
 
     def phase(self, text: str, total: int | None = None) -> None:
-        self.finish()
-        self._task = self.display.add_task(text, total=total, known_total=bool(total))
+        with self._lock:
+            self._finish()
+            # (time, bytes done) from the window's start on, for speed_of; the first is the
+            # phase's start.
+            self._samples = deque([(self.display.get_time(), 0.0)])
+            self._task = self.display.add_task(
+                text, total=total, known_total=bool(total), samples=self._samples
+            )
+            self._row = next(task for task in self.display.tasks if task.id == self._task)
+
+    def total(self, total: int | None) -> None:
+        with self._lock:
+            if self._row is None:
+                return
+            if total is None or total < self._row.completed:
+                self._unknown(self._row)
+            else:
+                self.display.update(self._task, total=total, known_total=True)
 
     def advance(self, n: int) -> None:
-        if self._task is not None:
+        with self._lock:
+            row = self._row
+            if row is None:
+                return
+            if (
+                row.fields.get("known_total")
+                and row.total is not None
+                and row.completed + n > row.total
+            ):
+                # An estimate passed: rich would call the row finished (a ✓ while it runs).
+                self._unknown(row)
             self.display.advance(self._task, n)
+            now, samples = self.display.get_time(), self._samples
+            samples.append((now, row.completed))
+            while len(samples) > 2 and samples[1][0] <= now - SPEED_WINDOW:
+                samples.popleft()  # the first left is the last at or before the window's start
+
+    def _unknown(self, row: Task) -> None:
+        # rich's update() takes None as "no change": the row's total is set on the row itself
+        # (a public field of rich's Task), as add_task(total=None) leaves it.
+        row.total = None
+        row.finished_time = None
+        self.display.update(self._task, known_total=False)
 
 
 # ------------------------------------------------------------------ timed steps

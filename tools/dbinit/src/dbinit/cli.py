@@ -311,6 +311,12 @@ def wait(
             "--password-file /run/secrets/pgadmin.txt "
             "--db-uri 'postgresql://pgadmin@/pgadmin?host=/run/postgresql'",
         ),
+        (
+            "the same, with the result as JSON (its lines on stderr)",
+            "dbinit pgadmin-boot --email admin@example.com "
+            "--password-file /run/secrets/pgadmin.txt "
+            "--db-uri 'postgresql://pgadmin@/pgadmin?host=/run/postgresql' --json",
+        ),
     ),
 )
 def pgadmin_boot(
@@ -363,12 +369,13 @@ def pgadmin_boot(
     min_password_length: Annotated[
         int, typer.Option("--min-password-length", min=1, help="pgAdmin's PASSWORD_LENGTH_MIN.")
     ] = 6,
+    json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Set up pgAdmin's database and first account, and the `local` server over the socket."""
     from dbinit.pgadmin import PgAdminBoot
 
-    result = PgAdminBoot(
+    boot = PgAdminBoot(
         email=email,
         password_file=password_file,
         db_uri=db_uri,
@@ -377,9 +384,17 @@ def pgadmin_boot(
         server_user=server_user,
         maintenance_db=maintenance_db,
         min_password_length=min_password_length,
-        report=console.say,
-    ).run()
-    if not result.changed:
+        report=(lambda line: console.say(line, sys.stderr)) if json else console.say,
+    )
+    result = boot.run()
+    if json:  # the lines above went to stderr: stdout is the one document
+        console.print_json({"schema": JSON_SCHEMA, "server": boot.target.where,
+                            "database": boot.target.dbname, "email": email,
+                            "pgadmin_server": {"name": boot.server_name,
+                                               **result.server.to_json()},
+                            "changed": bool(result.changed),
+                            "changes": result.changed})  # fmt: skip
+    elif not result.changed:
         s = result.server
         console.say(
             f"pgAdmin server 'local' already points at {s.host} port {s.port} "

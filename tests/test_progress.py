@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from odbox_common import progress as progress_module
+from odbox_common.console import human_size
 from odbox_common.progress import ByteRows, Spinners, journal_lines
 
 MiB = 1 << 20
@@ -211,3 +212,14 @@ def test_the_speed_is_of_the_last_30_seconds_when_the_phase_slows_down():
         (row,) = _rows_now(rows)
     assert "140.0 MiB of 200.0 MiB" in row
     assert "1.0 MiB/s" in row and "ETA 0:01:00" in row  # the average would say 2.8 MiB/s
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+     ((1 << 20) - 1, "1.0 MiB"), ((1 << 20) - 60, "1023.9 KiB"), (20 << 20, "20.0 MiB"),
+     ((1 << 30) - 1, "1.0 GiB"), (5 << 40, "5120.0 GiB")],
+)  # fmt: skip
+def test_a_size_is_in_the_largest_unit_it_is_under_1024_of_as_printed(n, text):
+    """A size or speed just under a unit was `1024.0 KiB/s` on a row; it is `1.0 MiB/s`."""
+    assert human_size(n) == text

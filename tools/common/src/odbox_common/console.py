@@ -33,8 +33,10 @@ def human_size(n: float) -> str:
     """`512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB`."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        digits = 0 if unit == "B" else 1
+        # Compared as printed: 1,048,575 bytes is `1.0 MiB`, not `1024.0 KiB`.
+        if round(size, digits) < 1024 or unit == "GiB":
+            return f"{size:.{digits}f} {unit}"
         size /= 1024
     return f"{n} B"
 

@@ -25,9 +25,9 @@ class Clock:
         return self.now
 
 
-def _console() -> tuple[Console, io.StringIO]:
+def _console(width: int = 200) -> tuple[Console, io.StringIO]:
     out = io.StringIO()
-    return Console(file=out, width=200, color_system=None, force_terminal=False), out
+    return Console(file=out, width=width, color_system=None, force_terminal=False), out
 
 
 def _byte_rows() -> tuple[Clock, ByteRows]:
@@ -36,9 +36,9 @@ def _byte_rows() -> tuple[Clock, ByteRows]:
     return clock, ByteRows(_console()[0], clock)
 
 
-def _rows_now(rows: ByteRows) -> list[str]:
+def _rows_now(rows: ByteRows, width: int = 200) -> list[str]:
     """The rows as the terminal shows them at this moment, one string each."""
-    console, out = _console()
+    console, out = _console(width)
     console.print(rows.display.make_tasks_table(rows.display.tasks))
     return [line.rstrip() for line in out.getvalue().splitlines() if line.strip()]
 
@@ -223,3 +223,19 @@ def test_the_speed_is_of_the_last_30_seconds_when_the_phase_slows_down():
 def test_a_size_is_in_the_largest_unit_it_is_under_1024_of_as_printed(n, text):
     """A size or speed just under a unit was `1024.0 KiB/s` on a row; it is `1.0 MiB/s`."""
     assert human_size(n) == text
+
+
+def test_on_a_narrow_terminal_the_text_wraps_and_the_sizes_speed_and_time_left_stay_whole():
+    """Seen on an 80-column terminal: `144.0 MiB of  1.5 GiB/s ETA 0:00:01`, the total cut off
+    because every column was squeezed alike. The phase's text is what gives way."""
+    clock, rows = _byte_rows()
+    with rows as progress:
+        progress.phase("dumping database shop and reading filestore /var/lib/odoo/filestore/shop",
+                       272 * MiB)  # fmt: skip
+        for _ in range(4):
+            clock.now += 1
+            progress.advance(36 * MiB)
+        shown = " ".join(_rows_now(rows, width=80))
+    assert "144.0 MiB of 272.0 MiB" in shown
+    assert "36.0 MiB/s" in shown and "ETA 0:00:04" in shown
+    assert "/var/lib/odoo/filestore/shop" in "".join(shown.split())  # wrapped, not cut

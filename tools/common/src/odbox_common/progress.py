@@ -155,6 +155,7 @@ def _display(console_: Console | None = None, clock: Callable[[], float] | None 
         TimeElapsedColumn,
     )
     from rich.progress import Progress as Display
+    from rich.table import Column
     from rich.text import Text
 
     class Bar(BarColumn):
@@ -163,7 +164,9 @@ def _display(console_: Console | None = None, clock: Callable[[], float] | None 
 
     class Of(ProgressColumn):
         def __init__(self, text: Callable[[Task], str], style: str) -> None:
-            super().__init__()
+            # Never wrapped: on a narrow terminal the phase's text wraps instead, where rich
+            # squeezed every column alike and cut `144.0 MiB of 272.7 MiB` to `144.0 MiB of`.
+            super().__init__(table_column=Column(no_wrap=True))
             self._text, self._style = text, style
 
         def render(self, task: Task) -> Text:
@@ -171,12 +174,12 @@ def _display(console_: Console | None = None, clock: Callable[[], float] | None 
 
     return Display(
         SpinnerColumn(finished_text="[green]✓"),
-        TextColumn("{task.description}"),
-        Bar(),
+        TextColumn("{task.description}", table_column=Column(overflow="fold")),
+        Bar(bar_width=None, table_column=Column(min_width=10, max_width=40)),
         Of(size_text, "progress.download"),
         Of(speed_text, "progress.data.speed"),
         Of(eta_text, "progress.remaining"),
-        TimeElapsedColumn(),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
         console=console_ or Console(stderr=True),
         transient=False,
         get_time=clock,

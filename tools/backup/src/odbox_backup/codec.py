@@ -144,7 +144,7 @@ class Codec:
         self._recipients = parse_recipients(recipients)
         self._local = threading.local()
         # age1… recipients (the box's): sealed by age_stream, which releases the GIL and is
-        # about four times pyrage's speed; SSH recipients by pyrage (age_stream's docstring).
+        # about three times pyrage's speed; SSH recipients by pyrage (age_stream's docstring).
         self._fast: Encryptor | None = None
         texts = [text.strip() for text in recipients]
         if texts and all(text.startswith("age1") for text in texts):

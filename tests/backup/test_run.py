@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import subprocess
 
@@ -40,7 +39,7 @@ def test_a_snapshot_holds_the_dump_and_every_file(postgres, odoo, backend, env, 
 
     repo = open_repo(backend, moto_for(backend, request))
     dump = b"".join(repo.get_object(n) for n in manifest["database"]["objects"])
-    assert hashlib.sha256(dump).hexdigest() == manifest["database"]["sha256"]
+    assert len(dump) == manifest["database"]["size"] and "sha256" not in manifest["database"]
     files = {f["path"]: f for f in manifest["filestore"]["files"]}
     on_disk = {p.relative_to(filestore).as_posix(): p for p in filestore.rglob("*") if p.is_file()}
     assert set(files) == set(on_disk)

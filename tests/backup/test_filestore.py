@@ -82,3 +82,27 @@ def test_an_attachment_missing_from_the_filestore_is_said_and_fails_the_run(
     result = _run(env, repo, odoo, "--allow-missing")
     assert result.returncode == 0 and "1 attachment missing" in result.stdout
     assert show(env, repo, "latest")["filestore"]["missing"] == 1
+
+
+def test_a_file_that_changed_size_since_it_was_listed_is_stored_as_it_was_read(tmp_path):
+    """The walk lists a file's size, then reads it with one read of a byte more: a file that
+    grew or shrank in between is stored as read to its end, and its size is what was read
+    (the pass after the dump reads such a file again)."""
+    from odbox_backup.filestore import _store_local
+    from odbox_backup.repository import Repository
+    from odbox_backup.sources import Counters
+    from odbox_backup.store import LocalStore
+    from odbox_common.progress import Progress
+
+    repo = Repository.init(LocalStore(tmp_path / "repo"))
+    path = tmp_path / "attachment"
+    cases = [(10, b"grew" * 20_000), (70_000, b"shrank"), (0, b"was empty"), (5, b""), (3, b"abc")]
+    stored = []
+    for listed, content in cases:
+        path.write_bytes(content)
+        objects, size = _store_local(repo, str(path), listed, 4 << 20, Counters(), Progress())
+        assert size == len(content)
+        stored.append(objects)
+    repo.flush()
+    for (_, content), objects in zip(cases, stored, strict=True):
+        assert b"".join(repo.get_object(name) for name in objects) == content

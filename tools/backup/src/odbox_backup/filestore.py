@@ -48,14 +48,29 @@ def store_file(
     return names
 
 
-def _store_local(repo: Repository, f: IO[bytes], size: int, max_whole: int, counters: Counters,
+def _store_local(repo: Repository, path: str, size: int, max_whole: int, counters: Counters,
                  progress: Progress) -> tuple[list[str], int]:  # fmt: skip
     """A local file as it is now: its objects, and the bytes stored (the file may have
-    grown since it was listed: the entry records what was read)."""
-    before = counters.bytes
-    if size > max_whole:
-        return _store_stream(repo, f, counters, progress), counters.bytes - before
-    data = f.read()
+    grown since it was listed: the entry records what was read).
+
+    A whole file is one `os.read` of a byte more than listed (a regular file's short read is
+    its end), not `open().read()`: that adds an fstat, an isatty, two lseeks and a read for
+    the end, each a GIL hand-over while the dump's workers wait for it; at 20,000 files
+    that was 160,000 system calls of a full backup."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = counters.bytes
+        if size > max_whole:
+            with open(fd, "rb", closefd=False) as f:
+                return _store_stream(repo, f, counters, progress), counters.bytes - before
+        data = os.read(fd, size + 1)
+        if len(data) != size:  # grown or shrunk since it was listed: read to its end
+            parts = [data]
+            while more := os.read(fd, max(size, 1 << 16)):
+                parts.append(more)
+            data = b"".join(parts)
+    finally:
+        os.close(fd)
     name, new = repo.put_object(data, small_file=True)
     counters.add(len(data), new)
     progress.advance(len(data))
@@ -199,9 +214,8 @@ def read_filestore(
                     files.append(text)
                     continue
             try:
-                with open(path, "rb") as f:
-                    objects, size = _store_local(repo, f, st.st_size, max_whole, counters,
-                                                 progress)  # fmt: skip
+                objects, size = _store_local(repo, path, st.st_size, max_whole, counters,
+                                             progress)  # fmt: skip
             except FileNotFoundError:
                 continue
             except OSError as e:

@@ -111,3 +111,19 @@ def test_a_recipient_with_one_letter_changed_is_refused_by_its_checksum():
 def test_no_recipient_is_refused():
     with pytest.raises(ValueError, match="at least one recipient"):
         Encryptor([])
+
+
+def test_encrypt_into_a_used_buffer_writes_a_whole_file_at_its_start(keys):
+    """The seal buffers odbox-backup uses again: a buffer that held a longer file, and one
+    too short that must grow; age reads each view as the file it is, nothing of the last."""
+    key, public = keys[0]
+    encryptor = Encryptor([x25519_public_key(public)])
+    buffer = bytearray(b"\xaa" * (3 * CHUNK))
+    for size in (2 * CHUNK + 5, 7, 4 * CHUNK + 1):
+        data = os.urandom(size)
+        view = encryptor.encrypt_into(data, buffer)
+        assert len(buffer) >= len(view) == len(encryptor.encrypt(data))
+        done = age_decrypt(key, view.tobytes())
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == data
+        view.release()

@@ -7,6 +7,7 @@ module knows bytes and keys, never where a file goes (packs.py, manifests.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -14,7 +15,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ ZSTD_LEVEL = 3
 AUTH_KEY_ENV = "ODBOX_BACKUP_AUTH_KEY_FILE"
 AUTH_KEY_LINE = re.compile(r"odbox-backup-auth-key-1:([0-9a-f]{64})")
 AUTH_HEADER = b"odbox-auth-v1 "  # the first line of an authenticated file: this, the MAC, \n
+SEAL_BUFFERS = 3  # kept for `Codec.sealed`: the dump's two workers and the filestore's reader
 
 
 class RepositoryError(ToolError):
@@ -146,6 +148,8 @@ class Codec:
         # age1… recipients (the box's): sealed by age_stream, which releases the GIL and is
         # about three times pyrage's speed; SSH recipients by pyrage (age_stream's docstring).
         self._fast: Encryptor | None = None
+        self._buffers: list[bytearray] = []  # `sealed`'s, free; under _buffers_lock
+        self._buffers_lock = threading.Lock()
         texts = [text.strip() for text in recipients]
         if texts and all(text.startswith("age1") for text in texts):
             from odbox_common.age_stream import Encryptor, x25519_public_key
@@ -196,6 +200,40 @@ class Codec:
         sealed = io.BytesIO()
         pyrage.encrypt_io(io.BytesIO(frame), sealed, self._recipients)
         return sealed.getvalue()
+
+    @contextlib.contextmanager
+    def sealed(self, frame: bytes) -> Iterator[bytes | bytearray | memoryview]:
+        """`seal(frame)` for a caller that writes it and lets it go: sealed by age_stream
+        into a buffer used again (up to SEAL_BUFFERS of them are kept), so a full backup
+        does not fault in a fresh page for every 4 KiB it encrypts. The view is released
+        on leaving: one kept by mistake fails when used, never shows another file's bytes.
+        A buffer something else still holds a view of is not used again."""
+        if self._fast is None:
+            yield self.seal(frame)
+            return
+        with self._buffers_lock:
+            buffer = self._buffers.pop() if self._buffers else bytearray()
+        view = self._fast.encrypt_into(frame, buffer)
+        try:
+            yield view
+        finally:
+            view.release()
+            try:
+                buffer.append(0)  # BufferError while a view of it is held elsewhere
+                del buffer[-1]
+            except BufferError:
+                pass
+            else:
+                with self._buffers_lock:
+                    if len(self._buffers) < SEAL_BUFFERS:
+                        self._buffers.append(buffer)
+                        self._buffers.sort(key=len)  # the largest is taken first
+
+    def drop_buffers(self) -> None:
+        """Free `sealed`'s buffers (up to SEAL_BUFFERS packs' size): after the last object
+        of a run, before its manifest is made, which is when a run's memory peaks."""
+        with self._buffers_lock:
+            self._buffers.clear()
 
     def decode(self, blob: bytes, what: str) -> bytes:
         return self.decompress(self.unseal(blob, what), what)

@@ -65,17 +65,7 @@ class Packs(Indexes):
         if small_file and packing is not None and len(content) < packing["below"]:
             self._add_to_pack(name, self.codec.compress(content))
         else:
-            blob = self.codec.encode(content)
-            try:
-                self.store.put(self.object_key(name), blob, sync=False)
-            except Exists:
-                # One no index names is there (a killed run's, or planted) and S3 may not
-                # overwrite it (create-only): the content goes into a pack, never trusted as is.
-                self._add_to_pack(name, self.codec.compress(content))
-                blob = b""
-            if blob:
-                with self._filling:
-                    self._alone_pending.append((name, len(blob)))
+            self._put_alone(name, self.codec.compress(content))
         known.add(name)
         unsynced.discard(name)
         return name, True
@@ -88,17 +78,27 @@ class Packs(Indexes):
         if name in self.known_objects() and name not in self.unsynced_objects():
             return False
         self.require_writable()
-        blob = self.codec.seal(frame)
-        try:
-            self.store.put(self.object_key(name), blob, sync=False)
-        except Exists:  # as in put_object: a planted file is never trusted, the frame is packed
-            self._add_to_pack(name, frame)
-        else:
-            with self._filling:
-                self._alone_pending.append((name, len(blob)))
+        self._put_alone(name, frame)
         self.known_objects().add(name)
         self.unsynced_objects().discard(name)
         return True
+
+    def _put_alone(self, name: str, frame: bytes) -> None:
+        """An object's zstd frame, sealed, into its own file; into a pack instead when one no
+        index names is there (a killed run's, or planted) and S3 may not overwrite it
+        (create-only): what is found is never trusted as is."""
+        with self.codec.sealed(frame) as blob:
+            try:
+                self.store.put(self.object_key(name), blob, sync=False)
+            except Exists:
+                stored = None
+            else:
+                stored = len(blob)
+        if stored is None:
+            self._add_to_pack(name, frame)
+        else:
+            with self._filling:
+                self._alone_pending.append((name, stored))
 
     def repack(self, names: Sequence[str]) -> None:
         """Write these packed objects into new packs (prune's, for packs partly unused);
@@ -124,12 +124,14 @@ class Packs(Indexes):
 
     def flush(self) -> None:
         """Write the pack being filled, if any, then make every write so far durable (before
-        a manifest, or a journal line, that names what was written)."""
+        a manifest, or a journal line, that names what was written). The seal buffers go:
+        a manifest, the peak of a run's memory, comes next."""
         with self._filling:
             frames, blobs = self._take_pack()
             alone, self._alone_pending = self._alone_pending, []
         if blobs:
             self._write_pack(frames, blobs)
+        self.codec.drop_buffers()
         if alone:
             self.write_objects_index(alone)
         self.store.flush()
@@ -152,15 +154,15 @@ class Packs(Indexes):
         pack_id = secrets.token_hex(32)
         joined = b"".join(frames)
         frames.clear()  # before the encryption: two copies of the pack at a time, not three
-        data = self.codec.seal(joined)
-        del joined
         self.require_writable()
         assert self.auth is not None
-        self.store.put(self.pack_key(pack_id), data, sync=False)
-        index = {"pack": pack_id, "size": len(data),
+        with self.codec.sealed(joined) as data:
+            self.store.put(self.pack_key(pack_id), data, sync=False)
+            size = len(data)
+        del joined
+        index = {"pack": pack_id, "size": size,
                  "blobs": [[n, o, length] for n, o, length in blobs]}  # fmt: skip
-        self.pack_sizes[pack_id] = len(data)
-        del data
+        self.pack_sizes[pack_id] = size
         body = self.auth.wrap("index", pack_id, json.dumps(index).encode())
         self.store.put(self.index_key(pack_id), body, sync=False)
         with self._listing:

@@ -88,7 +88,12 @@ class Store(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def put(
-        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        sync: bool = True,
+        replace: bool = False,
     ) -> None: ...
 
     def flush(self) -> None: ...
@@ -137,7 +142,12 @@ class LocalStore:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
     def put(
-        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        sync: bool = True,
+        replace: bool = False,
     ) -> None:
         """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
@@ -281,11 +291,18 @@ class S3Store:
             raise self._fail("read", key, e) from e
 
     def put(
-        self, key: str, data: bytes | bytearray, *, sync: bool = True, replace: bool = False
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        sync: bool = True,
+        replace: bool = False,
     ) -> None:
         full = self._key(key)
         conditional = self.create_only and not replace and not key.startswith("locks/")
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # botocore takes bytes, bytearray or a file, not a view
         body: Any = data
         if self.limit is not None:
             # A body that reads itself out slowly; its checksum given, so botocore does not

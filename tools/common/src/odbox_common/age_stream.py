@@ -105,27 +105,54 @@ class Encryptor:
         mac = hmac.digest(_hkdf(file_key, b"", b"header"), header, "sha256")
         return header + b" " + _b64(mac) + b"\n"
 
-    def encrypt(self, plaintext: bytes | memoryview) -> bytearray:
-        """`plaintext` as an age file. The chunks are sealed into one preallocated buffer
-        by OpenSSL, with the GIL released: other threads go on meanwhile. That buffer is
-        what is returned, not a copy as bytes: a copy would be a second buffer of the file's
-        size, which at 200,000 files set the peak memory of a run (201 MB against 171)."""
+    def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
+        """`plaintext` as an age file. The chunks are sealed into one buffer by OpenSSL,
+        with the GIL released: other threads go on meanwhile. That buffer is what is
+        returned, not a copy as bytes: a copy would be a second buffer of the file's size,
+        which at 200,000 files set the peak memory of a run (201 MB against 171)."""
+        file = _File(self, plaintext)
+        out = bytearray(file.size)
+        file.seal_into(out)
+        return out
+
+    def encrypt_into(
+        self, plaintext: bytes | bytearray | memoryview, into: bytearray
+    ) -> memoryview:
+        """`encrypt`, written at the start of `into` (a buffer nothing else holds a view of;
+        grown if it is too short); a view of the written part. A buffer used again costs no
+        page faults, where a new one of a MiB costs 256: a quarter of a million in a full
+        backup at the bench's size, and 7 % of its time."""
+        file = _File(self, plaintext)
+        if len(into) < file.size:
+            into.extend(bytes(file.size - len(into)))
+        file.seal_into(into)
+        return memoryview(into)[: file.size]
+
+
+class _File:
+    """One age file being written: its own file key, header, payload key and size."""
+
+    def __init__(self, encryptor: Encryptor, plaintext: bytes | bytearray | memoryview) -> None:
         file_key = os.urandom(16)
         nonce = os.urandom(16)
-        head = self._header(file_key) + nonce
-        aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        data = memoryview(plaintext).cast("B")
-        chunks = max(1, -(-len(data) // CHUNK))  # an empty file is one empty last chunk
-        out = bytearray(len(head) + len(data) + chunks * TAG)
+        self.head = encryptor._header(file_key) + nonce
+        self.aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self.data = memoryview(plaintext).cast("B")
+        self.chunks = max(1, -(-len(self.data) // CHUNK))  # an empty file: one empty chunk
+        self.size = len(self.head) + len(self.data) + self.chunks * TAG
+
+    def seal_into(self, out: bytearray) -> None:
+        """The whole file at the start of `out`, which holds at least `size` bytes."""
+        head, data, chunks = self.head, self.data, self.chunks
         out[: len(head)] = head
-        view = memoryview(out)
-        at = len(head)
-        for counter in range(chunks):
-            piece = data[counter * CHUNK : (counter + 1) * CHUNK]
-            chunk_nonce = counter.to_bytes(11, "big") + (
-                b"\x01" if counter == chunks - 1 else b"\x00"
-            )
-            at += aead.encrypt_into(chunk_nonce, piece, None, view[at : at + len(piece) + TAG])
-        assert at == len(out)
-        view.release()  # or the buffer could not be resized, nor freed while it is held
-        return out
+        with memoryview(out) as view:  # released after: `out` can be resized and freed
+            at = len(head)
+            for counter in range(chunks):
+                piece = data[counter * CHUNK : (counter + 1) * CHUNK]
+                chunk_nonce = counter.to_bytes(11, "big") + (
+                    b"\x01" if counter == chunks - 1 else b"\x00"
+                )
+                at += self.aead.encrypt_into(
+                    chunk_nonce, piece, None, view[at : at + len(piece) + TAG]
+                )
+        assert at == self.size

@@ -30,8 +30,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
 @pytest.mark.parametrize("size", SIZES)
 def test_what_it_encrypts_the_real_age_and_pyrage_decrypt_with_every_recipients_key(keys, size):
     data = os.urandom(size)
-    blob = Encryptor([x25519_public_key(public) for _, public in keys]).encrypt(data)
-    assert blob.startswith(MAGIC)
+    encryptor = Encryptor([x25519_public_key(public) for _, public in keys])
+    blob = encryptor.encrypt(data)
+    assert blob.startswith(MAGIC) and len(blob) == encryptor.size_of(size)
     for key, _ in keys:
         done = age_decrypt(key, blob)
         assert done.returncode == 0, done.stderr
@@ -122,7 +123,7 @@ def test_encrypt_into_a_used_buffer_writes_a_whole_file_at_its_start(keys):
     for size in (2 * CHUNK + 5, 7, 4 * CHUNK + 1):
         data = os.urandom(size)
         view = encryptor.encrypt_into(data, buffer)
-        assert len(buffer) >= len(view) == len(encryptor.encrypt(data))
+        assert len(buffer) >= len(view) == len(encryptor.encrypt(data)) == encryptor.size_of(size)
         done = age_decrypt(key, view.tobytes())
         assert done.returncode == 0, done.stderr
         assert done.stdout == data

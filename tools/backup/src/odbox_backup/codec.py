@@ -211,8 +211,11 @@ class Codec:
         if self._fast is None:
             yield self.seal(frame)
             return
-        with self._buffers_lock:
-            buffer = self._buffers.pop() if self._buffers else bytearray()
+        with self._buffers_lock:  # the smallest that fits, else the largest to grow
+            fits = [b for b in self._buffers if len(b) >= self._fast.size_of(len(frame))]
+            buffer = fits[0] if fits else self._buffers[-1] if self._buffers else bytearray()
+            if self._buffers:
+                self._buffers.remove(buffer)
         view = self._fast.encrypt_into(frame, buffer)
         try:
             yield view
@@ -227,7 +230,7 @@ class Codec:
                 with self._buffers_lock:
                     if len(self._buffers) < SEAL_BUFFERS:
                         self._buffers.append(buffer)
-                        self._buffers.sort(key=len)  # the largest is taken first
+                        self._buffers.sort(key=len)
 
     def drop_buffers(self) -> None:
         """Free `sealed`'s buffers (up to SEAL_BUFFERS packs' size): after the last object

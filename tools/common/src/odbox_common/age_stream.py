@@ -115,6 +115,13 @@ class Encryptor:
         file.seal_into(out)
         return out
 
+    def size_of(self, length: int) -> int:
+        """The size of the file `length` bytes encrypt to: the header (each X25519 stanza is
+        98 bytes of fixed-length lines; the `---` line with its MAC 48), the payload nonce,
+        and a tag a chunk."""
+        chunks = max(1, -(-length // CHUNK))
+        return len(MAGIC) + 98 * len(self._keys) + 48 + 16 + length + chunks * TAG
+
     def encrypt_into(
         self, plaintext: bytes | bytearray | memoryview, into: bytearray
     ) -> memoryview:

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.backup.conftest import moto_for
 from tests.backup.helpers import (
@@ -110,6 +111,54 @@ def test_an_unchanged_database_is_not_dumped_again(postgres, odoo, tmp_path):
     assert _unchanged_dump(repo, Source(dsn, "other", filestore), facts, previous) is None
     repo.store.delete(repo.object_key(stored[1]))
     assert _unchanged_dump(Repository.open(repo.store), source, facts, previous) is None
+
+
+def test_a_run_that_reuses_the_dump_reuses_the_attachment_names_and_walks_the_files_once(
+    odoo, tmp_path, monkeypatch
+):
+    """A run with no change to the database read every ir_attachment row again for the names
+    object, and walked the filestore a second time for files that came during a dump it did
+    not make: 0.15 s of a 0.6 s run at 20,000 files. The database's facts are pinned (a
+    checkpoint would move the WAL), and the files are older than a file still being written;
+    through the cache too, as the encrypted box reads its last snapshot. A new file modified
+    in the last seconds is still read again."""
+    import os
+    import time
+
+    from odbox_backup import backup, cache
+    from odbox_backup.repository import Repository
+    from odbox_backup.store import LocalStore
+
+    name, dsn, filestore = odoo
+    old = time.time() - 3600
+    for path in filestore.rglob("*"):
+        os.utime(path, (old, old))
+    facts = backup._odoo_facts(dsn)
+    assert facts.wal is not None
+    monkeypatch.setattr(backup, "_odoo_facts", lambda conninfo: facts)
+    repo = Repository.init(LocalStore(tmp_path / "repo"))
+    source = backup.Source(dsn, name, filestore)
+    first = backup.run_backup(repo, source)
+    assert cache.save(tmp_path / "cache", repo, first) is None
+    from_cache = cache.load(tmp_path / "cache", repo)
+
+    walks: list[object] = []
+    real_walk = backup.read_filestore
+    monkeypatch.setattr(
+        backup, "read_filestore", lambda *a, **k: walks.append(a) or real_walk(*a, **k)
+    )
+    monkeypatch.setattr(backup, "store_names", lambda *a: pytest.fail("the names were read again"))
+    for previous in (first, from_cache):
+        walks.clear()
+        again = backup.run_backup(repo, source, previous=previous)
+        assert again["database"] == first["database"]
+        assert again["filestore"]["names"] == first["filestore"]["names"]
+        assert again["filestore"]["files"] == first["filestore"]["files"] and len(walks) == 1
+    walks.clear()
+    (filestore / "ff").mkdir(exist_ok=True)
+    (filestore / "ff" / ("f" * 40)).write_bytes(b"a file being written as the run reads")
+    backup.run_backup(repo, source, previous=first)
+    assert len(walks) == 2  # a new file, modified in the last seconds, is read again
 
 
 def test_the_default_cache_folder_and_no_cache(odoo, env, tmp_path):

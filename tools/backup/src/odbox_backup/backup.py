@@ -154,6 +154,16 @@ def _estimates(source: Source, previous: dict[str, Any] | None) -> tuple[int | N
     return (int(dump) if dump else None), (int(filestore) if filestore is not None else None)
 
 
+def _unchanged_names(repo: Repository, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last snapshot's `filestore.names`, for a run that reuses its dump: the database is
+    as it was then, so are its attachments' names (0.1 s of a 0.6 s run with no change at
+    20,000 files, which read them all again); None unless its object is still stored."""
+    names = ((previous or {}).get("filestore") or {}).get("names")
+    if not isinstance(names, dict) or names.get("object") not in repo.known_objects():
+        return None
+    return dict(names)
+
+
 def run_backup(
     repo: Repository,
     source: Source,
@@ -169,6 +179,7 @@ def run_backup(
     counters = Counters()
     facts = _odoo_facts(source.conninfo)
     database = _unchanged_dump(repo, source, facts, previous)
+    reused = database is not None
     if database is not None:
         progress.phase(
             f"database {source.dbname} unchanged since snapshot {previous and previous['id']} "
@@ -208,22 +219,28 @@ def run_backup(
             wait([early])
             total.close()
         first = early.result()
+    names = _unchanged_names(repo, previous) if reused else None
     del before, previous  # the entries still needed are in `first`
-    progress.phase("reading what the filestore gained during the dump")
     first.sort()
-    # A file read again replaces what the first pass read of it, in place (its bytes then
-    # counted twice in `totals.bytes`, which is about this run's reading, not the snapshot).
-    read = PathsOf(first, but=unsettled)
-    first += read_filestore(repo, source.filestore, {}, counters, Progress(), skip=read,
-                            update=read)  # fmt: skip
-    del read, unsettled  # nothing per file beyond the entries while the manifest is written
+    if not reused or unsettled:
+        # A reused dump is the database as it was before the first pass began, so every file
+        # it names was on disk, whole, when that pass read it (Odoo writes a file before it
+        # commits its row): only a fresh dump, or a file still being written, needs this.
+        progress.phase("reading what the filestore gained during the dump")
+        # A file read again replaces what the first pass read of it, in place (its bytes then
+        # counted twice in `totals.bytes`, which is about this run's reading, not the snapshot).
+        read = PathsOf(first, but=unsettled)
+        first += read_filestore(repo, source.filestore, {}, counters, Progress(), skip=read,
+                                update=read)  # fmt: skip
+        del read
+    del unsettled  # nothing per file beyond the entries while the manifest is written
     counters.merge(early_counters)
     filestore = filestore_part(first)
     missing = attachments_missing(source.conninfo, source.filestore, filestore["files"])
     filestore["missing"] = missing[0]
     if missing[0]:
         filestore["missing_first"] = missing[1]
-    filestore["names"] = store_names(repo, source.conninfo)  # for `ls` (attachments.py)
+    filestore["names"] = names or store_names(repo, source.conninfo)  # for `ls` (attachments.py)
     manifest = {
         "version": 1,
         "id": repo.next_snapshot_id(),

@@ -4,9 +4,10 @@ The box writes to a repository encrypted to keys it does not hold, so it
 cannot read its own previous manifest. Without one, every run would read
 every filestore file again and dump an unchanged database again. So after
 each run the box keeps, in its cache folder, the last snapshot's database
-part and a path → (size, objects) index of its filestore: nothing the
-filestore's own names do not already tell, on the machine that holds the
-filestore.
+part, a path → (size, objects) index of its filestore, and the object that
+holds its attachments' names (reused with an unchanged dump): nothing the
+filestore's own names and the database do not already tell, on the machine
+that holds both.
 
 The cache only saves work; it is never trusted for content. An entry is used
 only when its snapshot is still in the repository and every object it names
@@ -70,7 +71,8 @@ def load(folder: Path, repo: Repository) -> dict[str, Any] | None:
         for text in files:
             entry_path(text)  # a damaged line makes the whole cache unused, not the run fail
         return {"id": header["id"], "database": header["database"],
-                "filestore": {"files": files, "bytes": header.get("filestore_bytes")}}  # fmt: skip
+                "filestore": {"files": files, "bytes": header.get("filestore_bytes"),
+                              "names": header.get("filestore_names")}}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -79,13 +81,15 @@ def save(folder: Path, repo: Repository, manifest: dict[str, Any]) -> str | None
     """Keep `manifest`'s parts for the next run; a reason when that was not possible.
 
     The file is JSON lines: a header (version, repository, snapshot ID, the `database`
-    part), then one `filestore.files` entry per line, written as they are."""
+    part, the filestore's bytes and its `names` part), then one `filestore.files` entry per
+    line, written as they are."""
     header = {
         "version": VERSION,
         "repository": repo.config.id,
         "id": manifest["id"],
         "database": manifest["database"],
         "filestore_bytes": manifest["filestore"].get("bytes"),  # the next run's progress total
+        "filestore_names": manifest["filestore"].get("names"),  # reused with the dump
     }
     files = manifest["filestore"]["files"]
     target = _path(folder, repo)

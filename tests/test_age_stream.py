@@ -4,6 +4,7 @@ that share none of its code, at the sizes where the STREAM's chunking has edges.
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 from pathlib import Path
@@ -115,16 +116,20 @@ def test_no_recipient_is_refused():
 
 
 def test_encrypt_into_a_used_buffer_writes_a_whole_file_at_its_start(keys):
-    """The seal buffers odbox-backup uses again: a buffer that held a longer file, and one
-    too short that must grow; age reads each view as the file it is, nothing of the last."""
+    """The seal buffers odbox-backup uses again (anonymous maps): one that held a longer
+    file is read by age as the file just written, nothing of the last; one too short for
+    the file is refused, not overrun."""
     key, public = keys[0]
     encryptor = Encryptor([x25519_public_key(public)])
-    buffer = bytearray(b"\xaa" * (3 * CHUNK))
-    for size in (2 * CHUNK + 5, 7, 4 * CHUNK + 1):
+    buffer = mmap.mmap(-1, 5 * CHUNK)
+    buffer.write(b"\xaa" * len(buffer))
+    for size in (4 * CHUNK, 7, 2 * CHUNK + 5):
         data = os.urandom(size)
         view = encryptor.encrypt_into(data, buffer)
-        assert len(buffer) >= len(view) == len(encryptor.encrypt(data)) == encryptor.size_of(size)
+        assert len(view) == len(encryptor.encrypt(data)) == encryptor.size_of(size)
         done = age_decrypt(key, view.tobytes())
         assert done.returncode == 0, done.stderr
         assert done.stdout == data
         view.release()
+    with pytest.raises(ValueError, match="cannot hold"):
+        encryptor.encrypt_into(os.urandom(5 * CHUNK), buffer)

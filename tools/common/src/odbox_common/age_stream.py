@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import mmap
 import os
 from collections.abc import Sequence
 
@@ -123,15 +124,15 @@ class Encryptor:
         return len(MAGIC) + 98 * len(self._keys) + 48 + 16 + length + chunks * TAG
 
     def encrypt_into(
-        self, plaintext: bytes | bytearray | memoryview, into: bytearray
+        self, plaintext: bytes | bytearray | memoryview, into: bytearray | mmap.mmap
     ) -> memoryview:
-        """`encrypt`, written at the start of `into` (a buffer nothing else holds a view of;
-        grown if it is too short); a view of the written part. A buffer used again costs no
+        """`encrypt`, written at the start of `into` (at least `size_of` bytes, and nothing
+        else writing it meanwhile); a view of the written part. A buffer used again costs no
         page faults, where a new one of a MiB costs 256: a quarter of a million in a full
         backup at the bench's size, and 7 % of its time."""
         file = _File(self, plaintext)
         if len(into) < file.size:
-            into.extend(bytes(file.size - len(into)))
+            raise ValueError(f"{len(into)} bytes cannot hold an age file of {file.size}")
         file.seal_into(into)
         return memoryview(into)[: file.size]
 
@@ -148,7 +149,7 @@ class _File:
         self.chunks = max(1, -(-len(self.data) // CHUNK))  # an empty file: one empty chunk
         self.size = len(self.head) + len(self.data) + self.chunks * TAG
 
-    def seal_into(self, out: bytearray) -> None:
+    def seal_into(self, out: bytearray | mmap.mmap) -> None:
         """The whole file at the start of `out`, which holds at least `size` bytes."""
         head, data, chunks = self.head, self.data, self.chunks
         out[: len(head)] = head

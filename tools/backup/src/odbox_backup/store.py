@@ -55,6 +55,9 @@ class TokenBucket:
                 self.sleep(-self.tokens / self.rate)  # the refill after it pays the debt
 
 
+Body = bytes | bytearray | memoryview  # what `put` writes: a sealed object may be a view
+
+
 class _Limited(io.BytesIO):
     """An upload body whose every read takes its bytes from a token bucket: http.client
     reads it a block at a time as it sends, so the line sees the limit, not a burst per PUT."""
@@ -87,14 +90,7 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def put(
-        self,
-        key: str,
-        data: bytes | bytearray | memoryview,
-        *,
-        sync: bool = True,
-        replace: bool = False,
-    ) -> None: ...
+    def put(self, key: str, data: Body, *, sync: bool = True, replace: bool = False) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -141,14 +137,7 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {self._path(key)}: {e.strerror}") from e
 
-    def put(
-        self,
-        key: str,
-        data: bytes | bytearray | memoryview,
-        *,
-        sync: bool = True,
-        replace: bool = False,
-    ) -> None:
+    def put(self, key: str, data: Body, *, sync: bool = True, replace: bool = False) -> None:
         """Write `key` (a local write always replaces: a rename over the old value)."""
         path = self._path(key)
         file = None
@@ -290,14 +279,7 @@ class S3Store:
                 raise NotFound(f"{self.url}: {key} is missing") from e
             raise self._fail("read", key, e) from e
 
-    def put(
-        self,
-        key: str,
-        data: bytes | bytearray | memoryview,
-        *,
-        sync: bool = True,
-        replace: bool = False,
-    ) -> None:
+    def put(self, key: str, data: Body, *, sync: bool = True, replace: bool = False) -> None:
         full = self._key(key)
         conditional = self.create_only and not replace and not key.startswith("locks/")
         extra: dict[str, Any] = {"IfNoneMatch": "*"} if conditional else {}

@@ -91,6 +91,8 @@ class Encryptor:
         if not public_keys:
             raise ValueError("age encryption needs at least one recipient")
         self._keys = [(key, X25519PublicKey.from_public_bytes(key)) for key in public_keys]
+        # The header's size does not vary (fixed-length stanzas and MAC), nor the nonce's.
+        self._head_size = len(self._header(bytes(16))) + 16
 
     def _header(self, file_key: bytes) -> bytes:
         lines = [MAGIC]
@@ -117,11 +119,9 @@ class Encryptor:
         return out
 
     def size_of(self, length: int) -> int:
-        """The size of the file `length` bytes encrypt to: the header (each X25519 stanza is
-        98 bytes of fixed-length lines; the `---` line with its MAC 48), the payload nonce,
-        and a tag a chunk."""
-        chunks = max(1, -(-length // CHUNK))
-        return len(MAGIC) + 98 * len(self._keys) + 48 + 16 + length + chunks * TAG
+        """The size of the file `length` bytes encrypt to: header, payload nonce, the bytes,
+        and a tag a chunk (an empty file is one empty last chunk)."""
+        return self._head_size + length + max(1, -(-length // CHUNK)) * TAG
 
     def encrypt_into(
         self, plaintext: bytes | bytearray | memoryview, into: bytearray | mmap.mmap
@@ -146,8 +146,9 @@ class _File:
         self.head = encryptor._header(file_key) + nonce
         self.aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self.data = memoryview(plaintext).cast("B")
-        self.chunks = max(1, -(-len(self.data) // CHUNK))  # an empty file: one empty chunk
-        self.size = len(self.head) + len(self.data) + self.chunks * TAG
+        self.chunks = max(1, -(-len(self.data) // CHUNK))
+        self.size = encryptor.size_of(len(self.data))
+        assert len(self.head) + len(self.data) + self.chunks * TAG == self.size
 
     def seal_into(self, out: bytearray | mmap.mmap) -> None:
         """The whole file at the start of `out`, which holds at least `size` bytes."""
